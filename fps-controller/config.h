@@ -1,0 +1,116 @@
+/*
+ * config: loads the ConfigMap (fps.yaml via libyaml, whitelist.json via cJSON)
+ * and the Secret files into one struct, with strict types, documented defaults
+ * (SPEC §3) and errors that point at file:line:col. No side effects.
+ */
+#ifndef FPS_CONFIG_H
+#define FPS_CONFIG_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+#include "whitelist.h"
+
+#define CFG_MAX_PORTS    64
+#define CFG_YAML_NAME    "fps.yaml"
+#define CFG_JSON_NAME    "whitelist.json"
+#define CFG_MAX_FILESIZE (64u << 20) /* 100,000 entries are ~3 MB; leave room */
+
+enum cfg_apply { CFG_APPLY_LIVE, CFG_APPLY_RECONFIGURE };
+
+/* One raw whitelist entry, as written, and where it was written. */
+struct cfg_entry {
+	char *raw;
+	const char *file; /* CFG_YAML_NAME (preset) or CFG_JSON_NAME */
+	int line, col;
+	int index; /* position in its list, 0-based */
+	bool has_via;
+	enum wl_via via;
+};
+
+struct cfg_route {
+	char name[WL_NAME_MAX + 1]; /* normalized */
+	enum wl_kind kind;
+	enum wl_via via;
+	int line, col;
+};
+
+struct strv {
+	char **v;
+	size_t n;
+};
+
+struct fps_config {
+	char config_dir[PATH_MAX];
+	char secrets_dir[PATH_MAX]; /* "" when none was given */
+
+	/* proxy */
+	char bind[64];
+	int port;
+	int workers; /* 0 = auto: one per core */
+	int connect_ports[CFG_MAX_PORTS];
+	size_t n_connect_ports;
+	int safe_ports[CFG_MAX_PORTS];
+	size_t n_safe_ports;
+	struct strv blocked_networks; /* canonical CIDR text */
+	struct strv dns_nameservers;
+	char hosts_file[PATH_MAX];
+
+	/* auth */
+	bool auth_enabled;
+	char realm[64];
+	int credentials_ttl;
+	struct strv products;
+
+	/* whitelist */
+	enum cfg_apply apply;
+	struct cfg_entry *entries; /* presets first, then whitelist.json */
+	size_t n_entries, cap_entries;
+	bool has_whitelist_json;
+	bool has_version;
+	long long whitelist_version;
+
+	/* upstream */
+	bool has_upstream;
+	char upstream_host[WL_NAME_MAX + 1];
+	int upstream_port;
+	char upstream_user[128];
+	char *upstream_password; /* secret; NULL when none */
+
+	/* tunnel */
+	bool has_tunnel;
+	char tunnel_server[WL_NAME_MAX + 1];
+	char tunnel_address[64];
+	int tunnel_port;
+	int tunnel_local_port;
+
+	struct cfg_route *routes;
+	size_t n_routes;
+	enum wl_via default_route;
+
+	char admin_bind[64];
+	int admin_port;
+
+	/* The raw inputs, kept to persist the last good generation and to hash. */
+	char *yaml_text, *json_text, *keys_text;
+	size_t yaml_len, json_len, keys_len;
+	char input_hash[65]; /* SHA-256 over every input, secrets included */
+};
+
+void cfg_init_defaults(struct fps_config *c);
+void cfg_free(struct fps_config *c);
+
+/* Loads config_dir (and secrets_dir, may be NULL or "") into c. On error, e says
+ * where, and c is freed. */
+int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_dir, struct fps_err *e);
+/* The same from in-memory texts (json may be NULL); file names are used in errors. */
+int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e);
+int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path,
+			     struct fps_err *e);
+
+/* Does any route (or the default) use via? */
+bool cfg_uses_via(const struct fps_config *c, enum wl_via via);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * err: the one error type every stage fills in. It carries where the fault is
+ * (file:line:col, any part optional) and a message; main() maps it to an exit code.
+ */
+#ifndef FPS_ERR_H
+#define FPS_ERR_H
+
+#include <stddef.h>
+
+struct fps_err {
+	char file[512]; /* "" when no file is at fault */
+	int line;       /* 1-based; 0 = unknown */
+	int col;        /* 1-based; 0 = unknown */
+	char msg[1024];
+};
+
+void err_clear(struct fps_err *e);
+/* Sets *e and returns -1, so a stage can `return err_set(...)`. */
+int err_set(struct fps_err *e, const char *file, int line, int col, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+/* "file:line:col: msg", "file: msg" or "msg", whichever parts are known. */
+const char *err_str(const struct fps_err *e, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,118 @@
+/*
+ * proc: fork/execve helpers (see proc.h). Signals are reset in the child because
+ * the controller blocks them for its signalfd, and a blocked mask is inherited.
+ */
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void child_reset_signals(void)
+{
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int s = 1; s < NSIG; s++)
+		signal(s, SIG_DFL);
+}
+
+pid_t proc_spawn(char *const argv[])
+{
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	child_reset_signals();
+	int devnull = open("/dev/null", O_RDONLY);
+	if (devnull >= 0) {
+		dup2(devnull, STDIN_FILENO);
+		close(devnull);
+	}
+	execve(argv[0], argv, environ);
+	_exit(127);
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int proc_run(char *const argv[], int timeout_ms, char **out, size_t cap)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		child_reset_signals();
+		int devnull = open("/dev/null", O_RDONLY);
+		if (devnull >= 0)
+			dup2(devnull, STDIN_FILENO);
+		dup2(fds[1], STDOUT_FILENO);
+		dup2(fds[1], STDERR_FILENO);
+		execve(argv[0], argv, environ);
+		_exit(127);
+	}
+	close(fds[1]);
+	char *buf = malloc(cap + 1);
+	size_t len = 0;
+	long long deadline = mono_ms() + timeout_ms;
+	bool killed = false;
+	for (;;) {
+		long long left = deadline - mono_ms();
+		if (left <= 0 && !killed) {
+			kill(pid, SIGKILL);
+			killed = true;
+		}
+		struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+		int pr = poll(&pfd, 1, killed ? 1000 : (int)left);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0) {
+			if (killed)
+				break;
+			continue;
+		}
+		char tmp[4096];
+		ssize_t n = read(fds[0], tmp, sizeof(tmp));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		size_t take = buf && len < cap ? ((size_t)n < cap - len ? (size_t)n : cap - len) : 0;
+		if (take)
+			memcpy(buf + len, tmp, take);
+		len += take;
+	}
+	close(fds[0]);
+	int status;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR) {
+			free(buf);
+			return -1;
+		}
+	}
+	if (buf)
+		buf[len] = '\0';
+	if (out)
+		*out = buf;
+	else
+		free(buf);
+	return status;
+}

@@ -1,0 +1,402 @@
+/*
+ * render: builds each generation's files. squid.conf's fixed structure lives in
+ * the template; this file computes the blocks that depend on configuration.
+ * Paths and names reaching squid.conf were validated by config/whitelist.
+ */
+#include "render.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fsio.h"
+#include "snapshot.h"
+
+/* A growing string for blocks. */
+struct buf {
+	char *p;
+	size_t len, cap;
+	int failed;
+};
+
+static void bprintf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(struct buf *b, const char *fmt, ...)
+{
+	if (b->failed)
+		return;
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		size_t room = b->cap - b->len;
+		int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->failed = 1;
+			return;
+		}
+		if (b->p && (size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		size_t ncap = b->cap ? b->cap * 2 : 1024;
+		while (ncap < b->len + (size_t)n + 1)
+			ncap *= 2;
+		char *np = realloc(b->p, ncap);
+		if (np == NULL) {
+			b->failed = 1;
+			return;
+		}
+		b->p = np;
+		b->cap = ncap;
+	}
+}
+
+static const char *bstr(struct buf *b)
+{
+	if (b->p == NULL)
+		bprintf(b, "%s", "");
+	return b->p ? b->p : "";
+}
+
+int render_template(const char *tmpl, const char *tmpl_path, const struct render_var *vars, size_t nvars, char **out,
+		    struct fps_err *e)
+{
+	struct buf b = {0};
+	int line = 1;
+	for (const char *p = tmpl; *p;) {
+		if (p[0] == '{' && p[1] == '{') {
+			const char *end = strstr(p + 2, "}}");
+			if (end == NULL) {
+				free(b.p);
+				return err_set(e, tmpl_path, line, 0, "unterminated {{");
+			}
+			size_t nl = (size_t)(end - p - 2);
+			const char *val = NULL;
+			for (size_t i = 0; i < nvars; i++)
+				if (strlen(vars[i].name) == nl && memcmp(vars[i].name, p + 2, nl) == 0)
+					val = vars[i].value;
+			if (val == NULL) {
+				free(b.p);
+				return err_set(e, tmpl_path, line, 0, "unknown template variable {{%.*s}}", (int)nl, p + 2);
+			}
+			bprintf(&b, "%s", val);
+			p = end + 2;
+			continue;
+		}
+		if (*p == '\n')
+			line++;
+		const char *next = strstr(p + 1, "{{");
+		size_t chunk = next ? (size_t)(next - p) : strlen(p);
+		for (size_t i = 1; i < chunk; i++)
+			if (p[i] == '\n')
+				line++;
+		bprintf(&b, "%.*s", (int)chunk, p);
+		p += chunk;
+	}
+	if (b.failed) {
+		free(b.p);
+		return err_set(e, tmpl_path, 0, 0, "out of memory");
+	}
+	*out = b.p ? b.p : strdup("");
+	return 0;
+}
+
+static void join_ports(struct buf *b, const int *ports, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		bprintf(b, "%s%d", i ? " " : "", ports[i]);
+}
+
+static void render_auth(const struct fps_config *c, const struct render_ctx *rc, struct buf *auth,
+			struct buf *access, struct buf *allow)
+{
+	if (!c->auth_enabled) {
+		bprintf(auth, "# auth.enabled: false -- agents are not asked for credentials.");
+		bprintf(access, "# (no credential check: auth.enabled is false)");
+		bprintf(allow, "http_access allow fps_tagged");
+		return;
+	}
+	/* Sized for ~1000 agents: fps-auth answers in microseconds, so a few children
+	 * with concurrency keep up; a full queue answers ERR instead of killing Squid
+	 * (the default on-persistent-overload is "die"). */
+	bprintf(auth, "auth_param basic program %s/fps-auth --keys %s/apikeys.json", rc->bin_dir, rc->secrets_dir);
+	if (c->products.n > 0) {
+		bprintf(auth, " --products ");
+		for (size_t i = 0; i < c->products.n; i++)
+			bprintf(auth, "%s%s", i ? "," : "", c->products.v[i]);
+	}
+	bprintf(auth,
+		"\nauth_param basic children 8 startup=2 idle=1 concurrency=64 queue-size=4096 "
+		"on-persistent-overload=ERR\n"
+		"auth_param basic realm %s\n"
+		"auth_param basic credentialsttl %d seconds\n"
+		"auth_param basic casesensitive on\n"
+		"acl fps_users proxy_auth REQUIRED",
+		c->realm, c->credentials_ttl);
+	bprintf(access, "http_access deny !fps_users");
+	bprintf(allow, "http_access allow fps_tagged fps_users");
+}
+
+/* Squid's dstdomain syntax for a normalized entry: ".example.com" covers the apex too. */
+static void dstdomain_name(struct buf *b, const struct wl_pattern *p)
+{
+	bprintf(b, "%s%s", p->kind == WL_WILD ? "." : "", p->name);
+}
+
+/* Route patterns, most specific first: longer name first, exact before wildcard of
+ * the same name, then the order listed. */
+struct route_ref {
+	const struct wl_pattern *p;
+	size_t order;
+};
+
+static int route_ref_cmp(const void *a, const void *b)
+{
+	const struct route_ref *x = a, *y = b;
+	size_t lx = strlen(x->p->name), ly = strlen(y->p->name);
+	if (lx != ly)
+		return lx > ly ? -1 : 1;
+	if (x->p->kind != y->p->kind)
+		return x->p->kind == WL_WILD ? 1 : -1;
+	return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+static void render_peer(struct buf *b, const char *name, const char *host, int port, const char *login)
+{
+	bprintf(b, "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange name=%s%s%s\n", host, port, name,
+		login ? " login=" : "", login ? login : "");
+}
+
+static int render_routes(const struct fps_config *c, const struct compiled *cp, struct buf *b)
+{
+	const struct wl_policy *pol = &cp->policy;
+	if (!c->has_upstream && !c->has_tunnel) {
+		bprintf(b, "# No upstream or tunnel configured: every allowed request goes direct.\n");
+		return 0;
+	}
+	if (c->has_upstream) {
+		/* The password is %-escaped by the caller's config check (safe_token) for the
+		 * user; the password itself comes from the Secret and is escaped here. */
+		struct buf login = {0};
+		if (c->upstream_user[0]) {
+			bprintf(&login, "%s:", c->upstream_user);
+			for (const unsigned char *p = (const unsigned char *)(c->upstream_password ? c->upstream_password : "");
+			     *p; p++) {
+				if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+				    strchr("-._~", *p))
+					bprintf(&login, "%c", *p);
+				else
+					bprintf(&login, "%%%02X", *p);
+			}
+		}
+		render_peer(b, "upstream", c->upstream_host, c->upstream_port, login.p);
+		if (login.p) {
+			explicit_bzero(login.p, login.cap);
+			free(login.p);
+		}
+	}
+	if (c->has_tunnel)
+		render_peer(b, "tunnel", "127.0.0.1", c->tunnel_local_port, NULL);
+
+	if (c->apply == CFG_APPLY_LIVE) {
+		/* fps-acl tagged the request with its route during http_access. */
+		for (int v = WL_VIA_UPSTREAM; v <= WL_VIA_TUNNEL; v++) {
+			bool have = v == WL_VIA_UPSTREAM ? c->has_upstream : c->has_tunnel;
+			if (!have)
+				continue;
+			const char *n = wl_via_name((enum wl_via)v);
+			bprintf(b,
+				"cache_peer_access %s allow fps_via_%s\ncache_peer_access %s deny all\n"
+				"never_direct allow fps_via_%s\n",
+				n, n, n, n);
+		}
+		return b->failed ? -1 : 0;
+	}
+
+	/* reconfigure mode: one dstdomain ACL per route pattern, rules ordered from the
+	 * most specific pattern down, so the first matching rule is the most specific. */
+	size_t n = pol->n_routes;
+	struct route_ref *refs = calloc(n ? n : 1, sizeof(*refs));
+	if (refs == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		refs[i] = (struct route_ref){.p = &pol->routes[i], .order = i};
+	qsort(refs, n, sizeof(*refs), route_ref_cmp);
+	for (size_t i = 0; i < n; i++) {
+		bprintf(b, "acl fps_route_%zu dstdomain -n ", i);
+		dstdomain_name(b, refs[i].p);
+		bprintf(b, "\n");
+	}
+	for (int v = WL_VIA_UPSTREAM; v <= WL_VIA_TUNNEL; v++) {
+		bool have = v == WL_VIA_UPSTREAM ? c->has_upstream : c->has_tunnel;
+		if (!have)
+			continue;
+		const char *name = wl_via_name((enum wl_via)v);
+		for (size_t i = 0; i < n; i++)
+			bprintf(b, "cache_peer_access %s %s fps_route_%zu\n", name,
+				refs[i].p->via == (enum wl_via)v ? "allow" : "deny", i);
+		bprintf(b, "cache_peer_access %s %s all\n", name, c->default_route == (enum wl_via)v ? "allow" : "deny");
+	}
+	for (size_t i = 0; i < n; i++)
+		bprintf(b, "never_direct %s fps_route_%zu\n", refs[i].p->via == WL_VIA_DIRECT ? "deny" : "allow", i);
+	if (c->default_route != WL_VIA_DIRECT)
+		bprintf(b, "never_direct allow all\n");
+	free(refs);
+	return b->failed ? -1 : 0;
+}
+
+static int add_file(struct render_out *out, const char *name, char *data, size_t len)
+{
+	if (out->n_files >= RENDER_MAX_FILES || data == NULL)
+		return -1;
+	struct render_file *f = &out->files[out->n_files++];
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	f->data = data;
+	f->len = len;
+	return 0;
+}
+
+const struct render_file *render_find(const struct render_out *out, const char *name)
+{
+	for (size_t i = 0; i < out->n_files; i++)
+		if (strcmp(out->files[i].name, name) == 0)
+			return &out->files[i];
+	return NULL;
+}
+
+void render_free(struct render_out *out)
+{
+	for (size_t i = 0; i < out->n_files; i++)
+		free(out->files[i].data);
+	memset(out, 0, sizeof(*out));
+}
+
+int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
+		      struct render_out *out, struct fps_err *e)
+{
+	memset(out, 0, sizeof(*out));
+	char tmpl_path[4096];
+	snprintf(tmpl_path, sizeof(tmpl_path), "%s/squid.conf.tmpl", rc->templates_dir);
+	char *tmpl = NULL;
+	if (fsio_read(tmpl_path, 1u << 20, &tmpl, NULL, e) < 0)
+		return -1;
+
+	struct buf http_port = {0}, maxfd = {0}, workers = {0}, dns = {0}, cports = {0}, sports = {0}, blocked = {0};
+	struct buf auth = {0}, auth_access = {0}, allow = {0}, wl = {0}, routes = {0}, list = {0};
+	bool v6 = strchr(c->bind, ':') != NULL;
+	bprintf(&http_port, v6 ? "[%s]:%d" : "%s:%d", c->bind, c->port);
+	bprintf(&maxfd, "%ld", rc->max_fds > 0 ? rc->max_fds : 65536);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int nworkers = c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 1);
+	if (nworkers > 1)
+		bprintf(&workers, "workers %d", nworkers);
+	else
+		bprintf(&workers, "# one worker (proxy.workers: 1)");
+	if (c->dns_nameservers.n > 0) {
+		bprintf(&dns, "dns_nameservers");
+		for (size_t i = 0; i < c->dns_nameservers.n; i++)
+			bprintf(&dns, " %s", c->dns_nameservers.v[i]);
+	} else {
+		bprintf(&dns, "# dns_nameservers: the system's resolvers");
+	}
+	join_ports(&cports, c->connect_ports, c->n_connect_ports);
+	join_ports(&sports, c->safe_ports, c->n_safe_ports);
+	if (c->blocked_networks.n == 0)
+		bprintf(&blocked, "0.0.0.0/32"); /* an empty dst ACL is an error; this one never matches a real peer */
+	for (size_t i = 0; i < c->blocked_networks.n; i++)
+		bprintf(&blocked, "%s%s", i ? " " : "", c->blocked_networks.v[i]);
+	render_auth(c, rc, &auth, &auth_access, &allow);
+
+	if (c->apply == CFG_APPLY_LIVE) {
+		/* cache=0: every request asks fps-acl (microseconds), so an edit is enforced
+		 * as soon as the snapshot is swapped, not when a cached verdict expires. */
+		bprintf(&wl,
+			"external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 children-startup=1 "
+			"children-idle=1 concurrency=256 queue-size=8192 %%DST %s/fps-acl --snapshot %s/acl.snapshot\n"
+			"acl fps_whitelist external fps_acl\n",
+			rc->bin_dir, rc->gen_dir);
+		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
+		for (int v = 0; v < WL_VIA_COUNT; v++)
+			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v), wl_via_name((enum wl_via)v));
+	} else {
+		/* -n: never reverse-resolve an IP-literal destination to match a name. */
+		if (cp->policy.n_entries > 0)
+			bprintf(&wl, "acl fps_whitelist dstdomain -n \"%s/whitelist.dstdomain\"\n", rc->gen_dir);
+		else
+			bprintf(&wl, "acl fps_whitelist dstdomain -n .invalid\n"); /* RFC 2606: never resolves */
+		/* A whitelisted request needs no tag in this mode; fps_tagged is "allowed". */
+		bprintf(&wl, "acl fps_tagged any-of fps_whitelist\n");
+		for (size_t i = 0; i < cp->policy.n_entries; i++) {
+			dstdomain_name(&list, &cp->policy.entries[i]);
+			bprintf(&list, "\n");
+		}
+	}
+	if (render_routes(c, cp, &routes) < 0)
+		routes.failed = 1;
+
+	char gen[32];
+	snprintf(gen, sizeof(gen), "%llu", rc->generation);
+	const struct render_var vars[] = {
+		{"VERSION", FPS_VERSION},
+		{"HTTP_PORT", bstr(&http_port)},
+		{"WORKERS", bstr(&workers)},
+		{"MAX_FDS", bstr(&maxfd)},
+		{"RUN_DIR", rc->run_dir},
+		{"GEN_DIR", rc->gen_dir},
+		{"HOSTS_FILE", c->hosts_file},
+		{"DNS", bstr(&dns)},
+		{"AUTH", bstr(&auth)},
+		{"AUTH_ACCESS", bstr(&auth_access)},
+		{"CONNECT_PORTS", bstr(&cports)},
+		{"SAFE_PORTS", bstr(&sports)},
+		{"BLOCKED_NETWORKS", bstr(&blocked)},
+		{"WHITELIST", bstr(&wl)},
+		{"ALLOW", bstr(&allow)},
+		{"ROUTES", bstr(&routes)},
+	};
+	int rc_ = 0;
+	struct buf *all[] = {&http_port, &maxfd, &workers, &dns, &cports, &sports, &blocked, &auth,
+			     &auth_access, &allow, &wl, &routes, &list};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (all[i]->failed)
+			rc_ = err_set(e, NULL, 0, 0, "out of memory rendering squid.conf");
+	char *conf = NULL;
+	if (rc_ == 0 && render_template(tmpl, tmpl_path, vars, sizeof(vars) / sizeof(vars[0]), &conf, e) < 0)
+		rc_ = -1;
+	if (rc_ == 0)
+		rc_ = add_file(out, "squid.conf", conf, strlen(conf));
+
+	char *snap = NULL;
+	size_t snaplen = 0;
+	if (rc_ == 0 && snapshot_render(&cp->policy, rc->generation, &snap, &snaplen) < 0)
+		rc_ = err_set(e, NULL, 0, 0, "out of memory rendering the snapshot");
+	if (rc_ == 0)
+		rc_ = add_file(out, "acl.snapshot", snap, snaplen);
+	if (rc_ == 0 && c->apply == CFG_APPLY_RECONFIGURE && cp->policy.n_entries > 0) {
+		rc_ = add_file(out, "whitelist.dstdomain", list.p, list.len);
+		list.p = NULL;
+	}
+	const char *pages[] = {"ERR_FPS_NOT_WHITELISTED", "ERR_FPS_BLOCKED_NETWORK", "ERR_FPS_PORT_NOT_ALLOWED"};
+	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]) && rc_ == 0; i++) {
+		char path[4096], name[64];
+		char *page = NULL;
+		size_t plen = 0;
+		snprintf(path, sizeof(path), "%s/errors/%s", rc->templates_dir, pages[i]);
+		snprintf(name, sizeof(name), "errors/%s", pages[i]);
+		if (fsio_read(path, 1u << 20, &page, &plen, e) < 0 || add_file(out, name, page, plen) < 0)
+			rc_ = -1;
+	}
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		free(all[i]->p);
+	free(tmpl);
+	if (rc_ != 0) {
+		if (e->msg[0] == '\0')
+			err_set(e, NULL, 0, 0, "rendering failed");
+		render_free(out);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,53 @@
+/*
+ * render: validated config + compiled policy -> the text of one generation:
+ * squid.conf (from squid-templates/squid.conf.tmpl), the fps-acl snapshot, the
+ * dstdomain list for `whitelist.apply: reconfigure`, and FPS's error pages.
+ * Pure: it returns buffers; the caller decides where they go.
+ */
+#ifndef FPS_RENDER_H
+#define FPS_RENDER_H
+
+#include <stddef.h>
+
+#include "compile.h"
+#include "config.h"
+#include "err.h"
+
+struct render_ctx {
+	const char *templates_dir; /* holds squid.conf.tmpl and errors/ */
+	const char *run_dir;       /* Squid's pid file and logs */
+	const char *gen_dir;       /* where Squid will read this generation's files */
+	const char *secrets_dir;   /* the copies of secrets Squid's helpers read */
+	const char *bin_dir;       /* fps-acl and fps-auth */
+	unsigned long long generation;
+	long max_fds; /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
+};
+
+#define RENDER_MAX_FILES 8
+
+struct render_file {
+	char name[64]; /* relative to the generation directory */
+	char *data;
+	size_t len;
+};
+
+struct render_out {
+	struct render_file files[RENDER_MAX_FILES]; /* files[0] is squid.conf */
+	size_t n_files;
+};
+
+int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
+		      struct render_out *out, struct fps_err *e);
+void render_free(struct render_out *out);
+const struct render_file *render_find(const struct render_out *out, const char *name);
+
+/* Template substitution: each {{NAME}} in tmpl is replaced by the value of the
+ * matching var; an unknown name is an error naming the template line. */
+struct render_var {
+	const char *name;
+	const char *value;
+};
+int render_template(const char *tmpl, const char *tmpl_path, const struct render_var *vars, size_t nvars, char **out,
+		    struct fps_err *e);
+
+#endif

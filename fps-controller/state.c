@@ -1,0 +1,202 @@
+/*
+ * state: generation directories and the atomic `current` swap (see state.h).
+ * Directories are 0750 and files 0640, group = Squid's group when we run as root,
+ * because squid.conf may carry the upstream password and Squid re-reads it as
+ * its unprivileged user on every reconfigure.
+ */
+#include "state.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsio.h"
+#include "log.h"
+
+static int mkdir_owned(const struct state *s, const char *path, mode_t mode, bool owner_squid, struct fps_err *e)
+{
+	if (fsio_mkdirs(path, mode, e) < 0)
+		return -1;
+	if (chmod(path, mode) < 0)
+		return err_set(e, path, 0, 0, "chmod: %s", strerror(errno));
+	if (s->as_root && chown(path, owner_squid ? s->squid_uid : 0, s->squid_gid) < 0)
+		return err_set(e, path, 0, 0, "chown: %s", strerror(errno));
+	return 0;
+}
+
+int state_open(struct state *s, const char *dir, struct fps_err *e)
+{
+	memset(s, 0, sizeof(*s));
+	if (strlen(dir) > 1024)
+		return err_set(e, dir, 0, 0, "--state-dir path longer than 1024 bytes");
+	if (dir[0] != '/')
+		return err_set(e, dir, 0, 0, "--state-dir must be an absolute path");
+	snprintf(s->dir, sizeof(s->dir), "%s", dir);
+	snprintf(s->current, sizeof(s->current), "%s/current", dir);
+	snprintf(s->run_dir, sizeof(s->run_dir), "%s/run", dir);
+	snprintf(s->secrets_dir, sizeof(s->secrets_dir), "%s/secrets", dir);
+	s->as_root = geteuid() == 0;
+	s->squid_uid = geteuid();
+	s->squid_gid = getegid();
+	if (s->as_root) {
+		/* Debian's Squid drops to cache_effective_user "proxy" after binding. */
+		struct passwd *pw = getpwnam("proxy");
+		if (pw == NULL)
+			return err_set(e, NULL, 0, 0, "running as root but user 'proxy' (Squid's user) does not exist");
+		s->squid_uid = pw->pw_uid;
+		s->squid_gid = pw->pw_gid;
+	}
+	char gen[PATH_MAX];
+	snprintf(gen, sizeof(gen), "%s/gen", dir);
+	if (mkdir_owned(s, dir, 0750, false, e) < 0 || mkdir_owned(s, gen, 0750, false, e) < 0 ||
+	    mkdir_owned(s, s->run_dir, 0750, true, e) < 0 || mkdir_owned(s, s->secrets_dir, 0750, false, e) < 0)
+		return -1;
+	return 0;
+}
+
+void state_gen_dir(const struct state *s, unsigned long long gen, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/gen/%llu", s->dir, gen);
+}
+
+unsigned long long state_current_gen(const struct state *s)
+{
+	char target[PATH_MAX];
+	ssize_t n = readlink(s->current, target, sizeof(target) - 1);
+	if (n <= 0)
+		return 0;
+	target[n] = '\0';
+	const char *slash = strrchr(target, '/');
+	return strtoull(slash ? slash + 1 : target, NULL, 10);
+}
+
+unsigned long long state_max_gen(const struct state *s)
+{
+	char gen[PATH_MAX];
+	snprintf(gen, sizeof(gen), "%s/gen", s->dir);
+	DIR *d = opendir(gen);
+	if (d == NULL)
+		return 0;
+	unsigned long long max = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		unsigned long long n = strtoull(de->d_name, &end, 10);
+		if (*end == '\0' && n > max)
+			max = n;
+	}
+	closedir(d);
+	return max;
+}
+
+static int write_in(const struct state *s, const char *dir, const char *name, const char *data, size_t len,
+		    struct fps_err *e)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	char *slash = strrchr(path, '/');
+	if (slash && slash > path + strlen(dir)) {
+		*slash = '\0';
+		if (mkdir_owned(s, path, 0750, false, e) < 0)
+			return -1;
+		*slash = '/';
+	}
+	return fsio_write_atomic(path, data, len, 0640, s->as_root ? s->squid_gid : (gid_t)-1, e);
+}
+
+int state_write_file(const struct state *s, unsigned long long gen, const char *name, const char *data, size_t len,
+		     struct fps_err *e)
+{
+	char dir[PATH_MAX];
+	state_gen_dir(s, gen, dir, sizeof(dir));
+	return write_in(s, dir, name, data, len, e);
+}
+
+/* Squid's own error templates, linked beside ours: error_directory replaces the
+ * whole set, and a missing template is an "Internal Error" page. */
+static int link_squid_templates(const char *errors_dir, struct fps_err *e)
+{
+	static const char *const sysdirs[] = {"/usr/share/squid/errors/templates", "/usr/share/squid/errors/en"};
+	DIR *d = NULL;
+	const char *sys = NULL;
+	for (size_t i = 0; i < 2 && d == NULL; i++)
+		if ((d = opendir(sysdirs[i])) != NULL)
+			sys = sysdirs[i];
+	if (d == NULL)
+		return err_set(e, sysdirs[0], 0, 0, "Squid's error templates are missing: %s", strerror(errno));
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, "ERR_", 4) != 0)
+			continue;
+		char link[PATH_MAX], target[PATH_MAX];
+		snprintf(link, sizeof(link), "%s/%s", errors_dir, de->d_name);
+		snprintf(target, sizeof(target), "%s/%s", sys, de->d_name);
+		if (!fsio_exists(link) && symlink(target, link) < 0) {
+			closedir(d);
+			return err_set(e, link, 0, 0, "symlink: %s", strerror(errno));
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+int state_write_gen(const struct state *s, unsigned long long gen, const struct render_out *out,
+		    const struct fps_config *c, struct fps_err *e)
+{
+	char dir[PATH_MAX], errors[PATH_MAX + 16];
+	state_gen_dir(s, gen, dir, sizeof(dir));
+	fsio_rmtree(dir); /* a leftover from a run that died half-way */
+	snprintf(errors, sizeof(errors), "%s/errors", dir);
+	if (mkdir_owned(s, dir, 0750, false, e) < 0 || mkdir_owned(s, errors, 0750, false, e) < 0)
+		return -1;
+	for (size_t i = 0; i < out->n_files; i++)
+		if (write_in(s, dir, out->files[i].name, out->files[i].data, out->files[i].len, e) < 0)
+			return -1;
+	if (link_squid_templates(errors, e) < 0)
+		return -1;
+	/* The inputs: what a restart with a broken ConfigMap comes back on. */
+	if (c->yaml_text && write_in(s, dir, "input/" CFG_YAML_NAME, c->yaml_text, c->yaml_len, e) < 0)
+		return -1;
+	if (c->json_text && write_in(s, dir, "input/" CFG_JSON_NAME, c->json_text, c->json_len, e) < 0)
+		return -1;
+	return 0;
+}
+
+int state_activate(const struct state *s, unsigned long long gen, struct fps_err *e)
+{
+	char target[64];
+	snprintf(target, sizeof(target), "gen/%llu", gen);
+	return fsio_symlink_atomic(target, s->current, e);
+}
+
+void state_prune(const struct state *s, unsigned long long keep1, unsigned long long keep2)
+{
+	char gdir[PATH_MAX];
+	snprintf(gdir, sizeof(gdir), "%s/gen", s->dir);
+	DIR *d = opendir(gdir);
+	if (d == NULL)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		unsigned long long n = strtoull(de->d_name, &end, 10);
+		if (de->d_name[0] == '.' || *end != '\0' || n == keep1 || n == keep2)
+			continue;
+		char path[PATH_MAX + 300];
+		snprintf(path, sizeof(path), "%s/%s", gdir, de->d_name);
+		if (fsio_rmtree(path) < 0)
+			log_warn_errno("state: cannot remove old generation %s", path);
+	}
+	closedir(d);
+}
+
+int state_write_secret(const struct state *s, const char *name, const char *data, size_t len, struct fps_err *e)
+{
+	return write_in(s, s->secrets_dir, name, data, len, e);
+}

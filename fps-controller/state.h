@@ -1,0 +1,50 @@
+/*
+ * state: the controller's directory (--state-dir). Each generation is a directory
+ * gen/<N>/ holding everything Squid and fps-acl read plus a copy of the inputs
+ * that produced it; `current` is a symlink to the active one, swapped atomically.
+ * The inputs copy is the "last known good" a restart falls back on.
+ *
+ *   <state>/current -> gen/<N>     <state>/gen/<N>/{squid.conf,acl.snapshot,...,input/}
+ *   <state>/run/                   Squid's pid file, cache.log, access.log
+ *   <state>/secrets/apikeys.json   the keys, readable by Squid's helpers and nobody else
+ */
+#ifndef FPS_STATE_H
+#define FPS_STATE_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "err.h"
+#include "render.h"
+
+struct state {
+	char dir[PATH_MAX];
+	char current[PATH_MAX]; /* <dir>/current */
+	char run_dir[PATH_MAX];
+	char secrets_dir[PATH_MAX];
+	uid_t squid_uid; /* who Squid's workers and helpers run as */
+	gid_t squid_gid;
+	bool as_root;
+};
+
+int state_open(struct state *s, const char *dir, struct fps_err *e);
+/* Generation number `current` points at, 0 if none. */
+unsigned long long state_current_gen(const struct state *s);
+/* Highest generation directory present (0 if none). */
+unsigned long long state_max_gen(const struct state *s);
+void state_gen_dir(const struct state *s, unsigned long long gen, char *buf, size_t len);
+/* Writes a generation's files and a copy of the inputs into gen/<N>/. */
+int state_write_gen(const struct state *s, unsigned long long gen, const struct render_out *out,
+		    const struct fps_config *c, struct fps_err *e);
+/* Adds a file to an existing generation directory (e.g. the parse candidate). */
+int state_write_file(const struct state *s, unsigned long long gen, const char *name, const char *data, size_t len,
+		     struct fps_err *e);
+int state_activate(const struct state *s, unsigned long long gen, struct fps_err *e);
+/* Removes generation directories other than keep1 and keep2. */
+void state_prune(const struct state *s, unsigned long long keep1, unsigned long long keep2);
+/* Publishes the API keys where fps-auth (running as Squid's user) can read them. */
+int state_write_secret(const struct state *s, const char *name, const char *data, size_t len, struct fps_err *e);
+
+#endif

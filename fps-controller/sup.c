@@ -1,0 +1,165 @@
+/*
+ * sup: the supervision table. Every (state, event) pair that does something is
+ * one entry in `actions`; anything else is ignored, which is the point: a stray
+ * exit or timer can never start a second copy of a child.
+ */
+#include "sup.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "log.h"
+#include "proc.h"
+
+#define BACKOFF_MIN_MS    250
+#define BACKOFF_MAX_MS    30000
+#define STABLE_RUN_MS     30000 /* a child that ran this long starts over at the minimum backoff */
+
+long long sup_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *sup_state_name(enum sup_state s)
+{
+	static const char *const names[SUP_STATE_COUNT] = {"stopped", "running", "backoff", "stopping"};
+	return (unsigned)s < SUP_STATE_COUNT ? names[s] : "?";
+}
+
+typedef void (*sup_action)(struct sup_child *c, long long now);
+
+static void act_spawn(struct sup_child *c, long long now)
+{
+	pid_t pid = proc_spawn(c->argv);
+	if (pid < 0) {
+		log_error_errno("%s: cannot start %s", c->name, c->argv[0]);
+		c->state = SUP_BACKOFF;
+		c->deadline_ms = now + c->backoff_ms;
+		return;
+	}
+	c->pid = pid;
+	c->started_ms = now;
+	c->deadline_ms = 0;
+	c->state = SUP_RUNNING;
+	log_info("%s: started pid %d (%s)", c->name, (int)pid, c->argv[0]);
+}
+
+static void describe_status(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exit code %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "status %d", status);
+}
+
+static void act_crashed(struct sup_child *c, long long now)
+{
+	char how[64];
+	describe_status(c->last_status, how, sizeof(how));
+	if (now - c->started_ms >= STABLE_RUN_MS)
+		c->backoff_ms = BACKOFF_MIN_MS;
+	log_error("%s: pid %d died (%s) after %lld ms; restarting in %d ms", c->name, (int)c->pid, how,
+		  now - c->started_ms, c->backoff_ms);
+	c->pid = 0;
+	c->restarts++;
+	c->state = SUP_BACKOFF;
+	c->deadline_ms = now + c->backoff_ms;
+	c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+static void act_term(struct sup_child *c, long long now)
+{
+	log_info("%s: stopping pid %d (SIGTERM)", c->name, (int)c->pid);
+	kill(c->pid, SIGTERM);
+	c->state = SUP_STOPPING;
+	c->deadline_ms = now + c->stop_grace_ms;
+}
+
+static void act_kill(struct sup_child *c, long long now)
+{
+	log_warn("%s: pid %d still running %d ms after SIGTERM; SIGKILL", c->name, (int)c->pid, c->stop_grace_ms);
+	kill(c->pid, SIGKILL);
+	c->deadline_ms = now + 5000;
+}
+
+static void act_stopped(struct sup_child *c, long long now)
+{
+	(void)now;
+	if (c->pid)
+		log_info("%s: pid %d stopped", c->name, (int)c->pid);
+	c->pid = 0;
+	c->state = SUP_STOPPED;
+	c->deadline_ms = 0;
+}
+
+static const sup_action actions[SUP_STATE_COUNT][SUP_EV_COUNT] = {
+	[SUP_STOPPED] = {[SUP_EV_START] = act_spawn},
+	[SUP_RUNNING] = {[SUP_EV_EXIT] = act_crashed, [SUP_EV_STOP] = act_term},
+	[SUP_BACKOFF] = {[SUP_EV_TIMER] = act_spawn, [SUP_EV_STOP] = act_stopped},
+	[SUP_STOPPING] = {[SUP_EV_EXIT] = act_stopped, [SUP_EV_TIMER] = act_kill},
+};
+
+void sup_event(struct sup_child *c, enum sup_event ev, long long now_ms)
+{
+	sup_action a = actions[c->state][ev];
+	if (a)
+		a(c, now_ms);
+}
+
+static void argv_free(struct sup_child *c)
+{
+	for (int i = 0; c->argv[i]; i++) {
+		free(c->argv[i]);
+		c->argv[i] = NULL;
+	}
+}
+
+void sup_set_argv(struct sup_child *c, char *const argv[])
+{
+	argv_free(c);
+	for (int i = 0; argv[i] && i < SUP_MAX_ARGS; i++)
+		c->argv[i] = strdup(argv[i]);
+}
+
+void sup_init(struct sup_child *c, const char *name, char *const argv[], int stop_grace_ms)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->backoff_ms = BACKOFF_MIN_MS;
+	c->stop_grace_ms = stop_grace_ms;
+	sup_set_argv(c, argv);
+}
+
+void sup_free(struct sup_child *c)
+{
+	argv_free(c);
+}
+
+bool sup_reap(struct sup_child *c, pid_t pid, int status, long long now_ms)
+{
+	if (pid <= 0 || pid != c->pid)
+		return false;
+	c->last_status = status;
+	sup_event(c, SUP_EV_EXIT, now_ms);
+	return true;
+}
+
+void sup_tick(struct sup_child *c, long long now_ms)
+{
+	if (c->deadline_ms && now_ms >= c->deadline_ms)
+		sup_event(c, SUP_EV_TIMER, now_ms);
+}
+
+long long sup_deadline(const struct sup_child *c)
+{
+	return c->deadline_ms;
+}

@@ -1,0 +1,44 @@
+/*
+ * sup: supervision of one child program (Squid, stunnel) as a state machine:
+ * start it, restart it with exponential backoff when it dies, stop it with
+ * SIGTERM then SIGKILL. Transitions live in one table (sup.c), s6-supervise style.
+ * The caller owns the event loop: it reports exits and asks when the next timer is.
+ */
+#ifndef FPS_SUP_H
+#define FPS_SUP_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define SUP_MAX_ARGS 16
+
+enum sup_state { SUP_STOPPED, SUP_RUNNING, SUP_BACKOFF, SUP_STOPPING, SUP_STATE_COUNT };
+enum sup_event { SUP_EV_START, SUP_EV_EXIT, SUP_EV_TIMER, SUP_EV_STOP, SUP_EV_COUNT };
+
+struct sup_child {
+	char name[32];
+	char *argv[SUP_MAX_ARGS + 1];
+	enum sup_state state;
+	pid_t pid;
+	long long started_ms;  /* when the current process started (monotonic) */
+	long long deadline_ms; /* backoff end or kill deadline; 0 = none */
+	int backoff_ms;
+	unsigned restarts; /* unplanned exits that led to a restart */
+	int last_status;   /* wait status of the last exit */
+	int stop_grace_ms; /* SIGTERM to SIGKILL */
+};
+
+void sup_init(struct sup_child *c, const char *name, char *const argv[], int stop_grace_ms);
+void sup_free(struct sup_child *c);
+/* Replaces the argv used for the next start (e.g. a new config path). */
+void sup_set_argv(struct sup_child *c, char *const argv[]);
+void sup_event(struct sup_child *c, enum sup_event ev, long long now_ms);
+/* The child exited with status: feed SUP_EV_EXIT if pid is ours; returns whether it was. */
+bool sup_reap(struct sup_child *c, pid_t pid, int status, long long now_ms);
+/* Feeds SUP_EV_TIMER if the child's deadline has passed. */
+void sup_tick(struct sup_child *c, long long now_ms);
+long long sup_deadline(const struct sup_child *c); /* 0 = none */
+const char *sup_state_name(enum sup_state s);
+long long sup_now_ms(void);
+
+#endif
