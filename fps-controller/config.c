@@ -693,6 +693,19 @@ static size_t *json_domain_offsets(const char *text, size_t len, size_t expect)
 int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path,
 			     struct fps_err *e)
 {
+	/* cJSON's strings are NUL-terminated: "a.test\u0000x" would silently become
+	 * "a.test". A NUL has no business in a whitelist, so the file is malformed. */
+	if (memchr(text, '\0', len) != NULL)
+		return err_set(e, path, 0, 0, "NUL byte in the file");
+	for (size_t i = 0; i + 6 <= len; i++) {
+		if (text[i] == '\\' && text[i + 1] == 'u' && strncmp(text + i + 2, "0000", 4) == 0) {
+			int line, col;
+			offset_to_linecol(text, i, &line, &col);
+			return err_set(e, path, line, col, "NUL character (\\u0000) in a string");
+		}
+		if (text[i] == '\\')
+			i++; /* skip the escaped character, so "\\\\u0000" is not a NUL */
+	}
 	const char *end = NULL;
 	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 	if (root == NULL) {

@@ -1,0 +1,328 @@
+"""Harness for FPS integration tests: real Squid, real origins, real curl, all on loopback.
+
+Everything a test needs lives in one world directory under /tmp (readable by Squid's
+`proxy` user, which pytest's own tmp_path is not): a ConfigMap-like config directory
+updated the way the kubelet does it, a Secret directory, the controller's state dir,
+a hosts file that maps test names to loopback, and origin servers on free ports.
+"""
+import base64
+import hashlib
+import http.server
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("FPS_BIN_DIR", ROOT / "build"))
+TEMPLATES = ROOT / "squid-templates"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=15.0, interval=0.02, what="condition"):
+    """Polls pred() until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = f"origin {self.server.name} {self.headers.get('Host')} {self.path}\n".encode()
+        self.server.hits.append((self.headers.get("Host"), self.path))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Origin(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, name="http", ssl_ctx=None, addr="127.0.0.1"):
+        super().__init__((addr, 0), _Handler)
+        self.name = name
+        self.hits = []
+        if ssl_ctx:
+            self.socket = ssl_ctx.wrap_socket(self.socket, server_side=True)
+        self.port = self.server_address[1]
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+def make_ca_and_cert(d, names, ca_name="FPS Test CA"):
+    """A CA and a server certificate for names, with the openssl CLI."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={ca_name}",
+        "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={names[0]}",
+        "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))
+    (d / "ext.cnf").write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
+    run("openssl", "x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"), "-CAkey",
+        str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"),
+        "-out", str(d / "server.pem"))
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+def agent_credentials(key, product="ApexOne", guid="1b4e28ba-2fa1-11d2-883f-0016d3cca427"):
+    user = f"{product}-{guid}"
+    return user, hashlib.sha1((user + key).encode()).hexdigest()
+
+
+def curl(url, proxy, user=None, password=None, cacert=None, timeout=10, extra=()):
+    """An agent request with the real curl. Returns (status, body)."""
+    args = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code} %{http_connect}", "--max-time", str(timeout), "-x", proxy]
+    if user is not None:
+        args += ["--proxy-user", f"{user}:{password}"]
+    if cacert:
+        args += ["--cacert", str(cacert)]
+    args += list(extra) + [url]
+    p = subprocess.run(args, capture_output=True, text=True)
+    out = p.stdout
+    body, _, codes = out.rpartition("\n")
+    code, _, connect = codes.partition(" ")
+    # A refused CONNECT leaves http_code 000; the proxy's answer is then http_connect.
+    if code in ("", "000") and connect.isdigit() and connect != "000":
+        code = connect
+    return int(code) if code.isdigit() else 0, body
+
+
+class World:
+    """One FPS instance and its surroundings."""
+
+    API_KEY = "k-2026-11-integration-secret"
+
+    def __init__(self, name="fps"):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.config = self.dir / "config"
+        self.secrets = self.dir / "secrets"
+        self.state = self.dir / "state"
+        self.hosts = self.dir / "hosts"
+        self.log_path = self.dir / "controller.log"
+        for d in (self.config, self.secrets):
+            d.mkdir()
+            os.chmod(d, 0o755)
+        os.chmod(self.secrets, 0o700)
+        self.port = free_port()
+        self.proxy = f"127.0.0.1:{self.port}"
+        self.proc = None
+        self._gen = 0
+        self.origins = []
+        self.hosts_map = {}
+
+    # ---- surroundings ----------------------------------------------------------------
+    def origin(self, **kw):
+        o = Origin(**kw)
+        self.origins.append(o)
+        return o
+
+    def set_hosts(self, mapping):
+        self.hosts_map.update(mapping)
+        lines = [f"{ip} {name}" for name, ip in self.hosts_map.items()]
+        self.hosts.write_text("\n".join(lines) + "\n")
+        os.chmod(self.hosts, 0o644)
+
+    def write_keys(self, keys=None):
+        if keys is None:
+            keys = [{"id": "it", "key": self.API_KEY, "expires": "2099-01-01T00:00:00Z"}]
+        import json
+        self.kubelet_update(self.secrets, {"apikeys.json": json.dumps({"keys": keys})})
+
+    # ---- the kubelet's atomic update ------------------------------------------------
+    def kubelet_update(self, target, files):
+        """Writes files the way the kubelet updates a ConfigMap/Secret volume: a new
+        timestamped directory, a `..data_tmp` symlink renamed over `..data`, visible
+        names as symlinks through `..data`, the old directory removed."""
+        target = Path(target)
+        self._gen += 1
+        ts = f"..2026_11_24_00_00_{self._gen:02d}.{os.getpid()}{self._gen:04d}"
+        new = target / ts
+        new.mkdir()
+        for name, content in files.items():
+            p = new / name
+            p.write_text(content) if isinstance(content, str) else p.write_bytes(content)
+            os.chmod(p, 0o644)
+        old = None
+        data = target / "..data"
+        if data.is_symlink():
+            old = target / os.readlink(data)
+        tmp = target / "..data_tmp"
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(ts, tmp)
+        os.rename(tmp, data)
+        for name in files:
+            vis = target / name
+            if not vis.is_symlink():
+                if vis.exists():
+                    vis.unlink()
+                os.symlink(f"..data/{name}", vis)
+        if old is not None:
+            for name in os.listdir(target):
+                vis = target / name
+                if vis.is_symlink() and not name.startswith("..") and name not in files:
+                    vis.unlink()
+            shutil.rmtree(old, ignore_errors=True)
+
+    def yaml(self, apply="live", whitelist_preset=(), extra="", auth=False, safe_ports=None, connect_ports=None,
+             blocked=("169.254.0.0/16", "127.0.0.99/32")):
+        ports = [80, 443] + [o.port for o in self.origins]
+        sp = safe_ports if safe_ports is not None else ports
+        cp = connect_ports if connect_ports is not None else [443] + [o.port for o in self.origins]
+        preset = "".join(f"\n    - \"{p}\"" for p in whitelist_preset) or " []"
+        return (
+            f"proxy:\n  bind: 127.0.0.1\n  port: {self.port}\n"
+            f"  safe_ports: {list(sp)}\n  connect_ports: {list(cp)}\n"
+            f"  blocked_networks: {list(blocked)}\n"
+            f"  dns_nameservers: [127.0.0.1]\n  hosts_file: {self.hosts}\n"
+            f"auth:\n  enabled: {'true' if auth else 'false'}\n"
+            f"whitelist:\n  apply: {apply}\n  preset:{preset}\n" + extra)
+
+    def write_config(self, yaml_text, whitelist=None, raw_whitelist=None):
+        import json
+        files = {"fps.yaml": yaml_text}
+        if raw_whitelist is not None:
+            files["whitelist.json"] = raw_whitelist
+        elif whitelist is not None:
+            files["whitelist.json"] = json.dumps(whitelist)
+        self.kubelet_update(self.config, files)
+
+    # ---- the controller -----------------------------------------------------------------
+    def start(self, wait=True, extra_args=()):
+        self.logf = open(self.log_path, "ab")
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES))
+        self.proc = subprocess.Popen(
+            [str(BIN / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
+             str(self.secrets), "--state-dir", str(self.state), *extra_args],
+            stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            self.wait_serving()
+        return self.proc
+
+    def wait_serving(self, timeout=30):
+        def serving():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"controller exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"GET http://fps-readiness.invalid/ HTTP/1.0\r\n\r\n")
+                    return s.recv(12).startswith(b"HTTP/1.")
+            except OSError:
+                return False
+        wait_for(serving, timeout, what="squid answering")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode if self.proc else None
+        if getattr(self, "logf", None):
+            self.logf.close()
+        return rc
+
+    def log(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def squid_pid(self):
+        p = self.state / "run" / "squid.pid"
+        try:
+            return int(p.read_text().strip())
+        except (OSError, ValueError):  # absent, or caught while Squid writes it
+            return None
+
+    def active_conf(self):
+        return (self.state / "current" / "squid.conf").read_text()
+
+    def get(self, host, port=None, path="/", **kw):
+        port = port or self.origins[0].port
+        return curl(f"http://{host}:{port}{path}", self.proxy, **kw)
+
+    def wait_status(self, host, status, port=None, timeout=10, **kw):
+        return wait_for(lambda: self.get(host, port, **kw)[0] == status, timeout,
+                        what=f"{host} -> {status}")
+
+    def close(self):
+        self.stop()
+        for o in self.origins:
+            o.stop()
+        # Squid's helpers may still be exiting; the directory is only a temp dir.
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Prober(threading.Thread):
+    """A background agent opening a new connection every few milliseconds and
+    classifying every outcome, so a test can assert that nothing was refused or reset."""
+
+    def __init__(self, proxy_port, host, port, interval=0.003):
+        super().__init__(daemon=True)
+        self.proxy_port, self.host, self.port, self.interval = proxy_port, host, port, interval
+        self.stop_evt = threading.Event()
+        self.results = {}
+
+    def count(self, key):
+        self.results[key] = self.results.get(key, 0) + 1
+
+    def run(self):
+        req = (f"GET http://{self.host}:{self.port}/ HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+               "Connection: close\r\n\r\n").encode()
+        while not self.stop_evt.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.proxy_port), timeout=5) as s:
+                    s.sendall(req)
+                    data = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    status = data[9:12].decode(errors="replace") if data.startswith(b"HTTP/1.") else "garbage"
+                    self.count(status)
+            except ConnectionRefusedError:
+                self.count("refused")
+            except ConnectionResetError:
+                self.count("reset")
+            except socket.timeout:
+                self.count("timeout")
+            except OSError as e:
+                self.count(f"oserror:{e.errno}")
+            time.sleep(self.interval)
+
+    def finish(self):
+        self.stop_evt.set()
+        self.join(10)
+        return dict(self.results)
