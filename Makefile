@@ -34,31 +34,39 @@ all: $(addprefix build/,$(BINS))
 
 # ---- release build -----------------------------------------------------------------------
 build/obj/%.o: $(SRC_DIR)/%.c $(HDRS) | build/obj
-	$(CC) $(CFLAGS_REL) -c -o $@ $<
+	@echo '  CC      $<'
+	@$(CC) $(CFLAGS_REL) -c -o $@ $<
 
 build/libfps.a: $(patsubst $(SRC_DIR)/%.c,build/obj/%.o,$(LIB_SRCS))
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 build/fps-controller: build/obj/main.o build/libfps.a
-	$(CC) $(CFLAGS_REL) $(LDHARDEN) -o $@ $^ $(LIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS_REL) $(LDHARDEN) -o $@ $^ $(LIBS)
 build/fps-acl: build/obj/acl_main.o build/libfps.a
-	$(CC) $(CFLAGS_REL) $(LDHARDEN) -o $@ $^ $(LIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS_REL) $(LDHARDEN) -o $@ $^ $(LIBS)
 build/fps-auth: build/obj/auth_main.o build/libfps.a
-	$(CC) $(CFLAGS_REL) $(LDHARDEN) -o $@ $^ $(LIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS_REL) $(LDHARDEN) -o $@ $^ $(LIBS)
 
 # ---- sanitizer build (used by every test) --------------------------------------------------
 build/asan/obj/%.o: $(SRC_DIR)/%.c $(HDRS) | build/asan/obj
-	$(CC) $(CFLAGS_ASAN) -c -o $@ $<
+	@echo '  CC/SAN  $<'
+	@$(CC) $(CFLAGS_ASAN) -c -o $@ $<
 
 build/asan/libfps.a: $(patsubst $(SRC_DIR)/%.c,build/asan/obj/%.o,$(LIB_SRCS))
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 build/asan/fps-controller: build/asan/obj/main.o build/asan/libfps.a
-	$(CC) $(CFLAGS_ASAN) -o $@ $^ $(LIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS_ASAN) -o $@ $^ $(LIBS)
 build/asan/fps-acl: build/asan/obj/acl_main.o build/asan/libfps.a
-	$(CC) $(CFLAGS_ASAN) -o $@ $^ $(LIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS_ASAN) -o $@ $^ $(LIBS)
 build/asan/fps-auth: build/asan/obj/auth_main.o build/asan/libfps.a
-	$(CC) $(CFLAGS_ASAN) -o $@ $^ $(LIBS)
+	@echo '  LD      $@'
+	@$(CC) $(CFLAGS_ASAN) -o $@ $^ $(LIBS)
 
 build/asan/tests/%: tests/unit/%.c build/asan/libfps.a $(HDRS) | build/asan/tests
 	$(CC) $(CFLAGS_ASAN) -I$(SRC_DIR) -o $@ $< build/asan/libfps.a -lcmocka $(LIBS)

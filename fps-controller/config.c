@@ -871,14 +871,32 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 			goto fail;
 	}
 
+	/* The tunnel's CA and client certificate only feed the hash here (so that a
+	 * rotation is a change); tunnel.c copies them where stunnel reads them. */
+	char *tls[3] = {NULL, NULL, NULL};
+	size_t tls_len[3] = {0, 0, 0};
+	static const char *const tls_names[3] = {"tunnel-ca.pem", "tunnel-client.pem", "tunnel-client.key"};
+	for (size_t i = 0; i < 3 && secrets_dir && secrets_dir[0]; i++) {
+		if (read_optional(secrets_dir, tls_names[i], &tls[i], &tls_len[i], &present, e) < 0) {
+			for (size_t j = 0; j < i; j++)
+				free(tls[j]);
+			goto fail;
+		}
+	}
+	if (c->has_tunnel && secrets_dir && secrets_dir[0] && tls[0] == NULL) {
+		err_set(e, secrets_dir, 0, 0, "a tunnel is configured but tunnel-ca.pem is missing from the secrets");
+		goto fail;
+	}
+
 	/* One hash over every input, secrets included, decides "identical content". */
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char digest[32];
 	unsigned int dlen = 0;
 	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-	const char *parts[] = {c->yaml_text, c->json_text, c->keys_text, c->upstream_password};
-	size_t lens[] = {c->yaml_len, c->json_len, c->keys_len, c->upstream_password ? strlen(c->upstream_password) : 0};
-	for (size_t i = 0; i < 4; i++) {
+	const char *parts[] = {c->yaml_text, c->json_text, c->keys_text, c->upstream_password, tls[0], tls[1], tls[2]};
+	size_t lens[] = {c->yaml_len,  c->json_len, c->keys_len, c->upstream_password ? strlen(c->upstream_password) : 0,
+			 tls_len[0], tls_len[1], tls_len[2]};
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
 		unsigned char sep[9] = {0xff};
 		memcpy(sep + 1, &lens[i], sizeof(lens[i]) < 8 ? sizeof(lens[i]) : 8);
 		EVP_DigestUpdate(md, sep, sizeof(sep));
@@ -887,6 +905,12 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 	}
 	EVP_DigestFinal_ex(md, digest, &dlen);
 	EVP_MD_CTX_free(md);
+	for (size_t i = 0; i < 3; i++) {
+		if (tls[i]) {
+			explicit_bzero(tls[i], tls_len[i]);
+			free(tls[i]);
+		}
+	}
 	for (unsigned int i = 0; i < 32; i++)
 		snprintf(c->input_hash + 2 * i, 3, "%02x", digest[i]);
 	return 0;

@@ -23,6 +23,16 @@ static int mkdir_owned(const struct state *s, const char *path, mode_t mode, boo
 {
 	if (fsio_mkdirs(path, mode, e) < 0)
 		return -1;
+	struct stat sb;
+	if (stat(path, &sb) < 0)
+		return err_set(e, path, 0, 0, "stat: %s", strerror(errno));
+	/* A directory someone else owns (a kubelet emptyDir is root's, mode 2777) is
+	 * used as it is: we only need to be able to write into it. */
+	if (sb.st_uid != geteuid() && !s->as_root) {
+		if (access(path, W_OK | X_OK) < 0)
+			return err_set(e, path, 0, 0, "not writable: %s", strerror(errno));
+		return 0;
+	}
 	if (chmod(path, mode) < 0)
 		return err_set(e, path, 0, 0, "chmod: %s", strerror(errno));
 	if (s->as_root && chown(path, owner_squid ? s->squid_uid : 0, s->squid_gid) < 0)

@@ -1,0 +1,91 @@
+/*
+ * status: the snapshot of the controller's state that the admin endpoints
+ * (/status, /metrics, /readyz) serve. The control loop fills a fresh struct and
+ * publishes it; the admin thread takes a reference-counted copy under a mutex held
+ * only for a pointer swap, so a scrape during a reload never sees a torn state.
+ */
+#ifndef FPS_STATUS_H
+#define FPS_STATUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "whitelist.h"
+
+#define STATUS_MAX_REJECTED 200 /* kept for /status; the count is exact */
+
+struct status_rejected {
+	char where[96]; /* "whitelist.json:3:5" */
+	char entry[128];
+	char reason[96];
+};
+
+struct status_child {
+	char name[16];       /* "squid", "stunnel" */
+	bool managed;        /* started by us (supervise) or only watched (sidecar) */
+	bool up;
+	int pid;             /* 0 = none */
+	double started_unix; /* when the current process started; 0 = not running */
+	unsigned restarts;
+	char state[16]; /* running, backoff, stopped, stopping, external */
+};
+
+struct status_path {
+	bool configured;
+	bool up;              /* last check passed */
+	double checked_unix;  /* 0 = never */
+	char target[300];     /* host:port */
+	char error[512];      /* why it is down, "" when up */
+	bool interception;    /* the tunnel's certificate came from an unexpected issuer */
+	char peer_issuer[256];
+	char peer_subject[256];
+};
+
+struct fps_status {
+	/* build */
+	char version[32];
+	double start_unix;
+
+	/* generation and reloads */
+	unsigned long long generation;
+	char config_hash[65];
+	bool squid_runs_active; /* Squid was (re)configured with the active generation and accepts */
+	char apply_mode[16];    /* live | reconfigure */
+	bool have_version;
+	long long whitelist_version;
+	double last_reload_unix; /* last attempt; 0 = none */
+	bool last_reload_ok;
+	char last_error[2048]; /* "" when the last attempt succeeded */
+	unsigned long reloads_ok, reloads_failed;
+	double last_success_unix;
+
+	/* whitelist */
+	size_t entries;
+	size_t by_route[WL_VIA_COUNT];
+	size_t folded;
+	size_t n_rejected; /* exact count; rejected[] holds the first STATUS_MAX_REJECTED */
+	struct status_rejected rejected[STATUS_MAX_REJECTED];
+
+	/* children and paths */
+	struct status_child squid, stunnel;
+	struct status_path tunnel, upstream;
+	bool tunnel_needed; /* some route uses the tunnel: readiness depends on it */
+
+	/* credentials (SPEC §5) */
+	bool auth_enabled;
+	size_t keys_total, keys_valid;
+	bool have_key_expiry;
+	double newest_key_expiry_unix; /* expiry of the newest valid key */
+	char keys_error[256];
+
+	/* Squid's own proxy address, for the cache manager and diagnose */
+	char proxy_addr[64];
+	int proxy_port;
+};
+
+/* Publishing side (control loop) and reading side (admin thread). */
+void status_publish(const struct fps_status *s);
+/* Copies the latest published snapshot into *out; returns false if none yet. */
+bool status_get(struct fps_status *out);
+
+#endif

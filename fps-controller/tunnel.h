@@ -1,0 +1,32 @@
+/*
+ * tunnel: the stunnel client that carries `via: tunnel` routes to the cloud
+ * (SPEC §3 tunnel, §4 secrets). Renders its config from stunnel-conf/, copies the
+ * tunnel certificates from the Secret where stunnel reads them, and checks the
+ * tunnel server with the same verification stunnel uses (reporting likely TLS
+ * interception with the issuer it saw).
+ */
+#ifndef FPS_TUNNEL_H
+#define FPS_TUNNEL_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "err.h"
+#include "status.h"
+
+struct tunnel_paths {
+	const char *templates_dir; /* stunnel-conf/ */
+	const char *dir;           /* <state>/tunnel: stunnel.conf, certificate copies, pid, log */
+	const char *secrets_dir;   /* the Secret mount (tunnel-ca.pem, tunnel-client.pem/.key) */
+};
+
+/* Writes <dir>/stunnel.conf and the certificate copies. *changed says whether any
+ * byte differs from what was there (then a running stunnel needs SIGHUP). */
+int tunnel_prepare(const struct fps_config *c, const struct tunnel_paths *p, bool *changed, struct fps_err *e);
+/* argv that runs stunnel in the foreground on <dir>/stunnel.conf (NULL-terminated, <= 4 slots). */
+void tunnel_argv(const struct tunnel_paths *p, char *argv[4]);
+/* One TLS handshake to the tunnel server (address or server name, port), verified
+ * against the CA with checkHost semantics; fills st. Blocking, bounded by timeout_ms. */
+void tunnel_probe(const struct fps_config *c, const struct tunnel_paths *p, int timeout_ms, struct status_path *st);
+
+#endif
