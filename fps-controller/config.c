@@ -600,7 +600,7 @@ int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const cha
 		yaml_document_t next;
 		if (yaml_parser_load(&parser, &next)) {
 			if (yaml_document_get_root_node(&next) != NULL)
-				rc = err_set(e, path, (int)parser.mark.line + 1, 1,
+				rc = err_set(e, path, (int)next.start_mark.line + 1, 1,
 					     "more than one YAML document: fps.yaml holds exactly one");
 			yaml_document_delete(&next);
 		}
@@ -749,10 +749,24 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 	size_t count = (size_t)cJSON_GetArraySize(domains);
 	offs = json_domain_offsets(text, len, count);
 	size_t idx = 0;
+	/* Entries come in text order: advance one cursor instead of rescanning from the
+	 * start for each (100,000 entries would make that quadratic). */
+	size_t cur_off = 0;
+	int cur_line = 1, cur_col = 1;
 	for (cJSON *d = domains->child; d; d = d->next, idx++) {
 		int line = 0, col = 0;
-		if (offs && (idx == 0 || offs[idx] != 0))
-			offset_to_linecol(text, offs[idx], &line, &col);
+		if (offs && (idx == 0 || offs[idx] != 0) && offs[idx] >= cur_off) {
+			for (; cur_off < offs[idx]; cur_off++) {
+				if (text[cur_off] == '\n') {
+					cur_line++;
+					cur_col = 1;
+				} else {
+					cur_col++;
+				}
+			}
+			line = cur_line;
+			col = cur_col;
+		}
 		const char *name = NULL;
 		bool has_via = false;
 		enum wl_via via = WL_VIA_DIRECT;

@@ -141,6 +141,10 @@ static int cmd_render(const struct args *a, const struct ctl_paths *paths)
 		else
 			printf("%s\n", path);
 	}
+	char errors[PATH_MAX + 16];
+	snprintf(errors, sizeof(errors), "%s/errors", out_dir);
+	if (rc == 0 && state_link_error_templates(errors, &e) < 0)
+		rc = EXIT_RUNTIME;
 	if (rc != 0)
 		fprintf(stderr, "%s\n", err_str(&e, buf, sizeof(buf)));
 	render_free(&out);

@@ -130,7 +130,7 @@ int state_write_file(const struct state *s, unsigned long long gen, const char *
 
 /* Squid's own error templates, linked beside ours: error_directory replaces the
  * whole set, and a missing template is an "Internal Error" page. */
-static int link_squid_templates(const char *errors_dir, struct fps_err *e)
+int state_link_error_templates(const char *errors_dir, struct fps_err *e)
 {
 	static const char *const sysdirs[] = {"/usr/share/squid/errors/templates", "/usr/share/squid/errors/en"};
 	DIR *d = NULL;
@@ -168,7 +168,7 @@ int state_write_gen(const struct state *s, unsigned long long gen, const struct 
 	for (size_t i = 0; i < out->n_files; i++)
 		if (write_in(s, dir, out->files[i].name, out->files[i].data, out->files[i].len, e) < 0)
 			return -1;
-	if (link_squid_templates(errors, e) < 0)
+	if (state_link_error_templates(errors, e) < 0)
 		return -1;
 	/* The inputs: what a restart with a broken ConfigMap comes back on. */
 	if (c->yaml_text && write_in(s, dir, "input/" CFG_YAML_NAME, c->yaml_text, c->yaml_len, e) < 0)

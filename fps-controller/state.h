@@ -47,4 +47,8 @@ void state_prune(const struct state *s, unsigned long long keep1, unsigned long 
 /* Publishes the API keys where fps-auth (running as Squid's user) can read them. */
 int state_write_secret(const struct state *s, const char *name, const char *data, size_t len, struct fps_err *e);
 
+/* Links Squid's own error templates into errors_dir, beside FPS's pages: with
+ * error_directory set, Squid looks for every page there. */
+int state_link_error_templates(const char *errors_dir, struct fps_err *e);
+
 #endif

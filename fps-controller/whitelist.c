@@ -426,7 +426,8 @@ int wl_policy_finish(struct wl_policy *p)
 	}
 	htab_free(&seen);
 	p->n_entries = kept;
-	qsort(p->entries, p->n_entries, sizeof(*p->entries), pattern_cmp);
+	if (p->n_entries > 1)
+		qsort(p->entries, p->n_entries, sizeof(*p->entries), pattern_cmp);
 	htab_free(&p->wild);
 	htab_init(&p->wild);
 	return wl_policy_index(p);

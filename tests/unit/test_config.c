@@ -1,0 +1,195 @@
+/*
+ * Unit tests for config.c: defaults, strict types, and errors that point at
+ * file:line:col (SPEC §3). Table-driven over small fps.yaml / whitelist.json texts.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+
+struct yaml_case {
+	const char *text;
+	int line, col;   /* 0 = the case is valid */
+	const char *msg; /* substring of the error */
+};
+
+static const struct yaml_case yaml_cases[] = {
+	{"proxy:\n  port: 3128\n", 0, 0, NULL},
+	{"proxy:\n  port: eighty\n", 2, 9, "'port' must be an integer"},
+	{"proxy:\n  port: \"8080\"\n", 2, 9, "must be an integer"},
+	{"proxy:\n  port: 70000\n", 2, 9, "must be in 1..65535"},
+	{"proxy:\n  prot: 8080\n", 2, 3, "unknown key 'prot' in 'proxy'"},
+	{"proxi:\n  port: 8080\n", 1, 1, "unknown key 'proxi' in 'top level'"},
+	{"proxy:\n  port: 1\n  port: 2\n", 3, 3, "duplicate key 'port'"},
+	{"proxy: [1, 2]\n", 1, 8, "'proxy' must be a mapping"},
+	{"proxy:\n  bind: not-an-ip\n", 2, 9, "must be an IP address"},
+	{"proxy:\n  workers: auto\n", 0, 0, NULL},
+	{"proxy:\n  workers: many\n", 2, 12, "must be an integer"},
+	{"proxy:\n  blocked_networks: [10.0.0.0/33]\n", 2, 22, "not an IP network"},
+	{"proxy:\n  blocked_networks: [\"fe80::/10\", 10.0.0.0/8]\n", 0, 0, NULL},
+	{"proxy:\n  dns_nameservers: [dns.example]\n", 2, 21, "not an IP address"},
+	{"proxy:\n  hosts_file: relative/hosts\n", 2, 15, "absolute path"},
+	{"proxy:\n  hosts_file: \"/etc/hosts extra\"\n", 2, 15, "absolute path"},
+	{"auth:\n  enabled: yes\n", 2, 12, "true or false"},
+	{"auth:\n  realm: \"FPS\\nx\"\n", 2, 10, "realm"},
+	{"auth:\n  products: [\"Apex One\"]\n", 2, 14, "product names"},
+	{"whitelist:\n  apply: sometimes\n", 2, 10, "'live' or 'reconfigure'"},
+	{"whitelist:\n  preset: \"*.x.com\"\n", 2, 11, "must be a list"},
+	{"routes:\n  - {via: teleport, domains: [a.example]}\n", 2, 11, "unknown route 'teleport'"},
+	{"routes:\n  - {via: direct}\n", 2, 5, "needs both"},
+	{"routes:\n  - {via: direct, domains: [\"bad name\"]}\n", 2, 29, "route domain 'bad name'"},
+	{"default_route: sideways\n", 1, 16, "unknown route"},
+	{"proxy: {port: 1\n", 2, 1, "not valid YAML"},
+	{"", 1, 1, "empty file"},
+	{"---\nproxy: {}\n---\nauth: {}\n", 3, 1, "more than one YAML document"},
+};
+
+static void test_yaml_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(yaml_cases) / sizeof(yaml_cases[0]); i++) {
+		const struct yaml_case *c = &yaml_cases[i];
+		struct fps_config cfg;
+		struct fps_err e;
+		cfg_init_defaults(&cfg);
+		err_clear(&e);
+		int rc = cfg_parse_yaml(&cfg, c->text, strlen(c->text), "fps.yaml", &e);
+		if (c->msg == NULL) {
+			if (rc != 0)
+				fail_msg("case %zu: unexpected error %d:%d %s", i, e.line, e.col, e.msg);
+		} else {
+			if (rc == 0)
+				fail_msg("case %zu: accepted, want error '%s'", i, c->msg);
+			if (strstr(e.msg, c->msg) == NULL || e.line != c->line || e.col != c->col)
+				fail_msg("case %zu: got %d:%d '%s', want %d:%d '%s'", i, e.line, e.col, e.msg, c->line,
+					 c->col, c->msg);
+			assert_string_equal(e.file, "fps.yaml");
+		}
+		cfg_free(&cfg);
+	}
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	struct fps_config c;
+	struct fps_err e;
+	cfg_init_defaults(&c);
+	const char *text = "proxy: {}\n";
+	assert_int_equal(cfg_parse_yaml(&c, text, strlen(text), "fps.yaml", &e), 0);
+	assert_string_equal(c.bind, "0.0.0.0");
+	assert_int_equal(c.port, 8080);
+	assert_int_equal(c.workers, 1);
+	assert_int_equal(c.n_connect_ports, 1);
+	assert_int_equal(c.connect_ports[0], 443);
+	assert_int_equal(c.n_safe_ports, 2);
+	assert_int_equal(c.blocked_networks.n, 4);
+	assert_string_equal(c.blocked_networks.v[2], "::1/128");
+	assert_string_equal(c.hosts_file, "/etc/hosts");
+	assert_true(c.auth_enabled);
+	assert_string_equal(c.realm, "FPS");
+	assert_int_equal(c.credentials_ttl, 300);
+	assert_int_equal(c.apply, CFG_APPLY_LIVE);
+	assert_int_equal(c.default_route, WL_VIA_DIRECT);
+	assert_string_equal(c.admin_bind, "127.0.0.1");
+	assert_int_equal(c.admin_port, 9090);
+	assert_int_equal(c.tunnel_local_port, 3129);
+	cfg_free(&c);
+}
+
+static void test_cidr_canonical(void **state)
+{
+	(void)state;
+	struct fps_config c;
+	struct fps_err e;
+	cfg_init_defaults(&c);
+	const char *text = "proxy:\n  blocked_networks: [\"FE80:0::/10\", 10.1.2.3]\n";
+	assert_int_equal(cfg_parse_yaml(&c, text, strlen(text), "fps.yaml", &e), 0);
+	assert_int_equal(c.blocked_networks.n, 2);
+	assert_string_equal(c.blocked_networks.v[0], "fe80::/10");
+	assert_string_equal(c.blocked_networks.v[1], "10.1.2.3/32");
+	cfg_free(&c);
+}
+
+struct json_case {
+	const char *text;
+	int line, col;
+	const char *msg;
+	size_t entries; /* when valid */
+};
+
+static const struct json_case json_cases[] = {
+	{"{\"version\": 42, \"domains\": [\"a.example\", {\"domain\": \"b.example\", \"via\": \"tunnel\"}]}", 0, 0,
+	 NULL, 2},
+	{"{\"domains\": []}", 0, 0, NULL, 0},
+	{"{\"version\": 1, \"domains\": [\"a.example\",\n  \"b\"\n", 2, 6, "not valid JSON", 0},
+	{"[\"a.example\"]", 1, 1, "top level must be an object", 0},
+	{"{\"version\": \"42\", \"domains\": []}", 0, 0, "'version' must be a non-negative integer", 0},
+	{"{\"version\": 1.5, \"domains\": []}", 0, 0, "'version' must be a non-negative integer", 0},
+	{"{\"version\": 1}", 0, 0, "missing 'domains'", 0},
+	{"{\"domains\": \"a.example\"}", 0, 0, "'domains' must be a list", 0},
+	{"{\"domains\": [\"a.example\",\n 7]}", 2, 2, "domains[1]: must be a string", 0},
+	{"{\"domains\": [\n {\"domain\": \"a.example\", \"via\": \"teleport\"}]}", 2, 2, "unknown via 'teleport'", 0},
+	{"{\"domains\": [{\"via\": \"direct\"}]}", 1, 14, "without \"domain\"", 0},
+	{"{\"domains\": [{\"domain\": \"a\", \"vai\": \"tunnel\"}]}", 1, 14, "unexpected key 'vai'", 0},
+	{"{\"domains\": [], \"extra\": 1}", 0, 0, "unknown key 'extra'", 0},
+	{"{\"domains\": [\"a\\u0000b\"]}", 1, 16, "NUL character", 0},
+	{"", 1, 1, "empty file", 0},
+};
+
+static void test_json_table(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(json_cases) / sizeof(json_cases[0]); i++) {
+		const struct json_case *c = &json_cases[i];
+		struct fps_config cfg;
+		struct fps_err e;
+		cfg_init_defaults(&cfg);
+		err_clear(&e);
+		int rc = cfg_parse_whitelist_json(&cfg, c->text, strlen(c->text), "whitelist.json", &e);
+		if (c->msg == NULL) {
+			if (rc != 0)
+				fail_msg("case %zu: unexpected error %d:%d %s", i, e.line, e.col, e.msg);
+			assert_int_equal(cfg.n_entries, c->entries);
+		} else if (rc == 0 || strstr(e.msg, c->msg) == NULL || e.line != c->line || e.col != c->col) {
+			fail_msg("case %zu: rc %d, got %d:%d '%s', want %d:%d '%s'", i, rc, e.line, e.col, e.msg,
+				 c->line, c->col, c->msg);
+		}
+		cfg_free(&cfg);
+	}
+}
+
+static void test_json_entry_positions(void **state)
+{
+	(void)state;
+	struct fps_config c;
+	struct fps_err e;
+	cfg_init_defaults(&c);
+	const char *text = "{\n  \"version\": 3,\n  \"domains\": [\n    \"a.example\",\n    \"bad entry\",\n"
+			   "    {\"domain\": \"c.example\", \"via\": \"upstream\"}\n  ]\n}\n";
+	assert_int_equal(cfg_parse_whitelist_json(&c, text, strlen(text), "whitelist.json", &e), 0);
+	assert_int_equal(c.n_entries, 3);
+	assert_int_equal(c.whitelist_version, 3);
+	assert_int_equal(c.entries[1].line, 5);
+	assert_int_equal(c.entries[1].col, 5);
+	assert_string_equal(c.entries[1].raw, "bad entry");
+	assert_int_equal(c.entries[2].line, 6);
+	assert_true(c.entries[2].has_via);
+	assert_int_equal(c.entries[2].via, WL_VIA_UPSTREAM);
+	cfg_free(&c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_yaml_table),     cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_cidr_canonical), cmocka_unit_test(test_json_table),
+		cmocka_unit_test(test_json_entry_positions),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
