@@ -23,17 +23,41 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include "admin.h"
+#include "cred.h"
 #include "fsio.h"
 #include "log.h"
 #include "squid.h"
 #include "state.h"
+#include "status.h"
 #include "sup.h"
+#include "tunnel.h"
 #include "watch.h"
 
 #define DEBOUNCE_QUIET_MS 50   /* trailing edge: apply once events stop for this long */
 #define DEBOUNCE_MAX_MS   300  /* ...but never later than this after the first event */
 #define RECHECK_MS        10000 /* re-read inputs even without events (missed or odd edits) */
 #define CONFIRM_MS        60000 /* how long Squid may take to accept again after a reconfigure */
+#define PUBLISH_MS        1000  /* the status snapshot is refreshed at least this often */
+#define PROBE_MS          10000 /* tunnel and upstream checks */
+#define KEY_WARN_DAYS     10    /* SPEC §5: warn when the newest key expires within this */
+
+/* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
+ * filtered server may take seconds, and the loop must not wait for it. */
+struct probe {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool started, quit, kick;
+	struct fps_config cfg; /* a shallow copy: only scalar tunnel/upstream fields are read */
+	struct tunnel_paths paths;
+	char tunnel_dir[PATH_MAX];
+	char stunnel_templates[PATH_MAX];
+	char secrets_dir[PATH_MAX];
+	struct status_path tunnel, upstream;
+};
 
 struct ctl {
 	const struct ctl_opts *opts;
@@ -48,7 +72,27 @@ struct ctl {
 	int squid_workers;
 	unsigned long reloads_ok, reloads_failed;
 	char last_error[2048];
+
+	struct sup_child stunnel;
+	char tunnel_dir[PATH_MAX];
+	struct tunnel_paths tpaths;
+	struct probe probe;
+
+	/* what /status and /metrics serve, refreshed by ctl_publish() */
+	struct fps_status pub;
+	unsigned long long squid_gen; /* the generation the running Squid has loaded (0 = unknown) */
+	pid_t sidecar_pid;            /* sidecar mode: the Squid we last saw in its pid file */
+	unsigned sidecar_restarts;
+	double sidecar_started;
+	double last_reload_unix, last_success_unix;
 };
+
+static double wall_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* ---- paths ---------------------------------------------------------------------------- */
 
@@ -59,10 +103,13 @@ int ctl_find_paths(struct ctl_paths *p, struct fps_err *e)
 		return err_set(e, "/proc/self/exe", 0, 0, "cannot find the controller's own directory");
 	const char *sq = getenv("FPS_SQUID_BIN");
 	snprintf(p->squid_bin, sizeof(p->squid_bin), "%s", sq && *sq ? sq : SQUID_BIN_DEFAULT);
+	const char *st = getenv("FPS_STUNNEL_TEMPLATES_DIR");
+	if (st && *st)
+		snprintf(p->stunnel_templates_dir, sizeof(p->stunnel_templates_dir), "%s", st);
 	const char *t = getenv("FPS_TEMPLATES_DIR");
 	if (t && *t) {
 		snprintf(p->templates_dir, sizeof(p->templates_dir), "%s", t);
-		return 0;
+		goto found;
 	}
 	/* A build tree (build/, build/asan/) or an install (<prefix>/bin, <prefix>/share/fps). */
 	const char *cands[] = {"/../squid-templates", "/../../squid-templates", "/../share/fps/squid-templates"};
@@ -73,10 +120,16 @@ int ctl_find_paths(struct ctl_paths *p, struct fps_err *e)
 			snprintf(path, sizeof(path), "%s%s", p->bin_dir, cands[i]);
 			if (realpath(path, real))
 				snprintf(p->templates_dir, sizeof(p->templates_dir), "%s", real);
-			return 0;
+			goto found;
 		}
 	}
 	return err_set(e, NULL, 0, 0, "cannot find squid-templates/ near %s (set FPS_TEMPLATES_DIR)", p->bin_dir);
+found:
+	/* stunnel-conf/ sits beside squid-templates/ in the tree and in an install. */
+	if (p->stunnel_templates_dir[0] == '\0')
+		snprintf(p->stunnel_templates_dir, sizeof(p->stunnel_templates_dir), "%s/../stunnel-conf",
+			 p->templates_dir);
+	return 0;
 }
 
 /* 65536 descriptors, or the hard limit Squid will inherit if that is lower. */
@@ -142,6 +195,7 @@ static void ctl_fail(struct ctl *x, const struct fps_err *e, const char *stage, 
 		return;
 	snprintf(x->last_error, sizeof(x->last_error), "%s: %s", stage, buf);
 	x->reloads_failed++;
+	x->last_reload_unix = wall_now();
 	log_error("reload failed (%s), generation %llu stays active: %s", stage, x->generation, buf);
 }
 
@@ -187,6 +241,22 @@ static off_t file_size(const char *path)
 	return stat(path, &sb) == 0 ? sb.st_size : 0;
 }
 
+/* The Squid we talk to: our child (supervise) or the one whose pid file the
+ * other container's Squid wrote into the shared state directory (sidecar). */
+static pid_t ctl_squid_pid(struct ctl *x)
+{
+	if (x->opts->mode == CTL_MODE_SUPERVISE)
+		return x->squid.state == SUP_RUNNING ? x->squid.pid : 0;
+	char path[PATH_MAX + 16], *text = NULL;
+	snprintf(path, sizeof(path), "%s/squid.pid", x->st.run_dir);
+	struct fps_err e;
+	if (fsio_read(path, 64, &text, NULL, &e) < 0)
+		return 0;
+	pid_t pid = (pid_t)strtol(text, NULL, 10);
+	free(text);
+	return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
+}
+
 /* After SIGHUP: Squid re-reads its config, closes and reopens its ports, and logs
  * "Accepting HTTP Socket connections" once it serves again. */
 static int ctl_confirm_squid(struct ctl *x, off_t log_offset, struct fps_err *e)
@@ -195,7 +265,7 @@ static int ctl_confirm_squid(struct ctl *x, off_t log_offset, struct fps_err *e)
 	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
 	long long deadline = sup_now_ms() + CONFIRM_MS;
 	while (sup_now_ms() < deadline) {
-		if (x->squid.state != SUP_RUNNING || kill(x->squid.pid, 0) < 0)
+		if (ctl_squid_pid(x) == 0)
 			return err_set(e, logpath, 0, 0, "Squid is not running after reconfigure");
 		FILE *f = fopen(logpath, "r");
 		if (f) {
@@ -215,6 +285,245 @@ static int ctl_confirm_squid(struct ctl *x, off_t log_offset, struct fps_err *e)
 		nanosleep(&ts, NULL);
 	}
 	return err_set(e, logpath, 0, 0, "Squid did not accept connections within %d s of reconfigure", CONFIRM_MS / 1000);
+}
+
+/* ---- status ------------------------------------------------------------------------- */
+
+/* Parses the keys the way fps-auth will; warns about the newest key's expiry. */
+static int ctl_check_keys(struct ctl *x, const struct fps_config *c, const char *config_dir)
+{
+	(void)config_dir;
+	struct cred_keys keys = {0};
+	struct fps_err e;
+	err_clear(&e);
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/apikeys.json", x->opts->secrets_dir);
+	if (cred_keys_parse(c->keys_text, c->keys_len, path, &keys, &e) < 0) {
+		char buf[1600];
+		err_str(&e, buf, sizeof(buf));
+		snprintf(x->pub.keys_error, sizeof(x->pub.keys_error), "%s", buf);
+		log_error("API keys not updated, fps-auth keeps the previous ones: %s", buf);
+		return -1;
+	}
+	time_t now = time(NULL), newest = cred_newest_expiry(&keys);
+	x->pub.keys_total = keys.n;
+	x->pub.keys_valid = cred_keys_valid(&keys, now);
+	x->pub.have_key_expiry = newest > 0;
+	x->pub.newest_key_expiry_unix = (double)newest;
+	x->pub.keys_error[0] = '\0';
+	if (x->pub.keys_valid == 0)
+		log_error("NO VALID API KEY in %s: every agent will get 407 until a key is added", path);
+	else if (newest - now < KEY_WARN_DAYS * 86400)
+		log_warn("the newest API key in %s expires in %.1f days: issue the next key", path,
+			 (double)(newest - now) / 86400.0);
+	cred_keys_free(&keys);
+	return 0;
+}
+
+static void ctl_record_compiled(struct ctl *x, const struct compiled *cp)
+{
+	struct fps_status *s = &x->pub;
+	s->entries = cp->policy.n_entries;
+	for (int v = 0; v < WL_VIA_COUNT; v++)
+		s->by_route[v] = cp->by_route[v];
+	s->folded = cp->policy.n_folded;
+	s->n_rejected = cp->n_rejected;
+	for (size_t i = 0; i < cp->n_rejected && i < STATUS_MAX_REJECTED; i++) {
+		const struct compile_note *n = &cp->rejected[i];
+		struct status_rejected *r = &s->rejected[i];
+		if (n->line > 0)
+			snprintf(r->where, sizeof(r->where), "%s:%d:%d", n->file, n->line, n->col);
+		else
+			snprintf(r->where, sizeof(r->where), "%s: entry #%d", n->file, n->index);
+		snprintf(r->entry, sizeof(r->entry), "%s", n->entry);
+		snprintf(r->reason, sizeof(r->reason), "%s", n->reason);
+	}
+}
+
+static bool tcp_accepts(const char *host, int port)
+{
+	char portstr[16];
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
+	if (getaddrinfo(host, portstr, &hints, &ai) != 0)
+		return false;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok = fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return ok;
+}
+
+static void child_status(struct status_child *out, const char *name, const struct sup_child *c, double start_wall,
+			 long long start_mono)
+{
+	snprintf(out->name, sizeof(out->name), "%s", name);
+	out->managed = true;
+	out->pid = c->state == SUP_RUNNING ? (int)c->pid : 0;
+	out->up = c->state == SUP_RUNNING;
+	out->started_unix = out->up ? start_wall - (double)(sup_now_ms() - c->started_ms) / 1000.0 : 0;
+	(void)start_mono;
+	out->restarts = c->restarts;
+	snprintf(out->state, sizeof(out->state), "%s", sup_state_name(c->state));
+}
+
+static void ctl_publish(struct ctl *x)
+{
+	struct fps_status *s = &x->pub;
+	double now = wall_now();
+	s->generation = x->generation;
+	snprintf(s->config_hash, sizeof(s->config_hash), "%s", x->active_hash);
+	snprintf(s->apply_mode, sizeof(s->apply_mode), "%s",
+		 x->have_active && x->active.apply == CFG_APPLY_RECONFIGURE ? "reconfigure" : "live");
+	s->have_version = x->have_active && x->active.has_version;
+	s->whitelist_version = x->have_active ? x->active.whitelist_version : 0;
+	s->last_reload_unix = x->last_reload_unix;
+	s->last_reload_ok = x->last_error[0] == '\0';
+	snprintf(s->last_error, sizeof(s->last_error), "%s", x->last_error);
+	s->reloads_ok = x->reloads_ok;
+	s->reloads_failed = x->reloads_failed;
+	s->last_success_unix = x->last_success_unix;
+	s->auth_enabled = x->have_active && x->active.auth_enabled;
+	if (s->have_key_expiry && s->keys_total > 0) {
+		/* a key expires with time, not with an edit: recount at every publish */
+		s->keys_valid = s->newest_key_expiry_unix > now ? (s->keys_valid ? s->keys_valid : 1) : 0;
+	}
+
+	pid_t squid_pid = ctl_squid_pid(x);
+	if (x->opts->mode == CTL_MODE_SUPERVISE) {
+		child_status(&s->squid, "squid", &x->squid, now, 0);
+	} else {
+		snprintf(s->squid.name, sizeof(s->squid.name), "squid");
+		s->squid.managed = false;
+		s->squid.pid = (int)squid_pid;
+		s->squid.up = squid_pid != 0;
+		s->squid.started_unix = squid_pid ? x->sidecar_started : 0;
+		s->squid.restarts = x->sidecar_restarts;
+		snprintf(s->squid.state, sizeof(s->squid.state), "%s", squid_pid ? "external" : "absent");
+	}
+	child_status(&s->stunnel, "stunnel", &x->stunnel, now, 0);
+	if (x->have_active) {
+		snprintf(s->proxy_addr, sizeof(s->proxy_addr), "%s",
+			 strcmp(x->active.bind, "0.0.0.0") == 0 ? "127.0.0.1"
+			 : strcmp(x->active.bind, "::") == 0   ? "::1"
+								: x->active.bind);
+		s->proxy_port = x->active.port;
+	}
+	/* Ready means: Squid runs the active generation and accepts connections. */
+	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 &&
+			       tcp_accepts(s->proxy_addr, s->proxy_port);
+	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
+	pthread_mutex_lock(&x->probe.mu);
+	s->tunnel = x->probe.tunnel;
+	s->upstream = x->probe.upstream;
+	pthread_mutex_unlock(&x->probe.mu);
+	if (x->have_active && x->active.has_tunnel && !s->stunnel.up) {
+		s->tunnel.up = false;
+		snprintf(s->tunnel.error, sizeof(s->tunnel.error), "stunnel is not running (%s)", s->stunnel.state);
+	}
+	status_publish(s);
+}
+
+/* ---- tunnel and upstream prober ------------------------------------------------------ */
+
+static void probe_upstream(const struct fps_config *c, struct status_path *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->configured = true;
+	st->checked_unix = wall_now();
+	snprintf(st->target, sizeof(st->target), "%s:%d", c->upstream_host, c->upstream_port);
+	char portstr[16];
+	snprintf(portstr, sizeof(portstr), "%d", c->upstream_port);
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	int gai = getaddrinfo(c->upstream_host, portstr, &hints, &ai);
+	if (gai != 0) {
+		snprintf(st->error, sizeof(st->error), "cannot resolve %s: %s", c->upstream_host, gai_strerror(gai));
+		return;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = {.tv_sec = 3};
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		st->up = true;
+	else
+		snprintf(st->error, sizeof(st->error), "cannot connect to %s: %s", st->target, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+}
+
+static void *probe_main(void *arg)
+{
+	struct probe *p = arg;
+	pthread_mutex_lock(&p->mu);
+	while (!p->quit) {
+		struct fps_config cfg = p->cfg;
+		p->kick = false;
+		pthread_mutex_unlock(&p->mu);
+		struct status_path t = {0}, u = {0};
+		if (cfg.has_tunnel) {
+			tunnel_probe(&cfg, &p->paths, 5000, &t);
+			t.configured = true;
+			t.checked_unix = wall_now();
+			if (!t.up)
+				log_warn("tunnel check failed: %s", t.error);
+		}
+		if (cfg.has_upstream)
+			probe_upstream(&cfg, &u);
+		pthread_mutex_lock(&p->mu);
+		bool was_up = p->tunnel.up;
+		p->tunnel = t;
+		p->upstream = u;
+		if (cfg.has_tunnel && t.up && !was_up)
+			log_info("tunnel to %s is up", t.target);
+		if (p->quit)
+			break;
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += PROBE_MS / 1000;
+		while (!p->quit && !p->kick)
+			if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0)
+				break;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* Gives the prober the scalar fields it reads (never the pointers the loop frees). */
+static void probe_update(struct probe *p, const struct fps_config *c)
+{
+	struct fps_config copy;
+	memset(&copy, 0, sizeof(copy));
+	memcpy(copy.config_dir, c->config_dir, sizeof(copy.config_dir));
+	memcpy(copy.secrets_dir, c->secrets_dir, sizeof(copy.secrets_dir));
+	copy.has_tunnel = c->has_tunnel;
+	memcpy(copy.tunnel_server, c->tunnel_server, sizeof(copy.tunnel_server));
+	memcpy(copy.tunnel_address, c->tunnel_address, sizeof(copy.tunnel_address));
+	copy.tunnel_port = c->tunnel_port;
+	copy.tunnel_local_port = c->tunnel_local_port;
+	copy.has_upstream = c->has_upstream;
+	memcpy(copy.upstream_host, c->upstream_host, sizeof(copy.upstream_host));
+	copy.upstream_port = c->upstream_port;
+	pthread_mutex_lock(&p->mu);
+	p->cfg = copy;
+	p->kick = true;
+	bool start = !p->started && (c->has_tunnel || c->has_upstream);
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	if (start && pthread_create(&p->thread, NULL, probe_main, p) == 0)
+		p->started = true;
+}
+
+static void probe_stop(struct probe *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->quit = true;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	if (p->started)
+		pthread_join(p->thread, NULL);
 }
 
 static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
@@ -285,15 +594,36 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	stage = "secrets";
 	if (c.keys_text && (!x->have_active || x->active.keys_len != c.keys_len ||
 			    memcmp(x->active.keys_text, c.keys_text, c.keys_len) != 0)) {
-		if (state_write_secret(&x->st, "apikeys.json", c.keys_text, c.keys_len, &e) < 0)
+		/* A corrupt keys file is not published: fps-auth keeps the keys it has,
+		 * and the rest of the update still applies. */
+		if (ctl_check_keys(x, &c, config_dir) == 0 &&
+		    state_write_secret(&x->st, "apikeys.json", c.keys_text, c.keys_len, &e) < 0)
+			goto fail;
+	}
+	bool tunnel_changed = false;
+	if (c.has_tunnel) {
+		stage = "tunnel";
+		if (tunnel_prepare(&c, &x->tpaths, &tunnel_changed, &e) < 0)
 			goto fail;
 	}
 	stage = "activate";
 	if (state_activate(&x->st, gen, &e) < 0)
 		goto fail;
 
+	if (x->stunnel.state == SUP_RUNNING && !c.has_tunnel) {
+		log_info("generation %llu: tunnel removed: stopping stunnel", gen);
+		sup_event(&x->stunnel, SUP_EV_STOP, sup_now_ms());
+	} else if (x->stunnel.state == SUP_RUNNING && tunnel_changed) {
+		/* stunnel re-reads its config and certificates on SIGHUP; established
+		 * connections keep going on the old ones. */
+		log_info("generation %llu: tunnel config or certificates changed: reloading stunnel pid %d", gen,
+			 (int)x->stunnel.pid);
+		kill(x->stunnel.pid, SIGHUP);
+	}
+
 	int workers = squid_workers_of(&c);
-	if (x->squid.state == SUP_RUNNING && workers != x->squid_workers) {
+	pid_t squid_pid = ctl_squid_pid(x);
+	if (x->opts->mode == CTL_MODE_SUPERVISE && squid_pid && workers != x->squid_workers) {
 		/* -N vs --foreground: a worker count change needs a new Squid process. */
 		char *argv[8];
 		ctl_squid_argv(x, workers, argv);
@@ -301,13 +631,14 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 		log_info("generation %llu: squid workers %d -> %d: restarting squid", gen, x->squid_workers, workers);
 		kill(x->squid.pid, SIGTERM);
 		x->squid_workers = workers;
-	} else if (conf_changed && x->squid.state == SUP_RUNNING) {
+	} else if (conf_changed && squid_pid) {
 		char logpath[PATH_MAX + 16];
 		snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
 		off_t off = file_size(logpath);
 		long long t0 = sup_now_ms();
-		log_info("generation %llu: squid.conf changed: reconfiguring squid pid %d", gen, (int)x->squid.pid);
-		kill(x->squid.pid, SIGHUP);
+		log_info("generation %llu: squid.conf changed: reconfiguring squid pid %d", gen, (int)squid_pid);
+		x->squid_gen = 0;
+		kill(squid_pid, SIGHUP);
 		stage = "reconfigure";
 		if (ctl_confirm_squid(x, off, &e) < 0) {
 			/* The new generation is active (Squid read it); record the failure. */
@@ -315,6 +646,9 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 			goto fail_activated;
 		}
 		log_info("generation %llu: squid accepting again after %lld ms", gen, sup_now_ms() - t0);
+		x->squid_gen = gen;
+	} else if (squid_pid && !conf_changed && x->squid_gen == x->generation) {
+		x->squid_gen = gen; /* nothing Squid reads changed: it runs this generation too */
 	}
 
 	unsigned long long prev = x->generation;
@@ -327,6 +661,9 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	x->have_active = true;
 	x->reloads_ok++;
 	x->last_error[0] = '\0';
+	x->last_reload_unix = x->last_success_unix = wall_now();
+	ctl_record_compiled(x, &cp);
+	probe_update(&x->probe, &x->active);
 	state_prune(&x->st, gen, prev);
 	log_info("generation %llu active: %zu entries (%zu direct, %zu upstream, %zu tunnel), %zu folded, %zu rejected, "
 		 "whitelist version %lld, %s apply, squid %s",
@@ -370,8 +707,11 @@ static void ctl_reap(struct ctl *x, long long now)
 {
 	int status;
 	pid_t pid;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-		sup_reap(&x->squid, pid, status, now);
+	/* waitpid(-1): as PID 1 of a container we also reap orphans we never started. */
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (!sup_reap(&x->squid, pid, status, now))
+			sup_reap(&x->stunnel, pid, status, now);
+	}
 }
 
 static int ctl_signalfd(void)
@@ -397,20 +737,76 @@ static long long min_deadline(long long a, long long b)
 	return a < b ? a : b;
 }
 
+/* Sidecar mode: Squid belongs to another container. Notice when its pid changes
+ * (it was restarted) and tell it about a generation it has not loaded yet. */
+static void ctl_watch_sidecar(struct ctl *x)
+{
+	pid_t pid = ctl_squid_pid(x);
+	if (pid == x->sidecar_pid)
+		return;
+	if (pid == 0) {
+		log_warn("sidecar squid pid %d is gone", (int)x->sidecar_pid);
+	} else {
+		if (x->sidecar_pid != 0) {
+			x->sidecar_restarts++;
+			log_warn("sidecar squid restarted: pid %d -> %d", (int)x->sidecar_pid, (int)pid);
+		} else {
+			log_info("sidecar squid found: pid %d", (int)pid);
+		}
+		/* A (re)started Squid read `current` when it started. */
+		x->squid_gen = x->generation;
+		x->sidecar_started = wall_now();
+	}
+	x->sidecar_pid = pid;
+}
+
+static void ctl_admin_addr(const struct ctl *x, char *addr, size_t len, int *port)
+{
+	snprintf(addr, len, "%s", x->active.admin_bind);
+	*port = x->active.admin_port;
+	if (x->opts->admin == NULL)
+		return;
+	/* --admin ADDR:PORT; an IPv6 address is written [addr]:port */
+	const char *a = x->opts->admin, *colon = strrchr(a, ':');
+	if (colon == NULL) {
+		*port = atoi(a);
+		return;
+	}
+	size_t n = (size_t)(colon - a);
+	if (n > 1 && a[0] == '[' && a[n - 1] == ']') {
+		a++;
+		n -= 2;
+	}
+	snprintf(addr, len, "%.*s", (int)n, a);
+	*port = atoi(colon + 1);
+}
+
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 {
-	struct ctl x;
+	static struct ctl x; /* large (the status snapshot): not on the stack */
 	memset(&x, 0, sizeof(x));
 	x.opts = opts;
 	x.paths = paths;
 	struct fps_err e;
 	err_clear(&e);
 	char buf[1600];
+	snprintf(x.pub.version, sizeof(x.pub.version), "%s", FPS_VERSION);
+	x.pub.start_unix = wall_now();
+	pthread_mutex_init(&x.probe.mu, NULL);
+	pthread_cond_init(&x.probe.cv, NULL);
 
 	if (state_open(&x.st, opts->state_dir, &e) < 0) {
 		log_error("%s", err_str(&e, buf, sizeof(buf)));
 		return 3;
 	}
+	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
+	x.tpaths = (struct tunnel_paths){
+		.templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
+	x.probe.paths = x.tpaths;
+	char *targv[4];
+	tunnel_argv(&x.tpaths, targv);
+	sup_init(&x.stunnel, "stunnel", targv, 5000);
+
 	int sfd = ctl_signalfd();
 	if (sfd < 0) {
 		log_error_errno("signalfd");
@@ -439,14 +835,26 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		}
 		/* /status must keep saying that the ConfigMap is broken. */
 		snprintf(x.last_error, sizeof(x.last_error), "%s", saved_error);
+		x.reloads_failed++;
 	}
+
+	char admin_addr[64];
+	int admin_port;
+	ctl_admin_addr(&x, admin_addr, sizeof(admin_addr), &admin_port);
+	if (admin_start(admin_addr, admin_port, &e) < 0) {
+		log_error("admin endpoints: %s", err_str(&e, buf, sizeof(buf)));
+		return 3;
+	}
+	admin_heartbeat();
 
 	char *argv[8];
 	x.squid_workers = squid_workers_of(&x.active);
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
-	if (opts->mode == CTL_MODE_SUPERVISE)
+	if (opts->mode == CTL_MODE_SUPERVISE) {
 		sup_event(&x.squid, SUP_EV_START, sup_now_ms());
+		x.squid_gen = x.generation;
+	}
 
 	struct watch w;
 	const char *dirs[2] = {opts->config_dir, opts->secrets_dir};
@@ -460,17 +868,30 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	ev.data.fd = w.fd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, w.fd, &ev);
 
-	log_info("running: config %s, secrets %s, state %s, generation %llu", opts->config_dir,
-		 opts->secrets_dir ? opts->secrets_dir : "-", opts->state_dir, x.generation);
+	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
+		 opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
+		 opts->secrets_dir ? opts->secrets_dir : "-", opts->state_dir, x.generation, admin_addr, admin_port);
 
 	long long burst_start = 0, debounce_at = 0, recheck_at = sup_now_ms() + RECHECK_MS;
+	long long publish_at = 0;
 	bool stopping = false;
 	int exit_code = 0;
 	for (;;) {
 		long long now = sup_now_ms();
-		if (stopping && x.squid.state == SUP_STOPPED)
+		admin_heartbeat();
+		if (stopping && x.squid.state == SUP_STOPPED && x.stunnel.state == SUP_STOPPED)
 			break;
+		/* stunnel follows the active configuration: started once a tunnel exists. */
+		if (!stopping && x.have_active && x.active.has_tunnel && x.stunnel.state == SUP_STOPPED)
+			sup_event(&x.stunnel, SUP_EV_START, now);
+		if (opts->mode == CTL_MODE_SIDECAR)
+			ctl_watch_sidecar(&x);
+		if (now >= publish_at) {
+			ctl_publish(&x);
+			publish_at = now + PUBLISH_MS;
+		}
 		long long next = min_deadline(min_deadline(debounce_at, recheck_at), sup_deadline(&x.squid));
+		next = min_deadline(min_deadline(next, sup_deadline(&x.stunnel)), publish_at);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
 		struct epoll_event evs[4];
 		int n = epoll_wait(ep, evs, 4, timeout);
@@ -486,6 +907,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 				while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 					if (si.ssi_signo == SIGCHLD) {
 						ctl_reap(&x, now);
+						publish_at = now;
 					} else if (si.ssi_signo == SIGHUP) {
 						log_info("SIGHUP: rereading %s", opts->config_dir);
 						debounce_at = now;
@@ -493,6 +915,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 						log_info("signal %d: shutting down", (int)si.ssi_signo);
 						stopping = true;
 						sup_event(&x.squid, SUP_EV_STOP, now);
+						sup_event(&x.stunnel, SUP_EV_STOP, now);
 					}
 				}
 			} else if (evs[i].data.fd == w.fd && watch_drain(&w) && !stopping) {
@@ -504,11 +927,15 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 			}
 		}
 		sup_tick(&x.squid, now);
+		sup_tick(&x.stunnel, now);
+		if (x.squid.state == SUP_RUNNING && x.squid.started_ms == now)
+			x.squid_gen = x.generation; /* a restarted Squid reads `current` */
 		if (!stopping && debounce_at && now >= debounce_at) {
 			debounce_at = 0;
 			burst_start = 0;
 			ctl_reload(&x, opts->config_dir, false);
 			recheck_at = sup_now_ms() + RECHECK_MS;
+			publish_at = 0;
 		}
 		if (!stopping && now >= recheck_at) {
 			ctl_reload(&x, opts->config_dir, true);
@@ -516,10 +943,13 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		}
 	}
 	log_info("stopped (generation %llu)", x.generation);
+	admin_stop();
+	probe_stop(&x.probe);
 	watch_close(&w);
 	close(ep);
 	close(sfd);
 	sup_free(&x.squid);
+	sup_free(&x.stunnel);
 	if (x.have_active)
 		cfg_free(&x.active);
 	return exit_code;

@@ -19,6 +19,7 @@ enum ctl_mode { CTL_MODE_SUPERVISE, CTL_MODE_SIDECAR };
 struct ctl_paths {
 	char bin_dir[PATH_MAX];       /* fps-acl, fps-auth */
 	char templates_dir[PATH_MAX]; /* squid-templates/ */
+	char stunnel_templates_dir[PATH_MAX]; /* stunnel-conf/ (FPS_STUNNEL_TEMPLATES_DIR) */
 	char squid_bin[PATH_MAX];
 };
 

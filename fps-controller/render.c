@@ -118,17 +118,18 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 		bprintf(allow, "http_access allow fps_tagged");
 		return;
 	}
-	/* Sized for ~1000 agents: fps-auth answers in microseconds, so a few children
-	 * with concurrency keep up; a full queue answers ERR instead of killing Squid
-	 * (the default on-persistent-overload is "die"). */
-	bprintf(auth, "auth_param basic program %s/fps-auth --keys %s/apikeys.json", rc->bin_dir, rc->secrets_dir);
+	/* Sized for ~1000 agents: fps-auth answers about a million verdicts a second, so
+	 * one child with concurrency keeps up and the others are headroom; a full queue
+	 * answers ERR instead of killing Squid (the default on-persistent-overload is "die"). */
+	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --keys %s/apikeys.json", rc->bin_dir,
+		rc->secrets_dir);
 	if (c->products.n > 0) {
 		bprintf(auth, " --products ");
 		for (size_t i = 0; i < c->products.n; i++)
 			bprintf(auth, "%s%s", i ? "," : "", c->products.v[i]);
 	}
 	bprintf(auth,
-		"\nauth_param basic children 8 startup=2 idle=1 concurrency=64 queue-size=4096 "
+		"\nauth_param basic children 4 startup=1 idle=1 concurrency=256 queue-size=8192 "
 		"on-persistent-overload=ERR\n"
 		"auth_param basic realm %s\n"
 		"auth_param basic credentialsttl %d seconds\n"

@@ -29,6 +29,10 @@ int squid_parse_check(const char *squid_bin, const char *conf, char *warnings, s
 	int rc = 0;
 	size_t wused = 0;
 	for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+		/* Squid echoes every directive it reads ("Processing: ..."); only its own
+		 * verdict lines count. */
+		if (strstr(line, "| Processing: "))
+			continue;
 		bool bad = false;
 		for (size_t i = 0; i < sizeof(fatal_markers) / sizeof(fatal_markers[0]); i++)
 			if (strstr(line, fatal_markers[i]))

@@ -9,7 +9,7 @@ import pytest
 
 from fpsharness import BIN, TEMPLATES, World
 
-BAD = re.compile(r"WARNING|ERROR|FATAL|unrecognized|Bungled|empty ACL", re.I)
+BAD = re.compile(r"WARNING|ERROR|FATAL|unrecognized|Bungled|empty ACL")
 
 
 def overlapping_entries(n=100_000):

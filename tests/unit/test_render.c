@@ -97,7 +97,7 @@ static void test_auth_block(void **state)
 	(void)state;
 	struct rendered r;
 	render_yaml(&r, "auth: {realm: Vendor Proxy, credentials_ttl: 60, products: [ApexOne, Deep-Sec]}\n", NULL);
-	after(r.conf, "auth_param basic program /opt/fps/bin/fps-auth --keys /state/secrets/apikeys.json "
+	after(r.conf, "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --keys /state/secrets/apikeys.json "
 		      "--products ApexOne,Deep-Sec\n");
 	after(r.conf, "on-persistent-overload=ERR");
 	after(r.conf, "auth_param basic realm Vendor Proxy\n");

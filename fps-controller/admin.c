@@ -1,0 +1,265 @@
+/*
+ * admin: /healthz, /readyz, /metrics and /status (SPEC §9) on libmicrohttpd.
+ * One thread per connection (bounded by the connection limits below): a /metrics scrape
+ * may wait up to a second for Squid's cache manager, and in this mode it delays no other
+ * request; a slow client holds one thread, never the others nor the control loop, which
+ * only ever meets this module through an atomic heartbeat and status_publish()'s mutex.
+ */
+#include "admin.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "status.h"
+#include "statusjson.h"
+
+#define ADMIN_CONN_LIMIT   64   /* simultaneous connections; more wait in the listen backlog */
+#define ADMIN_PER_IP_LIMIT 32   /* one address cannot take every slot */
+#define ADMIN_CONN_TIMEOUT 10   /* seconds of inactivity before a connection is closed */
+#define ADMIN_MEM_LIMIT    8192 /* bytes per connection for the request line and headers */
+#define ADMIN_HEALTHY_MS   5000 /* /healthz: the loop must have been seen this recently */
+#define ADMIN_BACKLOG      256
+
+static struct MHD_Daemon *admin_daemon;
+static atomic_llong admin_last_beat_ms; /* monotonic; 0 = never */
+
+static long long admin_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double admin_wall(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void admin_heartbeat(void)
+{
+	atomic_store(&admin_last_beat_ms, admin_now_ms());
+}
+
+/* Milliseconds since the loop's last heartbeat; -1 if it never beat. */
+static long long admin_beat_age_ms(void)
+{
+	long long last = atomic_load(&admin_last_beat_ms);
+	return last == 0 ? -1 : admin_now_ms() - last;
+}
+
+static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned int code, const char *type, char *body,
+				   size_t len)
+{
+	/* body is malloc'd and owned by the response from here on */
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (code == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	enum MHD_Result ret = MHD_queue_response(conn, code, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result admin_text(struct MHD_Connection *conn, unsigned int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static enum MHD_Result admin_text(struct MHD_Connection *conn, unsigned int code, const char *fmt, ...)
+{
+	char *body = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&body, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return MHD_NO;
+	return admin_reply(conn, code, "text/plain; charset=utf-8", body, (size_t)n);
+}
+
+static enum MHD_Result admin_healthz(struct MHD_Connection *conn)
+{
+	long long age = admin_beat_age_ms();
+	if (age < 0)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "control loop not started yet\n");
+	if (age > ADMIN_HEALTHY_MS)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "control loop not seen for %lld ms\n", age);
+	return admin_text(conn, MHD_HTTP_OK, "ok\n");
+}
+
+/* Why the proxy is not ready, or "" when it is. */
+static void admin_not_ready(const struct fps_status *s, long long beat_age, char *why, size_t len)
+{
+	why[0] = '\0';
+	if (beat_age < 0 || beat_age > ADMIN_HEALTHY_MS)
+		snprintf(why, len, "control loop not running (last seen %lld ms ago)", beat_age);
+	else if (!s->squid.up)
+		snprintf(why, len, "squid is not running (state %s, pid %d, %u restarts)",
+			 s->squid.state[0] ? s->squid.state : "unknown", s->squid.pid, s->squid.restarts);
+	else if (!s->squid_runs_active)
+		snprintf(why, len, "squid does not run the active generation %llu yet", s->generation);
+	else if (s->tunnel_needed && !s->tunnel.up)
+		snprintf(why, len, "tunnel to %s is down: %s", s->tunnel.target[0] ? s->tunnel.target : "(unset)",
+			 s->tunnel.error[0] ? s->tunnel.error : (s->tunnel.checked_unix > 0 ? "check failed"
+											   : "not checked yet"));
+}
+
+static enum MHD_Result admin_readyz(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: no status published yet\n");
+	char why[1024];
+	admin_not_ready(s, admin_beat_age_ms(), why, sizeof(why));
+	if (why[0])
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: %s\n", why);
+	return admin_text(conn, MHD_HTTP_OK, "ready: generation %llu\n", s->generation);
+}
+
+static enum MHD_Result admin_metrics(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = metrics_scrape(s, admin_wall());
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, MHD_HTTP_OK, METRICS_CONTENT_TYPE, body, strlen(body));
+}
+
+static enum MHD_Result admin_status(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = statusjson_render(s, admin_wall());
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
+}
+
+enum admin_path { ADMIN_HEALTHZ, ADMIN_READYZ, ADMIN_METRICS, ADMIN_STATUS, ADMIN_UNKNOWN };
+
+static enum admin_path admin_route(const char *url)
+{
+	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status"};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (strcmp(url, paths[i]) == 0)
+			return (enum admin_path)i;
+	return ADMIN_UNKNOWN;
+}
+
+static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				    const char *version, const char *upload_data, size_t *upload_data_size,
+				    void **con_cls)
+{
+	(void)cls;
+	(void)version;
+	(void)upload_data;
+	(void)upload_data_size;
+	(void)con_cls;
+	/* Answered on the first call: no endpoint reads a body, and a request that carries
+	 * one gets its 404/405 at once (libmicrohttpd then closes the connection). */
+	enum admin_path p = admin_route(url);
+	if (p == ADMIN_UNKNOWN)
+		return admin_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /healthz, /readyz, /metrics, /status\n");
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
+	if (p == ADMIN_HEALTHZ)
+		return admin_healthz(conn);
+
+	/* The snapshot is large (rejected entries): on the heap, not the thread's stack. */
+	struct fps_status *s = malloc(sizeof(*s));
+	if (s == NULL)
+		return MHD_NO;
+	bool have = status_get(s);
+	enum MHD_Result ret = MHD_NO;
+	switch (p) {
+	case ADMIN_READYZ:
+		ret = admin_readyz(conn, s, have);
+		break;
+	case ADMIN_METRICS:
+		ret = admin_metrics(conn, s, have);
+		break;
+	case ADMIN_STATUS:
+		ret = admin_status(conn, s, have);
+		break;
+	default:
+		break;
+	}
+	free(s);
+	return ret;
+}
+
+static void admin_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char buf[512];
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	size_t n = strlen(buf);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	log_warn("admin: %s", buf);
+}
+
+int admin_start(const char *bind_addr, int port, struct fps_err *e)
+{
+	if (admin_daemon != NULL)
+		return err_set(e, NULL, 0, 0, "admin server already running");
+	if (port <= 0 || port > 65535)
+		return err_set(e, NULL, 0, 0, "admin port %d out of range", port);
+	const char *addr = bind_addr && *bind_addr ? bind_addr : "127.0.0.1";
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+			     MHD_USE_ERROR_LOG;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+	} else if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		flags |= MHD_USE_IPv6;
+	} else {
+		return err_set(e, NULL, 0, 0, "admin bind address '%s' is not an IPv4 or IPv6 literal", addr);
+	}
+	errno = 0;
+	admin_daemon = MHD_start_daemon(
+		flags, (uint16_t)port, NULL, NULL, admin_handle, NULL, MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned int)ADMIN_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+		(unsigned int)ADMIN_BACKLOG, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+	if (admin_daemon == NULL) {
+		int err = errno;
+		return err_set(e, NULL, 0, 0, "admin: cannot listen on %s:%d%s%s", addr, port, err ? ": " : "",
+			       err ? strerror(err) : "");
+	}
+	log_info("admin endpoints on http://%s%s%s:%d/ (healthz, readyz, metrics, status)", strchr(addr, ':') ? "[" : "",
+		 addr, strchr(addr, ':') ? "]" : "", port);
+	return 0;
+}
+
+void admin_stop(void)
+{
+	if (admin_daemon == NULL)
+		return;
+	MHD_stop_daemon(admin_daemon);
+	admin_daemon = NULL;
+}

@@ -1,0 +1,240 @@
+/*
+ * statusjson: /status for support engineers (SPEC §9). Every string from the snapshot is read
+ * no further than its array and made valid UTF-8 before cJSON escapes it, so a rejected entry
+ * full of quotes, control bytes or broken UTF-8 still yields a document any parser accepts.
+ */
+#include "statusjson.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void statusjson_rfc3339(double unix_time, char *out, size_t len)
+{
+	if (len == 0)
+		return;
+	out[0] = '\0';
+	if (!(unix_time > 0))
+		return;
+	time_t t = (time_t)unix_time;
+	struct tm tm;
+	if (gmtime_r(&t, &tm) == NULL)
+		return;
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid. */
+static size_t sj_utf8_len(const unsigned char *p, size_t n)
+{
+	size_t need;
+	unsigned int cp;
+	if (p[0] < 0x80)
+		return 1;
+	if ((p[0] & 0xe0) == 0xc0) {
+		need = 2;
+		cp = p[0] & 0x1fu;
+	} else if ((p[0] & 0xf0) == 0xe0) {
+		need = 3;
+		cp = p[0] & 0x0fu;
+	} else if ((p[0] & 0xf8) == 0xf0) {
+		need = 4;
+		cp = p[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	if (need > n)
+		return 0;
+	for (size_t i = 1; i < need; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3fu);
+	}
+	/* overlong forms, surrogates, beyond Unicode */
+	if ((need == 2 && cp < 0x80) || (need == 3 && cp < 0x800) || (need == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return need;
+}
+
+/* Adds a string member read from a fixed array of max bytes; invalid UTF-8 becomes U+FFFD. */
+static void sj_str(cJSON *o, const char *key, const char *v, size_t max)
+{
+	size_t n = strnlen(v, max);
+	char *clean = malloc(n * 3 + 1);
+	if (clean == NULL)
+		return;
+	size_t o_len = 0;
+	const unsigned char *p = (const unsigned char *)v;
+	for (size_t i = 0; i < n;) {
+		size_t l = sj_utf8_len(p + i, n - i);
+		if (l == 0) {
+			memcpy(clean + o_len, "\xef\xbf\xbd", 3);
+			o_len += 3;
+			i++;
+		} else {
+			memcpy(clean + o_len, p + i, l);
+			o_len += l;
+			i += l;
+		}
+	}
+	clean[o_len] = '\0';
+	cJSON_AddStringToObject(o, key, clean);
+	free(clean);
+}
+
+#define SJ_STR(o, key, field) sj_str((o), (key), (field), sizeof(field))
+
+/* A string, or null when empty. */
+static void sj_str_or_null(cJSON *o, const char *key, const char *v, size_t max)
+{
+	if (strnlen(v, max) == 0)
+		cJSON_AddNullToObject(o, key);
+	else
+		sj_str(o, key, v, max);
+}
+
+static void sj_time(cJSON *o, const char *key, double unix_time)
+{
+	char buf[32];
+	statusjson_rfc3339(unix_time, buf, sizeof(buf));
+	if (buf[0])
+		cJSON_AddStringToObject(o, key, buf);
+	else
+		cJSON_AddNullToObject(o, key);
+}
+
+static void sj_child(cJSON *parent, const char *key, const struct status_child *c, double now)
+{
+	cJSON *o = cJSON_AddObjectToObject(parent, key);
+	if (o == NULL)
+		return;
+	cJSON_AddBoolToObject(o, "managed", c->managed);
+	cJSON_AddBoolToObject(o, "up", c->up);
+	SJ_STR(o, "state", c->state);
+	if (c->pid > 0)
+		cJSON_AddNumberToObject(o, "pid", c->pid);
+	else
+		cJSON_AddNullToObject(o, "pid");
+	if (c->started_unix > 0 && c->pid > 0) {
+		sj_time(o, "started", c->started_unix);
+		cJSON_AddNumberToObject(o, "uptime_seconds", floor(now > c->started_unix ? now - c->started_unix : 0));
+	} else {
+		cJSON_AddNullToObject(o, "started");
+		cJSON_AddNullToObject(o, "uptime_seconds");
+	}
+	cJSON_AddNumberToObject(o, "restarts", c->restarts);
+}
+
+static cJSON *sj_path(cJSON *parent, const char *key, const struct status_path *p)
+{
+	cJSON *o = cJSON_AddObjectToObject(parent, key);
+	if (o == NULL)
+		return NULL;
+	cJSON_AddBoolToObject(o, "configured", p->configured);
+	cJSON_AddBoolToObject(o, "up", p->configured && p->up);
+	sj_str_or_null(o, "target", p->target, sizeof(p->target));
+	sj_time(o, "checked", p->checked_unix);
+	sj_str_or_null(o, "error", p->error, sizeof(p->error));
+	return o;
+}
+
+char *statusjson_render(const struct fps_status *s, double now)
+{
+	cJSON *root = cJSON_CreateObject();
+	if (root == NULL)
+		return NULL;
+	SJ_STR(root, "version", s->version);
+	sj_time(root, "started", s->start_unix);
+	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
+	sj_str_or_null(root, "config_hash", s->config_hash, sizeof(s->config_hash));
+	SJ_STR(root, "apply_mode", s->apply_mode);
+	if (s->have_version)
+		cJSON_AddNumberToObject(root, "whitelist_version", (double)s->whitelist_version);
+	else
+		cJSON_AddNullToObject(root, "whitelist_version");
+	cJSON_AddBoolToObject(root, "squid_runs_active", s->squid_runs_active);
+
+	cJSON *lr = cJSON_AddObjectToObject(root, "last_reload");
+	if (lr) {
+		sj_time(lr, "time", s->last_reload_unix);
+		cJSON_AddStringToObject(lr, "result",
+					s->last_reload_unix > 0 ? (s->last_reload_ok ? "success" : "failure") : "none");
+		sj_str_or_null(lr, "error", s->last_error, sizeof(s->last_error));
+	}
+	sj_time(root, "last_success", s->last_success_unix);
+	cJSON *rl = cJSON_AddObjectToObject(root, "reloads");
+	if (rl) {
+		cJSON_AddNumberToObject(rl, "ok", (double)s->reloads_ok);
+		cJSON_AddNumberToObject(rl, "failed", (double)s->reloads_failed);
+	}
+
+	cJSON *en = cJSON_AddObjectToObject(root, "entries");
+	if (en) {
+		cJSON_AddNumberToObject(en, "total", (double)s->entries);
+		cJSON *br = cJSON_AddObjectToObject(en, "by_route");
+		for (int v = 0; br && v < WL_VIA_COUNT; v++)
+			cJSON_AddNumberToObject(br, wl_via_name((enum wl_via)v), (double)s->by_route[v]);
+		cJSON_AddNumberToObject(en, "folded", (double)s->folded);
+	}
+	cJSON *rj = cJSON_AddObjectToObject(root, "rejected");
+	if (rj) {
+		size_t shown = s->n_rejected < STATUS_MAX_REJECTED ? s->n_rejected : STATUS_MAX_REJECTED;
+		cJSON_AddNumberToObject(rj, "count", (double)s->n_rejected);
+		cJSON_AddBoolToObject(rj, "truncated", shown < s->n_rejected);
+		cJSON *arr = cJSON_AddArrayToObject(rj, "entries");
+		for (size_t i = 0; arr && i < shown; i++) {
+			cJSON *e = cJSON_CreateObject();
+			if (e == NULL)
+				break;
+			SJ_STR(e, "where", s->rejected[i].where);
+			SJ_STR(e, "entry", s->rejected[i].entry);
+			SJ_STR(e, "reason", s->rejected[i].reason);
+			cJSON_AddItemToArray(arr, e);
+		}
+	}
+
+	cJSON *ch = cJSON_AddObjectToObject(root, "children");
+	if (ch) {
+		sj_child(ch, "squid", &s->squid, now);
+		sj_child(ch, "stunnel", &s->stunnel, now);
+	}
+	cJSON *tu = sj_path(root, "tunnel", &s->tunnel);
+	if (tu) {
+		cJSON_AddBoolToObject(tu, "needed", s->tunnel_needed);
+		cJSON_AddBoolToObject(tu, "interception", s->tunnel.interception);
+		sj_str_or_null(tu, "issuer", s->tunnel.peer_issuer, sizeof(s->tunnel.peer_issuer));
+		sj_str_or_null(tu, "subject", s->tunnel.peer_subject, sizeof(s->tunnel.peer_subject));
+	}
+	sj_path(root, "upstream", &s->upstream);
+
+	cJSON *au = cJSON_AddObjectToObject(root, "auth");
+	if (au) {
+		cJSON_AddBoolToObject(au, "enabled", s->auth_enabled);
+		cJSON_AddNumberToObject(au, "keys_total", (double)s->keys_total);
+		cJSON_AddNumberToObject(au, "keys_valid", (double)s->keys_valid);
+		bool have = s->have_key_expiry && s->newest_key_expiry_unix > 0;
+		double left = have ? floor(s->newest_key_expiry_unix - now) : 0;
+		if (have) {
+			sj_time(au, "newest_key_expires", s->newest_key_expiry_unix);
+			cJSON_AddNumberToObject(au, "expires_in_seconds", left);
+		} else {
+			cJSON_AddNullToObject(au, "newest_key_expires");
+			cJSON_AddNullToObject(au, "expires_in_seconds");
+		}
+		char warn[160] = "";
+		if (s->auth_enabled && (!have || s->keys_valid == 0))
+			snprintf(warn, sizeof(warn), "no valid API key: every agent is refused (407)");
+		else if (s->auth_enabled && left < STATUSJSON_KEY_WARN_DAYS * 86400.0)
+			snprintf(warn, sizeof(warn), "the newest API key expires in %.1f days: issue a new key",
+				 left / 86400.0);
+		sj_str_or_null(au, "warning", warn, sizeof(warn));
+		sj_str_or_null(au, "error", s->keys_error, sizeof(s->keys_error));
+	}
+
+	char *text = cJSON_Print(root);
+	cJSON_Delete(root);
+	return text;
+}
