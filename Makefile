@@ -6,8 +6,8 @@
 CC       ?= gcc
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 PYTHON   ?= /usr/bin/python3
-DEB_PKGS := squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev libmicrohttpd-dev \
-            libcmocka-dev python3-pytest clang-format cppcheck pkg-config
+DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
+            libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
 
 WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-format-nonliteral -Wno-format-truncation
@@ -82,13 +82,16 @@ export ASAN_OPTIONS  ?= abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 test: all asan unit integration
+	@echo "make test: all suites passed"
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 # Integration tests drive the sanitizer binaries through real Squid, stunnel, curl and origins.
 integration: all asan
-	FPS_BIN_DIR=$(CURDIR)/build/asan $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	$(MAKE) -C bench all asan
+	FPS_BIN_DIR=$(CURDIR)/build/asan LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration tests/deploy bench/tests $(PYTEST_ARGS)
 
 # ---- lint ----------------------------------------------------------------------------------
 LINT_FILES := $(wildcard $(SRC_DIR)/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/*.c)

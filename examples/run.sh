@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# `make run`: starts the whole stack on loopback, in the foreground, on the example config:
+#   a demo origin (127.0.0.1:18081), the local cloud side (stunnel server on 127.0.0.1:18443
+#   in front of a cloud Squid), and fps-controller supervising Squid (127.0.0.1:8080) and the
+#   stunnel client. Ctrl-C stops everything.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUN=${FPS_RUN_DIR:-$ROOT/run}
+BIN=$ROOT/build
+
+mkdir -p "$RUN"/{config,secrets,state,www,cloud}
+chmod 755 "$RUN" "$RUN"/www "$RUN"/config
+chmod 700 "$RUN"/secrets
+
+# Names the demo uses, all on loopback: Squid reads this hosts file (proxy.hosts_file).
+cat > "$RUN/hosts" <<HOSTS
+127.0.0.1 updates.example.test files.example.test a.cdn.example.test download.example-vendor.test
+127.0.0.1 api.example-vendor.test not-listed.example.test tunnel.fps.test
+HOSTS
+chmod 644 "$RUN/hosts"
+
+# The ConfigMap: kept across runs so your edits survive a restart.
+[ -f "$RUN/config/fps.yaml" ] || sed "s|@RUN_DIR@|$RUN|" "$ROOT/examples/config/fps.yaml" > "$RUN/config/fps.yaml"
+[ -f "$RUN/config/whitelist.json" ] || cp "$ROOT/examples/config/whitelist.json" "$RUN/config/"
+
+# The Secret: an API key valid for 30 days, and the tunnel CA made by the cloud side.
+if [ ! -f "$RUN/secrets/apikeys.json" ]; then
+	KEY=$(openssl rand -hex 24)
+	EXP=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
+	printf '{"keys": [{"id": "demo", "key": "%s", "expires": "%s"}]}\n' "$KEY" "$EXP" > "$RUN/secrets/apikeys.json"
+	chmod 600 "$RUN/secrets/apikeys.json"
+fi
+KEY=$(sed -n 's/.*"key": "\([^"]*\)".*/\1/p' "$RUN/secrets/apikeys.json")
+USER_NAME=ApexOne-1b4e28ba-2fa1-11d2-883f-0016d3cca427
+PASS=$(printf '%s%s' "$USER_NAME" "$KEY" | sha1sum | cut -d' ' -f1)
+
+echo "hello from the demo origin" > "$RUN/www/index.html"
+
+pids=()
+cleanup() {
+	trap - EXIT INT TERM
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+/usr/bin/python3 -m http.server 18081 --bind 127.0.0.1 --directory "$RUN/www" >/dev/null 2>&1 &
+pids+=($!)
+
+if [ -x "$ROOT/examples/cloud/run-cloud.sh" ]; then
+	FPS_CLOUD_HOSTS_FILE="$RUN/hosts" "$ROOT/examples/cloud/run-cloud.sh" "$RUN/cloud" 18443 13128 tunnel.fps.test > "$RUN/cloud.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 100); do [ -f "$RUN/cloud/ca.pem" ] && break; sleep 0.1; done
+	cp "$RUN/cloud/ca.pem" "$RUN/secrets/tunnel-ca.pem"
+fi
+
+cat <<MSG
+
+FPS is starting on 127.0.0.1:8080 (admin on 127.0.0.1:9090). Try, in another shell:
+
+  curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://updates.example.test:18081/      # 200, direct
+  curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://api.example-vendor.test:18081/   # 200, via the tunnel
+  curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://not-listed.example.test:18081/   # 403, not whitelisted
+  curl -x http://127.0.0.1:8080 http://updates.example.test:18081/                            # 407, no credentials
+  curl -s 127.0.0.1:9090/status | python3 -m json.tool
+
+Edit the whitelist (it applies within a second, without restarting Squid):
+
+  \$EDITOR $RUN/config/whitelist.json
+
+Logs: this terminal (controller), $RUN/state/run/access.log and cache.log (Squid).
+MSG
+
+"$BIN/fps-controller" run --config-dir "$RUN/config" --secrets-dir "$RUN/secrets" --state-dir "$RUN/state" &
+pids+=($!)
+wait "${pids[-1]}"
