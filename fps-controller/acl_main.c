@@ -20,7 +20,7 @@
 #include "snapshot.h"
 #include "whitelist.h"
 
-#define ACL_LINE_MAX  4096
+#define ACL_LINE_MAX   4096
 #define ACL_RECHECK_NS (100 * 1000000LL) /* look at the snapshot's identity at most every 100 ms */
 
 struct acl_state {
@@ -28,8 +28,8 @@ struct acl_state {
 	bool loaded;
 	struct wl_policy policy;
 	unsigned long long generation;
-	struct stat id;      /* identity of the file the policy came from */
-	struct stat bad_id;  /* identity of the last file that failed to load (logged once) */
+	struct stat id;     /* identity of the file the policy came from */
+	struct stat bad_id; /* identity of the last file that failed to load (logged once) */
 	long long last_check;
 };
 
@@ -71,7 +71,8 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 	if (fsio_read(st->path, 256u << 20, &text, &len, &e) < 0 ||
 	    snapshot_parse(text, len, st->path, &np, &gen, &e) < 0) {
 		char buf[1200];
-		log_warn("snapshot not loaded, keeping generation %llu: %s", st->generation, err_str(&e, buf, sizeof(buf)));
+		log_warn("snapshot not loaded, keeping generation %llu: %s", st->generation,
+		         err_str(&e, buf, sizeof(buf)));
 		st->bad_id = sb;
 		free(text);
 		return;
@@ -154,16 +155,16 @@ static int write_all(const char *p, size_t len)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: fps-acl --snapshot FILE\n"
-		   "Squid external ACL helper: answers OK tag=<route> for whitelisted destinations.\n");
+	           "Squid external ACL helper: answers OK tag=<route> for whitelisted destinations.\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"snapshot", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"snapshot", required_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct acl_state st = {0};
 	int c;

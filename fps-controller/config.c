@@ -100,7 +100,7 @@ static int entry_push(struct fps_config *c, const char *raw, const char *file, i
 	if (copy == NULL)
 		return -1;
 	c->entries[c->n_entries++] =
-		(struct cfg_entry){.raw = copy, .file = file, .line = line, .col = col, .index = index};
+	    (struct cfg_entry){.raw = copy, .file = file, .line = line, .col = col, .index = index};
 	return 0;
 }
 
@@ -183,8 +183,8 @@ static int y_fail(struct ywalk *w, const yaml_node_t *n, const char *fmt, const 
 {
 	char msg[768];
 	snprintf(msg, sizeof(msg), fmt, a, b);
-	return err_set(w->e, w->file, n ? (int)n->start_mark.line + 1 : 0, n ? (int)n->start_mark.column + 1 : 0,
-		       "%s", msg);
+	return err_set(w->e, w->file, n ? (int)n->start_mark.line + 1 : 0, n ? (int)n->start_mark.column + 1 : 0, "%s",
+	               msg);
 }
 
 static bool y_plain(const yaml_node_t *n)
@@ -256,7 +256,7 @@ static int y_port_list(struct ywalk *w, const yaml_node_t *n, const char *key, i
 
 /* A list of scalars; check() validates/canonicalizes each (NULL = keep as is). */
 static int y_str_list(struct ywalk *w, const yaml_node_t *n, const char *key, struct strv *out,
-		      const char *(*check)(const char *in, char *canon, size_t len))
+                      const char *(*check)(const char *in, char *canon, size_t len))
 {
 	if (n->type != YAML_SEQUENCE_NODE)
 		return y_fail(w, n, "'%s' must be a list%s", key, "");
@@ -298,7 +298,7 @@ static const char *check_product(const char *in, char *canon, size_t len)
 }
 
 typedef int (*section_fn)(struct ywalk *w, const char *key, const yaml_node_t *val, const yaml_node_t *keynode,
-			  struct fps_config *c);
+                          struct fps_config *c);
 
 /* Walks a mapping, rejecting duplicate keys, and hands each pair to fn. */
 static int y_mapping(struct ywalk *w, const yaml_node_t *n, const char *what, section_fn fn, struct fps_config *c)
@@ -328,8 +328,7 @@ static int unknown_key(struct ywalk *w, const yaml_node_t *k, const char *sectio
 	return err_set(w->e, w->file, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, "%s", msg);
 }
 
-static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
-		     struct fps_config *c)
+static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)
 {
 	if (strcmp(key, "bind") == 0) {
 		if (y_string(w, v, key, c->bind, sizeof(c->bind)) < 0)
@@ -363,12 +362,11 @@ static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, con
 		return 0;
 	}
 	return unknown_key(w, k, "proxy",
-			   "bind, port, workers, connect_ports, safe_ports, blocked_networks, dns_nameservers, "
-			   "hosts_file");
+	                   "bind, port, workers, connect_ports, safe_ports, blocked_networks, dns_nameservers, "
+	                   "hosts_file");
 }
 
-static int sec_auth(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
-		    struct fps_config *c)
+static int sec_auth(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)
 {
 	if (strcmp(key, "enabled") == 0)
 		return y_bool(w, v, key, &c->auth_enabled);
@@ -387,7 +385,7 @@ static int sec_auth(struct ywalk *w, const char *key, const yaml_node_t *v, cons
 }
 
 static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
-			 struct fps_config *c)
+                         struct fps_config *c)
 {
 	if (strcmp(key, "apply") == 0) {
 		if (y_plain(v) && strcmp(y_text(v), "live") == 0)
@@ -407,7 +405,7 @@ static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v,
 			if (item->type != YAML_SCALAR_NODE)
 				return y_fail(w, item, "'preset' items must be strings%s%s", "", "");
 			if (entry_push(c, y_text(item), CFG_YAML_NAME, (int)item->start_mark.line + 1,
-				       (int)item->start_mark.column + 1, idx++) < 0)
+			               (int)item->start_mark.column + 1, idx++) < 0)
 				return err_set(w->e, w->file, 0, 0, "out of memory");
 		}
 		return 0;
@@ -416,7 +414,7 @@ static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v,
 }
 
 static int sec_upstream(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
-			struct fps_config *c)
+                        struct fps_config *c)
 {
 	if (strcmp(key, "host") == 0) {
 		char raw[512], note[128];
@@ -424,8 +422,8 @@ static int sec_upstream(struct ywalk *w, const char *key, const yaml_node_t *v, 
 		if (y_string(w, v, key, raw, sizeof(raw)) < 0)
 			return -1;
 		if (wl_normalize(raw, c->upstream_host, &kind, note, sizeof(note)) != WL_NORM_OK || kind == WL_WILD)
-			return y_fail(w, v, "'host' must be a host name or IP address: %s%s", note[0] ? note : "wildcard",
-				      "");
+			return y_fail(w, v, "'host' must be a host name or IP address: %s%s",
+			              note[0] ? note : "wildcard", "");
 		return 0;
 	}
 	if (strcmp(key, "port") == 0)
@@ -441,7 +439,7 @@ static int sec_upstream(struct ywalk *w, const char *key, const yaml_node_t *v, 
 }
 
 static int sec_tunnel(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
-		      struct fps_config *c)
+                      struct fps_config *c)
 {
 	if (strcmp(key, "server") == 0) {
 		char raw[512], note[128];
@@ -466,8 +464,7 @@ static int sec_tunnel(struct ywalk *w, const char *key, const yaml_node_t *v, co
 	return unknown_key(w, k, "tunnel", "server, address, port, local_port");
 }
 
-static int sec_admin(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
-		     struct fps_config *c)
+static int sec_admin(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)
 {
 	if (strcmp(key, "bind") == 0) {
 		if (y_string(w, v, key, c->admin_bind, sizeof(c->admin_bind)) < 0)
@@ -485,7 +482,7 @@ static int y_via(struct ywalk *w, const yaml_node_t *v, enum wl_via *out)
 {
 	if (v->type != YAML_SCALAR_NODE || wl_via_parse(y_text(v), out) < 0)
 		return y_fail(w, v, "unknown route '%s' (expected direct, upstream or tunnel)%s",
-			      v->type == YAML_SCALAR_NODE ? y_text(v) : "?", "");
+		              v->type == YAML_SCALAR_NODE ? y_text(v) : "?", "");
 	return 0;
 }
 
@@ -532,9 +529,8 @@ static int y_routes(struct ywalk *w, const yaml_node_t *v, struct fps_config *c)
 			yaml_node_t *dn = yaml_document_get_node(w->doc, *d);
 			if (dn->type != YAML_SCALAR_NODE)
 				return y_fail(w, dn, "route domains must be strings%s%s", "", "");
-			struct cfg_route cr = {.via = via,
-					       .line = (int)dn->start_mark.line + 1,
-					       .col = (int)dn->start_mark.column + 1};
+			struct cfg_route cr = {
+			    .via = via, .line = (int)dn->start_mark.line + 1, .col = (int)dn->start_mark.column + 1};
 			char note[128];
 			if (wl_normalize(y_text(dn), cr.name, &cr.kind, note, sizeof(note)) == WL_NORM_REJECT)
 				return y_fail(w, dn, "route domain '%s': %s", y_text(dn), note);
@@ -579,8 +575,8 @@ int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const cha
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	if (!yaml_parser_load(&parser, &doc)) {
 		err_set(e, path, (int)parser.problem_mark.line + 1, (int)parser.problem_mark.column + 1,
-			"not valid YAML: %s%s%s", parser.problem ? parser.problem : "syntax error",
-			parser.context ? " " : "", parser.context ? parser.context : "");
+		        "not valid YAML: %s%s%s", parser.problem ? parser.problem : "syntax error",
+		        parser.context ? " " : "", parser.context ? parser.context : "");
 		yaml_parser_delete(&parser);
 		return -1;
 	}
@@ -601,7 +597,7 @@ int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const cha
 		if (yaml_parser_load(&parser, &next)) {
 			if (yaml_document_get_root_node(&next) != NULL)
 				rc = err_set(e, path, (int)next.start_mark.line + 1, 1,
-					     "more than one YAML document: fps.yaml holds exactly one");
+				             "more than one YAML document: fps.yaml holds exactly one");
 			yaml_document_delete(&next);
 		}
 	}
@@ -661,8 +657,8 @@ static size_t *json_domain_offsets(const char *text, size_t len, size_t expect)
 		}
 		switch (ch) {
 		case ':':
-			after_colon_domains = depth == 1 && key_end - key_start == 7 &&
-					      memcmp(text + key_start, "domains", 7) == 0;
+			after_colon_domains =
+			    depth == 1 && key_end - key_start == 7 && memcmp(text + key_start, "domains", 7) == 0;
 			break;
 		case '[':
 		case '{':
@@ -690,8 +686,7 @@ static size_t *json_domain_offsets(const char *text, size_t len, size_t expect)
 	return offs;
 }
 
-int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path,
-			     struct fps_err *e)
+int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e)
 {
 	/* cJSON's strings are NUL-terminated: "a.test\u0000x" would silently become
 	 * "a.test". A NUL has no business in a whitelist, so the file is malformed. */
@@ -778,18 +773,19 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 					name = f->valuestring;
 				} else if (strcmp(f->string, "via") == 0 && cJSON_IsString(f)) {
 					if (wl_via_parse(f->valuestring, &via) < 0) {
-						rc = err_set(e, path, line, col,
-							     "domains[%zu]: unknown via '%s' (expected direct, upstream "
-							     "or tunnel)",
-							     idx, f->valuestring);
+						rc =
+						    err_set(e, path, line, col,
+						            "domains[%zu]: unknown via '%s' (expected direct, upstream "
+						            "or tunnel)",
+						            idx, f->valuestring);
 						goto out;
 					}
 					has_via = true;
 				} else {
 					rc = err_set(e, path, line, col,
-						     "domains[%zu]: unexpected key '%s' (expected \"domain\": string, "
-						     "\"via\": string)",
-						     idx, f->string);
+					             "domains[%zu]: unexpected key '%s' (expected \"domain\": string, "
+					             "\"via\": string)",
+					             idx, f->string);
 					goto out;
 				}
 			}
@@ -798,8 +794,8 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 				goto out;
 			}
 		} else {
-			rc = err_set(e, path, line, col, "domains[%zu]: must be a string or {\"domain\", \"via\"}",
-				     idx);
+			rc =
+			    err_set(e, path, line, col, "domains[%zu]: must be a string or {\"domain\", \"via\"}", idx);
 			goto out;
 		}
 		if (entry_push(c, name, CFG_JSON_NAME, line, col, (int)idx) < 0) {
@@ -818,8 +814,7 @@ out:
 
 /* ---- the whole load ------------------------------------------------------------------ */
 
-static int read_optional(const char *dir, const char *name, char **text, size_t *len, bool *present,
-			 struct fps_err *e)
+static int read_optional(const char *dir, const char *name, char **text, size_t *len, bool *present, struct fps_err *e)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -866,7 +861,7 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 		if (cfg_uses_via(c, (enum wl_via)v) && !configured) {
 			snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
 			err_set(e, path, 0, 0, "a route uses '%s' but no '%s' section is configured",
-				wl_via_name((enum wl_via)v), wl_via_name((enum wl_via)v));
+			        wl_via_name((enum wl_via)v), wl_via_name((enum wl_via)v));
 			goto fail;
 		}
 	}
@@ -908,8 +903,8 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 	unsigned int dlen = 0;
 	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
 	const char *parts[] = {c->yaml_text, c->json_text, c->keys_text, c->upstream_password, tls[0], tls[1], tls[2]};
-	size_t lens[] = {c->yaml_len,  c->json_len, c->keys_len, c->upstream_password ? strlen(c->upstream_password) : 0,
-			 tls_len[0], tls_len[1], tls_len[2]};
+	size_t lens[] = {c->yaml_len, c->json_len, c->keys_len, c->upstream_password ? strlen(c->upstream_password) : 0,
+	                 tls_len[0],  tls_len[1],  tls_len[2]};
 	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
 		unsigned char sep[9] = {0xff};
 		memcpy(sep + 1, &lens[i], sizeof(lens[i]) < 8 ? sizeof(lens[i]) : 8);

@@ -107,8 +107,7 @@ void cfg_free(struct fps_config *c);
 int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_dir, struct fps_err *e);
 /* The same from in-memory texts (json may be NULL); file names are used in errors. */
 int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e);
-int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path,
-			     struct fps_err *e);
+int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e);
 
 /* Does any route (or the default) use via? */
 bool cfg_uses_via(const struct fps_config *c, enum wl_via via);

@@ -36,8 +36,8 @@
 #include "tunnel.h"
 #include "watch.h"
 
-#define DEBOUNCE_QUIET_MS 50   /* trailing edge: apply once events stop for this long */
-#define DEBOUNCE_MAX_MS   300  /* ...but never later than this after the first event */
+#define DEBOUNCE_QUIET_MS 50    /* trailing edge: apply once events stop for this long */
+#define DEBOUNCE_MAX_MS   300   /* ...but never later than this after the first event */
 #define RECHECK_MS        10000 /* re-read inputs even without events (missed or odd edits) */
 #define CONFIRM_MS        60000 /* how long Squid may take to accept again after a reconfigure */
 #define PUBLISH_MS        1000  /* the status snapshot is refreshed at least this often */
@@ -128,7 +128,7 @@ found:
 	/* stunnel-conf/ sits beside squid-templates/ in the tree and in an install. */
 	if (p->stunnel_templates_dir[0] == '\0')
 		snprintf(p->stunnel_templates_dir, sizeof(p->stunnel_templates_dir), "%s/../stunnel-conf",
-			 p->templates_dir);
+		         p->templates_dir);
 	return 0;
 }
 
@@ -157,7 +157,7 @@ void ctl_report_entries(const struct compiled *cp, const char *config_dir)
 }
 
 int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_paths *paths, const char *out_dir,
-	      struct fps_config *c, struct compiled *cp, struct render_out *out, struct fps_err *e)
+              struct fps_config *c, struct compiled *cp, struct render_out *out, struct fps_err *e)
 {
 	if (cfg_load(c, config_dir, secrets_dir, e) < 0)
 		return -1;
@@ -169,12 +169,12 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	snprintf(run, sizeof(run), "%s/run", out_dir);
 	snprintf(sec, sizeof(sec), "%s/secrets", out_dir);
 	struct render_ctx rc = {.templates_dir = paths->templates_dir,
-				.run_dir = run,
-				.gen_dir = out_dir,
-				.secrets_dir = sec,
-				.bin_dir = paths->bin_dir,
-				.generation = 0,
-				.max_fds = ctl_max_fds()};
+	                        .run_dir = run,
+	                        .gen_dir = out_dir,
+	                        .secrets_dir = sec,
+	                        .bin_dir = paths->bin_dir,
+	                        .generation = 0,
+	                        .max_fds = ctl_max_fds()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -284,7 +284,8 @@ static int ctl_confirm_squid(struct ctl *x, off_t log_offset, struct fps_err *e)
 		struct timespec ts = {0, 20 * 1000000};
 		nanosleep(&ts, NULL);
 	}
-	return err_set(e, logpath, 0, 0, "Squid did not accept connections within %d s of reconfigure", CONFIRM_MS / 1000);
+	return err_set(e, logpath, 0, 0, "Squid did not accept connections within %d s of reconfigure",
+	               CONFIRM_MS / 1000);
 }
 
 /* ---- status ------------------------------------------------------------------------- */
@@ -315,7 +316,7 @@ static int ctl_check_keys(struct ctl *x, const struct fps_config *c, const char 
 		log_error("NO VALID API KEY in %s: every agent will get 407 until a key is added", path);
 	else if (newest - now < KEY_WARN_DAYS * 86400)
 		log_warn("the newest API key in %s expires in %.1f days: issue the next key", path,
-			 (double)(newest - now) / 86400.0);
+		         (double)(newest - now) / 86400.0);
 	cred_keys_free(&keys);
 	return 0;
 }
@@ -356,7 +357,7 @@ static bool tcp_accepts(const char *host, int port)
 }
 
 static void child_status(struct status_child *out, const char *name, const struct sup_child *c, double start_wall,
-			 long long start_mono)
+                         long long start_mono)
 {
 	snprintf(out->name, sizeof(out->name), "%s", name);
 	out->managed = true;
@@ -375,7 +376,7 @@ static void ctl_publish(struct ctl *x)
 	s->generation = x->generation;
 	snprintf(s->config_hash, sizeof(s->config_hash), "%s", x->active_hash);
 	snprintf(s->apply_mode, sizeof(s->apply_mode), "%s",
-		 x->have_active && x->active.apply == CFG_APPLY_RECONFIGURE ? "reconfigure" : "live");
+	         x->have_active && x->active.apply == CFG_APPLY_RECONFIGURE ? "reconfigure" : "live");
 	s->have_version = x->have_active && x->active.has_version;
 	s->whitelist_version = x->have_active ? x->active.whitelist_version : 0;
 	s->last_reload_unix = x->last_reload_unix;
@@ -405,14 +406,14 @@ static void ctl_publish(struct ctl *x)
 	child_status(&s->stunnel, "stunnel", &x->stunnel, now, 0);
 	if (x->have_active) {
 		snprintf(s->proxy_addr, sizeof(s->proxy_addr), "%s",
-			 strcmp(x->active.bind, "0.0.0.0") == 0 ? "127.0.0.1"
-			 : strcmp(x->active.bind, "::") == 0   ? "::1"
-								: x->active.bind);
+		         strcmp(x->active.bind, "0.0.0.0") == 0 ? "127.0.0.1"
+		         : strcmp(x->active.bind, "::") == 0    ? "::1"
+		                                                : x->active.bind);
 		s->proxy_port = x->active.port;
 	}
 	/* Ready means: Squid runs the active generation and accepts connections. */
 	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 &&
-			       tcp_accepts(s->proxy_addr, s->proxy_port);
+	                       tcp_accepts(s->proxy_addr, s->proxy_port);
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
@@ -554,12 +555,12 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	char gen_dir[PATH_MAX];
 	state_gen_dir(&x->st, gen, gen_dir, sizeof(gen_dir));
 	struct render_ctx rc = {.templates_dir = x->paths->templates_dir,
-				.run_dir = x->st.run_dir,
-				.gen_dir = x->st.current,
-				.secrets_dir = x->st.secrets_dir,
-				.bin_dir = x->paths->bin_dir,
-				.generation = gen,
-				.max_fds = ctl_max_fds()};
+	                        .run_dir = x->st.run_dir,
+	                        .gen_dir = x->st.current,
+	                        .secrets_dir = x->st.secrets_dir,
+	                        .bin_dir = x->paths->bin_dir,
+	                        .generation = gen,
+	                        .max_fds = ctl_max_fds()};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";
@@ -593,7 +594,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	}
 	stage = "secrets";
 	if (c.keys_text && (!x->have_active || x->active.keys_len != c.keys_len ||
-			    memcmp(x->active.keys_text, c.keys_text, c.keys_len) != 0)) {
+	                    memcmp(x->active.keys_text, c.keys_text, c.keys_len) != 0)) {
 		/* A corrupt keys file is not published: fps-auth keeps the keys it has,
 		 * and the rest of the update still applies. */
 		if (ctl_check_keys(x, &c, config_dir) == 0 &&
@@ -617,7 +618,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 		/* stunnel re-reads its config and certificates on SIGHUP; established
 		 * connections keep going on the old ones. */
 		log_info("generation %llu: tunnel config or certificates changed: reloading stunnel pid %d", gen,
-			 (int)x->stunnel.pid);
+		         (int)x->stunnel.pid);
 		kill(x->stunnel.pid, SIGHUP);
 	}
 
@@ -665,12 +666,13 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	ctl_record_compiled(x, &cp);
 	probe_update(&x->probe, &x->active);
 	state_prune(&x->st, gen, prev);
-	log_info("generation %llu active: %zu entries (%zu direct, %zu upstream, %zu tunnel), %zu folded, %zu rejected, "
-		 "whitelist version %lld, %s apply, squid %s",
-		 gen, cp.policy.n_entries, cp.by_route[WL_VIA_DIRECT], cp.by_route[WL_VIA_UPSTREAM],
-		 cp.by_route[WL_VIA_TUNNEL], cp.policy.n_folded, cp.n_rejected,
-		 c.has_version ? c.whitelist_version : -1LL, c.apply == CFG_APPLY_LIVE ? "live" : "reconfigure",
-		 conf_changed ? "given the new squid.conf" : "untouched (live apply)");
+	log_info(
+	    "generation %llu active: %zu entries (%zu direct, %zu upstream, %zu tunnel), %zu folded, %zu rejected, "
+	    "whitelist version %lld, %s apply, squid %s",
+	    gen, cp.policy.n_entries, cp.by_route[WL_VIA_DIRECT], cp.by_route[WL_VIA_UPSTREAM],
+	    cp.by_route[WL_VIA_TUNNEL], cp.policy.n_folded, cp.n_rejected, c.has_version ? c.whitelist_version : -1LL,
+	    c.apply == CFG_APPLY_LIVE ? "live" : "reconfigure",
+	    conf_changed ? "given the new squid.conf" : "untouched (live apply)");
 	render_free(&out);
 	render_free(&check);
 	compile_free(&cp);
@@ -801,7 +803,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	}
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
 	x.tpaths = (struct tunnel_paths){
-		.templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
+	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
 	x.probe.paths = x.tpaths;
 	char *targv[4];
 	tunnel_argv(&x.tpaths, targv);
@@ -821,14 +823,14 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		strncat(input, "/input", sizeof(input) - strlen(input) - 1);
 		if (last == 0 || !fsio_exists(input)) {
 			log_error("no valid configuration in %s and no last good generation in %s: exiting",
-				  opts->config_dir, opts->state_dir);
+			          opts->config_dir, opts->state_dir);
 			fprintf(stderr, "fps-controller: %s\n", x.last_error);
 			return 1;
 		}
 		char saved_error[sizeof(x.last_error)];
 		snprintf(saved_error, sizeof(saved_error), "%s", x.last_error);
 		log_error("CONFIGURATION IN %s IS INVALID: starting on the last good generation %llu (%s)",
-			  opts->config_dir, last, input);
+		          opts->config_dir, last, input);
 		if (ctl_reload(&x, input, false) < 0) {
 			log_error("the last good generation %llu does not load either: exiting", last);
 			return 1;
@@ -869,8 +871,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	epoll_ctl(ep, EPOLL_CTL_ADD, w.fd, &ev);
 
 	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
-		 opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
-		 opts->secrets_dir ? opts->secrets_dir : "-", opts->state_dir, x.generation, admin_addr, admin_port);
+	         opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
+	         opts->secrets_dir ? opts->secrets_dir : "-", opts->state_dir, x.generation, admin_addr, admin_port);
 
 	long long burst_start = 0, debounce_at = 0, recheck_at = sup_now_ms() + RECHECK_MS;
 	long long publish_at = 0;

@@ -17,8 +17,8 @@
 enum ctl_mode { CTL_MODE_SUPERVISE, CTL_MODE_SIDECAR };
 
 struct ctl_paths {
-	char bin_dir[PATH_MAX];       /* fps-acl, fps-auth */
-	char templates_dir[PATH_MAX]; /* squid-templates/ */
+	char bin_dir[PATH_MAX];               /* fps-acl, fps-auth */
+	char templates_dir[PATH_MAX];         /* squid-templates/ */
 	char stunnel_templates_dir[PATH_MAX]; /* stunnel-conf/ (FPS_STUNNEL_TEMPLATES_DIR) */
 	char squid_bin[PATH_MAX];
 };
@@ -36,7 +36,7 @@ int ctl_find_paths(struct ctl_paths *p, struct fps_err *e);
 
 /* load + compile + render, for `check` and `render`: no side effects. */
 int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_paths *paths, const char *out_dir,
-	      struct fps_config *c, struct compiled *cp, struct render_out *out, struct fps_err *e);
+              struct fps_config *c, struct compiled *cp, struct render_out *out, struct fps_err *e);
 /* Logs each rejected / reduced entry as a warning. */
 void ctl_report_entries(const struct compiled *cp, const char *config_dir);
 

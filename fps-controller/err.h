@@ -17,7 +17,7 @@ struct fps_err {
 void err_clear(struct fps_err *e);
 /* Sets *e and returns -1, so a stage can `return err_set(...)`. */
 int err_set(struct fps_err *e, const char *file, int line, int col, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 5, 6)));
 /* "file:line:col: msg", "file: msg" or "msg", whichever parts are known. */
 const char *err_str(const struct fps_err *e, char *buf, size_t len);
 

@@ -85,7 +85,7 @@ static void log_emit(enum log_level lvl, int errnum, const char *fmt, va_list ap
 	flockfile(stderr);
 	if (log_fmt == LOG_FMT_JSON) {
 		fprintf(stderr, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"program\":\"%s\",\"msg\":\"", when,
-			ts.tv_nsec / 1000000, level_names[lvl], log_program);
+		        ts.tv_nsec / 1000000, level_names[lvl], log_program);
 		json_put_escaped(stderr, msg);
 		fputs("\"}\n", stderr);
 	} else {
@@ -103,15 +103,15 @@ static void log_emit(enum log_level lvl, int errnum, const char *fmt, va_list ap
 	funlockfile(stderr);
 }
 
-#define LOG_FN(name, lvl, use_errno)                                                                                   \
-	void name(const char *fmt, ...)                                                                                \
-	{                                                                                                              \
-		int saved = errno;                                                                                     \
-		va_list ap;                                                                                            \
-		va_start(ap, fmt);                                                                                     \
-		log_emit(lvl, (use_errno) ? saved : 0, fmt, ap);                                                       \
-		va_end(ap);                                                                                            \
-		errno = saved;                                                                                         \
+#define LOG_FN(name, lvl, use_errno)                             \
+	void name(const char *fmt, ...)                          \
+	{                                                        \
+		int saved = errno;                               \
+		va_list ap;                                      \
+		va_start(ap, fmt);                               \
+		log_emit(lvl, (use_errno) ? saved : 0, fmt, ap); \
+		va_end(ap);                                      \
+		errno = saved;                                   \
 	}
 
 LOG_FN(log_debug, LOG_LVL_DEBUG, 0)

@@ -19,15 +19,14 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage:\n"
-		"  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
-		"                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
-		"  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
-		"  fps-controller check  --config-dir D [--secrets-dir D]\n"
-		"  fps-controller --version | --help\n"
-		"FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
-		"Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
+	fprintf(f, "usage:\n"
+	           "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
+	           "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
+	           "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
+	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
+	           "  fps-controller --version | --help\n"
+	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
+	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
 }
 
 struct args {
@@ -38,11 +37,16 @@ struct args {
 static int parse_args(int argc, char **argv, struct args *a)
 {
 	static const struct option opts[] = {
-		{"config-dir", required_argument, NULL, 'c'}, {"secrets-dir", required_argument, NULL, 's'},
-		{"state-dir", required_argument, NULL, 'S'},  {"out", required_argument, NULL, 'o'},
-		{"mode", required_argument, NULL, 'm'},       {"admin", required_argument, NULL, 'a'},
-		{"log-format", required_argument, NULL, 'f'}, {"log-level", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+	    {"config-dir", required_argument, NULL, 'c'},
+	    {"secrets-dir", required_argument, NULL, 's'},
+	    {"state-dir", required_argument, NULL, 'S'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"mode", required_argument, NULL, 'm'},
+	    {"admin", required_argument, NULL, 'a'},
+	    {"log-format", required_argument, NULL, 'f'},
+	    {"log-level", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	memset(a, 0, sizeof(*a));
 	a->config_dir = getenv("FPS_CONFIG_DIR");
@@ -178,7 +182,8 @@ int main(int argc, char **argv)
 	enum log_level ll = LOG_LVL_INFO;
 	if ((a.log_format && log_format_parse(a.log_format, &lf) < 0) ||
 	    (a.log_level && log_level_parse(a.log_level, &ll) < 0)) {
-		fprintf(stderr, "fps-controller: bad --log-format (text|json) or --log-level (debug|info|warn|error)\n");
+		fprintf(stderr,
+		        "fps-controller: bad --log-format (text|json) or --log-level (debug|info|warn|error)\n");
 		return EXIT_USAGE;
 	}
 	log_init("fps-controller", lf, ll);
@@ -209,10 +214,10 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 		struct ctl_opts o = {.config_dir = a.config_dir,
-				     .secrets_dir = a.secrets_dir,
-				     .state_dir = a.state_dir,
-				     .admin = a.admin,
-				     .mode = CTL_MODE_SUPERVISE};
+		                     .secrets_dir = a.secrets_dir,
+		                     .state_dir = a.state_dir,
+		                     .admin = a.admin,
+		                     .mode = CTL_MODE_SUPERVISE};
 		if (a.mode && strcmp(a.mode, "sidecar") == 0) {
 			o.mode = CTL_MODE_SIDECAR;
 		} else if (a.mode && strcmp(a.mode, "supervise") != 0) {

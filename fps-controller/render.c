@@ -164,10 +164,11 @@ static int route_ref_cmp(const void *a, const void *b)
 	return x->order < y->order ? -1 : (x->order > y->order);
 }
 
-static void render_peer(struct buf *b, const char *name, const char *host, int port, const char *login)
+static void render_peer(struct buf *b, const char *name, const char *host, int port, const char *login,
+			const char *opts)
 {
-	bprintf(b, "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange name=%s%s%s\n", host, port, name,
-		login ? " login=" : "", login ? login : "");
+	bprintf(b, "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange name=%s%s%s%s%s\n", host, port, name,
+		login ? " login=" : "", login ? login : "", opts ? " " : "", opts ? opts : "");
 }
 
 static int render_routes(const struct fps_config *c, const struct compiled *cp, struct buf *b)
@@ -192,14 +193,14 @@ static int render_routes(const struct fps_config *c, const struct compiled *cp, 
 					bprintf(&login, "%%%02X", *p);
 			}
 		}
-		render_peer(b, "upstream", c->upstream_host, c->upstream_port, login.p);
+		render_peer(b, "upstream", c->upstream_host, c->upstream_port, login.p, getenv("FPS_EXP_UP_OPTS"));
 		if (login.p) {
 			explicit_bzero(login.p, login.cap);
 			free(login.p);
 		}
 	}
 	if (c->has_tunnel)
-		render_peer(b, "tunnel", "127.0.0.1", c->tunnel_local_port, NULL);
+		render_peer(b, "tunnel", "127.0.0.1", c->tunnel_local_port, NULL, getenv("FPS_EXP_TUNNEL_OPTS"));
 
 	if (c->apply == CFG_APPLY_LIVE) {
 		/* fps-acl tagged the request with its route during http_access. */

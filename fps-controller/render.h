@@ -37,7 +37,7 @@ struct render_out {
 };
 
 int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
-		      struct render_out *out, struct fps_err *e);
+                      struct render_out *out, struct fps_err *e);
 void render_free(struct render_out *out);
 const struct render_file *render_find(const struct render_out *out, const char *name);
 
@@ -48,6 +48,6 @@ struct render_var {
 	const char *value;
 };
 int render_template(const char *tmpl, const char *tmpl_path, const struct render_var *vars, size_t nvars, char **out,
-		    struct fps_err *e);
+                    struct fps_err *e);
 
 #endif

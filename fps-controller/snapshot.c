@@ -62,8 +62,8 @@ int snapshot_render(const struct wl_policy *p, unsigned long long generation, ch
 	rc |= sb_add(&b, "generation", gen, NULL, NULL);
 	rc |= sb_add(&b, "default", wl_via_name(p->default_via), NULL, NULL);
 	for (size_t i = 0; i < p->n_routes && rc == 0; i++)
-		rc |= sb_add(&b, "R", wl_via_name(p->routes[i].via), wl_kind_name(p->routes[i].kind),
-			     p->routes[i].name);
+		rc |=
+		    sb_add(&b, "R", wl_via_name(p->routes[i].via), wl_kind_name(p->routes[i].kind), p->routes[i].name);
 	for (size_t i = 0; i < p->n_entries && rc == 0; i++)
 		rc |= sb_add(&b, "W", wl_kind_name(p->entries[i].kind), p->entries[i].name, NULL);
 	rc |= sb_add(&b, "end", NULL, NULL, NULL);
@@ -76,8 +76,8 @@ int snapshot_render(const struct wl_policy *p, unsigned long long generation, ch
 	return 0;
 }
 
-int snapshot_parse(const char *text, size_t len, const char *path, struct wl_policy *p,
-		   unsigned long long *generation, struct fps_err *e)
+int snapshot_parse(const char *text, size_t len, const char *path, struct wl_policy *p, unsigned long long *generation,
+                   struct fps_err *e)
 {
 	wl_policy_init(p, WL_VIA_DIRECT);
 	*generation = 0;

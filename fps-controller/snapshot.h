@@ -22,7 +22,7 @@
 /* Renders p into a malloc'd buffer. */
 int snapshot_render(const struct wl_policy *p, unsigned long long generation, char **out, size_t *len);
 /* Parses a snapshot into p (initialized here). On error p is freed and e says why. */
-int snapshot_parse(const char *text, size_t len, const char *path, struct wl_policy *p,
-		   unsigned long long *generation, struct fps_err *e);
+int snapshot_parse(const char *text, size_t len, const char *path, struct wl_policy *p, unsigned long long *generation,
+                   struct fps_err *e);
 
 #endif

@@ -106,7 +106,7 @@ unsigned long long state_max_gen(const struct state *s)
 }
 
 static int write_in(const struct state *s, const char *dir, const char *name, const char *data, size_t len,
-		    struct fps_err *e)
+                    struct fps_err *e)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -121,7 +121,7 @@ static int write_in(const struct state *s, const char *dir, const char *name, co
 }
 
 int state_write_file(const struct state *s, unsigned long long gen, const char *name, const char *data, size_t len,
-		     struct fps_err *e)
+                     struct fps_err *e)
 {
 	char dir[PATH_MAX];
 	state_gen_dir(s, gen, dir, sizeof(dir));
@@ -157,7 +157,7 @@ int state_link_error_templates(const char *errors_dir, struct fps_err *e)
 }
 
 int state_write_gen(const struct state *s, unsigned long long gen, const struct render_out *out,
-		    const struct fps_config *c, struct fps_err *e)
+                    const struct fps_config *c, struct fps_err *e)
 {
 	char dir[PATH_MAX], errors[PATH_MAX + 16];
 	state_gen_dir(s, gen, dir, sizeof(dir));

@@ -37,10 +37,10 @@ unsigned long long state_max_gen(const struct state *s);
 void state_gen_dir(const struct state *s, unsigned long long gen, char *buf, size_t len);
 /* Writes a generation's files and a copy of the inputs into gen/<N>/. */
 int state_write_gen(const struct state *s, unsigned long long gen, const struct render_out *out,
-		    const struct fps_config *c, struct fps_err *e);
+                    const struct fps_config *c, struct fps_err *e);
 /* Adds a file to an existing generation directory (e.g. the parse candidate). */
 int state_write_file(const struct state *s, unsigned long long gen, const char *name, const char *data, size_t len,
-		     struct fps_err *e);
+                     struct fps_err *e);
 int state_activate(const struct state *s, unsigned long long gen, struct fps_err *e);
 /* Removes generation directories other than keep1 and keep2. */
 void state_prune(const struct state *s, unsigned long long keep1, unsigned long long keep2);

@@ -21,8 +21,8 @@ struct status_rejected {
 };
 
 struct status_child {
-	char name[16];       /* "squid", "stunnel" */
-	bool managed;        /* started by us (supervise) or only watched (sidecar) */
+	char name[16]; /* "squid", "stunnel" */
+	bool managed;  /* started by us (supervise) or only watched (sidecar) */
 	bool up;
 	int pid;             /* 0 = none */
 	double started_unix; /* when the current process started; 0 = not running */
@@ -32,11 +32,11 @@ struct status_child {
 
 struct status_path {
 	bool configured;
-	bool up;              /* last check passed */
-	double checked_unix;  /* 0 = never */
-	char target[300];     /* host:port */
-	char error[512];      /* why it is down, "" when up */
-	bool interception;    /* the tunnel's certificate came from an unexpected issuer */
+	bool up;             /* last check passed */
+	double checked_unix; /* 0 = never */
+	char target[300];    /* host:port */
+	char error[512];     /* why it is down, "" when up */
+	bool interception;   /* the tunnel's certificate came from an unexpected issuer */
 	char peer_issuer[256];
 	char peer_subject[256];
 };

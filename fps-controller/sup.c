@@ -16,9 +16,9 @@
 #include "log.h"
 #include "proc.h"
 
-#define BACKOFF_MIN_MS    250
-#define BACKOFF_MAX_MS    30000
-#define STABLE_RUN_MS     30000 /* a child that ran this long starts over at the minimum backoff */
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 30000
+#define STABLE_RUN_MS  30000 /* a child that ran this long starts over at the minimum backoff */
 
 long long sup_now_ms(void)
 {
@@ -68,7 +68,7 @@ static void act_crashed(struct sup_child *c, long long now)
 	if (now - c->started_ms >= STABLE_RUN_MS)
 		c->backoff_ms = BACKOFF_MIN_MS;
 	log_error("%s: pid %d died (%s) after %lld ms; restarting in %d ms", c->name, (int)c->pid, how,
-		  now - c->started_ms, c->backoff_ms);
+	          now - c->started_ms, c->backoff_ms);
 	c->pid = 0;
 	c->restarts++;
 	c->state = SUP_BACKOFF;
@@ -102,10 +102,10 @@ static void act_stopped(struct sup_child *c, long long now)
 }
 
 static const sup_action actions[SUP_STATE_COUNT][SUP_EV_COUNT] = {
-	[SUP_STOPPED] = {[SUP_EV_START] = act_spawn},
-	[SUP_RUNNING] = {[SUP_EV_EXIT] = act_crashed, [SUP_EV_STOP] = act_term},
-	[SUP_BACKOFF] = {[SUP_EV_TIMER] = act_spawn, [SUP_EV_STOP] = act_stopped},
-	[SUP_STOPPING] = {[SUP_EV_EXIT] = act_stopped, [SUP_EV_TIMER] = act_kill},
+    [SUP_STOPPED] = {[SUP_EV_START] = act_spawn},
+    [SUP_RUNNING] = {[SUP_EV_EXIT] = act_crashed, [SUP_EV_STOP] = act_term},
+    [SUP_BACKOFF] = {[SUP_EV_TIMER] = act_spawn, [SUP_EV_STOP] = act_stopped},
+    [SUP_STOPPING] = {[SUP_EV_EXIT] = act_stopped, [SUP_EV_TIMER] = act_kill},
 };
 
 void sup_event(struct sup_child *c, enum sup_event ev, long long now_ms)
@@ -126,7 +126,7 @@ static void argv_free(struct sup_child *c)
 void sup_set_argv(struct sup_child *c, char *const argv[])
 {
 	argv_free(c);
-	for (int i = 0; argv[i] && i < SUP_MAX_ARGS; i++)
+	for (int i = 0; i < SUP_MAX_ARGS && argv[i]; i++)
 		c->argv[i] = strdup(argv[i]);
 }
 

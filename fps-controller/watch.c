@@ -11,8 +11,8 @@
 
 #include "log.h"
 
-#define WATCH_MASK                                                                                                     \
-	(IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB |                \
+#define WATCH_MASK                                                                                      \
+	(IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_MODIFY | IN_ATTRIB | \
 	 IN_DELETE_SELF | IN_MOVE_SELF)
 
 int watch_open(struct watch *w, const char *const dirs[], int n, struct fps_err *e)

@@ -323,7 +323,7 @@ void wl_policy_free(struct wl_policy *p)
 }
 
 static int patterns_push(struct wl_pattern **v, size_t *n, size_t *cap, const char *name, enum wl_kind kind,
-			 enum wl_via via)
+                         enum wl_via via)
 {
 	if (*n == *cap) {
 		size_t ncap = *cap ? *cap * 2 : 64;

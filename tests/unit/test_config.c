@@ -19,34 +19,34 @@ struct yaml_case {
 };
 
 static const struct yaml_case yaml_cases[] = {
-	{"proxy:\n  port: 3128\n", 0, 0, NULL},
-	{"proxy:\n  port: eighty\n", 2, 9, "'port' must be an integer"},
-	{"proxy:\n  port: \"8080\"\n", 2, 9, "must be an integer"},
-	{"proxy:\n  port: 70000\n", 2, 9, "must be in 1..65535"},
-	{"proxy:\n  prot: 8080\n", 2, 3, "unknown key 'prot' in 'proxy'"},
-	{"proxi:\n  port: 8080\n", 1, 1, "unknown key 'proxi' in 'top level'"},
-	{"proxy:\n  port: 1\n  port: 2\n", 3, 3, "duplicate key 'port'"},
-	{"proxy: [1, 2]\n", 1, 8, "'proxy' must be a mapping"},
-	{"proxy:\n  bind: not-an-ip\n", 2, 9, "must be an IP address"},
-	{"proxy:\n  workers: auto\n", 0, 0, NULL},
-	{"proxy:\n  workers: many\n", 2, 12, "must be an integer"},
-	{"proxy:\n  blocked_networks: [10.0.0.0/33]\n", 2, 22, "not an IP network"},
-	{"proxy:\n  blocked_networks: [\"fe80::/10\", 10.0.0.0/8]\n", 0, 0, NULL},
-	{"proxy:\n  dns_nameservers: [dns.example]\n", 2, 21, "not an IP address"},
-	{"proxy:\n  hosts_file: relative/hosts\n", 2, 15, "absolute path"},
-	{"proxy:\n  hosts_file: \"/etc/hosts extra\"\n", 2, 15, "absolute path"},
-	{"auth:\n  enabled: yes\n", 2, 12, "true or false"},
-	{"auth:\n  realm: \"FPS\\nx\"\n", 2, 10, "realm"},
-	{"auth:\n  products: [\"Apex One\"]\n", 2, 14, "product names"},
-	{"whitelist:\n  apply: sometimes\n", 2, 10, "'live' or 'reconfigure'"},
-	{"whitelist:\n  preset: \"*.x.com\"\n", 2, 11, "must be a list"},
-	{"routes:\n  - {via: teleport, domains: [a.example]}\n", 2, 11, "unknown route 'teleport'"},
-	{"routes:\n  - {via: direct}\n", 2, 5, "needs both"},
-	{"routes:\n  - {via: direct, domains: [\"bad name\"]}\n", 2, 29, "route domain 'bad name'"},
-	{"default_route: sideways\n", 1, 16, "unknown route"},
-	{"proxy: {port: 1\n", 2, 1, "not valid YAML"},
-	{"", 1, 1, "empty file"},
-	{"---\nproxy: {}\n---\nauth: {}\n", 3, 1, "more than one YAML document"},
+    {"proxy:\n  port: 3128\n", 0, 0, NULL},
+    {"proxy:\n  port: eighty\n", 2, 9, "'port' must be an integer"},
+    {"proxy:\n  port: \"8080\"\n", 2, 9, "must be an integer"},
+    {"proxy:\n  port: 70000\n", 2, 9, "must be in 1..65535"},
+    {"proxy:\n  prot: 8080\n", 2, 3, "unknown key 'prot' in 'proxy'"},
+    {"proxi:\n  port: 8080\n", 1, 1, "unknown key 'proxi' in 'top level'"},
+    {"proxy:\n  port: 1\n  port: 2\n", 3, 3, "duplicate key 'port'"},
+    {"proxy: [1, 2]\n", 1, 8, "'proxy' must be a mapping"},
+    {"proxy:\n  bind: not-an-ip\n", 2, 9, "must be an IP address"},
+    {"proxy:\n  workers: auto\n", 0, 0, NULL},
+    {"proxy:\n  workers: many\n", 2, 12, "must be an integer"},
+    {"proxy:\n  blocked_networks: [10.0.0.0/33]\n", 2, 22, "not an IP network"},
+    {"proxy:\n  blocked_networks: [\"fe80::/10\", 10.0.0.0/8]\n", 0, 0, NULL},
+    {"proxy:\n  dns_nameservers: [dns.example]\n", 2, 21, "not an IP address"},
+    {"proxy:\n  hosts_file: relative/hosts\n", 2, 15, "absolute path"},
+    {"proxy:\n  hosts_file: \"/etc/hosts extra\"\n", 2, 15, "absolute path"},
+    {"auth:\n  enabled: yes\n", 2, 12, "true or false"},
+    {"auth:\n  realm: \"FPS\\nx\"\n", 2, 10, "realm"},
+    {"auth:\n  products: [\"Apex One\"]\n", 2, 14, "product names"},
+    {"whitelist:\n  apply: sometimes\n", 2, 10, "'live' or 'reconfigure'"},
+    {"whitelist:\n  preset: \"*.x.com\"\n", 2, 11, "must be a list"},
+    {"routes:\n  - {via: teleport, domains: [a.example]}\n", 2, 11, "unknown route 'teleport'"},
+    {"routes:\n  - {via: direct}\n", 2, 5, "needs both"},
+    {"routes:\n  - {via: direct, domains: [\"bad name\"]}\n", 2, 29, "route domain 'bad name'"},
+    {"default_route: sideways\n", 1, 16, "unknown route"},
+    {"proxy: {port: 1\n", 2, 1, "not valid YAML"},
+    {"", 1, 1, "empty file"},
+    {"---\nproxy: {}\n---\nauth: {}\n", 3, 1, "more than one YAML document"},
 };
 
 static void test_yaml_table(void **state)
@@ -67,7 +67,7 @@ static void test_yaml_table(void **state)
 				fail_msg("case %zu: accepted, want error '%s'", i, c->msg);
 			if (strstr(e.msg, c->msg) == NULL || e.line != c->line || e.col != c->col)
 				fail_msg("case %zu: got %d:%d '%s', want %d:%d '%s'", i, e.line, e.col, e.msg, c->line,
-					 c->col, c->msg);
+				         c->col, c->msg);
 			assert_string_equal(e.file, "fps.yaml");
 		}
 		cfg_free(&cfg);
@@ -124,22 +124,22 @@ struct json_case {
 };
 
 static const struct json_case json_cases[] = {
-	{"{\"version\": 42, \"domains\": [\"a.example\", {\"domain\": \"b.example\", \"via\": \"tunnel\"}]}", 0, 0,
-	 NULL, 2},
-	{"{\"domains\": []}", 0, 0, NULL, 0},
-	{"{\"version\": 1, \"domains\": [\"a.example\",\n  \"b\"\n", 2, 6, "not valid JSON", 0},
-	{"[\"a.example\"]", 1, 1, "top level must be an object", 0},
-	{"{\"version\": \"42\", \"domains\": []}", 0, 0, "'version' must be a non-negative integer", 0},
-	{"{\"version\": 1.5, \"domains\": []}", 0, 0, "'version' must be a non-negative integer", 0},
-	{"{\"version\": 1}", 0, 0, "missing 'domains'", 0},
-	{"{\"domains\": \"a.example\"}", 0, 0, "'domains' must be a list", 0},
-	{"{\"domains\": [\"a.example\",\n 7]}", 2, 2, "domains[1]: must be a string", 0},
-	{"{\"domains\": [\n {\"domain\": \"a.example\", \"via\": \"teleport\"}]}", 2, 2, "unknown via 'teleport'", 0},
-	{"{\"domains\": [{\"via\": \"direct\"}]}", 1, 14, "without \"domain\"", 0},
-	{"{\"domains\": [{\"domain\": \"a\", \"vai\": \"tunnel\"}]}", 1, 14, "unexpected key 'vai'", 0},
-	{"{\"domains\": [], \"extra\": 1}", 0, 0, "unknown key 'extra'", 0},
-	{"{\"domains\": [\"a\\u0000b\"]}", 1, 16, "NUL character", 0},
-	{"", 1, 1, "empty file", 0},
+    {"{\"version\": 42, \"domains\": [\"a.example\", {\"domain\": \"b.example\", \"via\": \"tunnel\"}]}", 0, 0, NULL,
+     2},
+    {"{\"domains\": []}", 0, 0, NULL, 0},
+    {"{\"version\": 1, \"domains\": [\"a.example\",\n  \"b\"\n", 2, 6, "not valid JSON", 0},
+    {"[\"a.example\"]", 1, 1, "top level must be an object", 0},
+    {"{\"version\": \"42\", \"domains\": []}", 0, 0, "'version' must be a non-negative integer", 0},
+    {"{\"version\": 1.5, \"domains\": []}", 0, 0, "'version' must be a non-negative integer", 0},
+    {"{\"version\": 1}", 0, 0, "missing 'domains'", 0},
+    {"{\"domains\": \"a.example\"}", 0, 0, "'domains' must be a list", 0},
+    {"{\"domains\": [\"a.example\",\n 7]}", 2, 2, "domains[1]: must be a string", 0},
+    {"{\"domains\": [\n {\"domain\": \"a.example\", \"via\": \"teleport\"}]}", 2, 2, "unknown via 'teleport'", 0},
+    {"{\"domains\": [{\"via\": \"direct\"}]}", 1, 14, "without \"domain\"", 0},
+    {"{\"domains\": [{\"domain\": \"a\", \"vai\": \"tunnel\"}]}", 1, 14, "unexpected key 'vai'", 0},
+    {"{\"domains\": [], \"extra\": 1}", 0, 0, "unknown key 'extra'", 0},
+    {"{\"domains\": [\"a\\u0000b\"]}", 1, 16, "NUL character", 0},
+    {"", 1, 1, "empty file", 0},
 };
 
 static void test_json_table(void **state)
@@ -158,7 +158,7 @@ static void test_json_table(void **state)
 			assert_int_equal(cfg.n_entries, c->entries);
 		} else if (rc == 0 || strstr(e.msg, c->msg) == NULL || e.line != c->line || e.col != c->col) {
 			fail_msg("case %zu: rc %d, got %d:%d '%s', want %d:%d '%s'", i, rc, e.line, e.col, e.msg,
-				 c->line, c->col, c->msg);
+			         c->line, c->col, c->msg);
 		}
 		cfg_free(&cfg);
 	}
@@ -171,7 +171,7 @@ static void test_json_entry_positions(void **state)
 	struct fps_err e;
 	cfg_init_defaults(&c);
 	const char *text = "{\n  \"version\": 3,\n  \"domains\": [\n    \"a.example\",\n    \"bad entry\",\n"
-			   "    {\"domain\": \"c.example\", \"via\": \"upstream\"}\n  ]\n}\n";
+	                   "    {\"domain\": \"c.example\", \"via\": \"upstream\"}\n  ]\n}\n";
 	assert_int_equal(cfg_parse_whitelist_json(&c, text, strlen(text), "whitelist.json", &e), 0);
 	assert_int_equal(c.n_entries, 3);
 	assert_int_equal(c.whitelist_version, 3);
@@ -187,9 +187,9 @@ static void test_json_entry_positions(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_yaml_table),     cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_cidr_canonical), cmocka_unit_test(test_json_table),
-		cmocka_unit_test(test_json_entry_positions),
+	    cmocka_unit_test(test_yaml_table),           cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_cidr_canonical),       cmocka_unit_test(test_json_table),
+	    cmocka_unit_test(test_json_entry_positions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

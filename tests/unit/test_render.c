@@ -39,12 +39,12 @@ static void render_yaml(struct rendered *r, const char *yaml, const char *json)
 		r->c.upstream_password = strdup("p@ss word:%");
 	assert_int_equal(compile_config(&r->c, &r->cp, &e), 0);
 	struct render_ctx rc = {.templates_dir = TEMPLATES_DIR,
-				.run_dir = "/state/run",
-				.gen_dir = "/state/current",
-				.secrets_dir = "/state/secrets",
-				.bin_dir = "/opt/fps/bin",
-				.generation = 7,
-				.max_fds = 4096};
+	                        .run_dir = "/state/run",
+	                        .gen_dir = "/state/current",
+	                        .secrets_dir = "/state/secrets",
+	                        .bin_dir = "/opt/fps/bin",
+	                        .generation = 7,
+	                        .max_fds = 4096};
 	if (render_generation(&r->c, &r->cp, &rc, &r->out, &e) < 0)
 		fail_msg("render: %s", e.msg);
 	r->conf = r->out.files[0].data;
@@ -71,7 +71,7 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	(void)state;
 	struct rendered r;
 	render_yaml(&r, "proxy: {bind: 127.0.0.1, port: 3128}\nauth: {enabled: false}\n",
-		    "{\"domains\": [\"secret-looking.example\", \"bad entry\"]}");
+	            "{\"domains\": [\"secret-looking.example\", \"bad entry\"]}");
 	after(r.conf, "http_port 127.0.0.1:3128\n");
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
 	after(r.conf, "%DST /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot\n");
@@ -97,8 +97,9 @@ static void test_auth_block(void **state)
 	(void)state;
 	struct rendered r;
 	render_yaml(&r, "auth: {realm: Vendor Proxy, credentials_ttl: 60, products: [ApexOne, Deep-Sec]}\n", NULL);
-	after(r.conf, "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --keys /state/secrets/apikeys.json "
-		      "--products ApexOne,Deep-Sec\n");
+	after(r.conf,
+	      "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --keys /state/secrets/apikeys.json "
+	      "--products ApexOne,Deep-Sec\n");
 	after(r.conf, "on-persistent-overload=ERR");
 	after(r.conf, "auth_param basic realm Vendor Proxy\n");
 	after(r.conf, "auth_param basic credentialsttl 60 seconds\n");
@@ -115,14 +116,14 @@ static void test_reconfigure_mode_lists_and_orders_routes(void **state)
 	(void)state;
 	struct rendered r;
 	render_yaml(&r,
-		    "whitelist: {apply: reconfigure, preset: [\"*.example-vendor.com\"]}\n"
-		    "upstream: {host: proxy.corp.example, port: 3128, username: fps}\n"
-		    "tunnel: {server: tunnel.example-vendor.com}\n"
-		    "routes:\n"
-		    "  - {via: tunnel, domains: [\"*.example-vendor.com\"]}\n"
-		    "  - {via: direct, domains: [download.example-vendor.com]}\n"
-		    "  - {via: upstream, domains: [\"*.partner.example\"]}\n",
-		    "{\"domains\": [\"www.example-vendor.com\", \"a.partner.example\", \"192.0.2.5\"]}");
+	            "whitelist: {apply: reconfigure, preset: [\"*.example-vendor.com\"]}\n"
+	            "upstream: {host: proxy.corp.example, port: 3128, username: fps}\n"
+	            "tunnel: {server: tunnel.example-vendor.com}\n"
+	            "routes:\n"
+	            "  - {via: tunnel, domains: [\"*.example-vendor.com\"]}\n"
+	            "  - {via: direct, domains: [download.example-vendor.com]}\n"
+	            "  - {via: upstream, domains: [\"*.partner.example\"]}\n",
+	            "{\"domains\": [\"www.example-vendor.com\", \"a.partner.example\", \"192.0.2.5\"]}");
 	const struct render_file *list = render_find(&r.out, "whitelist.dstdomain");
 	assert_non_null(list);
 	/* folded: www.example-vendor.com is covered by the preset wildcard */
@@ -133,7 +134,8 @@ static void test_reconfigure_mode_lists_and_orders_routes(void **state)
 	after(r.conf, "acl fps_route_1 dstdomain -n .example-vendor.com\n");
 	after(r.conf, "acl fps_route_2 dstdomain -n .partner.example\n");
 	after(r.conf, "cache_peer_access tunnel deny fps_route_0\ncache_peer_access tunnel allow fps_route_1\n");
-	after(r.conf, "never_direct deny fps_route_0\nnever_direct allow fps_route_1\nnever_direct allow fps_route_2\n");
+	after(r.conf,
+	      "never_direct deny fps_route_0\nnever_direct allow fps_route_1\nnever_direct allow fps_route_2\n");
 	/* the upstream password is %-escaped, so spaces, ':' and '%' cannot break the line */
 	after(r.conf, "cache_peer proxy.corp.example parent 3128 0 ");
 	after(r.conf, "login=fps:p%40ss%20word%3A%25");
@@ -146,12 +148,12 @@ static void test_live_mode_routes_by_tag(void **state)
 	(void)state;
 	struct rendered r;
 	render_yaml(&r,
-		    "tunnel: {server: tunnel.example-vendor.com, local_port: 4000}\n"
-		    "routes: [{via: tunnel, domains: [\"*.example-vendor.com\"]}]\n",
-		    NULL);
+	            "tunnel: {server: tunnel.example-vendor.com, local_port: 4000}\n"
+	            "routes: [{via: tunnel, domains: [\"*.example-vendor.com\"]}]\n",
+	            NULL);
 	after(r.conf, "acl fps_via_tunnel tag tunnel\n");
 	after(r.conf, "cache_peer_access tunnel allow fps_via_tunnel\ncache_peer_access tunnel deny all\n"
-		      "never_direct allow fps_via_tunnel\n");
+	              "never_direct allow fps_via_tunnel\n");
 	assert_null(strstr(r.conf, "name=upstream"));
 	rendered_free(&r);
 }
@@ -175,11 +177,11 @@ static void test_template_errors_name_the_variable(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_live_mode_uses_fps_acl_and_never_lists_entries),
-		cmocka_unit_test(test_auth_block),
-		cmocka_unit_test(test_reconfigure_mode_lists_and_orders_routes),
-		cmocka_unit_test(test_live_mode_routes_by_tag),
-		cmocka_unit_test(test_template_errors_name_the_variable),
+	    cmocka_unit_test(test_live_mode_uses_fps_acl_and_never_lists_entries),
+	    cmocka_unit_test(test_auth_block),
+	    cmocka_unit_test(test_reconfigure_mode_lists_and_orders_routes),
+	    cmocka_unit_test(test_live_mode_routes_by_tag),
+	    cmocka_unit_test(test_template_errors_name_the_variable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,45 +17,47 @@
 struct norm_case {
 	const char *raw;
 	enum wl_norm result;
-	const char *out;       /* normalized name, or a substring of the reason when rejected */
+	const char *out; /* normalized name, or a substring of the reason when rejected */
 	enum wl_kind kind;
 };
 
 static const struct norm_case norm_cases[] = {
-	{"example.com", WL_NORM_OK, "example.com", WL_EXACT},
-	{"Example.COM", WL_NORM_OK, "example.com", WL_EXACT},
-	{"example.com.", WL_NORM_OK, "example.com", WL_EXACT},
-	{"*.example.com", WL_NORM_OK, "example.com", WL_WILD},
-	{".example.com", WL_NORM_OK, "example.com", WL_WILD},
-	{"*.Example.com.", WL_NORM_OK, "example.com", WL_WILD},
-	{"https://Example.com:443/x", WL_NORM_CHANGED, "example.com", WL_EXACT},
-	{"http://user@files.example.com/a?b#c", WL_NORM_CHANGED, "files.example.com", WL_EXACT},
-	{"https://[2001:DB8::1]:8443/", WL_NORM_CHANGED, "2001:db8::1", WL_IP},
-	{"192.0.2.10", WL_NORM_OK, "192.0.2.10", WL_IP},
-	{"2001:0db8:0000::0001", WL_NORM_OK, "2001:db8::1", WL_IP},
-	{"[::1]", WL_NORM_OK, "::1", WL_IP},
-	{"xn--bcher-kva.example", WL_NORM_OK, "xn--bcher-kva.example", WL_EXACT},
-	{"under_score.example.com", WL_NORM_OK, "under_score.example.com", WL_EXACT},
-	{"localhost", WL_NORM_OK, "localhost", WL_EXACT},
-	/* rejected */
-	{"bad entry", WL_NORM_REJECT, "whitespace", WL_EXACT},
-	{"a.example.com\nhttp_access allow all", WL_NORM_REJECT, "control character", WL_EXACT},
-	{"a.example.com#x", WL_NORM_REJECT, "not allowed", WL_EXACT},
-	{"\"a.example.com\"", WL_NORM_REJECT, "quote", WL_EXACT},
-	{"a*.example.com", WL_NORM_REJECT, "'*'", WL_EXACT},
-	{"*.*.example.com", WL_NORM_REJECT, "'*'", WL_EXACT},
-	{"example.*", WL_NORM_REJECT, "'*'", WL_EXACT},
-	{"*.com", WL_NORM_REJECT, "top-level", WL_WILD},
-	{"a..example.com", WL_NORM_REJECT, "empty label", WL_EXACT},
-	{"-a.example.com", WL_NORM_REJECT, "'-'", WL_EXACT},
-	{"b\xc3\xbc" "cher.example", WL_NORM_REJECT, "non-ASCII", WL_EXACT},
-	{"xn--zz.example", WL_NORM_REJECT, "punycode", WL_EXACT},
-	{"xn--abc-.example", WL_NORM_REJECT, "'-'", WL_EXACT},
-	{"1.2.3.256", WL_NORM_REJECT, "numeric", WL_EXACT},
-	{"", WL_NORM_REJECT, "empty", WL_EXACT},
-	{"ftp//broken", WL_NORM_REJECT, "not allowed", WL_EXACT},
-	{"https://", WL_NORM_REJECT, "malformed URL", WL_EXACT},
-	{"a.example.com:443", WL_NORM_REJECT, "not allowed", WL_EXACT},
+    {"example.com", WL_NORM_OK, "example.com", WL_EXACT},
+    {"Example.COM", WL_NORM_OK, "example.com", WL_EXACT},
+    {"example.com.", WL_NORM_OK, "example.com", WL_EXACT},
+    {"*.example.com", WL_NORM_OK, "example.com", WL_WILD},
+    {".example.com", WL_NORM_OK, "example.com", WL_WILD},
+    {"*.Example.com.", WL_NORM_OK, "example.com", WL_WILD},
+    {"https://Example.com:443/x", WL_NORM_CHANGED, "example.com", WL_EXACT},
+    {"http://user@files.example.com/a?b#c", WL_NORM_CHANGED, "files.example.com", WL_EXACT},
+    {"https://[2001:DB8::1]:8443/", WL_NORM_CHANGED, "2001:db8::1", WL_IP},
+    {"192.0.2.10", WL_NORM_OK, "192.0.2.10", WL_IP},
+    {"2001:0db8:0000::0001", WL_NORM_OK, "2001:db8::1", WL_IP},
+    {"[::1]", WL_NORM_OK, "::1", WL_IP},
+    {"xn--bcher-kva.example", WL_NORM_OK, "xn--bcher-kva.example", WL_EXACT},
+    {"under_score.example.com", WL_NORM_OK, "under_score.example.com", WL_EXACT},
+    {"localhost", WL_NORM_OK, "localhost", WL_EXACT},
+    /* rejected */
+    {"bad entry", WL_NORM_REJECT, "whitespace", WL_EXACT},
+    {"a.example.com\nhttp_access allow all", WL_NORM_REJECT, "control character", WL_EXACT},
+    {"a.example.com#x", WL_NORM_REJECT, "not allowed", WL_EXACT},
+    {"\"a.example.com\"", WL_NORM_REJECT, "quote", WL_EXACT},
+    {"a*.example.com", WL_NORM_REJECT, "'*'", WL_EXACT},
+    {"*.*.example.com", WL_NORM_REJECT, "'*'", WL_EXACT},
+    {"example.*", WL_NORM_REJECT, "'*'", WL_EXACT},
+    {"*.com", WL_NORM_REJECT, "top-level", WL_WILD},
+    {"a..example.com", WL_NORM_REJECT, "empty label", WL_EXACT},
+    {"-a.example.com", WL_NORM_REJECT, "'-'", WL_EXACT},
+    {"b\xc3\xbc"
+     "cher.example",
+     WL_NORM_REJECT, "non-ASCII", WL_EXACT},
+    {"xn--zz.example", WL_NORM_REJECT, "punycode", WL_EXACT},
+    {"xn--abc-.example", WL_NORM_REJECT, "'-'", WL_EXACT},
+    {"1.2.3.256", WL_NORM_REJECT, "numeric", WL_EXACT},
+    {"", WL_NORM_REJECT, "empty", WL_EXACT},
+    {"ftp//broken", WL_NORM_REJECT, "not allowed", WL_EXACT},
+    {"https://", WL_NORM_REJECT, "malformed URL", WL_EXACT},
+    {"a.example.com:443", WL_NORM_REJECT, "not allowed", WL_EXACT},
 };
 
 static void test_normalize_table(void **state)
@@ -73,8 +75,8 @@ static void test_normalize_table(void **state)
 				fail_msg("case %zu '%s': reason '%s' lacks '%s'", i, c->raw, note, c->out);
 		} else {
 			if (strcmp(out, c->out) != 0 || kind != c->kind)
-				fail_msg("case %zu '%s': got '%s' kind %d, want '%s' kind %d", i, c->raw, out, kind, c->out,
-					 c->kind);
+				fail_msg("case %zu '%s': got '%s' kind %d, want '%s' kind %d", i, c->raw, out, kind,
+				         c->out, c->kind);
 		}
 	}
 }
@@ -164,26 +166,26 @@ static void test_lookup_and_routes(void **state)
 	route(&p, "*.example-vendor.com", WL_VIA_DIRECT); /* duplicate again: first still wins */
 	assert_int_equal(wl_policy_finish(&p), 0);
 	static const struct lookup_case cases[] = {
-		{"example-vendor.com", true, WL_VIA_TUNNEL},
-		{"api.example-vendor.com", true, WL_VIA_TUNNEL},
-		{"download.example-vendor.com", true, WL_VIA_DIRECT},
-		{"x.download.example-vendor.com", true, WL_VIA_TUNNEL},
-		{"cdn.example-vendor.com", true, WL_VIA_UPSTREAM},
-		{"a.b.cdn.example-vendor.com", true, WL_VIA_UPSTREAM},
-		{"partner.example", true, WL_VIA_UPSTREAM},
-		{"files.example.com", true, WL_VIA_TUNNEL},
-		{"example.com", false, WL_VIA_DIRECT},
-		{"x.files.example.com", false, WL_VIA_DIRECT},
-		{"exact.test", true, WL_VIA_DIRECT},
-		{"sub.exact.test", false, WL_VIA_DIRECT},
-		{"evilexample-vendor.com", false, WL_VIA_DIRECT},
+	    {"example-vendor.com", true, WL_VIA_TUNNEL},
+	    {"api.example-vendor.com", true, WL_VIA_TUNNEL},
+	    {"download.example-vendor.com", true, WL_VIA_DIRECT},
+	    {"x.download.example-vendor.com", true, WL_VIA_TUNNEL},
+	    {"cdn.example-vendor.com", true, WL_VIA_UPSTREAM},
+	    {"a.b.cdn.example-vendor.com", true, WL_VIA_UPSTREAM},
+	    {"partner.example", true, WL_VIA_UPSTREAM},
+	    {"files.example.com", true, WL_VIA_TUNNEL},
+	    {"example.com", false, WL_VIA_DIRECT},
+	    {"x.files.example.com", false, WL_VIA_DIRECT},
+	    {"exact.test", true, WL_VIA_DIRECT},
+	    {"sub.exact.test", false, WL_VIA_DIRECT},
+	    {"evilexample-vendor.com", false, WL_VIA_DIRECT},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		enum wl_via via = WL_VIA_COUNT;
 		bool ok = wl_lookup(&p, cases[i].host, false, &via);
 		if (ok != cases[i].allowed || (ok && via != cases[i].via))
 			fail_msg("%s: allowed %d via %s, want %d via %s", cases[i].host, ok, wl_via_name(via),
-				 cases[i].allowed, wl_via_name(cases[i].via));
+			         cases[i].allowed, wl_via_name(cases[i].via));
 	}
 	/* IP literals match only literally, never through a name or suffix. */
 	char host[64];
@@ -260,9 +262,12 @@ static void test_hundred_thousand_entries(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_normalize_table),  cmocka_unit_test(test_length_limits),
-		cmocka_unit_test(test_folding),          cmocka_unit_test(test_lookup_and_routes),
-		cmocka_unit_test(test_snapshot_round_trip), cmocka_unit_test(test_hundred_thousand_entries),
+	    cmocka_unit_test(test_normalize_table),
+	    cmocka_unit_test(test_length_limits),
+	    cmocka_unit_test(test_folding),
+	    cmocka_unit_test(test_lookup_and_routes),
+	    cmocka_unit_test(test_snapshot_round_trip),
+	    cmocka_unit_test(test_hundred_thousand_entries),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
