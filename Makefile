@@ -69,7 +69,8 @@ build/asan/fps-auth: build/asan/obj/auth_main.o build/asan/libfps.a
 	@$(CC) $(CFLAGS_ASAN) -o $@ $^ $(LIBS)
 
 build/asan/tests/%: tests/unit/%.c build/asan/libfps.a $(HDRS) | build/asan/tests
-	$(CC) $(CFLAGS_ASAN) -I$(SRC_DIR) -o $@ $< build/asan/libfps.a -lcmocka $(LIBS)
+	@echo '  CC/SAN  $<'
+	@$(CC) $(CFLAGS_ASAN) -I$(SRC_DIR) -o $@ $< build/asan/libfps.a -lcmocka $(LIBS)
 
 asan: $(addprefix build/asan/,$(BINS))
 
