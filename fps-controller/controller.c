@@ -36,13 +36,14 @@
 #include "tunnel.h"
 #include "watch.h"
 
-#define DEBOUNCE_QUIET_MS 50    /* trailing edge: apply once events stop for this long */
-#define DEBOUNCE_MAX_MS   300   /* ...but never later than this after the first event */
-#define RECHECK_MS        10000 /* re-read inputs even without events (missed or odd edits) */
-#define CONFIRM_MS        60000 /* how long Squid may take to accept again after a reconfigure */
-#define PUBLISH_MS        1000  /* the status snapshot is refreshed at least this often */
-#define PROBE_MS          10000 /* tunnel and upstream checks */
-#define KEY_WARN_DAYS     10    /* SPEC §5: warn when the newest key expires within this */
+#define DEBOUNCE_QUIET_MS 50           /* trailing edge: apply once events stop for this long */
+#define DEBOUNCE_MAX_MS   300          /* ...but never later than this after the first event */
+#define RECHECK_MS        10000        /* re-read inputs even without events (missed or odd edits) */
+#define CONFIRM_MS        60000        /* how long Squid may take to accept again after a reconfigure */
+#define PUBLISH_MS        1000         /* the status snapshot is refreshed at least this often */
+#define PROBE_MS          10000        /* tunnel and upstream checks */
+#define KEY_WARN_DAYS     10           /* SPEC §5: warn when the newest key expires within this */
+#define LOG_ROTATE_BYTES  (64LL << 20) /* Squid's logs live on the state emptyDir: keep them bounded */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
  * filtered server may take seconds, and the loop must not wait for it. */
@@ -739,6 +740,33 @@ static long long min_deadline(long long a, long long b)
 	return a < b ? a : b;
 }
 
+/* Squid's access.log grows by megabytes a second under load, on a size-limited
+ * volume: past LOG_ROTATE_BYTES keep one previous file and have Squid reopen. */
+static void ctl_rotate_logs(struct ctl *x)
+{
+	static const char *const names[] = {"access.log", "cache.log"};
+	static long long limit;
+	if (limit == 0) {
+		const char *env = getenv("FPS_LOG_ROTATE_BYTES"); /* tests use a small limit */
+		limit = env && atoll(env) > 0 ? atoll(env) : LOG_ROTATE_BYTES;
+	}
+	bool rotated = false;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		char path[PATH_MAX + 32], old[PATH_MAX + 32];
+		snprintf(path, sizeof(path), "%s/%s", x->st.run_dir, names[i]);
+		if (file_size(path) < limit)
+			continue;
+		snprintf(old, sizeof(old), "%s.1", path);
+		if (rename(path, old) == 0)
+			rotated = true;
+	}
+	pid_t pid = ctl_squid_pid(x);
+	if (rotated && pid) {
+		log_info("squid logs over %lld bytes: rotated, squid pid %d reopens them", limit, (int)pid);
+		kill(pid, SIGUSR1);
+	}
+}
+
 /* Sidecar mode: Squid belongs to another container. Notice when its pid changes
  * (it was restarted) and tell it about a generation it has not loaded yet. */
 static void ctl_watch_sidecar(struct ctl *x)
@@ -889,6 +917,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		if (opts->mode == CTL_MODE_SIDECAR)
 			ctl_watch_sidecar(&x);
 		if (now >= publish_at) {
+			ctl_rotate_logs(&x);
 			ctl_publish(&x);
 			publish_at = now + PUBLISH_MS;
 		}

@@ -219,9 +219,9 @@ class World:
         self.kubelet_update(self.config, files)
 
     # ---- the controller -----------------------------------------------------------------
-    def start(self, wait=True, extra_args=()):
+    def start(self, wait=True, extra_args=(), env_extra=None):
         self.logf = open(self.log_path, "ab")
-        env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES))
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES), **(env_extra or {}))
         self.proc = subprocess.Popen(
             [str(BIN / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
              str(self.secrets), "--state-dir", str(self.state), *extra_args],

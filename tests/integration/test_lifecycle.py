@@ -96,3 +96,18 @@ def test_check_and_render_commands():
         assert usage.returncode == 2
     finally:
         w.close()
+
+
+def test_squid_logs_are_rotated_before_they_fill_the_state_volume():
+    w = make()
+    try:
+        w.start(env_extra={"FPS_LOG_ROTATE_BYTES": "4000"})
+        run = w.state / "run"
+        wait_for(lambda: w.get("a.allowed.test")[0] == 200 and (run / "access.log.1").exists(), timeout=30,
+                 what="access.log rotated")
+        # Squid reopened the log: new requests land in a fresh access.log.
+        wait_for(lambda: w.get("b.other.test")[0] == 403 and (run / "access.log").exists()
+                 and "b.other.test" in (run / "access.log").read_text(), what="requests logged after rotation")
+        assert "rotated, squid pid" in w.log()
+    finally:
+        w.close()
