@@ -1,5 +1,6 @@
 """Whitelist edits delivered the kubelet's way, in both apply modes (SPEC §3, §7)."""
 import json
+import os
 import time
 
 import pytest
@@ -129,3 +130,21 @@ def test_entry_with_a_nul_rejects_the_whole_update(world):
     wait_for(lambda: "NUL character" in world.log(), what="the NUL error")
     assert world.get("evil.test")[0] == 403
     assert world.get("b.other.test")[0] == 403
+
+
+def test_plain_edits_rename_over_and_truncate_write_are_seen(world):
+    """Outside Kubernetes people edit files in place: both ways must apply."""
+    cfg = world.config
+    # Replace the kubelet symlinks by plain files first.
+    for name in ("fps.yaml", "whitelist.json"):
+        text = (cfg / name).read_text()
+        (cfg / name).unlink()
+        (cfg / name).write_text(text)
+    tmp = cfg / ".whitelist.json.swp"
+    tmp.write_text(json.dumps({"version": 20, "domains": ["a.allowed.test", "b.other.test"]}))
+    os.rename(tmp, cfg / "whitelist.json")
+    world.wait_status("b.other.test", 200)
+    with open(cfg / "whitelist.json", "w") as f:  # truncate, then write
+        f.write(json.dumps({"version": 21, "domains": ["a.allowed.test", "c.test"]}))
+    world.wait_status("c.test", 200)
+    world.wait_status("b.other.test", 403)
