@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "fsio.h"
@@ -102,6 +103,12 @@ static int entry_push(struct fps_config *c, const char *raw, const char *file, i
 	c->entries[c->n_entries++] =
 	    (struct cfg_entry){.raw = copy, .file = file, .line = line, .col = col, .index = index};
 	return 0;
+}
+
+int cfg_workers(const struct fps_config *c)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	return c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 1);
 }
 
 bool cfg_uses_via(const struct fps_config *c, enum wl_via via)

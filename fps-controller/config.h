@@ -109,6 +109,8 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e);
 int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e);
 
+/* Squid workers: proxy.workers, or one per core for "auto". */
+int cfg_workers(const struct fps_config *c);
 /* Does any route (or the default) use via? */
 bool cfg_uses_via(const struct fps_config *c, enum wl_via via);
 

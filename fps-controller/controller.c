@@ -86,6 +86,8 @@ struct ctl {
 	unsigned sidecar_restarts;
 	double sidecar_started;
 	double last_reload_unix, last_success_unix;
+	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
+	size_t n_key_expiry;
 };
 
 static double wall_now(void)
@@ -223,12 +225,6 @@ static void squid_files_hash(const struct render_out *out, char hex[65])
 	free(all);
 }
 
-static int squid_workers_of(const struct fps_config *c)
-{
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	return c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 1);
-}
-
 static void ctl_squid_argv(struct ctl *x, int workers, char *argv[8])
 {
 	static char conf[PATH_MAX + 16];
@@ -308,6 +304,9 @@ static int ctl_check_keys(struct ctl *x, const struct fps_config *c, const char 
 		return -1;
 	}
 	time_t now = time(NULL), newest = cred_newest_expiry(&keys);
+	x->n_key_expiry = 0;
+	for (size_t i = 0; i < keys.n && i < sizeof(x->key_expiry) / sizeof(x->key_expiry[0]); i++)
+		x->key_expiry[x->n_key_expiry++] = keys.v[i].expires;
 	x->pub.keys_total = keys.n;
 	x->pub.keys_valid = cred_keys_valid(&keys, now);
 	x->pub.have_key_expiry = newest > 0;
@@ -387,10 +386,11 @@ static void ctl_publish(struct ctl *x)
 	s->reloads_failed = x->reloads_failed;
 	s->last_success_unix = x->last_success_unix;
 	s->auth_enabled = x->have_active && x->active.auth_enabled;
-	if (s->have_key_expiry && s->keys_total > 0) {
-		/* a key expires with time, not with an edit: recount at every publish */
-		s->keys_valid = s->newest_key_expiry_unix > now ? (s->keys_valid ? s->keys_valid : 1) : 0;
-	}
+	/* A key expires with time, not with an edit: recount at every publish. */
+	s->keys_valid = 0;
+	for (size_t i = 0; i < x->n_key_expiry; i++)
+		if ((double)x->key_expiry[i] > now)
+			s->keys_valid++;
 
 	pid_t squid_pid = ctl_squid_pid(x);
 	if (x->opts->mode == CTL_MODE_SUPERVISE) {
@@ -623,7 +623,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 		kill(x->stunnel.pid, SIGHUP);
 	}
 
-	int workers = squid_workers_of(&c);
+	int workers = cfg_workers(&c);
 	pid_t squid_pid = ctl_squid_pid(x);
 	if (x->opts->mode == CTL_MODE_SUPERVISE && squid_pid && workers != x->squid_workers) {
 		/* -N vs --foreground: a worker count change needs a new Squid process. */
@@ -878,7 +878,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	admin_heartbeat();
 
 	char *argv[8];
-	x.squid_workers = squid_workers_of(&x.active);
+	x.squid_workers = cfg_workers(&x.active);
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
 	if (opts->mode == CTL_MODE_SUPERVISE) {

@@ -290,8 +290,7 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	bool v6 = strchr(c->bind, ':') != NULL;
 	bprintf(&http_port, v6 ? "[%s]:%d" : "%s:%d", c->bind, c->port);
 	bprintf(&maxfd, "%ld", rc->max_fds > 0 ? rc->max_fds : 65536);
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	int nworkers = c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 1);
+	int nworkers = cfg_workers(c);
 	if (nworkers > 1)
 		bprintf(&workers, "workers %d", nworkers);
 	else
