@@ -24,11 +24,15 @@
 #include "status.h"
 #include "statusjson.h"
 
-#define ADMIN_CONN_LIMIT   64   /* simultaneous connections; more wait in the listen backlog */
-#define ADMIN_PER_IP_LIMIT 32   /* one address cannot take every slot */
-#define ADMIN_CONN_TIMEOUT 10   /* seconds of inactivity before a connection is closed */
-#define ADMIN_MEM_LIMIT    8192 /* bytes per connection for the request line and headers */
-#define ADMIN_HEALTHY_MS   5000 /* /healthz: the loop must have been seen this recently */
+/* Simultaneous connections, each with its own thread. libmicrohttpd closes a connection over
+ * the limit at once (it does not leave it in the backlog), so the limit is sized for a burst of
+ * scrapes and probes rather than for the few clients expected. */
+#define ADMIN_CONN_LIMIT   256
+#define ADMIN_PER_IP_LIMIT 64          /* one address cannot take every slot */
+#define ADMIN_STACK_SIZE   (512 << 10) /* handlers keep big data on the heap */
+#define ADMIN_CONN_TIMEOUT 10          /* seconds of inactivity before a connection is closed */
+#define ADMIN_MEM_LIMIT    8192        /* bytes per connection for the request line and headers */
+#define ADMIN_HEALTHY_MS   5000        /* /healthz: the loop must have been seen this recently */
 #define ADMIN_BACKLOG      256
 
 static struct MHD_Daemon *admin_daemon;
@@ -61,7 +65,7 @@ static long long admin_beat_age_ms(void)
 }
 
 static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned int code, const char *type, char *body,
-				   size_t len)
+                                   size_t len)
 {
 	/* body is malloc'd and owned by the response from here on */
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -79,7 +83,7 @@ static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned int cod
 }
 
 static enum MHD_Result admin_text(struct MHD_Connection *conn, unsigned int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static enum MHD_Result admin_text(struct MHD_Connection *conn, unsigned int code, const char *fmt, ...)
 {
@@ -111,13 +115,13 @@ static void admin_not_ready(const struct fps_status *s, long long beat_age, char
 		snprintf(why, len, "control loop not running (last seen %lld ms ago)", beat_age);
 	else if (!s->squid.up)
 		snprintf(why, len, "squid is not running (state %s, pid %d, %u restarts)",
-			 s->squid.state[0] ? s->squid.state : "unknown", s->squid.pid, s->squid.restarts);
+		         s->squid.state[0] ? s->squid.state : "unknown", s->squid.pid, s->squid.restarts);
 	else if (!s->squid_runs_active)
 		snprintf(why, len, "squid does not run the active generation %llu yet", s->generation);
 	else if (s->tunnel_needed && !s->tunnel.up)
 		snprintf(why, len, "tunnel to %s is down: %s", s->tunnel.target[0] ? s->tunnel.target : "(unset)",
-			 s->tunnel.error[0] ? s->tunnel.error : (s->tunnel.checked_unix > 0 ? "check failed"
-											   : "not checked yet"));
+		         s->tunnel.error[0] ? s->tunnel.error
+		                            : (s->tunnel.checked_unix > 0 ? "check failed" : "not checked yet"));
 }
 
 static enum MHD_Result admin_readyz(struct MHD_Connection *conn, const struct fps_status *s, bool have)
@@ -163,8 +167,8 @@ static enum admin_path admin_route(const char *url)
 }
 
 static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-				    const char *version, const char *upload_data, size_t *upload_data_size,
-				    void **con_cls)
+                                    const char *version, const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
 {
 	(void)cls;
 	(void)version;
@@ -204,9 +208,22 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	return ret;
 }
 
+/* libmicrohttpd's messages ("reached connection limit" for every refused connection during a
+ * flood) are rate limited to one line a second, with the count of the ones left out. */
 static void admin_mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
+	static atomic_llong last_sec;
+	static atomic_ulong suppressed;
+	long long sec = admin_now_ms() / 1000;
+	long long prev = atomic_load(&last_sec);
+	if (prev == sec || !atomic_compare_exchange_strong(&last_sec, &prev, sec)) {
+		atomic_fetch_add(&suppressed, 1);
+		return;
+	}
+	unsigned long dropped = atomic_exchange(&suppressed, 0);
+	if (dropped)
+		log_warn("admin: %lu more libmicrohttpd messages in the last second were not logged", dropped);
 	char buf[512];
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	size_t n = strlen(buf);
@@ -224,8 +241,8 @@ int admin_start(const char *bind_addr, int port, struct fps_err *e)
 	const char *addr = bind_addr && *bind_addr ? bind_addr : "127.0.0.1";
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
-	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-			     MHD_USE_ERROR_LOG;
+	unsigned int flags =
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ERROR_LOG;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	if (inet_pton(AF_INET, addr, &sin->sin_addr) == 1) {
@@ -240,19 +257,19 @@ int admin_start(const char *bind_addr, int port, struct fps_err *e)
 	}
 	errno = 0;
 	admin_daemon = MHD_start_daemon(
-		flags, (uint16_t)port, NULL, NULL, admin_handle, NULL, MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		(unsigned int)ADMIN_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-		(unsigned int)ADMIN_BACKLOG, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+	    flags, (uint16_t)port, NULL, NULL, admin_handle, NULL, MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT,
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)ADMIN_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned int)ADMIN_CONN_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT,
+	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)ADMIN_STACK_SIZE, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+	    (unsigned int)ADMIN_BACKLOG, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
 	if (admin_daemon == NULL) {
 		int err = errno;
 		return err_set(e, NULL, 0, 0, "admin: cannot listen on %s:%d%s%s", addr, port, err ? ": " : "",
-			       err ? strerror(err) : "");
+		               err ? strerror(err) : "");
 	}
-	log_info("admin endpoints on http://%s%s%s:%d/ (healthz, readyz, metrics, status)", strchr(addr, ':') ? "[" : "",
-		 addr, strchr(addr, ':') ? "]" : "", port);
+	log_info("admin endpoints on http://%s%s%s:%d/ (healthz, readyz, metrics, status)",
+	         strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "", port);
 	return 0;
 }
 

@@ -49,11 +49,11 @@ struct dg {
 	bool oom;
 };
 
-static struct dg_check *dg_add(struct dg *d, const char *name, const char *target, enum dg_status st,
-			       const char *next, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static struct dg_check *dg_add(struct dg *d, const char *name, const char *target, enum dg_status st, const char *next,
+                               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-static struct dg_check *dg_add(struct dg *d, const char *name, const char *target, enum dg_status st,
-			       const char *next, const char *fmt, ...)
+static struct dg_check *dg_add(struct dg *d, const char *name, const char *target, enum dg_status st, const char *next,
+                               const char *fmt, ...)
 {
 	static struct dg_check scratch;
 	if (d->n == d->cap) {
@@ -89,15 +89,15 @@ static void dg_hostport(char *out, size_t len, const char *host, int port)
 static void dg_addr_str(const struct sockaddr *sa, char *out, size_t len)
 {
 	const void *a = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
-						   : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+	                                          : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
 	if (inet_ntop(sa->sa_family, a, out, (socklen_t)len) == NULL)
 		snprintf(out, len, "?");
 }
 
 /* Resolves host (or parses it when numeric). Fills the first address and, in all, every
  * address found. Returns 0, or -1 with err set. */
-static int dg_resolve(const char *host, int port, bool numeric, struct sockaddr_storage *ss, socklen_t *sl,
-		      char *all, size_t all_len, char *err, size_t err_len)
+static int dg_resolve(const char *host, int port, bool numeric, struct sockaddr_storage *ss, socklen_t *sl, char *all,
+                      size_t all_len, char *err, size_t err_len)
 {
 	char ps[16];
 	snprintf(ps, sizeof(ps), "%d", port);
@@ -125,7 +125,7 @@ static int dg_resolve(const char *host, int port, bool numeric, struct sockaddr_
 
 /* Connects with a deadline; the socket is left blocking with I/O timeouts. -1 with err set. */
 static int dg_connect(const struct sockaddr_storage *ss, socklen_t sl, int timeout_ms, int io_timeout_ms, char *err,
-		      size_t err_len)
+                      size_t err_len)
 {
 	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
@@ -189,7 +189,8 @@ static int dg_read_head(int fd, char *head, size_t len, char *err, size_t err_le
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			snprintf(err, err_len, "%s", errno == EAGAIN || errno == EWOULDBLOCK ? "no answer in time" : strerror(errno));
+			snprintf(err, err_len, "%s",
+			         errno == EAGAIN || errno == EWOULDBLOCK ? "no answer in time" : strerror(errno));
 			return -1;
 		}
 		if (n == 0)
@@ -239,7 +240,7 @@ static void dg_basic(const char *user, const char *pass, char *out, size_t len)
 
 /* what: "tunnel" or "upstream". Returns 0 when both steps passed; ss is the address to use. */
 static int dg_reach(struct dg *d, const char *what, const char *host, const char *address, int port,
-		    struct sockaddr_storage *ss, socklen_t *sl)
+                    struct sockaddr_storage *ss, socklen_t *sl)
 {
 	char name[32], target[320], all[512], err[256], next[512];
 	dg_hostport(target, sizeof(target), host, port);
@@ -253,10 +254,11 @@ static int dg_reach(struct dg *d, const char *what, const char *host, const char
 		dg_add(d, name, host, DG_SKIP, NULL, "not resolved: tunnel.address %s is used instead", address);
 	} else {
 		if (dg_resolve(host, port, false, ss, sl, all, sizeof(all), err, sizeof(err)) < 0) {
-			snprintf(next, sizeof(next),
-				 "check the appliance's DNS resolver (proxy.dns_nameservers, /etc/resolv.conf) for %s%s",
-				 host,
-				 strcmp(what, "tunnel") == 0 ? "; or set tunnel.address to the server's IP address" : "");
+			snprintf(
+			    next, sizeof(next),
+			    "check the appliance's DNS resolver (proxy.dns_nameservers, /etc/resolv.conf) for %s%s",
+			    host,
+			    strcmp(what, "tunnel") == 0 ? "; or set tunnel.address to the server's IP address" : "");
 			dg_add(d, name, host, DG_FAIL, next, "cannot resolve %s: %s", host, err);
 			return -1;
 		}
@@ -270,9 +272,9 @@ static int dg_reach(struct dg *d, const char *what, const char *host, const char
 	int fd = dg_connect(ss, *sl, DIAGNOSE_CONNECT_TIMEOUT, DIAGNOSE_IO_TIMEOUT, err, sizeof(err));
 	if (fd < 0) {
 		snprintf(next, sizeof(next),
-			 "the firewall must allow outbound TCP to %s (%s); check that the %s server is up and the port "
-			 "in fps.yaml is right",
-			 at, target, what);
+		         "the firewall must allow outbound TCP to %s (%s); check that the %s server is up and the port "
+		         "in fps.yaml is right",
+		         at, target, what);
 		dg_add(d, name, at, DG_FAIL, next, "cannot connect to %s (%s): %s", at, host, err);
 		return -1;
 	}
@@ -312,14 +314,15 @@ static int dg_file_exists(const char *path)
 	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-static int dg_tls(struct dg *d, const struct fps_config *c, const char *secrets_dir,
-		  const struct sockaddr_storage *ss, socklen_t sl)
+static int dg_tls(struct dg *d, const struct fps_config *c, const char *secrets_dir, const struct sockaddr_storage *ss,
+                  socklen_t sl)
 {
 	char target[320], ca[PATH_MAX + 32], err[512], next[768];
 	dg_hostport(target, sizeof(target), c->tunnel_server, c->tunnel_port);
 	snprintf(ca, sizeof(ca), "%s/tunnel-ca.pem", secrets_dir ? secrets_dir : ".");
 	if (secrets_dir == NULL || !dg_file_exists(ca)) {
-		dg_add(d, "tunnel.tls", target, DG_FAIL, "put the CA that signs the cloud stunnel server into tunnel-ca.pem",
+		dg_add(d, "tunnel.tls", target, DG_FAIL,
+		       "put the CA that signs the cloud stunnel server into tunnel-ca.pem",
 		       "cannot verify the tunnel server: %s is missing (pass --secrets-dir)", ca);
 		return 0;
 	}
@@ -377,9 +380,9 @@ static int dg_tls(struct dg *d, const struct fps_config *c, const char *secrets_
 	if (hs != 1 || peer == NULL) {
 		dg_ssl_err(err, sizeof(err));
 		snprintf(next, sizeof(next),
-			 "something at %s does not speak TLS or cut the handshake (a firewall or proxy in the path?); "
-			 "check that port %d is the stunnel server's",
-			 target, c->tunnel_port);
+		         "something at %s does not speak TLS or cut the handshake (a firewall or proxy in the path?); "
+		         "check that port %d is the stunnel server's",
+		         target, c->tunnel_port);
 		dg_add(d, "tunnel.tls", target, DG_FAIL, next, "TLS handshake with %s failed: %s", target, err);
 	} else {
 		long vr = SSL_get_verify_result(ssl);
@@ -391,31 +394,32 @@ static int dg_tls(struct dg *d, const struct fps_config *c, const char *secrets_
 		struct dg_check *r;
 		if (vr == X509_V_OK) {
 			r = dg_add(d, "tunnel.tls", target, DG_OK, NULL,
-				   "certificate verified against tunnel-ca.pem for %s (%s): issuer %s, subject %s",
-				   c->tunnel_server, SSL_get_version(ssl), k.issuer, k.subject);
+			           "certificate verified against tunnel-ca.pem for %s (%s): issuer %s, subject %s",
+			           c->tunnel_server, SSL_get_version(ssl), k.issuer, k.subject);
 		} else if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-			snprintf(next, sizeof(next),
-				 "tunnel.server must be a name in the server's certificate (subject %s); fix fps.yaml or "
-				 "reissue the server certificate",
-				 k.subject);
+			snprintf(
+			    next, sizeof(next),
+			    "tunnel.server must be a name in the server's certificate (subject %s); fix fps.yaml or "
+			    "reissue the server certificate",
+			    k.subject);
 			r = dg_add(d, "tunnel.tls", target, DG_FAIL, next,
-				   "the certificate is signed by our CA but does not name %s: issuer %s, subject %s",
-				   c->tunnel_server, k.issuer, k.subject);
+			           "the certificate is signed by our CA but does not name %s: issuer %s, subject %s",
+			           c->tunnel_server, k.issuer, k.subject);
 		} else if (vr == X509_V_ERR_CERT_HAS_EXPIRED || vr == X509_V_ERR_CERT_NOT_YET_VALID) {
 			r = dg_add(d, "tunnel.tls", target, DG_FAIL,
-				   "renew the cloud stunnel server's certificate (or fix this host's clock)",
-				   "the server certificate is not valid now (%s): issuer %s, subject %s", why, k.issuer,
-				   k.subject);
+			           "renew the cloud stunnel server's certificate (or fix this host's clock)",
+			           "the server certificate is not valid now (%s): issuer %s, subject %s", why, k.issuer,
+			           k.subject);
 		} else {
 			snprintf(next, sizeof(next),
-				 "the network inspects TLS: ask its administrators to exempt %s from TLS inspection "
-				 "(decryption bypass), or set tunnel.address to a path without it; if the issuer is "
-				 "yours, tunnel-ca.pem is the wrong CA",
-				 target);
+			         "the network inspects TLS: ask its administrators to exempt %s from TLS inspection "
+			         "(decryption bypass), or set tunnel.address to a path without it; if the issuer is "
+			         "yours, tunnel-ca.pem is the wrong CA",
+			         target);
 			r = dg_add(d, "tunnel.tls", target, DG_FAIL, next,
-				   "likely TLS interception by %s: the certificate presented for %s does not verify "
-				   "against tunnel-ca.pem (%s); subject %s",
-				   k.issuer, c->tunnel_server, why, k.subject);
+			           "likely TLS interception by %s: the certificate presented for %s does not verify "
+			           "against tunnel-ca.pem (%s); subject %s",
+			           k.issuer, c->tunnel_server, why, k.subject);
 			r->interception = true;
 		}
 		r->have_cert = true;
@@ -472,8 +476,7 @@ static void dg_upstream_target(const struct fps_config *c, char *out, size_t len
 
 /* ---- the upstream proxy's credentials -------------------------------------------------- */
 
-static void dg_upstream_auth(struct dg *d, const struct fps_config *c, const struct sockaddr_storage *ss,
-			     socklen_t sl)
+static void dg_upstream_auth(struct dg *d, const struct fps_config *c, const struct sockaddr_storage *ss, socklen_t sl)
 {
 	char proxy[320], target[320], err[256], next[768];
 	dg_hostport(proxy, sizeof(proxy), c->upstream_host, c->upstream_port);
@@ -492,7 +495,7 @@ static void dg_upstream_auth(struct dg *d, const struct fps_config *c, const str
 		OPENSSL_cleanse(b64, sizeof(b64));
 	}
 	int n = snprintf(req, sizeof(req), "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%sUser-Agent: fps-diagnose\r\n\r\n",
-			 target, target, auth);
+	                 target, target, auth);
 	OPENSSL_cleanse(auth, sizeof(auth));
 	char head[8192];
 	int code = -1;
@@ -509,23 +512,24 @@ static void dg_upstream_auth(struct dg *d, const struct fps_config *c, const str
 	} else if (code == 407) {
 		if (with_creds)
 			snprintf(next, sizeof(next),
-				 "the upstream proxy refused user '%s': check upstream.username in fps.yaml and the "
-				 "upstream-password secret with the proxy's administrators",
-				 c->upstream_user);
+			         "the upstream proxy refused user '%s': check upstream.username in fps.yaml and the "
+			         "upstream-password secret with the proxy's administrators",
+			         c->upstream_user);
 		else
 			snprintf(next, sizeof(next),
-				 "the upstream proxy requires credentials: set upstream.username in fps.yaml and the "
-				 "upstream-password secret");
-		dg_add(d, "upstream.auth", proxy, DG_FAIL, next, "wrong credentials: %s answered 407 to CONNECT %s%s%s%s",
-		       proxy, target, with_creds ? " as user '" : " (no credentials configured)",
-		       with_creds ? c->upstream_user : "", with_creds ? "'" : "");
+			         "the upstream proxy requires credentials: set upstream.username in fps.yaml and the "
+			         "upstream-password secret");
+		dg_add(d, "upstream.auth", proxy, DG_FAIL, next,
+		       "wrong credentials: %s answered 407 to CONNECT %s%s%s%s", proxy, target,
+		       with_creds ? " as user '" : " (no credentials configured)", with_creds ? c->upstream_user : "",
+		       with_creds ? "'" : "");
 	} else if (code >= 200 && code < 300) {
 		dg_add(d, "upstream.auth", proxy, DG_OK, NULL, "%s accepted %s and answered %d to CONNECT %s", proxy,
 		       with_creds ? "the credentials" : "the request (no credentials configured)", code, target);
 	} else {
 		snprintf(next, sizeof(next),
-			 "ask the proxy's administrators to allow CONNECT to %s (and to the FQDNs routed via upstream)",
-			 target);
+		         "ask the proxy's administrators to allow CONNECT to %s (and to the FQDNs routed via upstream)",
+		         target);
 		dg_add(d, "upstream.auth", proxy, DG_WARN, next,
 		       "credentials accepted (no 407) but %s answered %d to CONNECT %s: its policy or its own path "
 		       "refuses that destination",
@@ -538,14 +542,14 @@ static void dg_upstream_auth(struct dg *d, const struct fps_config *c, const str
 /* Computes the diagnose credentials (SPEC §5) from the first valid key. 0, or -1 with why set
  * (a warning, not a failure: the self-test then runs without credentials). */
 static int dg_creds(const struct fps_config *c, const char *secrets_dir, char *pass, char *key_id, char *why,
-		    size_t why_len)
+                    size_t why_len)
 {
 	struct cred_products prods = {.names = c->products.v, .n = c->products.n};
 	if (cred_check_user(DIAGNOSE_USER, &prods) == CRED_PRODUCT_NOT_ALLOWED) {
 		snprintf(why, why_len,
-			 "auth.products does not allow '%s': add \"FPS-Diagnose\" to auth.products in fps.yaml to "
-			 "let diagnose authenticate, or test with a product's own credentials",
-			 DIAGNOSE_USER);
+		         "auth.products does not allow '%s': add \"FPS-Diagnose\" to auth.products in fps.yaml to "
+		         "let diagnose authenticate, or test with a product's own credentials",
+		         DIAGNOSE_USER);
 		return -1;
 	}
 	if (secrets_dir == NULL || secrets_dir[0] == '\0') {
@@ -574,7 +578,8 @@ static int dg_creds(const struct fps_config *c, const char *secrets_dir, char *p
 		}
 	}
 	if (rc < 0)
-		snprintf(why, why_len, "no valid key in %s: every agent is refused; add a key that has not expired", path);
+		snprintf(why, why_len, "no valid key in %s: every agent is refused; add a key that has not expired",
+		         path);
 	cred_keys_free(&keys);
 	return rc;
 }
@@ -591,8 +596,8 @@ static void dg_selftest(struct dg *d, const struct fps_config *c, const char *se
 {
 	char name[WL_NAME_MAX + 1], proxy[320], err[256], next[1024], url[400];
 	const char *addr = c->bind[0] == '\0' || strcmp(c->bind, "0.0.0.0") == 0 ? "127.0.0.1"
-			   : strcmp(c->bind, "::") == 0				 ? "::1"
-										 : c->bind;
+	                   : strcmp(c->bind, "::") == 0                          ? "::1"
+	                                                                         : c->bind;
 	dg_hostport(proxy, sizeof(proxy), addr, c->port);
 	if (!dg_selftest_name(c, name)) {
 		dg_add(d, "proxy.selftest", proxy, DG_SKIP, "add a whitelist.preset entry to enable the self-test",
@@ -600,8 +605,8 @@ static void dg_selftest(struct dg *d, const struct fps_config *c, const char *se
 		return;
 	}
 	int port = dg_selftest_port(c);
-	snprintf(url, sizeof(url), "http://%s%s%s:%d/", strchr(name, ':') ? "[" : "", name, strchr(name, ':') ? "]" : "",
-		 port);
+	snprintf(url, sizeof(url), "http://%s%s%s:%d/", strchr(name, ':') ? "[" : "", name,
+	         strchr(name, ':') ? "]" : "", port);
 
 	/* The route the name takes, to say which path failed. */
 	const char *via = "?";
@@ -619,8 +624,9 @@ static void dg_selftest(struct dg *d, const struct fps_config *c, const char *se
 	if (c->auth_enabled) {
 		creds = dg_creds(c, secrets_dir, pass, key_id, why, sizeof(why)) == 0;
 		if (!creds)
-			dg_add(d, "proxy.selftest.auth", proxy, DG_WARN, why,
-			       "the self-test cannot authenticate, so it only checks that the proxy demands credentials");
+			dg_add(
+			    d, "proxy.selftest.auth", proxy, DG_WARN, why,
+			    "the self-test cannot authenticate, so it only checks that the proxy demands credentials");
 	}
 
 	struct sockaddr_storage ss;
@@ -645,8 +651,8 @@ static void dg_selftest(struct dg *d, const struct fps_config *c, const char *se
 		snprintf(auth, sizeof(auth), "Proxy-Authorization: Basic %s\r\n", b64);
 	}
 	int n = snprintf(req, sizeof(req),
-			 "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%sUser-Agent: fps-diagnose\r\nConnection: close\r\n\r\n",
-			 url, name, port, auth);
+	                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%sUser-Agent: fps-diagnose\r\nConnection: close\r\n\r\n",
+	                 url, name, port, auth);
 	char head[16384];
 	int code = -1;
 	if (dg_send_all(fd, req, (size_t)n) < 0)
@@ -666,27 +672,28 @@ static void dg_selftest(struct dg *d, const struct fps_config *c, const char *se
 		       "the proxy answers and demands credentials (407) as configured; the authenticated path was "
 		       "not tested");
 	} else if (code == 407) {
-		snprintf(next, sizeof(next),
-			 "fps-auth refused credentials computed from key '%s': check that the controller reads the same "
-			 "apikeys.json (secrets mount) and the key's 'expires'",
-			 key_id);
-		dg_add(d, "proxy.selftest", proxy, DG_FAIL, next, "the proxy refused the diagnose credentials (407) for %s",
-		       url);
+		snprintf(
+		    next, sizeof(next),
+		    "fps-auth refused credentials computed from key '%s': check that the controller reads the same "
+		    "apikeys.json (secrets mount) and the key's 'expires'",
+		    key_id);
+		dg_add(d, "proxy.selftest", proxy, DG_FAIL, next,
+		       "the proxy refused the diagnose credentials (407) for %s", url);
 	} else if (code == 403) {
 		snprintf(next, sizeof(next),
-			 "%s is whitelisted in the config on disk: if the proxy denies it, the running generation is "
-			 "older (see /status last_reload.error) or %s resolves into proxy.blocked_networks",
-			 name, name);
+		         "%s is whitelisted in the config on disk: if the proxy denies it, the running generation is "
+		         "older (see /status last_reload.error) or %s resolves into proxy.blocked_networks",
+		         name, name);
 		dg_add(d, "proxy.selftest", proxy, DG_FAIL, next, "the proxy denied %s (403%s%s)", url,
 		       squid_err[0] ? ", " : "", squid_err);
 	} else if (squid_err[0] || code == 502 || code == 503 || code == 504) {
 		snprintf(next, sizeof(next),
-			 "%s takes the %s route: check that path (see the tunnel.* / upstream.* checks above, and "
-			 "/status)",
-			 name, via);
+		         "%s takes the %s route: check that path (see the tunnel.* / upstream.* checks above, and "
+		         "/status)",
+		         name, via);
 		dg_add(d, "proxy.selftest", proxy, DG_FAIL, next,
-		       "authentication and whitelist passed, but Squid could not fetch %s via %s: %d %s", url, via, code,
-		       squid_err[0] ? squid_err : "");
+		       "authentication and whitelist passed, but Squid could not fetch %s via %s: %d %s", url, via,
+		       code, squid_err[0] ? squid_err : "");
 	} else {
 		dg_add(d, "proxy.selftest", proxy, DG_OK, NULL,
 		       "GET %s through %s%s: the origin answered %d (route %s)", url, proxy,

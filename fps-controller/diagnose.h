@@ -10,9 +10,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#define DIAGNOSE_USER            "FPS-Diagnose-00000000-0000-0000-0000-000000000000"
-#define DIAGNOSE_CONNECT_TIMEOUT 3000  /* ms, TCP connect */
-#define DIAGNOSE_IO_TIMEOUT      5000  /* ms, TLS handshake and proxy answers */
+#define DIAGNOSE_USER             "FPS-Diagnose-00000000-0000-0000-0000-000000000000"
+#define DIAGNOSE_CONNECT_TIMEOUT  3000  /* ms, TCP connect */
+#define DIAGNOSE_IO_TIMEOUT       5000  /* ms, TLS handshake and proxy answers */
 #define DIAGNOSE_SELFTEST_TIMEOUT 15000 /* ms: Squid may have to reach the origin */
 
 /* Writes a report (human text, or one JSON document) to out. Returns 0 when every check

@@ -4,11 +4,13 @@
  */
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "controller.h"
+#include "diagnose.h"
 #include "fsio.h"
 #include "log.h"
 #include "state.h"
@@ -24,6 +26,7 @@ static void usage(FILE *f)
 	           "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
 	           "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
 	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
+	           "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
 	           "  fps-controller --version | --help\n"
 	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
 	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
@@ -32,6 +35,7 @@ static void usage(FILE *f)
 struct args {
 	const char *config_dir, *secrets_dir, *state_dir, *out, *admin;
 	const char *mode, *log_format, *log_level;
+	bool json;
 };
 
 static int parse_args(int argc, char **argv, struct args *a)
@@ -45,6 +49,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 	    {"admin", required_argument, NULL, 'a'},
 	    {"log-format", required_argument, NULL, 'f'},
 	    {"log-level", required_argument, NULL, 'l'},
+	    {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -79,6 +84,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 			break;
 		case 'l':
 			a->log_level = optarg;
+			break;
+		case 'j':
+			a->json = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -187,10 +195,17 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_init("fps-controller", lf, ll);
+	if (a.json && strcmp(cmd, "diagnose") != 0) {
+		fprintf(stderr, "fps-controller %s: --json is for diagnose only\n", cmd);
+		return EXIT_USAGE;
+	}
 	if (a.config_dir == NULL) {
 		fprintf(stderr, "fps-controller %s: --config-dir is required\n", cmd);
 		return EXIT_USAGE;
 	}
+	/* diagnose needs no templates or helpers: it only reads the config and probes. */
+	if (strcmp(cmd, "diagnose") == 0)
+		return diagnose_run(a.config_dir, a.secrets_dir, a.json, stdout);
 	struct ctl_paths paths;
 	struct fps_err e;
 	err_clear(&e);

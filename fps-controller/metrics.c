@@ -136,23 +136,23 @@ struct m_squid_counter {
 };
 
 static const struct m_squid_counter m_counters[] = {
-	{"client_http.requests", "fps_squid_client_http_requests_total", "HTTP requests received from clients.", 1},
-	{"client_http.hits", "fps_squid_client_http_hits_total", "Client HTTP requests answered from the cache.", 1},
-	{"client_http.errors", "fps_squid_client_http_errors_total",
-	 "Client HTTP requests answered with an error (403, 407, 5xx and the like).", 1},
-	{"client_http.kbytes_in", "fps_squid_client_http_received_bytes_total",
-	 "Bytes received from clients (Squid counts in KiB: resolution 1024).", 1024},
-	{"client_http.kbytes_out", "fps_squid_client_http_sent_bytes_total",
-	 "Bytes sent to clients (Squid counts in KiB: resolution 1024).", 1024},
-	{"server.all.requests", "fps_squid_server_all_requests_total",
-	 "Requests Squid sent to origin servers and peers (all protocols).", 1},
-	{"server.all.errors", "fps_squid_server_all_errors_total", "Server-side requests that failed.", 1},
-	{"server.all.kbytes_in", "fps_squid_server_all_received_bytes_total",
-	 "Bytes received from origin servers and peers (resolution 1024).", 1024},
-	{"server.all.kbytes_out", "fps_squid_server_all_sent_bytes_total",
-	 "Bytes sent to origin servers and peers (resolution 1024).", 1024},
-	{"aborted_requests", "fps_squid_aborted_requests_total", "Requests aborted before completion.", 1},
-	{"cpu_time", "fps_squid_cpu_seconds_total", "CPU time used by Squid.", 1},
+    {"client_http.requests", "fps_squid_client_http_requests_total", "HTTP requests received from clients.", 1},
+    {"client_http.hits", "fps_squid_client_http_hits_total", "Client HTTP requests answered from the cache.", 1},
+    {"client_http.errors", "fps_squid_client_http_errors_total",
+     "Client HTTP requests answered with an error (403, 407, 5xx and the like).", 1},
+    {"client_http.kbytes_in", "fps_squid_client_http_received_bytes_total",
+     "Bytes received from clients (Squid counts in KiB: resolution 1024).", 1024},
+    {"client_http.kbytes_out", "fps_squid_client_http_sent_bytes_total",
+     "Bytes sent to clients (Squid counts in KiB: resolution 1024).", 1024},
+    {"server.all.requests", "fps_squid_server_all_requests_total",
+     "Requests Squid sent to origin servers and peers (all protocols).", 1},
+    {"server.all.errors", "fps_squid_server_all_errors_total", "Server-side requests that failed.", 1},
+    {"server.all.kbytes_in", "fps_squid_server_all_received_bytes_total",
+     "Bytes received from origin servers and peers (resolution 1024).", 1024},
+    {"server.all.kbytes_out", "fps_squid_server_all_sent_bytes_total",
+     "Bytes sent to origin servers and peers (resolution 1024).", 1024},
+    {"aborted_requests", "fps_squid_aborted_requests_total", "Requests aborted before completion.", 1},
+    {"cpu_time", "fps_squid_cpu_seconds_total", "CPU time used by Squid.", 1},
 };
 
 static void m_render_squid(FILE *f, const char *counters, const char *info)
@@ -163,15 +163,15 @@ static void m_render_squid(FILE *f, const char *counters, const char *info)
 			m_counter(f, m_counters[i].name, m_counters[i].help, a * m_counters[i].scale);
 	if (m_find(info, "Number of clients accessing cache", &a, NULL) == 1)
 		m_gauge(f, "fps_squid_clients", "Distinct client addresses Squid has seen recently (its client db).",
-			a);
+		        a);
 	if (m_find(info, "Number of file desc currently in use", &a, NULL) == 1)
 		m_gauge(f, "fps_squid_file_descriptors_in_use",
-			"File descriptors Squid has open: client and server connections, logs, helpers.", a);
+		        "File descriptors Squid has open: client and server connections, logs, helpers.", a);
 	if (m_find(info, "Maximum number of file descriptors", &a, NULL) == 1)
 		m_gauge(f, "fps_squid_file_descriptors_max", "Squid's file descriptor limit.", a);
 	if (m_find(info, "HTTP Requests (All)", &a, &b) == 2) {
 		m_family(f, "fps_squid_median_service_seconds", "gauge",
-			 "Median service time of all HTTP requests over the last 5 and 60 minutes.");
+		         "Median service time of all HTTP requests over the last 5 and 60 minutes.");
 		fprintf(f, "fps_squid_median_service_seconds{window=\"5m\"} ");
 		m_double(f, a);
 		fprintf(f, "\nfps_squid_median_service_seconds{window=\"60m\"} ");
@@ -192,7 +192,7 @@ static void m_path(FILE *f, const char *what, const struct status_path *p)
 	m_gauge(f, name, help, p->configured);
 	snprintf(name, sizeof(name), "fps_%s_up", what);
 	snprintf(help, sizeof(help), "1 when the last check of the %s passed; 0 when it failed or none is configured.",
-		 what);
+	         what);
 	m_gauge(f, name, help, p->configured && p->up);
 	if (p->checked_unix > 0) {
 		snprintf(name, sizeof(name), "fps_%s_last_check_timestamp_seconds", what);
@@ -220,27 +220,27 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	fprintf(f, "fps_config_reloads_total{result=\"success\"} %lu\n", s->reloads_ok);
 	fprintf(f, "fps_config_reloads_total{result=\"failure\"} %lu\n", s->reloads_failed);
 	m_gauge(f, "fps_config_last_reload_success", "1 when the last reload attempt succeeded, else 0.",
-		s->last_reload_ok);
-	m_gauge(f, "fps_config_last_reload_timestamp_seconds", "When the last reload was attempted (unix time, 0 = never).",
-		s->last_reload_unix);
-	m_gauge(f, "fps_config_last_success_timestamp_seconds",
-		"When a reload last succeeded (unix time, 0 = never).", s->last_success_unix);
+	        s->last_reload_ok);
+	m_gauge(f, "fps_config_last_reload_timestamp_seconds",
+	        "When the last reload was attempted (unix time, 0 = never).", s->last_reload_unix);
+	m_gauge(f, "fps_config_last_success_timestamp_seconds", "When a reload last succeeded (unix time, 0 = never).",
+	        s->last_success_unix);
 	m_gauge(f, "fps_config_squid_runs_active", "1 when Squid runs the active generation and accepts connections.",
-		s->squid_runs_active);
+	        s->squid_runs_active);
 
 	/* whitelist */
 	m_gauge(f, "fps_whitelist_entries", "Whitelist entries in force (after folding).", (double)s->entries);
 	m_family(f, "fps_whitelist_entries_by_route", "gauge", "Whitelist entries in force, by the route they take.");
 	for (int v = 0; v < WL_VIA_COUNT; v++)
 		m_labeled(f, "fps_whitelist_entries_by_route", "route", wl_via_name((enum wl_via)v), 16,
-			  (double)s->by_route[v]);
+		          (double)s->by_route[v]);
 	m_gauge(f, "fps_whitelist_folded_entries", "Entries dropped as duplicates or covered by a wildcard.",
-		(double)s->folded);
+	        (double)s->folded);
 	m_gauge(f, "fps_whitelist_rejected_entries", "Whitelist entries rejected as invalid (see /status for why).",
-		(double)s->n_rejected);
+	        (double)s->n_rejected);
 	if (s->have_version) {
 		m_gauge(f, "fps_whitelist_version", "The version number of the customer's whitelist.json in force.",
-			(double)s->whitelist_version);
+		        (double)s->whitelist_version);
 		char v[32];
 		snprintf(v, sizeof(v), "%lld", s->whitelist_version);
 		m_family(f, "fps_whitelist_info", "gauge", "The customer's whitelist version in force, as a label; 1.");
@@ -252,13 +252,13 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	m_counter(f, "fps_squid_restarts_total", "Times Squid was restarted after it died.", s->squid.restarts);
 	m_gauge(f, "fps_stunnel_up", "1 when the stunnel client is running.", s->stunnel.up);
 	m_counter(f, "fps_stunnel_restarts_total", "Times the stunnel client was restarted after it died.",
-		  s->stunnel.restarts);
+	          s->stunnel.restarts);
 
 	/* paths */
 	m_path(f, "tunnel", &s->tunnel);
 	m_gauge(f, "fps_tunnel_interception_suspected",
-		"1 when the tunnel server's certificate came from an unexpected issuer (TLS interception).",
-		s->tunnel.interception);
+	        "1 when the tunnel server's certificate came from an unexpected issuer (TLS interception).",
+	        s->tunnel.interception);
 	m_path(f, "upstream", &s->upstream);
 
 	/* credentials */
@@ -268,13 +268,13 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	/* Absent when there is no valid key to count down (fps_auth_keys_valid is then 0). */
 	if (s->have_key_expiry && s->keys_valid > 0)
 		m_gauge(f, "fps_auth_key_expiry_seconds",
-			"Seconds until the newest valid API key expires; SPEC: warn below 10 days (864000).",
-			s->newest_key_expiry_unix - now_unix);
+		        "Seconds until the newest valid API key expires; SPEC: warn below 10 days (864000).",
+		        s->newest_key_expiry_unix - now_unix);
 
 	/* Squid's own figures */
 	bool squid_ok = counters_text != NULL && info_text != NULL;
 	m_gauge(f, "fps_squid_scrape_ok", "1 when Squid's cache manager answered for this scrape (cached up to 2 s).",
-		squid_ok);
+	        squid_ok);
 	if (squid_ok)
 		m_render_squid(f, counters_text, info_text);
 
@@ -289,7 +289,8 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 
 const char *metrics_mgr_host(const char *bind_addr)
 {
-	if (bind_addr == NULL || bind_addr[0] == '\0' || strcmp(bind_addr, "0.0.0.0") == 0 || strcmp(bind_addr, "*") == 0)
+	if (bind_addr == NULL || bind_addr[0] == '\0' || strcmp(bind_addr, "0.0.0.0") == 0 ||
+	    strcmp(bind_addr, "*") == 0)
 		return "127.0.0.1";
 	if (strcmp(bind_addr, "::") == 0 || strcmp(bind_addr, "[::]") == 0)
 		return "::1";
@@ -385,9 +386,9 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 	}
 	char req[256];
 	int rl = snprintf(req, sizeof(req),
-			  "GET /squid-internal-mgr/%s HTTP/1.0\r\nHost: %s:%d\r\nUser-Agent: fps-controller\r\n"
-			  "Connection: close\r\n\r\n",
-			  page, addr, port);
+	                  "GET /squid-internal-mgr/%s HTTP/1.0\r\nHost: %s:%d\r\nUser-Agent: fps-controller\r\n"
+	                  "Connection: close\r\n\r\n",
+	                  page, addr, port);
 	for (int off = 0; off < rl;) {
 		if (m_wait(fd, POLLOUT, deadline) <= 0) {
 			why = "send timed out";
@@ -445,8 +446,9 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 		char *eol = strpbrk(resp, "\r\n");
 		if (eol)
 			*eol = '\0';
-		snprintf(err, errlen, "%s:%d answered '%.80s' (is `http_access allow localhost manager` in squid.conf?)",
-			 addr, port, resp);
+		snprintf(err, errlen,
+		         "%s:%d answered '%.80s' (is `http_access allow localhost manager` in squid.conf?)", addr, port,
+		         resp);
 		free(resp);
 		close(fd);
 		return NULL;
@@ -520,9 +522,11 @@ void metrics_squid_pages(const struct fps_status *s, char **counters, char **inf
 		pthread_mutex_unlock(&m_cache.mu);
 		/* Outside the lock: other scrapes meanwhile serve the previous pages. */
 		char err[256] = "";
-		char *c = metrics_squid_fetch(addr, s->proxy_port, "counters", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err));
-		char *i = c ? metrics_squid_fetch(addr, s->proxy_port, "info", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err))
-			    : NULL;
+		char *c =
+		    metrics_squid_fetch(addr, s->proxy_port, "counters", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err));
+		char *i =
+		    c ? metrics_squid_fetch(addr, s->proxy_port, "info", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err))
+		      : NULL;
 		if (i == NULL) {
 			free(c);
 			c = NULL;

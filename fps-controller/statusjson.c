@@ -161,7 +161,7 @@ char *statusjson_render(const struct fps_status *s, double now)
 	if (lr) {
 		sj_time(lr, "time", s->last_reload_unix);
 		cJSON_AddStringToObject(lr, "result",
-					s->last_reload_unix > 0 ? (s->last_reload_ok ? "success" : "failure") : "none");
+		                        s->last_reload_unix > 0 ? (s->last_reload_ok ? "success" : "failure") : "none");
 		sj_str_or_null(lr, "error", s->last_error, sizeof(s->last_error));
 	}
 	sj_time(root, "last_success", s->last_success_unix);
@@ -229,7 +229,7 @@ char *statusjson_render(const struct fps_status *s, double now)
 			snprintf(warn, sizeof(warn), "no valid API key: every agent is refused (407)");
 		else if (s->auth_enabled && left < STATUSJSON_KEY_WARN_DAYS * 86400.0)
 			snprintf(warn, sizeof(warn), "the newest API key expires in %.1f days: issue a new key",
-				 left / 86400.0);
+			         left / 86400.0);
 		sj_str_or_null(au, "warning", warn, sizeof(warn));
 		sj_str_or_null(au, "error", s->keys_error, sizeof(s->keys_error));
 	}
