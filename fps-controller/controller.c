@@ -148,15 +148,22 @@ static long ctl_max_fds(void)
 
 void ctl_report_entries(const struct compiled *cp, const char *config_dir)
 {
+	/* Each reload repeats what a large bad list says: name the first few entries of
+	 * each kind, count the rest (/status keeps up to STATUS_MAX_REJECTED). */
+	enum { LOG_MAX = 20 };
 	char buf[512];
-	for (size_t i = 0; i < cp->n_rejected; i++) {
+	for (size_t i = 0; i < cp->n_rejected && i < LOG_MAX; i++) {
 		compile_note_str(&cp->rejected[i], buf, sizeof(buf));
 		log_warn("whitelist entry rejected: %s/%s", config_dir, buf);
 	}
-	for (size_t i = 0; i < cp->n_changed; i++) {
+	if (cp->n_rejected > LOG_MAX)
+		log_warn("whitelist: %zu more entries rejected (see /status)", cp->n_rejected - LOG_MAX);
+	for (size_t i = 0; i < cp->n_changed && i < LOG_MAX; i++) {
 		compile_note_str(&cp->changed[i], buf, sizeof(buf));
 		log_warn("whitelist entry changed: %s/%s", config_dir, buf);
 	}
+	if (cp->n_changed > LOG_MAX)
+		log_warn("whitelist: %zu more entries changed", cp->n_changed - LOG_MAX);
 }
 
 int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_paths *paths, const char *out_dir,
