@@ -75,6 +75,7 @@ struct ctl {
 	char last_error[2048];
 
 	struct sup_child stunnel;
+	bool stunnel_stale; /* its files changed but it has not been told yet */
 	char tunnel_dir[PATH_MAX];
 	struct tunnel_paths tpaths;
 	struct probe probe;
@@ -476,8 +477,6 @@ static void *probe_main(void *arg)
 			tunnel_probe(&cfg, &p->paths, 5000, &t);
 			t.configured = true;
 			t.checked_unix = wall_now();
-			if (!t.up)
-				log_warn("tunnel check failed: %s", t.error);
 		}
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
@@ -614,6 +613,10 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 		stage = "tunnel";
 		if (tunnel_prepare(&c, &x->tpaths, &tunnel_changed, &e) < 0)
 			goto fail;
+		/* stunnel's files are not part of a generation: if this update fails
+		 * after this point, the next successful one must still reload stunnel. */
+		if (tunnel_changed)
+			x->stunnel_stale = true;
 	}
 	stage = "activate";
 	if (state_activate(&x->st, gen, &e) < 0)
@@ -622,12 +625,13 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	if (x->stunnel.state == SUP_RUNNING && !c.has_tunnel) {
 		log_info("generation %llu: tunnel removed: stopping stunnel", gen);
 		sup_event(&x->stunnel, SUP_EV_STOP, sup_now_ms());
-	} else if (x->stunnel.state == SUP_RUNNING && tunnel_changed) {
+	} else if (x->stunnel.state == SUP_RUNNING && x->stunnel_stale) {
 		/* stunnel re-reads its config and certificates on SIGHUP; established
 		 * connections keep going on the old ones. */
 		log_info("generation %llu: tunnel config or certificates changed: reloading stunnel pid %d", gen,
 		         (int)x->stunnel.pid);
 		kill(x->stunnel.pid, SIGHUP);
+		x->stunnel_stale = false;
 	}
 
 	int workers = cfg_workers(&c);
@@ -919,8 +923,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		if (stopping && x.squid.state == SUP_STOPPED && x.stunnel.state == SUP_STOPPED)
 			break;
 		/* stunnel follows the active configuration: started once a tunnel exists. */
-		if (!stopping && x.have_active && x.active.has_tunnel && x.stunnel.state == SUP_STOPPED)
+		if (!stopping && x.have_active && x.active.has_tunnel && x.stunnel.state == SUP_STOPPED) {
 			sup_event(&x.stunnel, SUP_EV_START, now);
+			x.stunnel_stale = false; /* a new stunnel reads the current files */
+		}
 		if (opts->mode == CTL_MODE_SIDECAR)
 			ctl_watch_sidecar(&x);
 		if (now >= publish_at) {

@@ -61,7 +61,7 @@ static const char *bstr(struct buf *b)
 }
 
 int render_template(const char *tmpl, const char *tmpl_path, const struct render_var *vars, size_t nvars, char **out,
-		    struct fps_err *e)
+                    struct fps_err *e)
 {
 	struct buf b = {0};
 	int line = 1;
@@ -79,7 +79,8 @@ int render_template(const char *tmpl, const char *tmpl_path, const struct render
 					val = vars[i].value;
 			if (val == NULL) {
 				free(b.p);
-				return err_set(e, tmpl_path, line, 0, "unknown template variable {{%.*s}}", (int)nl, p + 2);
+				return err_set(e, tmpl_path, line, 0, "unknown template variable {{%.*s}}", (int)nl,
+				               p + 2);
 			}
 			bprintf(&b, "%s", val);
 			p = end + 2;
@@ -109,8 +110,8 @@ static void join_ports(struct buf *b, const int *ports, size_t n)
 		bprintf(b, "%s%d", i ? " " : "", ports[i]);
 }
 
-static void render_auth(const struct fps_config *c, const struct render_ctx *rc, struct buf *auth,
-			struct buf *access, struct buf *allow)
+static void render_auth(const struct fps_config *c, const struct render_ctx *rc, struct buf *auth, struct buf *access,
+                        struct buf *allow)
 {
 	if (!c->auth_enabled) {
 		bprintf(auth, "# auth.enabled: false -- agents are not asked for credentials.");
@@ -122,20 +123,20 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	 * one child with concurrency keeps up and the others are headroom; a full queue
 	 * answers ERR instead of killing Squid (the default on-persistent-overload is "die"). */
 	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --keys %s/apikeys.json", rc->bin_dir,
-		rc->secrets_dir);
+	        rc->secrets_dir);
 	if (c->products.n > 0) {
 		bprintf(auth, " --products ");
 		for (size_t i = 0; i < c->products.n; i++)
 			bprintf(auth, "%s%s", i ? "," : "", c->products.v[i]);
 	}
 	bprintf(auth,
-		"\nauth_param basic children 4 startup=1 idle=1 concurrency=256 queue-size=8192 "
-		"on-persistent-overload=ERR\n"
-		"auth_param basic realm %s\n"
-		"auth_param basic credentialsttl %d seconds\n"
-		"auth_param basic casesensitive on\n"
-		"acl fps_users proxy_auth REQUIRED",
-		c->realm, c->credentials_ttl);
+	        "\nauth_param basic children 4 startup=1 idle=1 concurrency=256 queue-size=8192 "
+	        "on-persistent-overload=ERR\n"
+	        "auth_param basic realm %s\n"
+	        "auth_param basic credentialsttl %d seconds\n"
+	        "auth_param basic casesensitive on\n"
+	        "acl fps_users proxy_auth REQUIRED",
+	        c->realm, c->credentials_ttl);
 	bprintf(access, "http_access deny !fps_users");
 	bprintf(allow, "http_access allow fps_tagged fps_users");
 }
@@ -164,11 +165,10 @@ static int route_ref_cmp(const void *a, const void *b)
 	return x->order < y->order ? -1 : (x->order > y->order);
 }
 
-static void render_peer(struct buf *b, const char *name, const char *host, int port, const char *login,
-			const char *opts)
+static void render_peer(struct buf *b, const char *name, const char *host, int port, const char *login)
 {
-	bprintf(b, "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange name=%s%s%s%s%s\n", host, port, name,
-		login ? " login=" : "", login ? login : "", opts ? " " : "", opts ? opts : "");
+	bprintf(b, "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange name=%s%s%s\n", host, port, name,
+	        login ? " login=" : "", login ? login : "");
 }
 
 static int render_routes(const struct fps_config *c, const struct compiled *cp, struct buf *b)
@@ -184,7 +184,8 @@ static int render_routes(const struct fps_config *c, const struct compiled *cp, 
 		struct buf login = {0};
 		if (c->upstream_user[0]) {
 			bprintf(&login, "%s:", c->upstream_user);
-			for (const unsigned char *p = (const unsigned char *)(c->upstream_password ? c->upstream_password : "");
+			for (const unsigned char *p =
+			         (const unsigned char *)(c->upstream_password ? c->upstream_password : "");
 			     *p; p++) {
 				if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
 				    strchr("-._~", *p))
@@ -193,14 +194,14 @@ static int render_routes(const struct fps_config *c, const struct compiled *cp, 
 					bprintf(&login, "%%%02X", *p);
 			}
 		}
-		render_peer(b, "upstream", c->upstream_host, c->upstream_port, login.p, getenv("FPS_EXP_UP_OPTS"));
+		render_peer(b, "upstream", c->upstream_host, c->upstream_port, login.p);
 		if (login.p) {
 			explicit_bzero(login.p, login.cap);
 			free(login.p);
 		}
 	}
 	if (c->has_tunnel)
-		render_peer(b, "tunnel", "127.0.0.1", c->tunnel_local_port, NULL, getenv("FPS_EXP_TUNNEL_OPTS"));
+		render_peer(b, "tunnel", "127.0.0.1", c->tunnel_local_port, NULL);
 
 	if (c->apply == CFG_APPLY_LIVE) {
 		/* fps-acl tagged the request with its route during http_access. */
@@ -210,9 +211,9 @@ static int render_routes(const struct fps_config *c, const struct compiled *cp, 
 				continue;
 			const char *n = wl_via_name((enum wl_via)v);
 			bprintf(b,
-				"cache_peer_access %s allow fps_via_%s\ncache_peer_access %s deny all\n"
-				"never_direct allow fps_via_%s\n",
-				n, n, n, n);
+			        "cache_peer_access %s allow fps_via_%s\ncache_peer_access %s deny all\n"
+			        "never_direct allow fps_via_%s\n",
+			        n, n, n, n);
 		}
 		return b->failed ? -1 : 0;
 	}
@@ -238,8 +239,9 @@ static int render_routes(const struct fps_config *c, const struct compiled *cp, 
 		const char *name = wl_via_name((enum wl_via)v);
 		for (size_t i = 0; i < n; i++)
 			bprintf(b, "cache_peer_access %s %s fps_route_%zu\n", name,
-				refs[i].p->via == (enum wl_via)v ? "allow" : "deny", i);
-		bprintf(b, "cache_peer_access %s %s all\n", name, c->default_route == (enum wl_via)v ? "allow" : "deny");
+			        refs[i].p->via == (enum wl_via)v ? "allow" : "deny", i);
+		bprintf(b, "cache_peer_access %s %s all\n", name,
+		        c->default_route == (enum wl_via)v ? "allow" : "deny");
 	}
 	for (size_t i = 0; i < n; i++)
 		bprintf(b, "never_direct %s fps_route_%zu\n", refs[i].p->via == WL_VIA_DIRECT ? "deny" : "allow", i);
@@ -276,7 +278,7 @@ void render_free(struct render_out *out)
 }
 
 int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
-		      struct render_out *out, struct fps_err *e)
+                      struct render_out *out, struct fps_err *e)
 {
 	memset(out, 0, sizeof(*out));
 	char tmpl_path[4096];
@@ -314,13 +316,14 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		/* cache=0: every request asks fps-acl (microseconds), so an edit is enforced
 		 * as soon as the snapshot is swapped, not when a cached verdict expires. */
 		bprintf(&wl,
-			"external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 children-startup=1 "
-			"children-idle=1 concurrency=256 queue-size=8192 %%DST %s/fps-acl --snapshot %s/acl.snapshot\n"
-			"acl fps_whitelist external fps_acl\n",
-			rc->bin_dir, rc->gen_dir);
+		        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 children-startup=1 "
+		        "children-idle=1 concurrency=256 queue-size=8192 %%DST %s/fps-acl --snapshot %s/acl.snapshot\n"
+		        "acl fps_whitelist external fps_acl\n",
+		        rc->bin_dir, rc->gen_dir);
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
 		for (int v = 0; v < WL_VIA_COUNT; v++)
-			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v), wl_via_name((enum wl_via)v));
+			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v),
+			        wl_via_name((enum wl_via)v));
 	} else {
 		/* -n: never reverse-resolve an IP-literal destination to match a name. */
 		if (cp->policy.n_entries > 0)
@@ -340,26 +343,26 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	char gen[32];
 	snprintf(gen, sizeof(gen), "%llu", rc->generation);
 	const struct render_var vars[] = {
-		{"VERSION", FPS_VERSION},
-		{"HTTP_PORT", bstr(&http_port)},
-		{"WORKERS", bstr(&workers)},
-		{"MAX_FDS", bstr(&maxfd)},
-		{"RUN_DIR", rc->run_dir},
-		{"GEN_DIR", rc->gen_dir},
-		{"HOSTS_FILE", c->hosts_file},
-		{"DNS", bstr(&dns)},
-		{"AUTH", bstr(&auth)},
-		{"AUTH_ACCESS", bstr(&auth_access)},
-		{"CONNECT_PORTS", bstr(&cports)},
-		{"SAFE_PORTS", bstr(&sports)},
-		{"BLOCKED_NETWORKS", bstr(&blocked)},
-		{"WHITELIST", bstr(&wl)},
-		{"ALLOW", bstr(&allow)},
-		{"ROUTES", bstr(&routes)},
+	    {"VERSION", FPS_VERSION},
+	    {"HTTP_PORT", bstr(&http_port)},
+	    {"WORKERS", bstr(&workers)},
+	    {"MAX_FDS", bstr(&maxfd)},
+	    {"RUN_DIR", rc->run_dir},
+	    {"GEN_DIR", rc->gen_dir},
+	    {"HOSTS_FILE", c->hosts_file},
+	    {"DNS", bstr(&dns)},
+	    {"AUTH", bstr(&auth)},
+	    {"AUTH_ACCESS", bstr(&auth_access)},
+	    {"CONNECT_PORTS", bstr(&cports)},
+	    {"SAFE_PORTS", bstr(&sports)},
+	    {"BLOCKED_NETWORKS", bstr(&blocked)},
+	    {"WHITELIST", bstr(&wl)},
+	    {"ALLOW", bstr(&allow)},
+	    {"ROUTES", bstr(&routes)},
 	};
 	int rc_ = 0;
-	struct buf *all[] = {&http_port, &maxfd, &workers, &dns, &cports, &sports, &blocked, &auth,
-			     &auth_access, &allow, &wl, &routes, &list};
+	struct buf *all[] = {&http_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
+	                     &auth,      &auth_access, &allow,   &wl,  &routes, &list};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (all[i]->failed)
 			rc_ = err_set(e, NULL, 0, 0, "out of memory rendering squid.conf");

@@ -154,17 +154,45 @@ int tunnel_prepare(const struct fps_config *c, const struct tunnel_paths *p, boo
 	return rc;
 }
 
+/* stunnel 5.68 calls mallopt(M_MMAP_THRESHOLD, 4096) in main(), so every OpenSSL
+ * record buffer (~18 KiB, allocated and freed per record: SSL_MODE_RELEASE_BUFFERS)
+ * is an mmap+munmap: ~2,300/s at 3,000 req/s, each a page-fault burst plus a TLB
+ * shootdown IPI to every core running one of its ~1000 threads (bench/routes/NOTES.md).
+ * M_MMAP_MAX=0 (a tunable; stunnel does not set it) keeps those buffers in the heap.
+ * FPS_STUNNEL_GLIBC_TUNABLES overrides it; empty runs stunnel untouched. */
+#define TUNNEL_TUNABLES "glibc.malloc.mmap_max=0"
+
+static bool tunnel_env_safe(const char *s)
+{
+	/* env -S treats these specially even inside single quotes (or ends the quote). */
+	return strpbrk(s, "'\\\n") == NULL;
+}
+
 void tunnel_argv(const struct tunnel_paths *p, char *argv[4])
 {
 	/* Static: the supervisor keeps the pointers for restarts (like squid_argv). */
-	static char bin[PATH_MAX], conf[PATH_MAX];
-	const char *env = getenv("FPS_STUNNEL_BIN");
-	snprintf(bin, sizeof(bin), "%s", env && *env ? env : STUNNEL_BIN);
+	static char bin[PATH_MAX], conf[PATH_MAX], split[3 * PATH_MAX];
+	static char env_bin[] = "/usr/bin/env", env_S[] = "-S";
+	const char *b = getenv("FPS_STUNNEL_BIN");
+	const char *t = getenv("FPS_STUNNEL_GLIBC_TUNABLES");
+	snprintf(bin, sizeof(bin), "%s", b && *b ? b : STUNNEL_BIN);
 	tunnel_path(conf, sizeof(conf), p->dir, TUNNEL_CONF);
+	if (t == NULL)
+		t = TUNNEL_TUNABLES;
+	argv[3] = NULL;
+	/* Four slots: env -S "GLIBC_TUNABLES=... 'stunnel' 'conf'"; env execs stunnel, so
+	 * the supervised pid is stunnel's own and SIGHUP reaches it. */
+	if (*t && tunnel_env_safe(t) && tunnel_env_safe(bin) && tunnel_env_safe(conf) && strchr(t, ' ') == NULL &&
+	    access(env_bin, X_OK) == 0) {
+		snprintf(split, sizeof(split), "GLIBC_TUNABLES=%s '%s' '%s'", t, bin, conf);
+		argv[0] = env_bin;
+		argv[1] = env_S;
+		argv[2] = split;
+		return;
+	}
 	argv[0] = bin;
 	argv[1] = conf;
 	argv[2] = NULL;
-	argv[3] = NULL;
 }
 
 /* ---- probe -------------------------------------------------------------------------------- */

@@ -297,10 +297,57 @@ static void test_argv_runs_stunnel_on_the_rendered_conf(void **state)
 	struct tunnel_paths p = {.templates_dir = g_templates, .dir = "/state/tunnel", .secrets_dir = "/s"};
 	char *argv[4];
 	unsetenv("FPS_STUNNEL_BIN");
+	unsetenv("FPS_STUNNEL_GLIBC_TUNABLES");
+	/* Default: through env -S, so stunnel gets the malloc tunable and keeps its pid. */
+	tunnel_argv(&p, argv);
+	assert_string_equal(argv[0], "/usr/bin/env");
+	assert_string_equal(argv[1], "-S");
+	assert_string_equal(argv[2],
+	                    "GLIBC_TUNABLES=glibc.malloc.mmap_max=0 '/usr/bin/stunnel4' '/state/tunnel/stunnel.conf'");
+	assert_null(argv[3]);
+
+	/* Tuning off: stunnel itself. */
+	setenv("FPS_STUNNEL_GLIBC_TUNABLES", "", 1);
 	tunnel_argv(&p, argv);
 	assert_string_equal(argv[0], "/usr/bin/stunnel4");
 	assert_string_equal(argv[1], "/state/tunnel/stunnel.conf");
 	assert_null(argv[2]);
+
+	/* A path env -S would misparse: stunnel itself rather than a broken command line. */
+	unsetenv("FPS_STUNNEL_GLIBC_TUNABLES");
+	struct tunnel_paths q = {.templates_dir = g_templates, .dir = "/state/it's", .secrets_dir = "/s"};
+	tunnel_argv(&q, argv);
+	assert_string_equal(argv[0], "/usr/bin/stunnel4");
+	assert_string_equal(argv[1], "/state/it's/stunnel.conf");
+	assert_null(argv[2]);
+}
+
+/* The argv really starts stunnel with the tunable: run `env -S` on a stand-in binary
+ * that prints its environment and arguments. */
+static void test_argv_env_split_really_execs(void **state)
+{
+	(void)state;
+	char out[PATH_MAX], cmd[4 * PATH_MAX];
+	path(out, sizeof(out), "argv.out");
+	setenv("FPS_STUNNEL_BIN", "/bin/sh", 1);
+	unsetenv("FPS_STUNNEL_GLIBC_TUNABLES");
+	struct tunnel_paths p = {.templates_dir = g_templates, .dir = g_root, .secrets_dir = "/s"};
+	char conf[PATH_MAX];
+	path(conf, sizeof(conf), "stunnel.conf");
+	struct fps_err e;
+	char script[PATH_MAX + 64];
+	snprintf(script, sizeof(script), "echo \"$GLIBC_TUNABLES $0\" > %s\n", out);
+	assert_int_equal(fsio_write_atomic(conf, script, strlen(script), 0600, (gid_t)-1, &e), 0);
+	char *argv[4];
+	tunnel_argv(&p, argv);
+	unsetenv("FPS_STUNNEL_BIN");
+	snprintf(cmd, sizeof(cmd), "%s %s \"%s\"", argv[0], argv[1], argv[2]);
+	assert_int_equal(system(cmd), 0);
+	char *got = slurp("argv.out");
+	char want[PATH_MAX + 64];
+	snprintf(want, sizeof(want), "glibc.malloc.mmap_max=0 %s\n", conf);
+	assert_string_equal(got, want);
+	free(got);
 }
 
 /* ---- probe against real TLS servers ----------------------------------------------------- */
@@ -482,6 +529,7 @@ int main(void)
 	    cmocka_unit_test(test_prepare_renders_conf_and_rewrites_only_on_change),
 	    cmocka_unit_test(test_prepare_errors_name_the_file),
 	    cmocka_unit_test(test_argv_runs_stunnel_on_the_rendered_conf),
+	    cmocka_unit_test(test_argv_env_split_really_execs),
 	    cmocka_unit_test(test_probe_table),
 	    cmocka_unit_test(test_probe_refused_port_says_refused),
 	    cmocka_unit_test(test_probe_without_tunnel_is_not_configured),
