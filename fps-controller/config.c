@@ -615,20 +615,6 @@ int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const cha
 
 /* ---- whitelist.json ------------------------------------------------------------------ */
 
-static void offset_to_linecol(const char *text, size_t off, int *line, int *col)
-{
-	*line = 1;
-	*col = 1;
-	for (size_t i = 0; i < off && text[i]; i++) {
-		if (text[i] == '\n') {
-			(*line)++;
-			*col = 1;
-		} else {
-			(*col)++;
-		}
-	}
-}
-
 /* cJSON keeps no positions: find where each element of the top-level "domains"
  * array starts by scanning the (already valid) text once. */
 static size_t *json_domain_offsets(const char *text, size_t len, size_t expect)
@@ -702,7 +688,7 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 	for (size_t i = 0; i + 6 <= len; i++) {
 		if (text[i] == '\\' && text[i + 1] == 'u' && strncmp(text + i + 2, "0000", 4) == 0) {
 			int line, col;
-			offset_to_linecol(text, i, &line, &col);
+			err_text_pos(text, i, &line, &col);
 			return err_set(e, path, line, col, "NUL character (\\u0000) in a string");
 		}
 		if (text[i] == '\\')
@@ -714,7 +700,7 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 		const char *at = cJSON_GetErrorPtr();
 		int line = 1, col = 1;
 		if (at && at >= text && at <= text + len)
-			offset_to_linecol(text, (size_t)(at - text), &line, &col);
+			err_text_pos(text, (size_t)(at - text), &line, &col);
 		return err_set(e, path, line, col, len == 0 ? "empty file" : "not valid JSON");
 	}
 	int rc = 0;

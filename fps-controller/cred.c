@@ -201,23 +201,6 @@ size_t cred_keys_valid(const struct cred_keys *keys, time_t now)
 	return n;
 }
 
-/* 1-based line and column of pos in text, for cJSON's syntax errors. */
-static void cred_text_pos(const char *text, size_t len, const char *pos, int *line, int *col)
-{
-	*line = 1;
-	*col = 1;
-	if (pos == NULL || pos < text || pos > text + len)
-		return;
-	for (const char *p = text; p < pos; p++) {
-		if (*p == '\n') {
-			(*line)++;
-			*col = 1;
-		} else {
-			(*col)++;
-		}
-	}
-}
-
 static bool cred_id_ok(const char *id)
 {
 	size_t n = strlen(id);
@@ -293,14 +276,14 @@ int cred_keys_parse(const char *text, size_t len, const char *name, struct cred_
 	cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
 	if (root == NULL) {
 		int line, col;
-		cred_text_pos(text, len, end, &line, &col);
+		err_text_pos(text, end && end >= text && end <= text + len ? (size_t)(end - text) : 0, &line, &col);
 		return err_set(e, name, line, col, "not valid JSON");
 	}
 	/* cJSON stops at the end of the first value; anything but whitespace after it is garbage. */
 	for (const char *p = end; p != NULL && p < text + len; p++) {
 		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
 			int line, col;
-			cred_text_pos(text, len, p, &line, &col);
+			err_text_pos(text, p && p >= text && p <= text + len ? (size_t)(p - text) : 0, &line, &col);
 			cJSON_Delete(root);
 			return err_set(e, name, line, col, "unexpected data after the JSON value");
 		}

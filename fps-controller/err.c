@@ -38,3 +38,17 @@ const char *err_str(const struct fps_err *e, char *buf, size_t len)
 		snprintf(buf, len, "%s", e->msg);
 	return buf;
 }
+
+void err_text_pos(const char *text, size_t off, int *line, int *col)
+{
+	*line = 1;
+	*col = 1;
+	for (size_t i = 0; i < off && text[i]; i++) {
+		if (text[i] == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}

@@ -18,6 +18,8 @@ void err_clear(struct fps_err *e);
 /* Sets *e and returns -1, so a stage can `return err_set(...)`. */
 int err_set(struct fps_err *e, const char *file, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* 1-based line and column of the byte at off in text (for parsers that report offsets). */
+void err_text_pos(const char *text, size_t off, int *line, int *col);
 /* "file:line:col: msg", "file: msg" or "msg", whichever parts are known. */
 const char *err_str(const struct fps_err *e, char *buf, size_t len);
 
