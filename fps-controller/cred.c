@@ -283,7 +283,7 @@ int cred_keys_parse(const char *text, size_t len, const char *name, struct cred_
 	for (const char *p = end; p != NULL && p < text + len; p++) {
 		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
 			int line, col;
-			err_text_pos(text, p && p >= text && p <= text + len ? (size_t)(p - text) : 0, &line, &col);
+			err_text_pos(text, (size_t)(p - text), &line, &col);
 			cJSON_Delete(root);
 			return err_set(e, name, line, col, "unexpected data after the JSON value");
 		}
