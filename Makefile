@@ -28,7 +28,7 @@ BINS     := fps-controller fps-acl fps-auth
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 
-.PHONY: all asan test unit integration lint format run deps fuzz bench bench-quick clean compdb
+.PHONY: all asan test unit integration lint format run deps bench-deps fuzz bench bench-quick clean compdb
 
 all: $(addprefix build/,$(BINS))
 
@@ -127,9 +127,16 @@ deps:
 run: deps all
 	exec examples/run.sh
 
-bench: all
+# The benchmark also needs an origin, the alternatives it compares against, and a plotter.
+BENCH_PKGS := nginx-light tinyproxy gnuplot-nox
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+bench: bench-deps all
 	$(MAKE) -C bench run
-bench-quick: all
+bench-quick: bench-deps all
 	$(MAKE) -C bench quick
 
 clean:

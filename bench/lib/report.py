@@ -1,0 +1,394 @@
+"""Aggregation, Markdown tables, target checks and the gnuplot chart."""
+import os
+import statistics
+import subprocess
+from pathlib import Path
+
+TARGETS = [
+    ("direct", "(1) direct to nginx (limit)"),
+    ("squid", "(2) hand-written Squid"),
+    ("tinyproxy", "(3) tinyproxy"),
+    ("fps-direct", "(4) FPS direct route"),
+    ("fps-tunnel", "(5) FPS tunnel route"),
+    ("fps-upstream", "(6) FPS upstream route"),
+    ("squid-mix", "(2) hand-written Squid, mix 80/20"),
+    ("fps-direct-mix", "(4) FPS direct, mix 80/20"),
+]
+TITLE = dict(TARGETS)
+GROUPS = [
+    ("get1k", "Plain GET, 1 KiB objects"),
+    ("get100k", "Plain GET, 100 KiB objects"),
+    ("connect", "(9) CONNECT + TLS to an HTTPS origin (1 KiB), tunnels recycled"),
+]
+SHORT = {"direct": "direct", "squid": "Squid", "tinyproxy": "tinyproxy", "fps-direct": "FPS direct",
+         "fps-tunnel": "FPS tunnel", "fps-upstream": "FPS upstream", "squid-mix": "Squid mix",
+         "fps-direct-mix": "FPS mix"}
+
+
+def _med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def disturbed(r, share=0.10):
+    """True when other jobs used more than `share` of the box during the measured window."""
+    o = r.get("other_cpu_s")
+    if o is None:
+        return None
+    return o > share * (os.cpu_count() or 1) * r["duration_s"]
+
+
+def aggregate(runs):
+    """{group: {target: summary}} over repetitions: medians, summed failures, max of maxima."""
+    out = {}
+    for g, _ in GROUPS:
+        for t, _ in TARGETS:
+            all_rs = [r for r in runs if r["group"] == g and r["target"] == t]
+            if not all_rs:
+                continue
+            # Other jobs share the box: runs where they took more than 10% of it are left out
+            # of the medians when at least one undisturbed run exists (all are in the JSON).
+            clean = [r for r in all_rs if disturbed(r) is False]
+            rs = clean or all_rs
+            errs = {}
+            for r in rs:
+                for k, v in r["errors"].items():
+                    errs[k] = errs.get(k, 0) + v
+                for k, v in r["status"].items():
+                    if not 200 <= int(k) < 300:
+                        errs[f"http_{k}"] = errs.get(f"http_{k}", 0) + v
+            roles = sorted({k for r in rs for k in r["cpu_s"]})
+            cpu = {k: round(_med([r["cpu_s"].get(k, 0) for r in rs]), 2) for k in roles}
+            rss_roles = sorted({k for r in rs for k in r["rss_mb"]})
+            rss = {k: max(r["rss_mb"].get(k, 0) for r in rs) for k in rss_roles}
+            s = {
+                "reps": len(rs), "reps_run": len(all_rs), "reps_disturbed": sum(1 for r in all_rs if disturbed(r)), "ok_rps": _med([r["ok_rps"] for r in rs]),
+                "ok_rps_each": [r["ok_rps"] for r in rs], "mb_s": _med([r["mb_s"] for r in rs]),
+                "p50_ms": _med([r["p50_ms"] for r in rs]), "p95_ms": _med([r["p95_ms"] for r in rs]),
+                "p99_ms": _med([r["p99_ms"] for r in rs]), "max_ms": max(r["max_ms"] for r in rs),
+                "failed_total": sum(r["failed"] for r in rs), "failed_by_class": errs,
+                "requests_total": sum(r["requests"] for r in rs),
+                "cpu_s": cpu, "rss_mb": rss, "loadgen_cpu_s": _med([r.get("loadgen_cpu_s") for r in rs]),
+                "duration_s": rs[0]["duration_s"], "other_cpu_s": _med([r.get("other_cpu_s") for r in rs]),
+            }
+            for k in ("threads_fps:stunnel", "threads_cloud:stunnel", "threads_tiny:tinyproxy"):
+                v = _med([r.get(k) for r in rs])
+                if v:
+                    s[k] = v
+            proxy_cpu = sum(v for k, v in cpu.items() if k != "nginx")
+            ok_n = s["ok_rps"] * s["duration_s"] if s["ok_rps"] else 0
+            s["proxy_cpu_us_per_req"] = round(proxy_cpu / ok_n * 1e6, 1) if ok_n else None
+            s["cpu_us_per_req"] = {k: round(v / ok_n * 1e6, 1) for k, v in cpu.items()} if ok_n else {}
+            out.setdefault(g, {})[t] = s
+    for g, ts in out.items():
+        for t, s in ts.items():
+            for ref in ("direct", "squid"):
+                r = ts.get(ref)
+                s[f"vs_{ref}"] = round(s["ok_rps"] / r["ok_rps"], 3) if r and r["ok_rps"] else None
+    return out
+
+
+def _fmt_classes(d):
+    return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def _fmt_roles(d, unit=""):
+    items = [(k, v) for k, v in d.items() if v >= 0.05]
+    items.sort(key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v:g}{unit}" for k, v in items) or "-"
+
+
+def _n(x, fmt="{:,.0f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def throughput_tables(summary, agents):
+    lines = []
+    for g, gtitle in GROUPS:
+        ts = summary.get(g)
+        if not ts:
+            continue
+        reps = max(s["reps"] for s in ts.values())
+        dur = next(iter(ts.values()))["duration_s"]
+        lines += [f"### {gtitle} — {agents} agents, {dur:g} s, "
+                  f"{'median of up to %d runs' % reps if reps > 1 else '1 run'}", "",
+                  "| scenario | 2xx req/s | MB/s | p50 ms | p95 ms | p99 ms | max ms | failed (by class) | "
+                  "vs (1) | vs (2) | proxy CPU µs/req | CPU s by process | peak RSS MB | other jobs CPU s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---:|"]
+        for t, _ in TARGETS:
+            s = ts.get(t)
+            if not s:
+                continue
+            each = f" ({', '.join(f'{x:,.0f}' for x in s['ok_rps_each'])})" if s["reps"] > 1 else ""
+            if s["reps_disturbed"]:
+                each += f" [{s['reps']}/{s['reps_run']} runs used]" if s["reps"] < s["reps_run"] else " [disturbed]"
+            lines.append(
+                f"| {TITLE[t]} | {_n(s['ok_rps'])}{each} | {_n(s['mb_s'], '{:,.1f}')} | {_n(s['p50_ms'], '{:.1f}')} | "
+                f"{_n(s['p95_ms'], '{:.1f}')} | {_n(s['p99_ms'], '{:.1f}')} | {_n(s['max_ms'], '{:.0f}')} | "
+                f"{s['failed_total']:,}{' (' + _fmt_classes(s['failed_by_class']) + ')' if s['failed_total'] else ''} | "
+                f"{_n(s['vs_direct'], '{:.2f}')} | {_n(s['vs_squid'], '{:.2f}')} | "
+                f"{_n(s['proxy_cpu_us_per_req'], '{:.0f}')} | {_fmt_roles(s['cpu_s'])} | {_fmt_roles(s['rss_mb'])} | "
+                f"{_n(s['other_cpu_s'], '{:.1f}')} |")
+        lines.append("")
+    return lines
+
+
+def edits_table(live):
+    if not live:
+        return []
+    lines = ["### (7) FPS under load while the whitelist is edited every 2 s — live apply vs `apply: reconfigure`", "",
+             "| apply | edits | 2xx req/s | p99 ms | max ms | failed requests (by class) | prober: fresh connections "
+             "(by outcome) | CPU s by process | other jobs CPU s |",
+             "|---|---:|---:|---:|---:|---|---|---|---:|"]
+    for r in live:
+        d = r.get("during") or {}
+        classes = dict(r["errors"])
+        for k, v in r["status"].items():
+            if not 200 <= int(k) < 300:
+                classes[f"http_{k}"] = v
+        lines.append(f"| {r['apply']} | {d.get('edits', '-')} | {r['ok_rps']:,.0f} | {r['p99_ms']:.1f} | "
+                     f"{r['max_ms']:.0f} | **{r['failed']:,}**{' (' + _fmt_classes(classes) + ')' if r['failed'] else ''} | "
+                     f"{_fmt_classes(d.get('prober', {}))} | {_fmt_roles(r['cpu_s'])} | {r.get('other_cpu_s', '-')} |")
+    lines.append("")
+    return lines
+
+
+def latency_table(lat):
+    if not lat:
+        return []
+    n = max(r["edits"] for r in lat)
+    lines = [f"### (8) Edit-to-enforced latency: `..data` swap to the first response with the new verdict "
+             f"({n} edits, poller every ~5 ms on fresh connections)", "",
+             "| entries | apply | median ms | p99 ms | max ms | min ms | timeouts | verdict flaps | "
+             "prober: refused+reset | prober: all outcomes | FPS start s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for r in lat:
+        lines.append(f"| {r['entries']:,} | {r['apply']} | {_n(r.get('median_ms'), '{:.0f}')} | "
+                     f"{_n(r.get('p99_ms'), '{:.0f}')} | {_n(r.get('max_ms'), '{:.0f}')} | {_n(r.get('min_ms'), '{:.0f}')} | "
+                     f"{r.get('timeouts')} | {r.get('flaps')} | **{r['prober_refused_reset']:,}** | "
+                     f"{_fmt_classes(r.get('prober', {}))} | {r['startup_s']} |")
+    lines.append("")
+    return lines
+
+
+def target_checks(summary, live, lat):
+    """The issue's targets, each with the measured margin."""
+    out = []
+    g = summary.get("get1k", {})
+    fd, sq, tp, tu = (g.get(k) for k in ("fps-direct", "squid", "tinyproxy", "fps-tunnel"))
+    if fd and sq:
+        r = fd["ok_rps"] / sq["ok_rps"]
+        out.append(("FPS direct within 5% of the hand-written Squid (same workers)", r >= 0.95,
+                    f"{fd['ok_rps']:,.0f} vs {sq['ok_rps']:,.0f} req/s = {r:.1%} ({(r - 1):+.1%})"))
+    if fd and tp:
+        r = fd["ok_rps"] / tp["ok_rps"]
+        out.append(("FPS direct ahead of tinyproxy", r > 1, f"{fd['ok_rps']:,.0f} vs {tp['ok_rps']:,.0f} req/s = {r:.2f}x"))
+    ctl = [x for x in live or [] if x["apply"].startswith("none")]
+    ctl_txt = ""
+    if ctl:
+        cd = ctl[0].get("during") or {}
+        ctl_txt = (f"; control run without edits: {ctl[0]['failed']:,} / "
+                   f"{sum(v for k, v in cd.get('prober', {}).items() if k != '200'):,}")
+    for r in live or []:
+        if r["apply"] == "live":
+            d = r.get("during") or {}
+            pf = sum(v for k, v in d.get("prober", {}).items() if k != "200")
+            out.append(("zero failed requests during live edits", r["failed"] == 0 and pf == 0,
+                        f"{r['failed']:,} failed agent requests, {pf:,} failed prober connections over "
+                        f"{d.get('edits', '?')} edits (reconfigure mode: " +
+                        ", ".join(f"{x['failed']:,} / {sum(v for k, v in (x.get('during') or {}).get('prober', {}).items() if k != '200'):,}"
+                                  for x in live if x["apply"] == "reconfigure") + ")" + ctl_txt))
+    for r in lat or []:
+        if r["entries"] >= 100000 and r["apply"] == "live" and r.get("p99_ms") is not None:
+            ok = r["p99_ms"] < 1000 and not r.get("timeouts")
+            out.append(("edit-to-enforced p99 < 1 s at 100,000 entries (live)", ok,
+                        f"p99 {r['p99_ms']:.0f} ms (median {r['median_ms']:.0f}, {r['edits']} edits, "
+                        f"{r.get('timeouts', 0)} timeouts)"))
+    if tu and fd:
+        r = tu["ok_rps"] / fd["ok_rps"]
+        out.append(("tunnel route ≥ 80% of direct route", r >= 0.8,
+                    f"{tu['ok_rps']:,.0f} vs {fd['ok_rps']:,.0f} req/s = {r:.1%}"
+                    f" (failed {tu['failed_total']:,} vs {fd['failed_total']:,})"))
+    return out
+
+
+def markdown(res):
+    m = res["meta"]
+    lines = [f"# FPS benchmark — {m['timestamp']}", "",
+             f"{m['mode']} run: {m['agents']} agents, loadgen `--threads 1`, {m['duration']} s per scenario "
+             f"(+{m['warmup']} s warmup, excluded), {m['reps']} repetition(s) of the GET 1 KiB scenarios "
+             f"(interleaved), CONNECT tunnels recycled at {m['tunnel_rate']}/s, Squid workers {m['workers']}. "
+             f"Host: {m['host']}, {m['nproc']} cores, {m['kernel']}; {m['versions']}; git {m['git']}. "
+             f"Load average at start {m['loadavg_start']}, end {m.get('loadavg_end', '?')}. "
+             f"Everything on loopback; every figure below comes from this run.", ""]
+    checks = res.get("targets") or []
+    if checks:
+        lines += ["## Targets", "", "| target | met | measured |", "|---|---|---|"]
+        for name, ok, how in checks:
+            lines.append(f"| {name} | {'yes' if ok else '**MISSED**'} | {how} |")
+        lines.append("")
+    lines += ["## Results", ""]
+    lines += throughput_tables(res.get("summary", {}), m["agents"])
+    lines += edits_table(res.get("live_edits"))
+    lines += latency_table(res.get("edit_latency"))
+    if res.get("failures"):
+        lines += ["### Runs that failed (not in the tables)", ""]
+        lines += [f"- {f['group']}/{f['target']} rep {f['rep']}: `{f['error'][:300]}`" for f in res["failures"]]
+        lines.append("")
+    if res.get("profile"):
+        lines += ["## Where the time goes (perf record -a, 999 Hz, samples of the bench's own processes only; one extra run each, not in the tables)", ""]
+        for name, text in res["profile"].items():
+            lines += [f"**{name}**", "", "```", text.rstrip(), "```", ""]
+    lines += ["## Notes", "",
+              "- *2xx req/s*: responses with a 2xx status per second of the measured window; *failed*: non-2xx "
+              "responses plus connection errors (loadgen classes: refused, reset, timeout, eof, tls...).",
+              "- *CPU s by process*: utime+stime (+ reaped children) from /proc/<pid>/stat over the measured window, "
+              "summed per role over each process tree (Squid's helpers found as its children). Prefixes: `fps:` the FPS "
+              "pod (controller, its Squid, fps-auth, fps-acl, stunnel client), `cloud:` the cloud stunnel server and "
+              "cloud Squid, `cust:` the customer proxy, `hand:` the hand-written Squid, `tiny:` tinyproxy. "
+              "*proxy CPU µs/req*: all of these except nginx, per 2xx response. loadgen's own CPU is in the JSON.",
+              "- *other jobs CPU s*: busy CPU of the whole box (/proc/stat) in the window minus the processes above and "
+              "loadgen: other people's jobs on the same 2 cores. A run where that exceeds 10% of the box is *disturbed*: "
+              "medians use only undisturbed runs when there is at least one (`[k/n runs used]`), `[disturbed]` marks a "
+              "figure from disturbed runs only. Every run, disturbed or not, is in the JSON.",
+              "- *peak RSS*: VmHWM after resetting it (clear_refs 5) at the start of the measured window, summed over "
+              "the processes of a role.",
+              "- tinyproxy 1.11 answers HTTP/1.1 without `Connection: close` and then closes the client connection: "
+              "loadgen's next request on it sees `eof` (0 bytes) and reconnects; those eofs are real failed requests "
+              "for a keep-alive client.",
+              "- The box has 2 cores shared by loadgen, the proxies and the origin; other jobs on the machine show up "
+              "in the load average above. Ratios within one run are more trustworthy than absolute figures.", ""]
+    return "\n".join(lines)
+
+
+# ---- chart -------------------------------------------------------------------------------------
+
+def _q(s):
+    return '"' + s.replace('"', "'") + '"'
+
+
+def chart(res, png, workdir):
+    """A 3x2 gnuplot PNG. Returns the path, or None without gnuplot."""
+    from shutil import which
+    if not which("gnuplot"):
+        return None
+    w = Path(workdir)
+    w.mkdir(parents=True, exist_ok=True)
+    summ = res.get("summary", {})
+    panels = []
+
+    def bars(group, key, fname, title, ylabel, fmt):
+        ts = summ.get(group)
+        if not ts:
+            return
+        rows = [(SHORT[t], ts[t][key] or 0, ts[t]["failed_total"]) for t, _ in TARGETS if t in ts]
+        with open(w / fname, "w") as f:
+            for i, (n, v, fl) in enumerate(rows):
+                lab = (fmt.format(v) + (f"\\n{fl:,} failed" if fl else ""))
+                f.write(f"{i} {_q(n)} {v} {_q(lab)} {1 if fl else 0}\n")
+        panels.append(f"""
+set title {_q(title)}
+set ylabel {_q(ylabel)}
+set yrange [0:*]
+set xrange [-0.6:{len(rows) - 0.4}]
+set xtics rotate by -25
+plot '{w / fname}' using 1:3:($5 > 0 ? 0xd62728 : 0x1f77b4):xtic(2) with boxes lc rgb variable notitle, \\
+     '' using 1:3:4 with labels offset 0,1.3 font ",8" notitle
+""")
+
+    bars("get1k", "ok_rps", "get1k.dat", "GET 1 KiB, 1000 agents: 2xx req/s (red: some failed)", "req/s", "{:,.0f}")
+    bars("connect", "ok_rps", "connect.dat", "CONNECT+TLS 1 KiB: 2xx req/s", "req/s", "{:,.0f}")
+    bars("get100k", "mb_s", "get100k.dat", "GET 100 KiB: MB/s", "MB/s", "{:,.0f}")
+
+    # Where the CPU goes per request, GET 1 KiB, stacked by process role.
+    ts = summ.get("get1k")
+    if ts:
+        cats = [("proxy squid", lambda k: k.endswith(":squid") and not k.startswith(("cloud:", "cust:"))),
+                ("auth/acl helpers", lambda k: k.endswith(("fps-acl", "fps-auth", "basic_ncsa_auth"))),
+                ("stunnel (both)", lambda k: k.endswith("stunnel")),
+                ("cloud/customer squid", lambda k: k.startswith(("cloud:squid", "cust:squid"))),
+                ("tinyproxy", lambda k: k.endswith("tinyproxy")),
+                ("fps-controller", lambda k: k.endswith("fps-controller")),
+                ("nginx", lambda k: k == "nginx")]
+        with open(w / "cpu.dat", "w") as f:
+            f.write("name " + " ".join(_q(c) for c, _ in cats) + "\n")
+            for t, _ in TARGETS:
+                if t not in ts:
+                    continue
+                per = ts[t]["cpu_us_per_req"]
+                vals = [sum(v for k, v in per.items() if pred(k)) for _, pred in cats]
+                f.write(_q(SHORT[t]) + " " + " ".join(f"{v:.1f}" for v in vals) + "\n")
+        panels.append(f"""
+set title "GET 1 KiB: CPU microseconds per request, by process"
+set ylabel "CPU µs / request"
+set yrange [0:*]
+set autoscale x
+set style data histograms
+set style histogram rowstacked
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set key top left font ",8"
+set xtics rotate by -25
+plot for [i=2:{len(cats) + 1}] '{w / "cpu.dat"}' using i:xtic(1) title columnheader(i)
+unset key
+set style data lines
+set boxwidth 0.7 relative
+""")
+
+    live = res.get("live_edits")
+    if live:
+        with open(w / "edits.dat", "w") as f:
+            for i, r in enumerate(live):
+                d = r.get("during") or {}
+                pf = sum(v for k, v in d.get("prober", {}).items() if k != "200")
+                f.write(f"{i} {_q(r['apply'])} {r['failed']} {pf}\n")
+        panels.append(f"""
+set title "(7) Whitelist edited every 2 s under load: failures"
+set ylabel "count"
+set yrange [0:*]
+set xrange [-0.6:{len(live) - 0.4}]
+set xtics norotate
+set key top left font ",8"
+plot '{w / "edits.dat"}' using ($1-0.18):3:(0.34):xtic(2) with boxes lc rgb "#d62728" title "failed agent requests", \\
+     '' using ($1+0.18):4:(0.34) with boxes lc rgb "#ff7f0e" title "failed prober connections", \\
+     '' using ($1-0.18):3:(sprintf("%d",$3)) with labels offset 0,0.8 font ",8" notitle, \\
+     '' using ($1+0.18):4:(sprintf("%d",$4)) with labels offset 0,0.8 font ",8" notitle
+unset key
+""")
+    lat = res.get("edit_latency")
+    if lat:
+        with open(w / "lat.dat", "w") as f:
+            for i, r in enumerate(lat):
+                label = f"{r['entries']:,} {r['apply']}"
+                f.write(f"{i} {_q(label)} {r.get('median_ms') or 0} {r.get('max_ms') or 0}\n")
+        panels.append(f"""
+set title "(8) Edit-to-enforced latency (line: 1 s target)"
+set ylabel "ms (log)"
+set logscale y
+set yrange [10:*]
+set xrange [-0.6:{len(lat) - 0.4}]
+set xtics rotate by -25
+set key top left font ",8"
+plot '{w / "lat.dat"}' using ($1-0.18):3:(0.34):xtic(2) with boxes lc rgb "#2ca02c" title "median", \\
+     '' using ($1+0.18):4:(0.34) with boxes lc rgb "#9467bd" title "max", \\
+     '' using ($1-0.18):3:(sprintf("%.0f",$3)) with labels offset 0,0.8 font ",8" notitle, \\
+     '' using ($1+0.18):4:(sprintf("%.0f",$4)) with labels offset 0,0.8 font ",8" notitle, \\
+     1000 with lines dt 2 lc rgb "black" notitle
+unset logscale y
+unset key
+""")
+    if not panels:
+        return None
+    rows = (len(panels) + 1) // 2
+    script = f"""set terminal pngcairo size 1500,{430 * rows} font "DejaVu Sans,10"
+set output '{png}'
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set grid ytics
+set multiplot layout {rows},2 title {_q("FPS benchmark " + res["meta"]["timestamp"] + " (" + res["meta"]["mode"] + ", " + str(res["meta"]["agents"]) + " agents)")}
+""" + "".join(panels) + "unset multiplot\n"
+    (w / "chart.gp").write_text(script)
+    p = subprocess.run(["gnuplot", str(w / "chart.gp")], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"gnuplot: {p.stderr[-1500:]}")
+    return png

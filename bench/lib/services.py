@@ -1,0 +1,362 @@
+"""The world the benchmark runs in, all on loopback: the origin (nginx), the alternatives
+(a hand-written Squid, tinyproxy), the customer's proxy, the cloud side, and FPS instances."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from . import common
+from .common import ROOT, BUILD, Procs, free_port, log, max_fds, sh, wait_port
+
+APIKEY = "fps-bench-key-0123456789abcdef0123"
+TUNNEL_SERVER = "tunnel.fps.test"
+# Host names (all 127.0.0.1 in the hosts file). The FPS routes pick by name.
+ORIGIN = "origin.bench.test"    # whitelisted, FPS route direct
+TUNNELED = "tunnel.bench.test"  # whitelisted, FPS route tunnel
+UPSTREAM = "up.bench.test"      # whitelisted, FPS route upstream
+EDITED = "edit.bench.test"      # toggled in and out of the whitelist by the edit scenarios
+DENIED = "denied.bench.test"    # never whitelisted
+NAMES = [ORIGIN, TUNNELED, UPSTREAM, EDITED, DENIED, TUNNEL_SERVER]
+
+
+def base_whitelist(n=10):
+    """The whitelist every proxy gets: the three names the agents use plus fillers up to n."""
+    out = [ORIGIN, TUNNELED, UPSTREAM]
+    i = 0
+    while len(out) < n:
+        out.append(f"svc{i}.filler{i % 997}.bench-filler.test")
+        i += 1
+    return out
+
+
+class Env:
+    """The run directory, the processes, and the shared services."""
+
+    def __init__(self, keep=False):
+        self.dir = Path(tempfile.mkdtemp(prefix="fps-bench-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.keep = keep
+        self.procs = Procs(self.dir)
+        self.hosts = self.dir / "hosts"
+        self.hosts.write_text("".join(f"127.0.0.1 {n}\n" for n in NAMES))
+        os.chmod(self.hosts, 0o644)
+        self.roots = {}  # CPU accounting: prefix -> root pid
+        self.fps = []
+
+    def close(self):
+        for f in list(self.fps):
+            f.close()
+        self.procs.stop_all()
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- origin: nginx, plain and TLS ----------------------------------------------------
+    def start_nginx(self):
+        d = self.dir / "origin"
+        www = d / "www"
+        www.mkdir(parents=True)
+        (www / "1k").write_bytes(b"x" * 1024)
+        (www / "100k").write_bytes(b"y" * 102400)
+        for p in (d, www, www / "1k", www / "100k"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        # ECDSA P-256: the cheapest handshake nginx and loadgen can do; names and 127.0.0.1.
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+           "-subj", "/CN=fps bench origin", "-addext",
+           "subjectAltName=" + ",".join(f"DNS:{n}" for n in NAMES) + ",IP:127.0.0.1",
+           "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"))
+        os.chmod(d / "key.pem", 0o644)
+        self.origin_ca = d / "cert.pem"
+        self.http_port, self.https_port = free_port(), free_port()
+        (d / "nginx.conf").write_text(f"""
+worker_processes auto;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {max_fds()};
+events {{ worker_connections 16000; }}
+http {{
+  access_log off;
+  sendfile on;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  default_type application/octet-stream;
+  ssl_session_cache shared:bench:10m;
+  server {{
+    listen 127.0.0.1:{self.http_port} backlog=4096;
+    listen 127.0.0.1:{self.https_port} ssl backlog=4096;
+    ssl_certificate {d}/cert.pem;
+    ssl_certificate_key {d}/key.pem;
+    root {www};
+  }}
+}}
+""")
+        p = self.procs.spawn("nginx", ["nginx", "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")])
+        wait_port(self.http_port, p, what="nginx")
+        wait_port(self.https_port, p, what="nginx tls")
+        self.roots[""] = p.pid
+
+    # ---- (2) a hand-written Squid: basic_ncsa_auth + dstdomain ----------------------------
+    def start_hand_squid(self, agents, workers=1, whitelist=None):
+        d = self.dir / "hand-squid"
+        d.mkdir()
+        os.chmod(d, 0o777)
+        creds = common.agent_creds(agents, APIKEY)
+        # openssl passwd -apr1 hashes one password per stdin line, in one process.
+        hashed = sh("openssl", "passwd", "-apr1", "-stdin", input="".join(p + "\n" for _, p in creds)).stdout.split()
+        assert len(hashed) == len(creds), "openssl passwd -stdin gave a short answer"
+        (d / "htpasswd").write_text("".join(f"{u}:{h}\n" for (u, _), h in zip(creds, hashed)))
+        (d / "whitelist.txt").write_text("".join(n + "\n" for n in (whitelist or base_whitelist())))
+        self.hand_port = free_port()
+        (d / "squid.conf").write_text(f"""# What an admin would write without FPS: Basic auth from an htpasswd file, a dstdomain whitelist.
+http_port 127.0.0.1:{self.hand_port}
+{f"workers {workers}" if workers > 1 else ""}
+pid_filename {d}/squid.pid
+cache_log {d}/cache.log
+access_log stdio:{d}/access.log
+coredump_dir {d}
+cache deny all
+pinger_enable off
+max_filedescriptors {max_fds()}
+shutdown_lifetime 1 seconds
+visible_hostname hand-squid
+hosts_file {self.hosts}
+dns_nameservers 127.0.0.1
+
+auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/htpasswd
+auth_param basic children 10 startup=2 idle=1
+auth_param basic realm proxy
+auth_param basic credentialsttl 300 seconds
+auth_param basic casesensitive on
+acl users proxy_auth REQUIRED
+
+acl SSL_ports port 443 {self.https_port}
+acl Safe_ports port 80 443 {self.http_port} {self.https_port}
+acl CONNECT method CONNECT
+acl whitelist dstdomain -n "{d}/whitelist.txt"
+
+http_access deny !users
+http_access deny !Safe_ports
+http_access deny CONNECT !SSL_ports
+http_access deny !whitelist
+http_access allow users
+http_access deny all
+""")
+        argv = (["squid", "--foreground", "-n", f"fpsbenchhand{self.hand_port}"] if workers > 1 else ["squid", "-N"])
+        p = self.procs.spawn("hand-squid", argv + ["-f", str(d / "squid.conf")])
+        wait_port(self.hand_port, p, what="hand-written squid")
+        self.roots["hand:"] = p.pid
+
+    # ---- (3) tinyproxy: BasicAuth pairs + a Filter whitelist -----------------------------
+    def start_tinyproxy(self, agents, whitelist=None):
+        d = self.dir / "tinyproxy"
+        d.mkdir()
+        os.chmod(d, 0o777)
+        (d / "filter").write_text("".join(n + "\n" for n in (whitelist or base_whitelist())))
+        self.tiny_port = free_port()
+        auth = "".join(f"BasicAuth {u} {p}\n" for u, p in common.agent_creds(agents, APIKEY))
+        (d / "tinyproxy.conf").write_text(f"""User nobody
+Group nogroup
+Port {self.tiny_port}
+Listen 127.0.0.1
+Timeout 600
+MaxClients {agents * 2 + 100}
+LogFile "{d}/tinyproxy.log"
+LogLevel Error
+PidFile "{d}/tinyproxy.pid"
+DisableViaHeader Yes
+Allow 127.0.0.1
+ConnectPort 443
+ConnectPort {self.https_port}
+Filter "{d}/filter"
+FilterType fnmatch
+FilterDefaultDeny Yes
+{auth}""")
+        for f in ("tinyproxy.conf", "filter"):
+            os.chmod(d / f, 0o644)
+        # tinyproxy resolves with the system resolver (no hosts_file setting): give it our
+        # hosts file in a private mount namespace. exec keeps tinyproxy as the leader.
+        script = f"mount --bind {self.hosts} /etc/hosts && exec tinyproxy -d -c {d}/tinyproxy.conf"
+        p = self.procs.spawn("tinyproxy", ["unshare", "-m", "--propagation", "private", "sh", "-c", script])
+        wait_port(self.tiny_port, p, what="tinyproxy")
+        self.roots["tiny:"] = p.pid
+
+    # ---- the customer's proxy: a plain Squid with Basic auth -----------------------------
+    def start_customer_squid(self):
+        d = self.dir / "customer"
+        d.mkdir()
+        os.chmod(d, 0o777)
+        hashed = sh("openssl", "passwd", "-apr1", "corp-secret").stdout.strip()
+        (d / "htpasswd").write_text(f"fps:{hashed}\n")
+        self.customer_port = free_port()
+        (d / "squid.conf").write_text(f"""http_port 127.0.0.1:{self.customer_port}
+pid_filename {d}/squid.pid
+cache_log {d}/cache.log
+access_log stdio:{d}/access.log
+coredump_dir {d}
+cache deny all
+pinger_enable off
+max_filedescriptors {max_fds()}
+shutdown_lifetime 1 seconds
+visible_hostname customer-proxy
+hosts_file {self.hosts}
+dns_nameservers 127.0.0.1
+auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/htpasswd
+auth_param basic children 4
+auth_param basic credentialsttl 3600 seconds
+acl users proxy_auth REQUIRED
+acl SSL_ports port 443 {self.https_port}
+acl CONNECT method CONNECT
+http_access deny !users
+http_access deny CONNECT !SSL_ports
+http_access allow localhost
+http_access deny all
+""")
+        p = self.procs.spawn("customer-squid", ["squid", "-N", "-f", str(d / "squid.conf")])
+        wait_port(self.customer_port, p, what="customer squid")
+        self.roots["cust:"] = p.pid
+
+    # ---- the cloud side: examples/cloud/run-cloud.sh --------------------------------------
+    def start_cloud(self):
+        d = self.dir / "cloud"
+        self.cloud_tls_port, self.cloud_squid_port = free_port(), free_port()
+        env = dict(os.environ, FPS_CLOUD_HOSTS_FILE=str(self.hosts))
+        p = self.procs.spawn("cloud", [str(ROOT / "examples/cloud/run-cloud.sh"), str(d), str(self.cloud_tls_port),
+                                       str(self.cloud_squid_port), TUNNEL_SERVER], env=env)
+        wait_port(self.cloud_tls_port, p, what="cloud stunnel server")
+        wait_port(self.cloud_squid_port, p, what="cloud squid")
+        self.cloud_ca = d / "ca.pem"
+        self.roots["cloud:"] = p.pid
+
+    # ---- FPS ------------------------------------------------------------------------------
+    def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120):
+        f = FpsInstance(self, name, apply=apply, whitelist=whitelist, routes=routes, workers=workers)
+        self.fps.append(f)
+        f.start(wait)
+        return f
+
+
+class FpsInstance(common.fpsharness.World):
+    """One FPS (controller + its Squid, helpers and stunnel client), configured through the
+    ConfigMap-like directory the kubelet way (fpsharness.World), started in its own session."""
+
+    def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1):
+        super().__init__(name=f"fps-bench-{name}")
+        self.env, self.name, self.apply, self.routes, self.workers = env, name, apply, routes, workers
+        self.whitelist = list(whitelist if whitelist is not None else base_whitelist())
+        self.admin_port = free_port()
+        self.version = 1
+        self.tunnel_local = free_port()
+        secrets = {"apikeys.json": json.dumps({"keys": [{"id": "bench", "key": APIKEY,
+                                                          "expires": "2099-01-01T00:00:00Z"}]})}
+        if routes:
+            secrets["upstream-password"] = "corp-secret\n"
+            secrets["tunnel-ca.pem"] = env.cloud_ca.read_text()
+        self.kubelet_update(self.secrets, secrets)
+
+    def yaml_text(self, apply=None):
+        e = self.env
+        text = f"""proxy:
+  bind: 127.0.0.1
+  port: {self.port}
+  workers: {self.workers}
+  safe_ports: [80, 443, {e.http_port}]
+  connect_ports: [443, {e.https_port}]
+  blocked_networks: ["169.254.0.0/16"]
+  dns_nameservers: [127.0.0.1]
+  hosts_file: {e.hosts}
+auth:
+  enabled: true
+  credentials_ttl: 300
+whitelist:
+  apply: {apply or self.apply}
+  preset: []
+admin:
+  bind: 127.0.0.1
+  port: {self.admin_port}
+"""
+        if self.routes:
+            text += f"""upstream:
+  host: 127.0.0.1
+  port: {e.customer_port}
+  username: fps
+tunnel:
+  server: {TUNNEL_SERVER}
+  address: 127.0.0.1
+  port: {e.cloud_tls_port}
+  local_port: {self.tunnel_local}
+routes:
+  - {{ via: tunnel, domains: ["{TUNNELED}"] }}
+  - {{ via: upstream, domains: ["{UPSTREAM}"] }}
+default_route: direct
+"""
+        return text
+
+    def config_files(self, whitelist=None):
+        self.version += 1
+        wl = self.whitelist if whitelist is None else whitelist
+        return {"fps.yaml": self.yaml_text(),
+                "whitelist.json": json.dumps({"version": self.version, "domains": list(wl)})}
+
+    def start(self, wait=120):
+        self.kubelet_update(self.config, self.config_files())
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(ROOT / "squid-templates"),
+                   FPS_STUNNEL_TEMPLATES_DIR=str(ROOT / "stunnel-conf"))
+        self.proc = self.env.procs.spawn(
+            f"controller-{self.name}",
+            [str(BUILD / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
+             str(self.secrets), "--state-dir", str(self.state), "--admin", f"127.0.0.1:{self.admin_port}"],
+            env=env)
+        self.log_path = self.env.dir / f"controller-{self.name}.out"
+        self.wait_serving(timeout=wait)
+        if self.routes:
+            wait_port(self.tunnel_local, self.proc, timeout=30, what="FPS stunnel client")
+        self.env.roots["fps:"] = self.proc.pid
+
+    def close(self):
+        if self.proc is not None:
+            self.env.procs.stop(self.proc, grace=30)
+            self.proc = None
+        if self.env.roots.get("fps:") and self in self.env.fps:
+            self.env.roots.pop("fps:", None)
+        if self in self.env.fps:
+            self.env.fps.remove(self)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def check(self, host, port, expect):
+        user = common.agent_user(0)
+        code, _ = common.fpsharness.curl(f"http://{host}:{port}/1k", self.proxy, user=user,
+                                          password=common.agent_password(user, APIKEY))
+        if code != expect:
+            raise RuntimeError(f"FPS {self.name}: {host} answered {code}, expected {expect}; see {self.log_path}")
+
+
+def kubelet_swap(target, files, gen):
+    """The kubelet's atomic update (as fpsharness.World.kubelet_update), split so the caller
+    learns the moment of the `..data` rename: the new directory is written first, then the
+    rename, whose time.monotonic() is returned, then the old directory is removed."""
+    target = Path(target)
+    ts = f"..2026_11_24_00_bench_{gen:06d}.{os.getpid()}"
+    new = target / ts
+    new.mkdir()
+    for name, content in files.items():
+        (new / name).write_text(content)
+        os.chmod(new / name, 0o644)
+    data = target / "..data"
+    old = target / os.readlink(data) if data.is_symlink() else None
+    tmp = target / "..data_tmp"
+    if tmp.is_symlink():
+        tmp.unlink()
+    os.symlink(ts, tmp)
+    os.rename(tmp, data)
+    t_swap = time.monotonic()
+    for name in files:
+        vis = target / name
+        if not vis.is_symlink():
+            os.symlink(f"..data/{name}", vis)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return t_swap

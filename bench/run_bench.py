@@ -1,0 +1,419 @@
+#!/usr/bin/python3
+"""The FPS benchmark: 1000 agents through FPS on every route, against the limit of the machine
+and against what users would run instead, in one run, all on loopback.
+
+  (1) loadgen --direct to nginx                 (5) FPS tunnel route (local cloud side)
+  (2) hand-written Squid: basic_ncsa_auth +     (6) FPS upstream route (customer Squid, Basic auth)
+      dstdomain whitelist                       (7) FPS while the whitelist is edited every 2 s:
+  (3) tinyproxy: BasicAuth + Filter                 live apply vs apply: reconfigure
+  (4) FPS direct route                          (8) edit-to-enforced latency (bench/edit_latency.py)
+                                                (9) CONNECT + TLS, and an 80/20 GET/CONNECT mix
+
+  bench/run_bench.py [--quick] [--agents N] [--duration S] [--reps N] [--workers N]
+                     [--groups get1k,connect,get100k,edits,latency] [--no-profile] [--keep]
+
+Writes bench/results/<timestamp>.{json,md,png} and latest.{json,md,png}; prints the tables.
+Everything it starts runs in its own process group and is stopped on exit, failure or Ctrl-C.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from lib import common, loadrun, report, services  # noqa: E402
+from lib.common import log  # noqa: E402
+import edit_latency  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short smoke version (< 3 minutes)")
+    ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--duration", type=float, default=None, help="seconds per scenario [10; quick 2]")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds excluded at the start [2; quick 0.5]")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions of the GET 1 KiB scenarios [3; quick 1]")
+    ap.add_argument("--workers", type=int, default=1, help="Squid workers, for FPS and the hand-written Squid [1]")
+    ap.add_argument("--tunnel-rate", type=float, default=200, help="CONNECT tunnels recycled per second [200]")
+    ap.add_argument("--edit-interval", type=float, default=2.0)
+    ap.add_argument("--edits-duration", type=float, default=None, help="length of the (7) runs [20; quick 5]")
+    ap.add_argument("--edit-entries", type=int, default=10, help="whitelist size in (7) [10]")
+    ap.add_argument("--lat-entries", default="10,100000")
+    ap.add_argument("--lat-edits", type=int, default=None, help="edits per configuration in (8) [20; quick 4]")
+    ap.add_argument("--groups", default="get1k,connect,get100k,edits,latency")
+    ap.add_argument("--no-profile", action="store_true", help="skip the perf runs (full mode only anyway)")
+    ap.add_argument("--settle", type=float, default=None, help="pause between runs [0.5]")
+    ap.add_argument("--quiet-budget", type=float, default=None,
+                    help="seconds in total the bench may wait, before runs, for other jobs on the box to calm "
+                         "down (busy < half a core) [90; quick 0]")
+    ap.add_argument("--rerun-budget", type=float, default=None,
+                    help="seconds for re-running GET 1 KiB targets whose every run was disturbed [90; quick 0]")
+    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--report", metavar="JSON", help="only re-render the Markdown and chart of an earlier run's JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory under /tmp")
+    a = ap.parse_args()
+    q = a.quick
+    a.duration = a.duration if a.duration is not None else (2 if q else 10)
+    a.warmup = a.warmup if a.warmup is not None else (0.5 if q else 2)
+    a.reps = a.reps if a.reps is not None else (1 if q else 3)
+    a.edits_duration = a.edits_duration if a.edits_duration is not None else (5 if q else 20)
+    a.lat_edits = a.lat_edits if a.lat_edits is not None else (4 if q else 20)
+    a.settle = a.settle if a.settle is not None else 0.5
+    a.rerun_budget = a.rerun_budget if a.rerun_budget is not None else (0 if q else 90)
+    a.quiet_budget = a.quiet_budget if a.quiet_budget is not None else (0 if q else 90)
+    a.groups = a.groups.split(",")
+    return a
+
+
+def versions():
+    def first(cmd):
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (p.stdout + p.stderr).strip().splitlines()[0]
+        except Exception:
+            return "?"
+    return "; ".join([first(["squid", "-v"]).replace("Squid Cache: Version", "squid"),
+                      stunnel_version(),
+                      first(["nginx", "-v"]).replace("nginx version: ", ""), first(["tinyproxy", "-v"])])
+
+
+def stunnel_version():
+    p = subprocess.run(["stunnel4", "-version"], capture_output=True, text=True)
+    for line in (p.stdout + p.stderr).splitlines():
+        if line.startswith("stunnel"):
+            return " ".join(line.split()[:2])
+    return "stunnel ?"
+
+
+def git_rev():
+    try:
+        rev = subprocess.run(["git", "-C", str(common.ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(common.ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except Exception:
+        return "?"
+
+
+def preflight():
+    missing = [b for b in ("nginx", "squid", "stunnel4", "tinyproxy", "openssl", "curl", "unshare")
+               if not shutil.which(b) and not os.path.exists(f"/usr/sbin/{b}")]
+    for f in (common.LOADGEN, common.BUILD / "fps-controller", common.BUILD / "fps-acl", common.BUILD / "fps-auth"):
+        if not os.access(f, os.X_OK):
+            missing.append(str(f))
+    if missing:
+        sys.exit(f"run_bench: missing: {', '.join(missing)} (make all; make -C bench all; "
+                 f"apt-get install nginx-light tinyproxy gnuplot-nox squid stunnel4)")
+    if not shutil.which("gnuplot"):
+        log("gnuplot not found: no chart (apt-get install gnuplot-nox)")
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.ts = time.strftime("%Y%m%d-%H%M%S")
+        self.out = Path(a.results)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.monotonic()
+        self.res = {
+            "meta": {"timestamp": self.ts, "mode": "quick" if a.quick else "full", "agents": a.agents,
+                     "duration": a.duration, "warmup": a.warmup, "reps": a.reps, "workers": a.workers,
+                     "tunnel_rate": a.tunnel_rate, "host": platform.node(), "nproc": os.cpu_count(),
+                     "kernel": platform.release(), "versions": versions(), "git": git_rev(),
+                     "loadavg_start": common.loadavg(), "args": vars(a), "partial": True},
+            "runs": [], "failures": [], "summary": {}, "live_edits": [], "edit_latency": [], "targets": [], "profile": {},
+        }
+        self.env = None
+        self.fps = None
+
+    # ---- results -------------------------------------------------------------------------
+    def save(self, final=False):
+        r = self.res
+        r["summary"] = report.aggregate(r["runs"])
+        r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"])
+        r["meta"]["elapsed_s"] = round(time.monotonic() - self.t0, 1)
+        r["meta"]["loadavg_end"] = common.loadavg()
+        r["meta"]["partial"] = not final
+        md = report.markdown(r)
+        (self.out / f"{self.ts}.json").write_text(json.dumps(r, indent=1))
+        (self.out / f"{self.ts}.md").write_text(md)
+        png = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="fps-bench-chart-") as tmp:
+                png = report.chart(r, self.out / f"{self.ts}.png", tmp)
+        except Exception as e:
+            log(f"chart: {e}")
+        for ext in ("json", "md") + (("png",) if png else ()):
+            shutil.copyfile(self.out / f"{self.ts}.{ext}", self.out / f"latest.{ext}")
+        return md
+
+    # ---- the world -----------------------------------------------------------------------
+    def setup(self):
+        a = self.a
+        self.env = env = services.Env(keep=a.keep)
+        log(f"run directory {env.dir}")
+        env.start_nginx()
+        env.start_hand_squid(a.agents, workers=a.workers)
+        env.start_tinyproxy(a.agents)
+        env.start_customer_squid()
+        env.start_cloud()
+        self.fps = env.start_fps("main", workers=a.workers)
+        # Every path answers before anything is measured.
+        for host, code in ((services.ORIGIN, 200), (services.TUNNELED, 200), (services.UPSTREAM, 200),
+                           (services.DENIED, 403)):
+            self.fps.check(host, env.http_port, code)
+        user = common.agent_user(a.agents - 1)
+        pw = common.agent_password(user, services.APIKEY)
+        for name, port in (("hand-written squid", env.hand_port), ("tinyproxy", env.tiny_port)):
+            for host, code in ((services.ORIGIN, 200), (services.DENIED, 403)):
+                got, _ = common.fpsharness.curl(f"http://{host}:{env.http_port}/1k", f"127.0.0.1:{port}", user=user,
+                                                password=pw)
+                if got != code:
+                    raise RuntimeError(f"{name}: {host} answered {got}, expected {code}; see {env.dir}")
+        log(f"world ready in {time.monotonic() - self.t0:.1f}s")
+
+    def target(self, t):
+        env, f = self.env, self.fps
+        return {"direct": (None, "127.0.0.1"), "squid": (env.hand_port, services.ORIGIN),
+                "tinyproxy": (env.tiny_port, services.ORIGIN), "fps-direct": (f.port, services.ORIGIN),
+                "fps-tunnel": (f.port, services.TUNNELED), "fps-upstream": (f.port, services.UPSTREAM),
+                "squid-mix": (env.hand_port, services.ORIGIN), "fps-direct-mix": (f.port, services.ORIGIN)}[t]
+
+    def wait_quiet(self):
+        """Other jobs share this box: wait (within a total budget) until it is nearly idle."""
+        waited = 0.0
+        while self.a.quiet_budget > 0:
+            b0 = common.box_busy()
+            time.sleep(0.5)
+            busy = (common.box_busy() - b0) / 0.5
+            if busy < 0.5:
+                break
+            self.a.quiet_budget -= 0.5
+            waited += 0.5
+        if waited:
+            log(f"waited {waited:.1f}s for the box to calm down (budget left {max(0, self.a.quiet_budget):.0f}s)")
+        self.res["meta"]["quiet_waited_s"] = round(self.res["meta"].get("quiet_waited_s", 0) + waited, 1)
+
+    def one(self, group, t, workload, rep, perf=None):
+        a = self.a
+        self.wait_quiet()
+        port, host = self.target(t)
+        label = f"{group}-{t}-r{rep}" if not perf else f"profile-{t}"
+        rec = loadrun.run_load(self.env, label, port, host, workload, a.agents, a.duration, a.warmup,
+                               a.tunnel_rate, perf=perf)
+        rec.update(group=group, target=t, rep=rep)
+        time.sleep(a.settle)
+        return rec
+
+    # ---- scenario groups ---------------------------------------------------------------------
+    def throughput(self):
+        a = self.a
+        main = ["direct", "squid", "tinyproxy", "fps-direct", "fps-tunnel", "fps-upstream"]
+        plan = []
+        if "get1k" in a.groups:
+            # Repetitions interleaved, so drift in the machine's load hits every target alike.
+            plan += [("get1k", t, "get1k", rep) for rep in range(1, a.reps + 1) for t in main]
+        if "connect" in a.groups:
+            plan += [("connect", t, "connect", 1) for t in main]
+            plan += [("connect", "squid-mix", "mix", 1), ("connect", "fps-direct-mix", "mix", 1)]
+        if "get100k" in a.groups:
+            plan += [("get100k", t, "get100k", 1) for t in main]
+        for group, t, wl, rep in plan:
+            try:
+                self.res["runs"].append(self.one(group, t, wl, rep))
+            except Exception as e:  # one broken path must not cost the other results
+                log(f"{group}/{t}: FAILED: {e}")
+                self.res.setdefault("failures", []).append({"group": group, "target": t, "rep": rep,
+                                                            "error": str(e)[-1000:]})
+            self.save()
+        # Re-run (within a budget) the GET 1 KiB targets that other jobs disturbed every time.
+        budget = a.rerun_budget
+        for _ in range(2):
+            for t in main:
+                rs = [r for r in self.res["runs"] if r["group"] == "get1k" and r["target"] == t]
+                if not rs or any(report.disturbed(r) is False for r in rs):
+                    continue
+                if budget < a.duration + a.warmup:
+                    break
+                t0 = time.monotonic()
+                log(f"get1k/{t}: every run was disturbed by other jobs: one more")
+                try:
+                    self.res["runs"].append(self.one("get1k", t, "get1k", len(rs) + 1))
+                except Exception as e:
+                    log(f"get1k/{t}: FAILED: {e}")
+                budget -= time.monotonic() - t0
+                self.save()
+
+    def profile(self):
+        if self.a.quick or self.a.no_profile or not shutil.which("perf") or "get1k" not in self.a.groups:
+            return
+        d = self.env.dir / "perf"
+        d.mkdir(exist_ok=True)
+        for t in ("fps-direct", "fps-tunnel"):
+            pf = d / f"{t}.data"
+            try:
+                rec = self.one("profile", t, "get1k", 0, perf=str(pf))
+                roles = {int(k): v for k, v in rec.pop("perf_roles").items()}
+                mine = set(rec.pop("perf_pids"))
+                script = subprocess.run(["perf", "script", "-i", str(pf), "-F", "pid,comm"], capture_output=True,
+                                        text=True).stdout
+                by_role = {}
+                for line in script.splitlines():
+                    parts = line.split()
+                    if len(parts) < 2:
+                        continue
+                    pid = int(parts[-1]) if parts[-1].isdigit() else int(parts[-2]) if parts[-2].isdigit() else None
+                    comm = parts[0]
+                    if pid not in mine:
+                        continue
+                    role = roles.get(pid) or ("loadgen" if comm == "loadgen" else comm)
+                    by_role[role] = by_role.get(role, 0) + 1
+                total = sum(by_role.values()) or 1
+                share = "\n".join(f"{100 * n / total:6.1f}%  {r}" for r, n in
+                                  sorted(by_role.items(), key=lambda kv: -kv[1]) if n / total >= 0.005)
+                by_sym = subprocess.run(["perf", "report", "-i", str(pf), "--stdio", "--sort", "comm,dso,sym",
+                                         "--pid", ",".join(map(str, sorted(mine))), "--percentage", "relative",
+                                         "--percent-limit", "0.8"], capture_output=True, text=True).stdout
+                keep = lambda s, n: "\n".join([l for l in s.splitlines() if l.strip() and not l.startswith("#")][:n])
+                self.res["profile"][f"{report.TITLE[t]}, GET 1 KiB ({rec['ok_rps']:,.0f} req/s under perf)"] = (
+                    "share of the CPU samples of the bench's processes, by process role:\n" + share +
+                    "\n\ntop symbols (comm, object, symbol):\n" + keep(by_sym, 25))
+            except Exception as e:
+                log(f"profile {t}: {e}")
+        self.save()
+
+    def live_edits(self):
+        a = self.a
+        if self.fps is not None:
+            self.fps.close()  # one FPS at a time: the others would share the CPU
+            self.fps = None
+        for apply in ("live", "reconfigure"):
+            base = services.base_whitelist(a.edit_entries)
+            f = self.env.start_fps(f"edits-{apply}", apply=apply, whitelist=base, routes=False, workers=a.workers)
+            try:
+                f.check(services.ORIGIN, self.env.http_port, 200)
+                f.check(services.EDITED, self.env.http_port, 403)
+
+                def during(stop, f=f, base=base):
+                    prober = edit_latency.Poller(f.port, services.ORIGIN, self.env.http_port, 0.005, keep_events=False)
+                    prober.start()
+                    n, present, times = 0, False, []
+                    t_begin = time.monotonic()
+                    if not stop.wait(a.warmup + a.edit_interval / 2):
+                        while True:
+                            present = not present
+                            wl = base + [services.EDITED] if present else base
+                            times.append(round(time.monotonic() - t_begin, 2))
+                            services.kubelet_swap(f.config, f.config_files(wl), gen=n + 1)
+                            n += 1
+                            if stop.wait(a.edit_interval):
+                                break
+                    return {"edits": n, "edit_at_s": times, "prober": prober.finish()}
+
+                if apply == "live":
+                    # Control: the same instance and load without edits, so failures that load
+                    # alone causes on this box are not blamed on the edits.
+                    def control(stop, f=f):
+                        prober = edit_latency.Poller(f.port, services.ORIGIN, self.env.http_port, 0.005,
+                                                     keep_events=False)
+                        prober.start()
+                        stop.wait()
+                        return {"edits": 0, "prober": prober.finish()}
+                    self.wait_quiet()
+                    rec = loadrun.run_load(self.env, "edits-control", f.port, services.ORIGIN, "get1k", a.agents,
+                                           a.edits_duration, a.warmup, during=control)
+                    rec.update(group="edits", target="fps-control", apply="none (control)",
+                               whitelist_entries=a.edit_entries)
+                    self.res["live_edits"].append(rec)
+                    time.sleep(a.settle)
+                self.wait_quiet()
+                rec = loadrun.run_load(self.env, f"edits-{apply}", f.port, services.ORIGIN, "get1k", a.agents,
+                                       a.edits_duration, a.warmup, during=during)
+                rec.update(group="edits", target=f"fps-{apply}", apply=apply, whitelist_entries=a.edit_entries)
+                self.res["live_edits"].append(rec)
+            finally:
+                f.close()
+            time.sleep(a.settle)
+            self.save()
+
+    def latency(self):
+        a = self.a
+        if self.fps is not None:
+            self.fps.close()
+            self.fps = None
+        for n in [int(x) for x in a.lat_entries.split(",")]:
+            for apply in ("live", "reconfigure"):
+                self.res["edit_latency"].append(edit_latency.measure(self.env, n, apply, edits=a.lat_edits))
+                self.save()
+
+    def run(self):
+        try:
+            self.setup()
+            self.throughput()
+            self.profile()
+            if "edits" in self.a.groups:
+                self.live_edits()
+            if "latency" in self.a.groups:
+                self.latency()
+            ok = True
+        finally:
+            if self.env is not None:
+                log("stopping everything the bench started")
+                self.env.close()
+        md = self.save(final=ok)
+        print(md)
+        log(f"done in {time.monotonic() - self.t0:.0f}s: {self.out}/{self.ts}.md (and latest.md/json/png)")
+
+
+def rereport(path):
+    """Markdown, targets and chart again from a results JSON (e.g. after a report change)."""
+    path = Path(path)
+    res = json.loads(path.read_text())
+    res["summary"] = report.aggregate(res["runs"])
+    res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"])
+    md = report.markdown(res)
+    path.write_text(json.dumps(res, indent=1))
+    path.with_suffix(".md").write_text(md)
+    with tempfile.TemporaryDirectory(prefix="fps-bench-chart-") as tmp:
+        report.chart(res, path.with_suffix(".png"), tmp)
+    print(md)
+    return 0
+
+
+def main():
+    a = parse_args()
+    if a.report:
+        return rereport(a.report)
+    preflight()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    b = Bench(a)
+    try:
+        b.run()
+    except KeyboardInterrupt:
+        log("interrupted: partial results kept")
+        b.save()
+        return 130
+    except Exception:
+        if b.res["runs"] or b.res["edit_latency"]:
+            b.save()
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
