@@ -32,34 +32,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from lib.common import free_port, sh, wait_port  # noqa: E402  (shared with run_bench.py)
+
 LOADGEN = ROOT / "build/bench/loadgen"
 CLK = os.sysconf("SC_CLK_TCK")
 APIKEY = "bench-routes-key-0123456789abcdef"
 NAMES = {"direct": "direct.bench.test", "tunnel": "tunnel.bench.test", "upstream": "up.bench.test"}
 TUNNEL_SERVER = "tunnel.fps.test"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc=None, timeout=30, what="port"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} not listening on {port} after {timeout}s")
-
-
-def sh(*a, **kw):
-    return subprocess.run(a, check=True, capture_output=True, text=True, **kw)
 
 
 def cpu_seconds(pid):
