@@ -15,6 +15,10 @@ import time
 import pytest
 
 from deploy_helpers import as_pod_user, path_mapper, built, container, find, pod_spec, world_traversable_tmpdir
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1] / "integration"))
 
 NEEDED = ("squid", "stunnel4", "openssl", "curl")
 missing = [b for b in NEEDED if not shutil.which(b) and not os.path.exists(f"/usr/sbin/{b}")]
@@ -29,10 +33,11 @@ def cloud_objects():
             find(objs, "ConfigMap", "fps-cloud-squid")["data"])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(host="127.0.0.1"):
+    """Below the ephemeral range (fpsharness.free_port says why); host is always loopback."""
+    from fpsharness import free_port as below_ephemeral  # tests/integration, see sys.path above
+
+    return below_ephemeral()
 
 
 def test_cloud_squid_conf_parses(tmp_path):

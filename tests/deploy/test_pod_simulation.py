@@ -34,12 +34,16 @@ import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import sys
+
 import pytest
 import yaml
 
 from deploy_helpers import (CONTROLLER, POD_UID, REPO, WORKLOAD, arg_value, as_pod_user, built,
                             container, find, path_mapper, pod_spec, seed_config,
                             world_traversable_tmpdir)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
 BIN_DIR = os.environ.get("FPS_BIN_DIR", os.path.join(REPO, "build"))
 TEMPLATES = os.path.join(REPO, "squid-templates")
@@ -93,9 +97,10 @@ def kubelet_project(volume, files, ts, file_mode, gid):
 # ---- helpers ------------------------------------------------------------------------------------
 
 def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """Below the ephemeral range (fpsharness.free_port says why); host is always loopback."""
+    from fpsharness import free_port as below_ephemeral  # tests/integration, see sys.path above
+
+    return below_ephemeral()
 
 
 class Origin(http.server.BaseHTTPRequestHandler):

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import http.server
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,6 +27,22 @@ TEMPLATES = ROOT / "squid-templates"
 
 
 def free_port():
+    """A free loopback port below the kernel's ephemeral range: a port the kernel hands out
+    for bind(0) may meanwhile become the source port of some outgoing connection (curl, Squid
+    to an origin), and then Squid cannot bind it."""
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(500):
+        port = random.randint(10000, max(10001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -240,7 +257,12 @@ class World:
                     return s.recv(12).startswith(b"HTTP/1.")
             except OSError:
                 return False
-        wait_for(serving, timeout, what="squid answering")
+        try:
+            wait_for(serving, timeout, what="squid answering")
+        except AssertionError as e:
+            cache_log = self.state / "run" / "cache.log"
+            tail = cache_log.read_text(errors="replace")[-3000:] if cache_log.exists() else "(no cache.log)"
+            raise AssertionError(f"{e}\n--- controller log ---\n{self.log()[-3000:]}\n--- cache.log ---\n{tail}")
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
