@@ -16,7 +16,6 @@ import argparse
 import base64
 import json
 import os
-import socket
 import statistics
 import sys
 import threading
@@ -36,26 +35,7 @@ def _auth_header():
 
 def one_request(proxy_port, host, port, auth, timeout=5.0):
     """A fresh connection, one GET, read to the end. Returns a status string or an error class."""
-    req = (f"GET http://{host}:{port}/1k HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
-           "Connection: close\r\n\r\n").encode()
-    try:
-        with socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout) as s:
-            s.sendall(req)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return data[9:12].decode(errors="replace") if data.startswith(b"HTTP/1.") else "garbage"
-    except ConnectionRefusedError:
-        return "refused"
-    except ConnectionResetError:
-        return "reset"
-    except socket.timeout:
-        return "timeout"
-    except OSError as e:
-        return f"oserror:{e.errno}"
+    return common.fpsharness.fresh_request(proxy_port, host, port, "/1k", auth, timeout)
 
 
 class Poller(threading.Thread):

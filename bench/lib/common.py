@@ -40,10 +40,7 @@ def agent_creds(n, apikey, product="ApexOne"):
     return out
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = fpsharness.free_port  # below the ephemeral range (see there)
 
 
 def wait_port(port, proc=None, timeout=30, what="port"):

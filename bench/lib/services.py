@@ -99,6 +99,21 @@ http {{
         wait_port(self.https_port, p, what="nginx tls")
         self.roots[""] = p.pid
 
+    def squid_base(self, d, port, name):
+        """What every self-contained Squid on this box needs (FIELD-NOTES), before its policy."""
+        return f"""http_port 127.0.0.1:{port}
+pid_filename {d}/squid.pid
+cache_log {d}/cache.log
+access_log stdio:{d}/access.log
+coredump_dir {d}
+cache deny all
+pinger_enable off
+max_filedescriptors {max_fds()}
+shutdown_lifetime 1 seconds
+visible_hostname {name}
+hosts_file {self.hosts}
+dns_nameservers 127.0.0.1"""
+
     # ---- (2) a hand-written Squid: basic_ncsa_auth + dstdomain ----------------------------
     def start_hand_squid(self, agents, workers=1, whitelist=None):
         d = self.dir / "hand-squid"
@@ -112,19 +127,8 @@ http {{
         (d / "whitelist.txt").write_text("".join(n + "\n" for n in (whitelist or base_whitelist())))
         self.hand_port = free_port()
         (d / "squid.conf").write_text(f"""# What an admin would write without FPS: Basic auth from an htpasswd file, a dstdomain whitelist.
-http_port 127.0.0.1:{self.hand_port}
+{self.squid_base(d, self.hand_port, "hand-squid")}
 {f"workers {workers}" if workers > 1 else ""}
-pid_filename {d}/squid.pid
-cache_log {d}/cache.log
-access_log stdio:{d}/access.log
-coredump_dir {d}
-cache deny all
-pinger_enable off
-max_filedescriptors {max_fds()}
-shutdown_lifetime 1 seconds
-visible_hostname hand-squid
-hosts_file {self.hosts}
-dns_nameservers 127.0.0.1
 
 auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/htpasswd
 auth_param basic children 10 startup=2 idle=1
@@ -192,18 +196,7 @@ FilterDefaultDeny Yes
         hashed = sh("openssl", "passwd", "-apr1", "corp-secret").stdout.strip()
         (d / "htpasswd").write_text(f"fps:{hashed}\n")
         self.customer_port = free_port()
-        (d / "squid.conf").write_text(f"""http_port 127.0.0.1:{self.customer_port}
-pid_filename {d}/squid.pid
-cache_log {d}/cache.log
-access_log stdio:{d}/access.log
-coredump_dir {d}
-cache deny all
-pinger_enable off
-max_filedescriptors {max_fds()}
-shutdown_lifetime 1 seconds
-visible_hostname customer-proxy
-hosts_file {self.hosts}
-dns_nameservers 127.0.0.1
+        (d / "squid.conf").write_text(f"""{self.squid_base(d, self.customer_port, "customer-proxy")}
 auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/htpasswd
 auth_param basic children 4
 auth_param basic credentialsttl 3600 seconds

@@ -19,6 +19,7 @@ import sys as _sys
 from pathlib import Path as _Path
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1] / "integration"))
+from fpsharness import free_port  # noqa: E402  (below the ephemeral range: see there)
 
 NEEDED = ("squid", "stunnel4", "openssl", "curl")
 missing = [b for b in NEEDED if not shutil.which(b) and not os.path.exists(f"/usr/sbin/{b}")]
@@ -31,13 +32,6 @@ def cloud_objects():
     objs = built("cloud")
     return (find(objs, "Deployment", "fps-tunnel"), find(objs, "ConfigMap", "fps-cloud-stunnel")["data"],
             find(objs, "ConfigMap", "fps-cloud-squid")["data"])
-
-
-def free_port(host="127.0.0.1"):
-    """Below the ephemeral range (fpsharness.free_port says why); host is always loopback."""
-    from fpsharness import free_port as below_ephemeral  # tests/integration, see sys.path above
-
-    return below_ephemeral()
 
 
 def test_cloud_squid_conf_parses(tmp_path):

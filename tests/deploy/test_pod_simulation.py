@@ -44,6 +44,7 @@ from deploy_helpers import (CONTROLLER, POD_UID, REPO, WORKLOAD, arg_value, as_p
                             world_traversable_tmpdir)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from fpsharness import free_port  # noqa: E402  (below the ephemeral range: see there)
 
 BIN_DIR = os.environ.get("FPS_BIN_DIR", os.path.join(REPO, "build"))
 TEMPLATES = os.path.join(REPO, "squid-templates")
@@ -95,13 +96,6 @@ def kubelet_project(volume, files, ts, file_mode, gid):
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-def free_port(host="127.0.0.1"):
-    """Below the ephemeral range (fpsharness.free_port says why); host is always loopback."""
-    from fpsharness import free_port as below_ephemeral  # tests/integration, see sys.path above
-
-    return below_ephemeral()
-
 
 class Origin(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server API)

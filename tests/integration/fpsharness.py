@@ -306,6 +306,31 @@ class World:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def fresh_request(proxy_port, host, port, path="/", headers="", timeout=5.0):
+    """One GET through the proxy on a new connection, read to the end. Returns the status
+    ("200", "403", ...) or the error class: refused, reset, timeout, oserror:N, garbage."""
+    req = (f"GET http://{host}:{port}{path} HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}"
+           "Connection: close\r\n\r\n").encode()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout) as s:
+            s.sendall(req)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return data[9:12].decode(errors="replace") if data.startswith(b"HTTP/1.") else "garbage"
+    except ConnectionRefusedError:
+        return "refused"
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return f"oserror:{e.errno}"
+
+
 class Prober(threading.Thread):
     """A background agent opening a new connection every few milliseconds and
     classifying every outcome, so a test can assert that nothing was refused or reset."""
@@ -320,28 +345,8 @@ class Prober(threading.Thread):
         self.results[key] = self.results.get(key, 0) + 1
 
     def run(self):
-        req = (f"GET http://{self.host}:{self.port}/ HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-               "Connection: close\r\n\r\n").encode()
         while not self.stop_evt.is_set():
-            try:
-                with socket.create_connection(("127.0.0.1", self.proxy_port), timeout=5) as s:
-                    s.sendall(req)
-                    data = b""
-                    while True:
-                        chunk = s.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    status = data[9:12].decode(errors="replace") if data.startswith(b"HTTP/1.") else "garbage"
-                    self.count(status)
-            except ConnectionRefusedError:
-                self.count("refused")
-            except ConnectionResetError:
-                self.count("reset")
-            except socket.timeout:
-                self.count("timeout")
-            except OSError as e:
-                self.count(f"oserror:{e.errno}")
+            self.count(fresh_request(self.proxy_port, self.host, self.port))
             time.sleep(self.interval)
 
     def finish(self):
