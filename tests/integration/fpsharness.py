@@ -237,6 +237,11 @@ class World:
 
     # ---- the controller -----------------------------------------------------------------
     def start(self, wait=True, extra_args=(), env_extra=None):
+        # Every controller gets an admin port of its own: the admin port is bound
+        # exclusively, so two worlds on the default 9090 would refuse each other.
+        if "--admin" not in extra_args:
+            self.admin_port = getattr(self, "admin_port", None) or free_port()
+            extra_args = [*extra_args, "--admin", f"127.0.0.1:{self.admin_port}"]
         self.logf = open(self.log_path, "ab")
         env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES), **(env_extra or {}))
         self.proc = subprocess.Popen(
