@@ -8,6 +8,10 @@ VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
             libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
+# What only the tests need on top: the clients docs/agents.md documents (each snippet is run) and
+# kubectl (its built-in kustomize renders deploy/k8s; any kubectl already on PATH will do).
+TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
+             $(if $(shell command -v kubectl),,kubernetes-client)
 
 WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-format-nonliteral -Wno-format-truncation
@@ -28,7 +32,7 @@ BINS     := fps-controller fps-acl fps-auth
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 
-.PHONY: all asan test unit integration lint format run deps bench-deps fuzz bench bench-quick clean compdb
+.PHONY: all asan test unit integration lint format run deps test-deps bench-deps fuzz bench bench-quick clean compdb
 
 all: $(addprefix build/,$(BINS))
 
@@ -82,7 +86,9 @@ build/obj build/asan/obj build/asan/tests:
 export ASAN_OPTIONS  ?= abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
-test: all asan unit integration
+# `make test` alone on a fresh Debian 12 machine (as root) first installs what is missing.
+test: test-deps
+	@$(MAKE) --no-print-directory all asan unit integration
 	@echo "make test: all suites passed"
 
 unit: $(UNIT_BINS)
@@ -119,10 +125,19 @@ fuzz: $(FUZZ_BINS)
 		echo "== $$f ($(FUZZ_SECONDS)s)"; $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz/corpus-$$(basename $$f); done
 
 # ---- running the stack ---------------------------------------------------------------------
-deps:
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages in $(1) that are missing (nothing when all are there, so no root
+# is needed then). The dpkg lock timeout waits for another apt instead of failing at once.
+define apt_install
+	@missing=""; for p in $(1); do [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; fi
+endef
+
+deps:
+	$(call apt_install,$(DEB_PKGS))
+test-deps:
+	$(call apt_install,$(DEB_PKGS) $(TEST_PKGS))
 
 run: deps all
 	exec examples/run.sh
@@ -130,9 +145,7 @@ run: deps all
 # The benchmark also needs an origin, the alternatives it compares against, and a plotter.
 BENCH_PKGS := nginx-light tinyproxy gnuplot-nox
 bench-deps: deps
-	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	$(call apt_install,$(BENCH_PKGS))
 
 bench: bench-deps all
 	$(MAKE) -C bench run

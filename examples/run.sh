@@ -12,10 +12,15 @@ mkdir -p "$RUN"/{config,secrets,state,www,cloud}
 chmod 755 "$RUN" "$RUN"/www "$RUN"/config
 chmod 700 "$RUN"/secrets
 
-# Names the demo uses, all on loopback: Squid reads this hosts file (proxy.hosts_file).
+# Names the demo uses, all on loopback: Squid reads this hosts file (proxy.hosts_file) instead
+# of DNS, so a name you whitelist must be here too. Lines below the marker survive `make run`.
+MARK='# Your own names below this line (Squid reads this file when it starts):'
+mine=$(sed -n "/^$MARK\$/,\$p" "$RUN/hosts" 2>/dev/null | tail -n +2 | sed "/^$/d" || true)
 cat > "$RUN/hosts" <<HOSTS
 127.0.0.1 updates.example.test files.example.test a.cdn.example.test download.example-vendor.test
 127.0.0.1 api.example-vendor.test not-listed.example.test tunnel.fps.test
+$MARK
+${mine}
 HOSTS
 chmod 644 "$RUN/hosts"
 
@@ -67,6 +72,12 @@ FPS is starting on 127.0.0.1:8080 (admin on 127.0.0.1:9090). Try, in another she
 Edit the whitelist (it applies within a second, without restarting Squid):
 
   \$EDITOR $RUN/config/whitelist.json
+
+A name you whitelist must also resolve: the demo names are on 127.0.0.1 in $RUN/hosts, and any
+other name goes to the DNS server in fps.yaml (none answers in the demo, so such a name gets
+Squid's DNS error page, a 5xx, instead of the 200 or 403 you expect).
+To add one, append "127.0.0.1 NAME" to $RUN/hosts below the marker line and restart make run:
+Squid reads that file only when it starts.
 
 Logs: this terminal (controller), $RUN/state/run/access.log and cache.log (Squid).
 MSG
