@@ -1,6 +1,6 @@
 /*
  * config: fps.yaml is read with libyaml's document API (every node keeps its
- * line and column), walked against the schema of SPEC §3; whitelist.json with
+ * line and column), walked against the schema of docs/configuration.md; whitelist.json with
  * cJSON plus a small scanner that finds each entry's line, since cJSON keeps none.
  * Unknown keys and wrong types are errors: a typo must not silently become a default.
  */

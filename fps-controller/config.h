@@ -1,7 +1,7 @@
 /*
  * config: loads the ConfigMap (fps.yaml via libyaml, whitelist.json via cJSON)
  * and the Secret files into one struct, with strict types, documented defaults
- * (SPEC §3) and errors that point at file:line:col. No side effects.
+ * (docs/configuration.md) and errors that point at file:line:col. No side effects.
  */
 #ifndef FPS_CONFIG_H
 #define FPS_CONFIG_H

@@ -1,5 +1,5 @@
 /*
- * fps-controller: command line (SPEC §8). Maps every outcome to the fixed exit
+ * fps-controller: command line (fps-controller --help). Maps every outcome to the fixed exit
  * codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.
  */
 #include <getopt.h>

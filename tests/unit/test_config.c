@@ -1,6 +1,6 @@
 /*
  * Unit tests for config.c: defaults, strict types, and errors that point at
- * file:line:col (SPEC §3). Table-driven over small fps.yaml / whitelist.json texts.
+ * file:line:col (docs/configuration.md). Table-driven over small fps.yaml / whitelist.json texts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
