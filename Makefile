@@ -32,7 +32,7 @@ BINS     := fps-controller fps-acl fps-auth
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 
-.PHONY: all asan test unit integration lint format run deps test-deps bench-deps fuzz bench bench-quick clean compdb
+.PHONY: all asan test unit integration lint format run deps test-deps bench-deps image image-deps test-image fuzz bench bench-quick clean compdb
 
 all: $(addprefix build/,$(BINS))
 
@@ -88,7 +88,7 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
 # `make test` alone on a fresh Debian 12 machine (as root) first installs what is missing.
 test: test-deps
-	@$(MAKE) --no-print-directory all asan unit integration
+	@$(MAKE) --no-print-directory all asan unit integration test-image
 	@echo "make test: all suites passed"
 
 unit: $(UNIT_BINS)
@@ -151,6 +151,22 @@ bench: bench-deps all
 	$(MAKE) -C bench run
 bench-quick: bench-deps all
 	$(MAKE) -C bench quick
+
+# ---- the container image (Debian's podman, no registry: the base comes from debootstrap) -----
+# `make image` builds deploy/Dockerfile as $(IMAGE) (see deploy/image/build.sh).
+IMAGE      ?= localhost/fps:$(VERSION)
+IMAGE_PKGS := podman buildah debootstrap runc
+image-deps:
+	$(call apt_install,$(IMAGE_PKGS))
+image: image-deps
+	IMAGE=$(IMAGE) deploy/image/build.sh
+
+# Runs the image as deploy/k8s's DaemonSet runs it, supervise and sidecar layouts (root only).
+# Its own tag per checkout, so that two checkouts testing at once never test each other's image.
+TEST_IMAGE := localhost/fps-test:$(shell echo '$(CURDIR)' | cksum | cut -d' ' -f1)
+test-image: test-deps image-deps
+	IMAGE=$(TEST_IMAGE) deploy/image/build.sh
+	FPS_IMAGE=$(TEST_IMAGE) $(PYTHON) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

@@ -29,8 +29,20 @@ if ! "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
 	echo "base image: debootstrap --variant=minbase bookworm from $MIRROR"
 	debootstrap --variant=minbase bookworm "$tmp/root" "$MIRROR" > "$tmp/debootstrap.log" 2>&1 ||
 		{ tail -20 "$tmp/debootstrap.log"; exit 1; }
-	# What debian:12-slim trims: apt lists, caches, docs and man pages are not needed to build.
-	rm -rf "$tmp"/root/var/lib/apt/lists/* "$tmp"/root/var/cache/apt/*.bin "$tmp"/root/var/log/*.log
+	# What debian:12-slim trims, for this image and for every package installed on top of it:
+	# documentation (copyrights kept), man pages, translations, apt lists and caches.
+	cat > "$tmp/root/etc/dpkg/dpkg.cfg.d/slim" <<'SLIM'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/locale/*
+SLIM
+	find "$tmp/root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+	rm -rf "$tmp"/root/usr/share/{man,groff,info,lintian,locale}/* \
+		"$tmp"/root/var/lib/apt/lists/* "$tmp"/root/var/cache/apt/*.bin "$tmp"/root/var/log/*.log
 	tar -C "$tmp/root" -c . | "${PODMAN[@]}" import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE"
 	rm -rf "$tmp"
 	trap - EXIT
@@ -38,4 +50,4 @@ fi
 
 "${PODMAN[@]}" build --pull=never --network host --build-arg DEBIAN_IMAGE="$BASE_IMAGE" \
 	--ignorefile "$ROOT/deploy/Dockerfile.dockerignore" -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" "$ROOT"
-"${PODMAN[@]}" image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMAGE"
+echo "$IMAGE: $(("$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE")" / 1000000)) MB"
