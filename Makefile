@@ -8,10 +8,11 @@ VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
             libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
-# What only the tests need on top: the clients docs/agents.md documents (each snippet is run) and
-# kubectl (its built-in kustomize renders deploy/k8s; any kubectl already on PATH will do).
-TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
-             $(if $(shell command -v kubectl),,kubernetes-client)
+# What only the tests need on top: the clients docs/agents.md documents (each snippet is run).
+TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici
+# deploy/k8s is rendered by Debian 12's kubectl 1.20 (kustomize v2.0.3): unpacked from the
+# kubernetes-client package into build/ (any kubectl on PATH, e.g. a current one, is compared too).
+KUBECTL_DEB := build/kubernetes-client/usr/bin/kubectl
 
 WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-format-nonliteral -Wno-format-truncation
@@ -95,10 +96,17 @@ unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 # Integration tests drive the sanitizer binaries through real Squid, stunnel, curl and origins.
-integration: all asan
+integration: all asan $(KUBECTL_DEB)
 	$(MAKE) -C bench all asan
-	FPS_BIN_DIR=$(CURDIR)/build/asan LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
+	KUBECTL=$(CURDIR)/$(KUBECTL_DEB) FPS_BIN_DIR=$(CURDIR)/build/asan LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration tests/deploy bench/tests $(PYTEST_ARGS)
+
+$(KUBECTL_DEB):
+	@rm -rf build/kubernetes-client && mkdir -p build/kubernetes-client
+	@cd build/kubernetes-client && { apt-get download -q kubernetes-client 2>/dev/null || \
+		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get download -q kubernetes-client; }; } && \
+		dpkg-deb -x kubernetes-client_*.deb . && rm -f kubernetes-client_*.deb
+	@$@ version --client --short
 
 # ---- lint ----------------------------------------------------------------------------------
 LINT_FILES := $(wildcard $(SRC_DIR)/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/*.c)
@@ -164,9 +172,9 @@ image: image-deps
 # Runs the image as deploy/k8s's DaemonSet runs it, supervise and sidecar layouts (root only).
 # Its own tag per checkout, so that two checkouts testing at once never test each other's image.
 TEST_IMAGE := localhost/fps-test:$(shell echo '$(CURDIR)' | cksum | cut -d' ' -f1)
-test-image: test-deps image-deps
+test-image: test-deps image-deps $(KUBECTL_DEB)
 	IMAGE=$(TEST_IMAGE) deploy/image/build.sh
-	FPS_IMAGE=$(TEST_IMAGE) $(PYTHON) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
+	FPS_IMAGE=$(TEST_IMAGE) KUBECTL=$(CURDIR)/$(KUBECTL_DEB) $(PYTHON) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf build
