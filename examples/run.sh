@@ -23,10 +23,15 @@ mkdir -p "$RUN"/{config,secrets,state,www,cloud}
 chmod 755 "$RUN" "$RUN"/www "$RUN"/config
 chmod 700 "$RUN"/secrets
 
-# Names the demo uses, all on loopback: Squid reads this hosts file (proxy.hosts_file).
+# Names the demo uses, all on loopback: Squid reads this hosts file (proxy.hosts_file) instead
+# of DNS, so a name you whitelist must be here too. Lines below the marker survive `make run`.
+MARK='# Your own names below this line (Squid reads this file when it starts):'
+mine=$(sed -n "/^$MARK\$/,\$p" "$RUN/hosts" 2>/dev/null | tail -n +2 | sed "/^$/d" || true)
 cat > "$RUN/hosts" <<HOSTS
 127.0.0.1 updates.example.test files.example.test a.cdn.example.test download.example-vendor.test
 127.0.0.1 api.example-vendor.test not-listed.example.test tunnel.fps.test
+$MARK
+${mine}
 HOSTS
 chmod 644 "$RUN/hosts"
 
@@ -79,12 +84,11 @@ Edit the whitelist (it applies within a second, without restarting Squid):
 
   \$EDITOR $RUN/config/whitelist.json
 
-Squid resolves the demo names through $RUN/hosts (proxy.hosts_file, all on 127.0.0.1):
-a name you add to the whitelist also needs a line there, or Squid answers 503 (it cannot
-resolve the name). Squid reads that file when it starts: add the line, then restart
-\`make run\` (your config edits are kept):
-
-  echo '127.0.0.1 new-name.example.test' >> $RUN/hosts
+A name you whitelist must also resolve: the demo names are on 127.0.0.1 in $RUN/hosts, and any
+other name goes to the DNS server in fps.yaml (none answers in the demo, so such a name gets
+Squid's DNS error page, a 5xx, instead of the 200 or 403 you expect).
+To add one, append "127.0.0.1 NAME" to $RUN/hosts below the marker line and restart make run:
+Squid reads that file only when it starts.
 
 Logs: this terminal (controller), $RUN/state/run/access.log and cache.log (Squid).
 MSG

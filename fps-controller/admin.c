@@ -1,5 +1,5 @@
 /*
- * admin: /healthz, /readyz, /metrics and /status (SPEC §9) on libmicrohttpd.
+ * admin: /healthz, /readyz, /metrics and /status (docs/operations.md) on libmicrohttpd.
  * One thread per connection (bounded by the connection limits below): a /metrics scrape
  * may wait up to a second for Squid's cache manager, and in this mode it delays no other
  * request; a slow client holds one thread, never the others nor the control loop, which

@@ -43,7 +43,7 @@
 #define CONFIRM_MS        60000        /* how long Squid may take to accept again after a reconfigure */
 #define PUBLISH_MS        1000         /* the status snapshot is refreshed at least this often */
 #define PROBE_MS          10000        /* tunnel and upstream checks */
-#define KEY_WARN_DAYS     10           /* SPEC §5: warn when the newest key expires within this */
+#define KEY_WARN_DAYS     10           /* docs/agents.md: warn when the newest key expires within this */
 #define LOG_ROTATE_BYTES  (64LL << 20) /* Squid's logs live on the state emptyDir: keep them bounded */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or

@@ -540,7 +540,7 @@ static void dg_upstream_auth(struct dg *d, const struct fps_config *c, const str
 
 /* ---- the local proxy, end to end ------------------------------------------------------- */
 
-/* Computes the diagnose credentials (SPEC §5) from the first valid key. 0, or -1 with why set
+/* Computes the diagnose credentials (docs/agents.md) from the first valid key. 0, or -1 with why set
  * (a warning, not a failure: the self-test then runs without credentials). */
 static int dg_creds(const struct fps_config *c, const char *secrets_dir, char *pass, char *key_id, char *why,
                     size_t why_len)

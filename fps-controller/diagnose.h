@@ -1,5 +1,5 @@
 /*
- * diagnose: `fps-controller diagnose` for support engineers (SPEC §1, §8). Loads the config,
+ * diagnose: `fps-controller diagnose` for support engineers (docs/operations.md). Loads the config,
  * then checks each path an agent's request takes (DNS, TCP, TLS to the tunnel server with the
  * issuer it saw, the upstream proxy's credentials, a request through the local proxy) and says,
  * for each problem, the next step to try.

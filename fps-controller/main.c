@@ -1,5 +1,5 @@
 /*
- * fps-controller: command line (SPEC §8). Maps every outcome to the fixed exit
+ * fps-controller: command line (fps-controller --help). Maps every outcome to the fixed exit
  * codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.
  */
 #include <getopt.h>
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "controller.h"
 #include "diagnose.h"
 #include "fsio.h"
@@ -27,6 +28,7 @@ static void usage(FILE *f)
 	           "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
 	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
 	           "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
+	           "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
 	           "  fps-controller --version | --help\n"
 	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
 	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
@@ -188,6 +190,11 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "keys") == 0) {
+		for (const struct cfg_key *k = cfg_keys; k->file; k++)
+			printf("%s\t%s\n", k->file, k->key);
 		return 0;
 	}
 	struct args a;

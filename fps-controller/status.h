@@ -72,7 +72,7 @@ struct fps_status {
 	struct status_path tunnel, upstream;
 	bool tunnel_needed; /* some route uses the tunnel: readiness depends on it */
 
-	/* credentials (SPEC §5) */
+	/* credentials (docs/agents.md) */
 	bool auth_enabled;
 	size_t keys_total, keys_valid;
 	bool have_key_expiry;

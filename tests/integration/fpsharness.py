@@ -72,6 +72,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self):
+        """Uploads: answers with the size and SHA-256 of the body it read."""
+        n = int(self.headers.get("Content-Length", "0"))
+        data = self.rfile.read(n)
+        body = f"origin {self.server.name} received {len(data)} bytes sha256 {hashlib.sha256(data).hexdigest()}\n"
+        self.server.hits.append((self.headers.get("Host"), self.path))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    do_PUT = do_POST
+
     def log_message(self, *args):
         pass
 

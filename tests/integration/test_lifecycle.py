@@ -1,4 +1,4 @@
-"""Supervision and last-known-good (SPEC §7): Squid dies, the controller restarts,
+"""Supervision and last-known-good (docs/configuration.md): Squid dies, the controller restarts,
 the ConfigMap is broken at start-up."""
 import os
 import signal
