@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -179,6 +180,15 @@ class Setup:
     def close(self):
         self.w.close()
 
+    def readyz(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
+
     # ---- agents ---------------------------------------------------------------------------
     def get(self, host, path):
         return curl(f"http://{host}:{self.http.port}{path}", self.w.proxy, timeout=15)
@@ -243,6 +253,9 @@ def fps(request, base):
     _, _, cloud, customer = base
     s = Setup(request.param, cloud, customer).start()
     s.mode = request.param
+    # Squid answering is not enough for the tunnel route: the stunnel client must be up
+    # and its server verified, which is what /readyz says when a route uses the tunnel.
+    wait_for(lambda: s.readyz() == 200, 60, what="/readyz 200 (tunnel up)")
     yield s
     s.close()
 
