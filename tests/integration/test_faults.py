@@ -1,0 +1,72 @@
+"""Faults an appliance meets (docs/operations.md "Faults"): a full state volume, a hung or
+orphaned Squid, a lost Secret mount, keys expiring with time, a tunnel outage, and tests
+that must not leave processes behind. Real Squid, real faults (a small tmpfs, SIGSTOP,
+SIGKILL, a removed directory)."""
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fpsharness import World, free_port, leaked_processes, wait_for
+
+NAMES = {"a.allowed.test": "127.0.0.1", "b.other.test": "127.0.0.1"}
+
+
+def make(name="faults", auth=False, extra=""):
+    w = World(name)
+    w.set_hosts(NAMES)
+    w.origin()
+    w.admin_port = free_port()
+    w.write_config(w.yaml(auth=auth, extra=extra + f"admin:\n  bind: 127.0.0.1\n  port: {w.admin_port}\n"),
+                   {"version": 1, "domains": ["a.allowed.test"]})
+    return w
+
+
+def admin(w, path, timeout=5):
+    """(status, body) of an admin endpoint; (0, error) when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def status(w):
+    code, body = admin(w, "/status")
+    return json.loads(body) if code == 200 else {}
+
+
+def metric(w, name):
+    code, body = admin(w, "/metrics")
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def iso(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---- 7. tests leave nothing running ----------------------------------------------------------
+
+def test_world_close_stops_an_orphaned_squid_of_a_killed_controller():
+    w = make("leak")
+    try:
+        w.start()
+        squid = w.squid_pid()
+        assert squid and os.path.exists(f"/proc/{squid}")
+        w.proc.send_signal(signal.SIGKILL)  # the controller dies; its Squid keeps running
+        w.proc.wait()
+        assert os.path.exists(f"/proc/{squid}")
+    finally:
+        w.close()
+    assert leaked_processes([str(w.dir)]) == []
