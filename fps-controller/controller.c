@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -28,6 +29,7 @@
 #include "admin.h"
 #include "cred.h"
 #include "fsio.h"
+#include "health.h"
 #include "log.h"
 #include "squid.h"
 #include "state.h"
@@ -44,6 +46,7 @@
 #define PROBE_MS          10000        /* tunnel and upstream checks */
 #define KEY_WARN_DAYS     10           /* SPEC §5: warn when the newest key expires within this */
 #define LOG_ROTATE_BYTES  (64LL << 20) /* Squid's logs live on the state emptyDir: keep them bounded */
+#define SQUID_HANG_MS     30000        /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
  * filtered server may take seconds, and the loop must not wait for it. */
@@ -89,6 +92,11 @@ struct ctl {
 	double last_reload_unix, last_success_unix;
 	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
 	size_t n_key_expiry;
+
+	int health_fd;    /* eventfd: health.c says Squid's answer flipped */
+	pid_t health_pid; /* the Squid the probe's `since` refers to */
+	pid_t hung_pid;   /* the Squid last killed for not answering (once per process) */
+	long long hang_ms;
 };
 
 static double wall_now(void)
@@ -349,21 +357,6 @@ static void ctl_record_compiled(struct ctl *x, const struct compiled *cp)
 	}
 }
 
-static bool tcp_accepts(const char *host, int port)
-{
-	char portstr[16];
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
-	if (getaddrinfo(host, portstr, &hints, &ai) != 0)
-		return false;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok = fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(ai);
-	return ok;
-}
-
 static void child_status(struct status_child *out, const char *name, const struct sup_child *c, double start_wall,
                          long long start_mono)
 {
@@ -420,9 +413,18 @@ static void ctl_publish(struct ctl *x)
 		                                                : x->active.bind);
 		s->proxy_port = x->active.port;
 	}
-	/* Ready means: Squid runs the active generation and accepts connections. */
-	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 &&
-	                       tcp_accepts(s->proxy_addr, s->proxy_port);
+	/* Ready means: Squid runs the active generation and answers HTTP (a TCP connect alone
+	 * succeeds for a stopped Squid: the kernel completes it). */
+	struct health_state h;
+	health_target(s->proxy_addr, s->proxy_port, squid_pid != x->health_pid);
+	x->health_pid = squid_pid;
+	health_get(&h);
+	long long mono = sup_now_ms(), from = h.last_ok_ms > h.since_ms ? h.last_ok_ms : h.since_ms;
+	s->squid.answering = squid_pid != 0 && h.answering;
+	s->squid.silent_seconds = s->squid.answering ? 0 : (double)(mono - from) / 1000.0;
+	snprintf(s->squid.answer_error, sizeof(s->squid.answer_error), "%s", s->squid.answering ? "" : h.error);
+	s->squid.hung_kills = x->squid.hung_kills;
+	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 && h.answering;
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
@@ -778,6 +780,29 @@ static void ctl_rotate_logs(struct ctl *x)
 	}
 }
 
+/* A Squid that runs but has answered no HTTP for hang_ms (stopped, wedged, deadlocked)
+ * serves nobody: kill it once and let the supervisor restart it like a crash. Sidecar
+ * mode only reports it (the other container's liveness probe owns that Squid). */
+static void ctl_check_hung(struct ctl *x, long long now)
+{
+	if (x->opts->mode != CTL_MODE_SUPERVISE || x->squid.state != SUP_RUNNING || x->squid.pid == x->hung_pid ||
+	    x->squid.pid != x->health_pid)
+		return;
+	struct health_state h;
+	health_get(&h);
+	if (h.answering)
+		return;
+	long long from = h.last_ok_ms > h.since_ms ? h.last_ok_ms : h.since_ms;
+	if (x->squid.started_ms > from)
+		from = x->squid.started_ms;
+	if (now - from < x->hang_ms)
+		return;
+	log_error("squid: pid %d answered no HTTP for %lld ms (bound %lld ms): %s", (int)x->squid.pid, now - from,
+	          x->hang_ms, h.error[0] ? h.error : "no answer");
+	x->hung_pid = x->squid.pid;
+	sup_event(&x->squid, SUP_EV_HUNG, now);
+}
+
 /* Sidecar mode: Squid belongs to another container. Notice when its pid changes
  * (it was restarted) and tell it about a generation it has not loaded yet. */
 static void ctl_watch_sidecar(struct ctl *x)
@@ -853,6 +878,14 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		log_error_errno("signalfd");
 		return 3;
 	}
+	/* After the signal mask: threads inherit it. */
+	const char *hang = getenv("FPS_SQUID_HANG_MS"); /* tests use a short bound */
+	x.hang_ms = hang && atoll(hang) > 0 ? atoll(hang) : SQUID_HANG_MS;
+	x.health_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (x.health_fd < 0 || health_start(x.health_fd) < 0) {
+		log_error_errno("health probe");
+		return 3;
+	}
 	x.generation = state_current_gen(&x.st);
 
 	if (ctl_reload(&x, opts->config_dir, false) < 0) {
@@ -908,6 +941,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
 	ev.data.fd = w.fd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, w.fd, &ev);
+	ev.data.fd = x.health_fd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, x.health_fd, &ev);
 
 	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
 	         opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
@@ -962,6 +997,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 						sup_event(&x.stunnel, SUP_EV_STOP, now);
 					}
 				}
+			} else if (evs[i].data.fd == x.health_fd) {
+				uint64_t flips;
+				if (read(x.health_fd, &flips, sizeof(flips)) > 0)
+					publish_at = now; /* readiness follows Squid's answer at once */
 			} else if (evs[i].data.fd == w.fd && watch_drain(&w) && !stopping) {
 				if (burst_start == 0)
 					burst_start = now;
@@ -972,6 +1011,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		}
 		sup_tick(&x.squid, now);
 		sup_tick(&x.stunnel, now);
+		if (!stopping)
+			ctl_check_hung(&x, now);
 		if (x.squid.state == SUP_RUNNING && x.squid.started_ms == now)
 			x.squid_gen = x.generation; /* a restarted Squid reads `current` */
 		if (!stopping && debounce_at && now >= debounce_at) {
@@ -988,6 +1029,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	}
 	log_info("stopped (generation %llu)", x.generation);
 	admin_stop();
+	health_stop();
+	close(x.health_fd);
 	probe_stop(&x.probe);
 	watch_close(&w);
 	close(ep);

@@ -28,6 +28,11 @@ struct status_child {
 	double started_unix; /* when the current process started; 0 = not running */
 	unsigned restarts;
 	char state[16]; /* running, backoff, stopped, stopping, external */
+	/* Squid only: does it answer HTTP (health.h)? */
+	bool answering;
+	double silent_seconds; /* since the last answer (or since it started), 0 when answering */
+	char answer_error[160];
+	unsigned hung_kills; /* killed for not answering */
 };
 
 struct status_path {

@@ -126,6 +126,12 @@ static void sj_child(cJSON *parent, const char *key, const struct status_child *
 		cJSON_AddNullToObject(o, "uptime_seconds");
 	}
 	cJSON_AddNumberToObject(o, "restarts", c->restarts);
+	if (strcmp(key, "squid") == 0) {
+		cJSON_AddBoolToObject(o, "answering", c->answering);
+		cJSON_AddNumberToObject(o, "silent_seconds", floor(c->silent_seconds * 10) / 10);
+		sj_str_or_null(o, "answer_error", c->answer_error, sizeof(c->answer_error));
+		cJSON_AddNumberToObject(o, "hung_kills", c->hung_kills);
+	}
 }
 
 static cJSON *sj_path(cJSON *parent, const char *key, const struct status_path *p)

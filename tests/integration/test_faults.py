@@ -70,3 +70,65 @@ def test_world_close_stops_an_orphaned_squid_of_a_killed_controller():
     finally:
         w.close()
     assert leaked_processes([str(w.dir)]) == []
+
+
+# ---- 2. a hung Squid ---------------------------------------------------------------------------
+
+def readyz(w):
+    return admin(w, "/readyz", timeout=3)[0]
+
+
+def test_stopped_squid_is_not_ready_and_ready_again_when_it_answers():
+    w = make("hung")
+    squid = None
+    try:
+        w.start()
+        wait_for(lambda: readyz(w) == 200, 30, what="/readyz 200")
+        squid = w.squid_pid()
+        os.kill(squid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        wait_for(lambda: readyz(w) == 503, 20, what="/readyz 503 for a stopped Squid")
+        print(f"\n/readyz 503 {time.monotonic() - t0:.2f} s after SIGSTOP")
+        assert "does not answer HTTP" in admin(w, "/readyz")[1]
+        assert metric(w, "fps_squid_answering") == 0
+        assert status(w)["children"]["squid"]["answering"] is False
+        os.kill(squid, signal.SIGCONT)
+        t0 = time.monotonic()
+        wait_for(lambda: readyz(w) == 200, 20, what="/readyz 200 after SIGCONT")
+        print(f"/readyz 200 {time.monotonic() - t0:.2f} s after SIGCONT")
+        assert w.squid_pid() == squid  # not killed: it answered within the bound
+        assert w.get("a.allowed.test")[0] == 200
+    finally:
+        if squid:
+            try:
+                os.kill(squid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        w.close()
+
+
+def test_squid_silent_past_the_bound_is_killed_and_restarted():
+    w = make("hungkill")
+    squid = None
+    try:
+        w.start(env_extra={"FPS_SQUID_HANG_MS": "3000"})
+        wait_for(lambda: readyz(w) == 200, 30, what="/readyz 200")
+        squid = w.squid_pid()
+        os.kill(squid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        wait_for(lambda: w.squid_pid() not in (None, squid), 30, what="a new Squid after the hung one was killed")
+        w.wait_serving()
+        wait_for(lambda: readyz(w) == 200, 30, what="/readyz 200 with the new Squid")
+        print(f"\nnew Squid ready {time.monotonic() - t0:.2f} s after SIGSTOP (bound 3 s)")
+        assert w.get("a.allowed.test")[0] == 200
+        assert f"squid: pid {squid} answered no HTTP" in w.log()
+        assert metric(w, "fps_squid_hung_kills_total") == 1
+        assert metric(w, "fps_squid_restarts_total") == 1
+        assert status(w)["children"]["squid"]["hung_kills"] == 1
+    finally:
+        if squid:
+            try:
+                os.kill(squid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        w.close()
