@@ -43,7 +43,8 @@
 #define RECHECK_MS        10000        /* re-read inputs even without events (missed or odd edits) */
 #define CONFIRM_MS        60000        /* how long Squid may take to accept again after a reconfigure */
 #define PUBLISH_MS        1000         /* the status snapshot is refreshed at least this often */
-#define PROBE_MS          10000        /* tunnel and upstream checks */
+#define PROBE_MS          10000        /* full tunnel check (TLS handshake, certificate) while it is up */
+#define PROBE_FAST_MS     1000         /* TCP reachability while up; full check while down */
 #define KEY_WARN_DAYS     10           /* SPEC §5: warn when the newest key expires within this */
 #define LOG_ROTATE_BYTES  (64LL << 20) /* Squid's logs live on the state emptyDir: keep them bounded */
 #define SQUID_HANG_MS     30000        /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
@@ -61,6 +62,7 @@ struct probe {
 	char stunnel_templates[PATH_MAX];
 	char secrets_dir[PATH_MAX];
 	struct status_path tunnel, upstream;
+	int notify_fd; /* eventfd: a path went up or down (the loop publishes at once) */
 };
 
 struct ctl {
@@ -93,7 +95,7 @@ struct ctl {
 	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
 	size_t n_key_expiry;
 
-	int health_fd;    /* eventfd: health.c says Squid's answer flipped */
+	int health_fd;    /* eventfd: Squid's answer or a path's state flipped (health.c, the prober) */
 	pid_t health_pid; /* the Squid the probe's `since` refers to */
 	pid_t hung_pid;   /* the Squid last killed for not answering (once per process) */
 	long long hang_ms;
@@ -466,33 +468,71 @@ static void probe_upstream(const struct fps_config *c, struct status_path *st)
 	freeaddrinfo(ai);
 }
 
+/* Can a TCP connection to the tunnel server be opened within PROBE_FAST_MS? The cheap
+ * check between full handshakes: a stopped or unreachable server shows within a second
+ * instead of at the next full check. */
+static bool probe_tunnel_reachable(const struct fps_config *c)
+{
+	char portstr[16];
+	snprintf(portstr, sizeof(portstr), "%d", c->tunnel_port);
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	if (getaddrinfo(c->tunnel_address[0] ? c->tunnel_address : c->tunnel_server, portstr, &hints, &ai) != 0)
+		return false;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = {.tv_sec = PROBE_FAST_MS / 1000, .tv_usec = (PROBE_FAST_MS % 1000) * 1000};
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	bool ok = fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return ok;
+}
+
+/* The tunnel is checked every PROBE_FAST_MS: a full TLS check while it is down (so
+ * recovery shows within about a second) and every PROBE_MS while it is up, with a TCP
+ * connect in between (a failure triggers the full check at once). The upstream check
+ * is a TCP connect, every PROBE_FAST_MS. */
 static void *probe_main(void *arg)
 {
 	struct probe *p = arg;
+	long long next_full = 0;
 	pthread_mutex_lock(&p->mu);
 	while (!p->quit) {
 		struct fps_config cfg = p->cfg;
+		bool kicked = p->kick, was_up = p->tunnel.up, was_up_upstream = p->upstream.up;
+		struct status_path t = p->tunnel, u = {0};
 		p->kick = false;
 		pthread_mutex_unlock(&p->mu);
-		struct status_path t = {0}, u = {0};
-		if (cfg.has_tunnel) {
+		long long now = sup_now_ms();
+		bool full = kicked || !was_up || now >= next_full;
+		if (cfg.has_tunnel && !full && !probe_tunnel_reachable(&cfg))
+			full = true;
+		if (cfg.has_tunnel && full) {
 			tunnel_probe(&cfg, &p->paths, 5000, &t);
 			t.configured = true;
 			t.checked_unix = wall_now();
+			next_full = now + PROBE_MS;
+		} else if (!cfg.has_tunnel) {
+			memset(&t, 0, sizeof(t));
 		}
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
 		pthread_mutex_lock(&p->mu);
-		bool was_up = p->tunnel.up;
 		p->tunnel = t;
 		p->upstream = u;
 		if (cfg.has_tunnel && t.up && !was_up)
 			log_info("tunnel to %s is up", t.target);
+		if ((t.up != was_up || u.up != was_up_upstream) && p->notify_fd >= 0) {
+			uint64_t one = 1;
+			if (write(p->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+				log_warn_errno("probe: cannot wake the control loop");
+		}
 		if (p->quit)
 			break;
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += PROBE_MS / 1000;
+		until.tv_sec += PROBE_FAST_MS / 1000;
 		while (!p->quit && !p->kick)
 			if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0)
 				break;
@@ -882,6 +922,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	const char *hang = getenv("FPS_SQUID_HANG_MS"); /* tests use a short bound */
 	x.hang_ms = hang && atoll(hang) > 0 ? atoll(hang) : SQUID_HANG_MS;
 	x.health_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	x.probe.notify_fd = x.health_fd;
 	if (x.health_fd < 0 || health_start(x.health_fd) < 0) {
 		log_error_errno("health probe");
 		return 3;

@@ -4,18 +4,24 @@ that must not leave processes behind. Real Squid, real faults (a small tmpfs, SI
 SIGKILL, a removed directory)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from fpsharness import World, free_port, leaked_processes, wait_for
+from fpsharness import World, free_port, leaked_processes, register_dir, stop_group, wait_for
 
 NAMES = {"a.allowed.test": "127.0.0.1", "b.other.test": "127.0.0.1"}
+# How long a test waits for the state it expects. The tests print what they measured; with
+# FAULTS_DEADLINE=60 and FPS_BIN_DIR pointing at an older build they measure the "before".
+DEADLINE = float(os.environ.get("FAULTS_DEADLINE", "6"))
 
 
 def make(name="faults", auth=False, extra=""):
@@ -87,14 +93,14 @@ def test_stopped_squid_is_not_ready_and_ready_again_when_it_answers():
         squid = w.squid_pid()
         os.kill(squid, signal.SIGSTOP)
         t0 = time.monotonic()
-        wait_for(lambda: readyz(w) == 503, 20, what="/readyz 503 for a stopped Squid")
+        wait_for(lambda: readyz(w) == 503, DEADLINE, what="/readyz 503 for a stopped Squid")
         print(f"\n/readyz 503 {time.monotonic() - t0:.2f} s after SIGSTOP")
         assert "does not answer HTTP" in admin(w, "/readyz")[1]
         assert metric(w, "fps_squid_answering") == 0
         assert status(w)["children"]["squid"]["answering"] is False
         os.kill(squid, signal.SIGCONT)
         t0 = time.monotonic()
-        wait_for(lambda: readyz(w) == 200, 20, what="/readyz 200 after SIGCONT")
+        wait_for(lambda: readyz(w) == 200, DEADLINE, what="/readyz 200 after SIGCONT")
         print(f"/readyz 200 {time.monotonic() - t0:.2f} s after SIGCONT")
         assert w.squid_pid() == squid  # not killed: it answered within the bound
         assert w.get("a.allowed.test")[0] == 200
@@ -132,3 +138,40 @@ def test_squid_silent_past_the_bound_is_killed_and_restarted():
             except ProcessLookupError:
                 pass
         w.close()
+
+
+# ---- 6. route state follows a tunnel outage within seconds ---------------------------------------
+
+def test_tunnel_outage_and_recovery_reach_status_and_metrics_quickly():
+    from test_routes import NAMES as ROUTE_NAMES, Cloud, Customer, Setup
+    d = Path(tempfile.mkdtemp(prefix="faults-tunnel-", dir="/tmp"))
+    register_dir(d)
+    os.chmod(d, 0o755)
+    hosts = d / "hosts"
+    hosts.write_text("".join(f"{ip} {n}\n" for n, ip in ROUTE_NAMES.items()))
+    os.chmod(hosts, 0o644)
+    cloud, customer, s = Cloud(d / "cloud", hosts), Customer(d / "customer", hosts), None
+    try:
+        cloud.start()
+        customer.start()
+        s = Setup("live", cloud, customer).start()
+        wait_for(lambda: s.tunnel_status().get("up") is True, 30, what="/status tunnel up")
+        t0 = time.monotonic()
+        cloud.stop()
+        # The deadline is below the full check's 10 s period: only the fast path meets it.
+        wait_for(lambda: s.tunnel_status().get("up") is False, DEADLINE, interval=0.05, what="/status tunnel down")
+        down = time.monotonic() - t0
+        assert "fps_tunnel_up 0" in urllib.request.urlopen(
+            f"http://127.0.0.1:{s.admin_port}/metrics", timeout=5).read().decode()
+        t0 = time.monotonic()
+        cloud.start()
+        wait_for(lambda: s.tunnel_status().get("up") is True, DEADLINE, interval=0.05, what="/status tunnel up again")
+        up = time.monotonic() - t0
+        print(f"\n/status tunnel down {down:.2f} s after the cloud stunnel stopped, up {up:.2f} s after it "
+              "listened again")
+    finally:
+        if s:
+            s.close()
+        stop_group(cloud.proc)
+        stop_group(customer.proc)
+        shutil.rmtree(d, ignore_errors=True)
