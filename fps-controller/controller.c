@@ -93,7 +93,11 @@ struct ctl {
 	double sidecar_started;
 	double last_reload_unix, last_success_unix;
 	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
+	char key_id[64][CRED_ID_MAX + 1];
+	bool key_expired[64]; /* already said so in the log */
 	size_t n_key_expiry;
+	int key_level; /* KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID: what the log last said */
+	char keys_path[PATH_MAX + 16];
 
 	int health_fd;    /* eventfd: Squid's answer or a path's state flipped (health.c, the prober) */
 	pid_t health_pid; /* the Squid the probe's `since` refers to */
@@ -305,6 +309,43 @@ static int ctl_confirm_squid(struct ctl *x, off_t log_offset, struct fps_err *e)
 
 /* ---- status ------------------------------------------------------------------------- */
 
+enum { KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID };
+
+/* Keys expire with time, not with an edit: every publish (once a second) recounts them
+ * and logs each threshold the moment it is crossed, once: a key expired, the newest key
+ * expires within KEY_WARN_DAYS, no key is valid. `announce` logs the current level even
+ * if it did not change (a new apikeys.json was just published). */
+static void ctl_key_clock(struct ctl *x, bool announce)
+{
+	time_t now = time(NULL), newest = 0;
+	size_t valid = 0;
+	for (size_t i = 0; i < x->n_key_expiry; i++) {
+		if (x->key_expiry[i] > now) {
+			valid++;
+			if (x->key_expiry[i] > newest)
+				newest = x->key_expiry[i];
+		} else if (!x->key_expired[i]) {
+			x->key_expired[i] = true;
+			if (!announce)
+				log_warn("API key '%s' in %s expired just now", x->key_id[i], x->keys_path);
+		}
+	}
+	if (x->n_key_expiry == 0 && !announce)
+		return;
+	int level = valid == 0 ? KEYS_NONE_VALID : newest - now < KEY_WARN_DAYS * 86400 ? KEYS_EXPIRING : KEYS_OK;
+	if (level == x->key_level && !announce)
+		return;
+	x->key_level = level;
+	if (level == KEYS_NONE_VALID)
+		log_error("NO VALID API KEY in %s: every agent will get 407 until a key is added", x->keys_path);
+	else if (level == KEYS_EXPIRING)
+		log_warn("the newest API key in %s expires in %.1f days: issue the next key", x->keys_path,
+		         (double)(newest - now) / 86400.0);
+	else if (!announce)
+		log_info("API keys in %s: the newest expires in %.1f days", x->keys_path,
+		         (double)(newest - now) / 86400.0);
+}
+
 /* Parses the keys the way fps-auth will; warns about the newest key's expiry. */
 static int ctl_check_keys(struct ctl *x, const struct fps_config *c, const char *config_dir)
 {
@@ -323,18 +364,19 @@ static int ctl_check_keys(struct ctl *x, const struct fps_config *c, const char 
 	}
 	time_t now = time(NULL), newest = cred_newest_expiry(&keys);
 	x->n_key_expiry = 0;
-	for (size_t i = 0; i < keys.n && i < sizeof(x->key_expiry) / sizeof(x->key_expiry[0]); i++)
-		x->key_expiry[x->n_key_expiry++] = keys.v[i].expires;
+	for (size_t i = 0; i < keys.n && i < sizeof(x->key_expiry) / sizeof(x->key_expiry[0]); i++) {
+		x->key_expiry[x->n_key_expiry] = keys.v[i].expires;
+		snprintf(x->key_id[x->n_key_expiry], sizeof(x->key_id[0]), "%s", keys.v[i].id);
+		x->key_expired[x->n_key_expiry] = false;
+		x->n_key_expiry++;
+	}
 	x->pub.keys_total = keys.n;
 	x->pub.keys_valid = cred_keys_valid(&keys, now);
 	x->pub.have_key_expiry = newest > 0;
 	x->pub.newest_key_expiry_unix = (double)newest;
 	x->pub.keys_error[0] = '\0';
-	if (x->pub.keys_valid == 0)
-		log_error("NO VALID API KEY in %s: every agent will get 407 until a key is added", path);
-	else if (newest - now < KEY_WARN_DAYS * 86400)
-		log_warn("the newest API key in %s expires in %.1f days: issue the next key", path,
-		         (double)(newest - now) / 86400.0);
+	snprintf(x->keys_path, sizeof(x->keys_path), "%s", path);
+	ctl_key_clock(x, true);
 	cred_keys_free(&keys);
 	return 0;
 }
@@ -390,6 +432,7 @@ static void ctl_publish(struct ctl *x)
 	s->last_success_unix = x->last_success_unix;
 	s->auth_enabled = x->have_active && x->active.auth_enabled;
 	/* A key expires with time, not with an edit: recount at every publish. */
+	ctl_key_clock(x, false);
 	s->keys_valid = 0;
 	for (size_t i = 0; i < x->n_key_expiry; i++)
 		if ((double)x->key_expiry[i] > now)

@@ -175,3 +175,33 @@ def test_tunnel_outage_and_recovery_reach_status_and_metrics_quickly():
         stop_group(cloud.proc)
         stop_group(customer.proc)
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- 5. key warnings follow the clock ----------------------------------------------------------
+
+def test_key_thresholds_crossed_with_time_are_logged_once():
+    w = make("keyclock", auth=True)
+    try:
+        now = datetime.now(timezone.utc)
+        w.write_keys([{"id": "soon", "key": "k-soon", "expires": iso(now + timedelta(seconds=3))},
+                      {"id": "long", "key": w.API_KEY, "expires": iso(now + timedelta(days=10, seconds=6))}])
+        w.start()
+        wait_for(lambda: "API key 'soon'" in w.log(), 30, what="the expiry of key 'soon' logged")
+        wait_for(lambda: "the newest API key" in w.log(), 30, what="the 10-day warning logged")
+        assert metric(w, "fps_auth_keys_valid") == 1
+        # The last key goes: one error when no key is valid any more.
+        now = datetime.now(timezone.utc)
+        w.write_keys([{"id": "last", "key": w.API_KEY, "expires": iso(now + timedelta(seconds=3))}])
+        wait_for(lambda: "API key 'last'" in w.log(), 30, what="the expiry of key 'last' logged")
+        wait_for(lambda: "NO VALID API KEY" in w.log(), 30, what="no valid key logged")
+        assert metric(w, "fps_auth_keys_valid") == 0
+        w.write_keys([{"id": "next", "key": w.API_KEY, "expires": iso(now + timedelta(days=30))}])
+        wait_for(lambda: metric(w, "fps_auth_keys_valid") == 1, 30, what="the new key counted")
+        log = w.log()
+        assert log.count("API key 'soon' in") == 1, log
+        assert log.count("API key 'last' in") == 1, log
+        assert log.count("NO VALID API KEY") == 1, log
+        # once when 'long' crossed 10 days, once when 'last' (3 s left) was published
+        assert log.count("the newest API key") == 2, log
+    finally:
+        w.close()
