@@ -31,6 +31,7 @@
 #include "fsio.h"
 #include "health.h"
 #include "log.h"
+#include "proc.h"
 #include "squid.h"
 #include "state.h"
 #include "status.h"
@@ -930,6 +931,27 @@ static void ctl_admin_addr(const struct ctl *x, char *addr, size_t len, int *por
 	*port = atoi(colon + 1);
 }
 
+/* A controller that was killed (kill -9, systemd KillMode=process) leaves its Squid and
+ * stunnel running; their pid files in our state directory say so. A second copy would
+ * die on the pid file (Squid) or the port (stunnel) and back off forever, so the orphan
+ * is replaced, deliberately: stopped (Squid with SIGINT, which skips shutdown_lifetime)
+ * and then ours starts on the current generation, supervised like any child. The gap is
+ * one Squid start (docs/operations.md, "Faults"). Only a process whose command line
+ * names our own config file in this state directory is touched. */
+static void ctl_replace_orphan(const char *name, const char *pidfile, const char *conf, int sig)
+{
+	pid_t pid = proc_pidfile_owner(pidfile, conf);
+	if (pid == 0)
+		return;
+	long long t0 = sup_now_ms();
+	log_warn("%s: pid %d from %s is still running (a previous controller's); replacing it", name, (int)pid,
+	         pidfile);
+	if (proc_end(pid, sig, 10000) < 0)
+		log_error("%s: orphan pid %d does not exit even after SIGKILL", name, (int)pid);
+	else
+		log_info("%s: orphan pid %d gone after %lld ms", name, (int)pid, sup_now_ms() - t0);
+}
+
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 {
 	static struct ctl x; /* large (the status snapshot): not on the stack */
@@ -1010,6 +1032,13 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
 	if (opts->mode == CTL_MODE_SUPERVISE) {
+		char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16];
+		snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x.st.run_dir);
+		snprintf(conf, sizeof(conf), "%s/squid.conf", x.st.current);
+		ctl_replace_orphan("squid", pidfile, conf, SIGINT);
+		snprintf(pidfile, sizeof(pidfile), "%s/stunnel.pid", x.tunnel_dir);
+		snprintf(conf, sizeof(conf), "%s/stunnel.conf", x.tunnel_dir);
+		ctl_replace_orphan("stunnel", pidfile, conf, SIGTERM);
 		sup_event(&x.squid, SUP_EV_START, sup_now_ms());
 		x.squid_gen = x.generation;
 	}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fpsharness import World, free_port, leaked_processes, register_dir, stop_group, wait_for
+from fpsharness import Prober, World, free_port, leaked_processes, register_dir, stop_group, wait_for
 
 NAMES = {"a.allowed.test": "127.0.0.1", "b.other.test": "127.0.0.1"}
 # How long a test waits for the state it expects. The tests print what they measured; with
@@ -204,4 +204,57 @@ def test_key_thresholds_crossed_with_time_are_logged_once():
         # once when 'long' crossed 10 days, once when 'last' (3 s left) was published
         assert log.count("the newest API key") == 2, log
     finally:
+        w.close()
+
+
+# ---- 3. a controller restart meets its own orphan -----------------------------------------------
+
+class GapProber(Prober):
+    """A Prober that also keeps when each failure happened: the gap is first to last."""
+
+    def count(self, key):
+        super().count(key)
+        if key != "200":
+            self.fail_times = getattr(self, "fail_times", []) + [time.monotonic()]
+
+    def gap(self):
+        t = getattr(self, "fail_times", [])
+        return t[-1] - t[0] if t else 0.0
+
+
+def test_new_controller_replaces_the_orphaned_squid_of_a_killed_one():
+    w = make("orphan")
+    prober = None
+    try:
+        w.start()
+        wait_for(lambda: readyz(w) == 200, 30, what="/readyz 200")
+        orphan = w.squid_pid()
+        w.proc.send_signal(signal.SIGKILL)
+        w.proc.wait()
+        assert w.get("a.allowed.test")[0] == 200  # the orphan keeps serving
+        prober = GapProber(w.port, "a.allowed.test", w.origins[0].port, interval=0.01)
+        prober.start()
+        mark = len(w.log())
+        w.start()
+        wait_for(lambda: readyz(w) == 200, 30, what="/readyz 200 under the new controller")
+        results, gap = prober.finish(), prober.gap()
+        prober = None
+        new = w.squid_pid()
+        assert new != orphan and not os.path.exists(f"/proc/{orphan}/cmdline") or \
+            open(f"/proc/{orphan}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+        log = w.log()[mark:]
+        assert f"squid: pid {orphan} from" in log and "replacing it" in log
+        assert "died" not in log, log
+        assert status(w)["children"]["squid"]["restarts"] == 0
+        failed = sum(n for k, n in results.items() if k != "200")
+        print(f"\norphan replaced: {failed} of {sum(results.values())} agent requests failed over {gap:.2f} s: "
+              f"{results}")
+        # A squid.conf change reaches the Squid that serves: the origin's port leaves safe_ports.
+        w.write_config(w.yaml(safe_ports=[80, 443], extra=f"admin:\n  bind: 127.0.0.1\n  port: {w.admin_port}\n"),
+                       {"version": 2, "domains": ["a.allowed.test"]})
+        w.wait_status("a.allowed.test", 403, timeout=30)
+        assert w.squid_pid() == new
+    finally:
+        if prober:
+            prober.finish()
         w.close()
