@@ -39,16 +39,18 @@
 #include "tunnel.h"
 #include "watch.h"
 
-#define DEBOUNCE_QUIET_MS 50           /* trailing edge: apply once events stop for this long */
-#define DEBOUNCE_MAX_MS   300          /* ...but never later than this after the first event */
-#define RECHECK_MS        10000        /* re-read inputs even without events (missed or odd edits) */
-#define CONFIRM_MS        60000        /* how long Squid may take to accept again after a reconfigure */
-#define PUBLISH_MS        1000         /* the status snapshot is refreshed at least this often */
-#define PROBE_MS          10000        /* full tunnel check (TLS handshake, certificate) while it is up */
-#define PROBE_FAST_MS     1000         /* TCP reachability while up; full check while down */
-#define KEY_WARN_DAYS     10           /* SPEC §5: warn when the newest key expires within this */
-#define LOG_ROTATE_BYTES  (64LL << 20) /* Squid's logs live on the state emptyDir: keep them bounded */
-#define SQUID_HANG_MS     30000        /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
+#define DEBOUNCE_QUIET_MS 50            /* trailing edge: apply once events stop for this long */
+#define DEBOUNCE_MAX_MS   300           /* ...but never later than this after the first event */
+#define RECHECK_MS        10000         /* re-read inputs even without events (missed or odd edits) */
+#define CONFIRM_MS        60000         /* how long Squid may take to accept again after a reconfigure */
+#define PUBLISH_MS        1000          /* the status snapshot is refreshed at least this often */
+#define PROBE_MS          10000         /* full tunnel check (TLS handshake, certificate) while it is up */
+#define PROBE_FAST_MS     1000          /* TCP reachability while up; full check while down */
+#define KEY_WARN_DAYS     10            /* SPEC §5: warn when the newest key expires within this */
+#define LOG_ROTATE_BYTES  (64LL << 20)  /* Squid's logs live on the state emptyDir: keep them bounded */
+#define STATE_FULL_BYTES  (256LL << 10) /* less free than this on the state volume counts as full */
+#define STATE_ROOM_BYTES  (1LL << 20)   /* this much more free than at a failed write: retry it */
+#define SQUID_HANG_MS     30000         /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
  * filtered server may take seconds, and the loop must not wait for it. */
@@ -100,9 +102,13 @@ struct ctl {
 	int key_level; /* KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID: what the log last said */
 	char keys_path[PATH_MAX + 16];
 
-	int health_fd;    /* eventfd: Squid's answer or a path's state flipped (health.c, the prober) */
-	pid_t health_pid; /* the Squid the probe's `since` refers to */
-	pid_t hung_pid;   /* the Squid last killed for not answering (once per process) */
+	bool state_enospc;              /* the last write to the state volume failed: no space */
+	unsigned long long enospc_free; /* bytes free when it failed */
+	bool state_full_logged;         /* what the log last said about the volume */
+	bool retry_reload;              /* space came back: retry the update that failed */
+	int health_fd;                  /* eventfd: Squid's answer or a path's state flipped (health.c, the prober) */
+	pid_t health_pid;               /* the Squid the probe's `since` refers to */
+	pid_t hung_pid;                 /* the Squid last killed for not answering (once per process) */
 	long long hang_ms;
 };
 
@@ -220,6 +226,12 @@ static void ctl_fail(struct ctl *x, const struct fps_err *e, const char *stage, 
 	if (quiet_if_same && strcmp(msg, x->last_error) == 0)
 		return;
 	snprintf(x->last_error, sizeof(x->last_error), "%s: %s", stage, buf);
+	if (strstr(buf, strerror(ENOSPC))) {
+		unsigned long long total = 0;
+		x->state_enospc = true;
+		if (state_volume(&x->st, &x->enospc_free, &total) < 0)
+			x->enospc_free = 0;
+	}
 	x->reloads_failed++;
 	x->last_reload_unix = wall_now();
 	log_error("reload failed (%s), generation %llu stays active: %s", stage, x->generation, buf);
@@ -452,6 +464,24 @@ static void ctl_publish(struct ctl *x)
 		snprintf(s->squid.state, sizeof(s->squid.state), "%s", squid_pid ? "external" : "absent");
 	}
 	child_status(&s->stunnel, "stunnel", &x->stunnel, now, 0);
+	/* A full state volume: Squid drops log lines (on-error=drop) and new generations
+	 * cannot be written, while the active one keeps serving. Say so, and retry the
+	 * failed update as soon as space comes back. */
+	s->have_state_volume = state_volume(&x->st, &s->state_free_bytes, &s->state_total_bytes) == 0;
+	s->state_full = x->state_enospc || (s->have_state_volume && s->state_free_bytes < STATE_FULL_BYTES);
+	if (s->state_full != x->state_full_logged) {
+		if (s->state_full)
+			log_error("state volume %s is full (%llu bytes free): Squid drops log lines, generation %llu "
+			          "stays active, updates wait for space",
+			          x->st.dir, s->state_free_bytes, x->generation);
+		else
+			log_info("state volume %s has room again (%llu bytes free)", x->st.dir, s->state_free_bytes);
+		x->state_full_logged = s->state_full;
+	}
+	if (x->state_enospc && s->have_state_volume && s->state_free_bytes >= x->enospc_free + STATE_ROOM_BYTES) {
+		x->enospc_free = s->state_free_bytes;
+		x->retry_reload = true;
+	}
 	if (x->have_active) {
 		snprintf(s->proxy_addr, sizeof(s->proxy_addr), "%s",
 		         strcmp(x->active.bind, "0.0.0.0") == 0 ? "127.0.0.1"
@@ -760,6 +790,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	x->have_active = true;
 	x->reloads_ok++;
 	x->last_error[0] = '\0';
+	x->state_enospc = false;
 	x->last_reload_unix = x->last_success_unix = wall_now();
 	ctl_record_compiled(x, &cp);
 	probe_update(&x->probe, &x->active);
@@ -1081,6 +1112,9 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 			ctl_rotate_logs(&x);
 			ctl_publish(&x);
 			publish_at = now + PUBLISH_MS;
+			if (x.retry_reload && !stopping && debounce_at == 0)
+				debounce_at = now;
+			x.retry_reload = false;
 		}
 		long long next = min_deadline(min_deadline(debounce_at, recheck_at), sup_deadline(&x.squid));
 		next = min_deadline(min_deadline(next, sup_deadline(&x.stunnel)), publish_at);

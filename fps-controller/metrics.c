@@ -247,6 +247,15 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 		m_labeled(f, "fps_whitelist_info", "version", v, sizeof(v), 1);
 	}
 
+	/* the state volume */
+	if (s->have_state_volume) {
+		m_gauge(f, "fps_state_volume_free_bytes", "Bytes free on the state volume (--state-dir).",
+		        (double)s->state_free_bytes);
+		m_gauge(f, "fps_state_volume_full",
+		        "1 when the state volume is full: Squid drops log lines, new generations cannot be written.",
+		        s->state_full);
+	}
+
 	/* children */
 	m_gauge(f, "fps_squid_up", "1 when Squid is running.", s->squid.up);
 	m_counter(f, "fps_squid_restarts_total", "Times Squid was restarted after it died.", s->squid.restarts);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "fsio.h"
@@ -209,4 +210,14 @@ void state_prune(const struct state *s, unsigned long long keep1, unsigned long 
 int state_write_secret(const struct state *s, const char *name, const char *data, size_t len, struct fps_err *e)
 {
 	return write_in(s, s->secrets_dir, name, data, len, e);
+}
+
+int state_volume(const struct state *s, unsigned long long *free_bytes, unsigned long long *total_bytes)
+{
+	struct statvfs v;
+	if (statvfs(s->dir, &v) < 0)
+		return -1;
+	*free_bytes = (unsigned long long)v.f_bavail * v.f_frsize;
+	*total_bytes = (unsigned long long)v.f_blocks * v.f_frsize;
+	return 0;
 }

@@ -83,6 +83,11 @@ struct fps_status {
 	double newest_key_expiry_unix; /* expiry of the newest valid key */
 	char keys_error[256];
 
+	/* the state volume (--state-dir): Squid's logs and every generation live there */
+	bool have_state_volume;
+	unsigned long long state_free_bytes, state_total_bytes;
+	bool state_full; /* a write failed for lack of space, or almost nothing is free */
+
 	/* Squid's own proxy address, for the cache manager and diagnose */
 	char proxy_addr[64];
 	int proxy_port;

@@ -240,6 +240,13 @@ char *statusjson_render(const struct fps_status *s, double now)
 		sj_str_or_null(au, "error", s->keys_error, sizeof(s->keys_error));
 	}
 
+	cJSON *sv = cJSON_AddObjectToObject(root, "state_volume");
+	if (sv && s->have_state_volume) {
+		cJSON_AddBoolToObject(sv, "full", s->state_full);
+		cJSON_AddNumberToObject(sv, "free_bytes", (double)s->state_free_bytes);
+		cJSON_AddNumberToObject(sv, "total_bytes", (double)s->state_total_bytes);
+	}
+
 	char *text = cJSON_Print(root);
 	cJSON_Delete(root);
 	return text;

@@ -258,3 +258,54 @@ def test_new_controller_replaces_the_orphaned_squid_of_a_killed_one():
         if prober:
             prober.finish()
         w.close()
+
+
+# ---- 1. a full state volume ----------------------------------------------------------------------
+
+def fill(path):
+    """Writes path until the volume has no space left."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_full_state_volume_keeps_agents_served_and_an_edit_applies_after_space_returns():
+    from fpsharness import fresh_request
+    w = make("full")
+    w.state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(w.state)], check=True)
+    try:
+        w.start()
+        squid = w.squid_pid()
+        assert w.get("a.allowed.test")[0] == 200
+        fill(w.state / "filler")
+        wait_for(lambda: status(w).get("state_volume", {}).get("full") is True, 30, what="/status volume full")
+        assert metric(w, "fps_state_volume_full") == 1
+        results = {}
+        for _ in range(600):  # enough access log lines to make Squid write (and fail) many times
+            r = fresh_request(w.port, "a.allowed.test", w.origins[0].port)
+            results[r] = results.get(r, 0) + 1
+        print(f"\nagent requests with the state volume full: {results}")
+        assert results == {"200": 600}
+        assert w.squid_pid() == squid
+        # An edit cannot be written: the active generation stays, the error says why.
+        w.write_config(w.yaml(extra=f"admin:\n  bind: 127.0.0.1\n  port: {w.admin_port}\n"),
+                       {"version": 2, "domains": ["a.allowed.test", "b.other.test"]})
+        wait_for(lambda: "No space left" in ((status(w).get("last_reload") or {}).get("error") or ""), 30,
+                 what="the failed update in /status")
+        assert w.get("b.other.test")[0] == 403
+        assert w.get("a.allowed.test")[0] == 200
+        (w.state / "filler").unlink()
+        w.wait_status("b.other.test", 200, timeout=30)
+        assert metric(w, "fps_state_volume_full") == 0
+        assert status(w)["state_volume"]["free_bytes"] > 1 << 20
+        assert "is full" in w.log() and "has room again" in w.log()
+        assert w.squid_pid() == squid
+    finally:
+        w.stop()
+        subprocess.run(["umount", "-l", str(w.state)])
+        w.close()
