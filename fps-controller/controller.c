@@ -30,6 +30,7 @@
 #include "cred.h"
 #include "fsio.h"
 #include "health.h"
+#include "inputs.h"
 #include "log.h"
 #include "proc.h"
 #include "squid.h"
@@ -95,7 +96,8 @@ struct ctl {
 	unsigned sidecar_restarts;
 	double sidecar_started;
 	double last_reload_unix, last_success_unix;
-	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
+	char good_secrets_dir[PATH_MAX + 32]; /* <state>/last-good-secrets: the Secret last in force */
+	time_t key_expiry[64];                /* of the published keys: validity is recounted as time passes */
 	char key_id[64][CRED_ID_MAX + 1];
 	bool key_expired[64]; /* already said so in the log */
 	size_t n_key_expiry;
@@ -650,25 +652,29 @@ static void probe_stop(struct probe *p)
 		pthread_join(p->thread, NULL);
 }
 
-static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
+/* The pipeline for one pair of inputs (a ConfigMap directory, a Secret directory).
+ * Returns 0 when a new generation is active, 1 when the inputs equal the active ones,
+ * -1 when it failed before anything changed (*stage and *e say where and why: the caller
+ * decides whom to blame), -2 when it failed after activation (already recorded). */
+static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_dir, bool quiet_if_same,
+                     struct fps_err *ep, const char **stagep)
 {
 	struct fps_config c;
 	struct fps_err e;
 	err_clear(&e);
-	if (cfg_load(&c, config_dir, x->opts->secrets_dir, &e) < 0) {
-		ctl_fail(x, &e, "load", quiet_if_same);
+	*stagep = "load";
+	if (cfg_load(&c, config_dir, secrets_dir, ep) < 0)
 		return -1;
-	}
 	if (x->have_active && strcmp(c.input_hash, x->active_hash) == 0) {
 		if (!quiet_if_same)
 			log_debug("inputs unchanged (hash %.12s): nothing to do", c.input_hash);
 		cfg_free(&c);
-		return 0;
+		return 1;
 	}
 	struct compiled cp;
-	if (compile_config(&c, &cp, &e) < 0) {
+	if (compile_config(&c, &cp, ep) < 0) {
 		cfg_free(&c);
-		ctl_fail(x, &e, "compile", quiet_if_same);
+		*stagep = "compile";
 		return -1;
 	}
 	ctl_report_entries(&cp, config_dir);
@@ -727,6 +733,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	bool tunnel_changed = false;
 	if (c.has_tunnel) {
 		stage = "tunnel";
+		x->tpaths.secrets_dir = secrets_dir; /* the Secret in use: the mount or its last good copy */
 		if (tunnel_prepare(&c, &x->tpaths, &tunnel_changed, &e) < 0)
 			goto fail;
 		/* stunnel's files are not part of a generation: if this update fails
@@ -818,7 +825,7 @@ fail_activated:
 	render_free(&check);
 	compile_free(&cp);
 	ctl_fail(x, &e, stage, quiet_if_same);
-	return -1;
+	return -2;
 fail:
 	render_free(&out);
 	render_free(&check);
@@ -828,8 +835,115 @@ fail:
 fail_nofiles:
 	compile_free(&cp);
 	cfg_free(&c);
-	ctl_fail(x, &e, stage, quiet_if_same);
+	*ep = e;
+	*stagep = stage;
 	return -1;
+}
+
+/* What is wrong with the inputs now, said until it is fixed: an error clears when its
+ * cause does, even when the content that comes back is identical (so no reload). */
+static void ctl_input_errors(struct ctl *x, const char *cm_err, const char *sec_err)
+{
+	char msg[sizeof(x->last_error)];
+	snprintf(msg, sizeof(msg), "%s%s%s%s", cm_err, cm_err[0] && sec_err[0] ? "; " : "",
+	         sec_err[0] ? "secrets: " : "", sec_err);
+	if (strcmp(msg, x->last_error) == 0)
+		return;
+	if (msg[0] == '\0') {
+		log_info("inputs valid again (the error \"%.200s\" is gone): generation %llu in force", x->last_error,
+		         x->generation);
+		x->last_error[0] = '\0';
+		x->last_reload_unix = wall_now();
+		return;
+	}
+	snprintf(x->last_error, sizeof(x->last_error), "%s", msg);
+	x->reloads_failed++;
+	x->last_reload_unix = wall_now();
+	log_error("%s; generation %llu in force with the last good %s", msg, x->generation,
+	          cm_err[0] && sec_err[0] ? "ConfigMap and Secret"
+	          : cm_err[0]             ? "ConfigMap (Secret updates still apply)"
+	                                  : "Secret (agents keep the last good keys; ConfigMap updates still apply)");
+}
+
+/* The last good ConfigMap: the input copy of the generation in force (at start-up, of
+ * the one `current` points at). "" when there is none, or when it is config_dir. */
+static void ctl_good_configmap(struct ctl *x, const char *config_dir, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (x->generation == 0)
+		return;
+	char dir[PATH_MAX], yaml[PATH_MAX + 32];
+	state_gen_dir(&x->st, x->generation, dir, sizeof(dir));
+	snprintf(buf, len, "%s/input", dir);
+	snprintf(yaml, sizeof(yaml), "%s/" CFG_YAML_NAME, buf);
+	if (!fsio_exists(yaml) || strcmp(buf, config_dir) == 0)
+		buf[0] = '\0';
+}
+
+/* Every change: the ConfigMap and the Secret are separate inputs, each with its last
+ * good copy. A Secret that is missing or unreadable is an error while the last good one
+ * stays in force; an update that fails is retried with the last good ConfigMap (so a
+ * valid Secret update applies while the ConfigMap is broken) and then with the last
+ * good Secret (so a valid ConfigMap update applies while the Secret is broken). */
+static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
+{
+	struct fps_err e, e2;
+	err_clear(&e);
+	err_clear(&e2);
+	const char *stage = "load", *stage2 = "load";
+	char sec_err[1024] = "", cm_err[1024] = "", buf[1600];
+	const char *fresh = x->opts->secrets_dir && x->opts->secrets_dir[0] ? x->opts->secrets_dir : NULL;
+	char good_sec_files[PATH_MAX + 16];
+	snprintf(good_sec_files, sizeof(good_sec_files), "%s", x->good_secrets_dir);
+	const char *good_sec = fresh && fsio_exists(good_sec_files) ? x->good_secrets_dir : NULL;
+	const char *sec = fresh;
+	if (fresh && inputs_check_secrets(fresh, &e) < 0) {
+		err_str(&e, sec_err, sizeof(sec_err));
+		if (good_sec == NULL) {
+			ctl_fail(x, &e, "secrets", quiet_if_same);
+			return -1;
+		}
+		sec = good_sec;
+	}
+	bool had_active = x->have_active;
+	char good_cm[PATH_MAX];
+	ctl_good_configmap(x, config_dir, good_cm, sizeof(good_cm));
+	int rc = ctl_apply(x, config_dir, sec, quiet_if_same, &e, &stage);
+	if (rc == -1 && good_cm[0]) {
+		int rc2 = ctl_apply(x, good_cm, sec, quiet_if_same, &e2, &stage2);
+		if (rc2 >= 0) {
+			snprintf(cm_err, sizeof(cm_err), "%s: %s", stage, err_str(&e, buf, sizeof(buf)));
+			if (!had_active)
+				log_error("CONFIGURATION IN %s IS INVALID: starting on the last good generation (%s)",
+				          config_dir, good_cm);
+			rc = rc2;
+		} else if (rc2 == -2) {
+			return -1;
+		}
+	}
+	if (rc == -1 && sec == fresh && good_sec) {
+		int rc3 = ctl_apply(x, config_dir, good_sec, quiet_if_same, &e2, &stage2);
+		if (rc3 >= 0) {
+			snprintf(sec_err, sizeof(sec_err), "%s: %s", stage, err_str(&e, buf, sizeof(buf)));
+			sec = good_sec;
+			rc = rc3;
+		} else if (rc3 == -2) {
+			return -1;
+		}
+	}
+	if (rc == -1) {
+		ctl_fail(x, &e, stage, quiet_if_same);
+		return -1;
+	}
+	if (rc == -2)
+		return -1;
+	if (sec == fresh && fresh && (rc == 0 || good_sec == NULL)) {
+		/* This Secret is in force: it is the last good one now. */
+		if (inputs_save_secrets(fresh, x->good_secrets_dir, &e) < 0)
+			log_warn("cannot keep a copy of the Secret in force: %s", err_str(&e, buf, sizeof(buf)));
+	}
+	ctl_input_errors(x, cm_err, sec_err);
+	return 0;
 }
 
 /* ---- the loop ------------------------------------------------------------------------- */
@@ -1002,6 +1116,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		return 3;
 	}
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
+	snprintf(x.good_secrets_dir, sizeof(x.good_secrets_dir), "%s/last-good-secrets", x.st.dir);
 	x.tpaths = (struct tunnel_paths){
 	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
 	x.probe.paths = x.tpaths;
@@ -1112,6 +1227,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 			ctl_rotate_logs(&x);
 			ctl_publish(&x);
 			publish_at = now + PUBLISH_MS;
+			if (watch_rearm(&w))
+				x.retry_reload = true; /* a directory came back: read it */
 			if (x.retry_reload && !stopping && debounce_at == 0)
 				debounce_at = now;
 			x.retry_reload = false;

@@ -318,11 +318,11 @@ class World:
         self.kubelet_update(self.config, files)
 
     # ---- the controller -----------------------------------------------------------------
-    def start(self, wait=True, extra_args=(), env_extra=None):
+    def start(self, wait=True, extra_args=(), env_extra=None, prefix=()):
         self.logf = open(self.log_path, "ab")
         env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES), **(env_extra or {}))
         self.proc = spawn(
-            [str(BIN / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
+            [*prefix, str(BIN / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
              str(self.secrets), "--state-dir", str(self.state), *extra_args],
             stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         self.procs.append(self.proc)

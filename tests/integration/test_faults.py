@@ -309,3 +309,92 @@ def test_full_state_volume_keeps_agents_served_and_an_edit_applies_after_space_r
         w.stop()
         subprocess.run(["umount", "-l", str(w.state)])
         w.close()
+
+
+# ---- 4. the Secret mount goes away -------------------------------------------------------------
+
+def agent(w, key, host="a.allowed.test"):
+    from fpsharness import agent_credentials
+    user, password = agent_credentials(key)
+    return w.get(host, user=user, password=password)[0]
+
+
+def last_error(w):
+    return (status(w).get("last_reload") or {}).get("error") or ""
+
+
+# Root reads any file whatever its mode: the controller runs as an unprivileged user, as in
+# the pod, so that chmod 000 makes a Secret file unreadable to it.
+POD_UID = 13  # the manifests' runAsUser (Debian's proxy)
+
+
+def unprivileged(w):
+    """The command prefix that runs w's controller as POD_UID, and the directories it needs."""
+    w.state.mkdir(exist_ok=True)
+    os.chown(w.state, POD_UID, POD_UID)
+    os.chmod(w.secrets, 0o755)
+    return ("setpriv", f"--reuid={POD_UID}", f"--regid={POD_UID}", "--clear-groups")
+
+
+def test_secret_mount_removed_keeps_last_good_keys_and_errors_clear_with_their_cause():
+    w = make("secretgone", auth=True)
+    try:
+        w.write_keys([{"id": "k1", "key": "key-one", "expires": "2099-01-01T00:00:00Z"}])
+        w.start(prefix=unprivileged(w))
+        gen = status(w)["generation"]
+        assert agent(w, "key-one") == 200
+        shutil.rmtree(w.secrets)
+        wait_for(lambda: "Secret mount is gone" in last_error(w), DEADLINE * 3, what="/status naming the lost mount")
+        assert metric(w, "fps_config_last_reload_success") == 0
+        assert "the Secret mount is gone" in w.log()
+        assert status(w)["generation"] == gen  # no new generation without the keys
+        assert status(w)["auth"]["keys_valid"] == 1
+        assert agent(w, "key-one") == 200  # agents keep the last good keys
+        # The mount comes back with a rotated key: watched again, applied, the error gone.
+        w.secrets.mkdir()
+        os.chmod(w.secrets, 0o755)
+        w.write_keys([{"id": "k1", "key": "key-one", "expires": "2099-01-01T00:00:00Z"},
+                      {"id": "k2", "key": "key-two", "expires": "2099-01-01T00:00:00Z"}])
+        wait_for(lambda: agent(w, "key-two") == 200, DEADLINE, what="the rotated key accepted")
+        assert "watching %s again" % w.secrets in w.log()
+        wait_for(lambda: last_error(w) == "", DEADLINE, what="the error cleared")
+        assert metric(w, "fps_config_last_reload_success") == 1
+        # An unreadable file is an error; readable again (same content) clears it.
+        keys = (w.secrets / "apikeys.json").resolve()
+        os.chmod(keys, 0)
+        wait_for(lambda: "apikeys.json" in last_error(w), 30, what="/status naming the unreadable file")
+        assert agent(w, "key-two") == 200
+        os.chmod(keys, 0o644)
+        wait_for(lambda: last_error(w) == "", 30, what="the error cleared with identical content")
+        assert metric(w, "fps_config_last_reload_success") == 1
+    finally:
+        w.close()
+
+
+def test_secret_and_configmap_updates_apply_while_the_other_is_broken():
+    w = make("independent", auth=True)
+    try:
+        w.write_keys([{"id": "k1", "key": "key-one", "expires": "2099-01-01T00:00:00Z"}])
+        w.start()
+        yaml = w.yaml(auth=True, extra=f"admin:\n  bind: 127.0.0.1\n  port: {w.admin_port}\n")
+        # A truncated whitelist.json in the ConfigMap ...
+        w.write_config(yaml, raw_whitelist='{"version": 2, "domains": ["a.allowed.test", "b.oth')
+        wait_for(lambda: "whitelist.json" in last_error(w), DEADLINE, what="the broken ConfigMap in /status")
+        # ... does not hold back a rotated key.
+        w.write_keys([{"id": "k1", "key": "key-one", "expires": "2099-01-01T00:00:00Z"},
+                      {"id": "k2", "key": "key-two", "expires": "2099-01-01T00:00:00Z"}])
+        wait_for(lambda: agent(w, "key-two") == 200, DEADLINE, what="the new key accepted")
+        assert agent(w, "key-one", host="b.other.test") == 403  # still the old whitelist
+        assert "whitelist.json" in last_error(w)
+        # The other way round: a corrupt apikeys.json does not hold back a whitelist edit.
+        w.kubelet_update(w.secrets, {"apikeys.json": '{"keys": [ {"id": '})
+        wait_for(lambda: "secrets: " in last_error(w), DEADLINE, what="the broken Secret in /status")
+        w.write_config(yaml, {"version": 3, "domains": ["a.allowed.test", "b.other.test"]})
+        wait_for(lambda: agent(w, "key-two", host="b.other.test") == 200, DEADLINE, what="the whitelist edit")
+        assert agent(w, "key-one") == 200  # the last good keys
+        assert "apikeys.json" in last_error(w) and "whitelist.json" not in last_error(w)
+        w.write_keys([{"id": "k2", "key": "key-two", "expires": "2099-01-01T00:00:00Z"}])
+        wait_for(lambda: last_error(w) == "", DEADLINE, what="no error once both are valid")
+        wait_for(lambda: status(w)["auth"]["keys_total"] == 1, DEADLINE, what="the keys of the fixed Secret")
+    finally:
+        w.close()
