@@ -942,6 +942,11 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 		if (inputs_save_secrets(fresh, x->good_secrets_dir, &e) < 0)
 			log_warn("cannot keep a copy of the Secret in force: %s", err_str(&e, buf, sizeof(buf)));
 	}
+	/* /status auth.error: what is wrong with apikeys.json, while it is. */
+	if (strstr(sec_err, "apikeys.json"))
+		snprintf(x->pub.keys_error, sizeof(x->pub.keys_error), "%s", sec_err);
+	else if (sec == fresh)
+		x->pub.keys_error[0] = '\0';
 	ctl_input_errors(x, cm_err, sec_err);
 	return 0;
 }

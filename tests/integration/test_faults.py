@@ -392,7 +392,10 @@ def test_secret_and_configmap_updates_apply_while_the_other_is_broken():
         w.write_config(yaml, {"version": 3, "domains": ["a.allowed.test", "b.other.test"]})
         wait_for(lambda: agent(w, "key-two", host="b.other.test") == 200, DEADLINE, what="the whitelist edit")
         assert agent(w, "key-one") == 200  # the last good keys
-        assert "apikeys.json" in last_error(w) and "whitelist.json" not in last_error(w)
+        # /status is published just after the new generation is active: poll.
+        wait_for(lambda: "apikeys.json" in last_error(w) and "whitelist.json" not in last_error(w), DEADLINE,
+                 what="only the Secret's error left")
+        assert "apikeys.json" in (status(w)["auth"]["error"] or "")
         w.write_keys([{"id": "k2", "key": "key-two", "expires": "2099-01-01T00:00:00Z"}])
         wait_for(lambda: last_error(w) == "", DEADLINE, what="no error once both are valid")
         wait_for(lambda: status(w)["auth"]["keys_total"] == 1, DEADLINE, what="the keys of the fixed Secret")
