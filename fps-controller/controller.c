@@ -909,7 +909,11 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	char good_cm[PATH_MAX];
 	ctl_good_configmap(x, config_dir, good_cm, sizeof(good_cm));
 	int rc = ctl_apply(x, config_dir, sec, quiet_if_same, &e, &stage);
-	if (rc == -1 && good_cm[0]) {
+	/* Only a stage that judges content can blame an input; a full disk is nobody's input. */
+	bool content = rc == -1 && (strcmp(stage, "load") == 0 || strcmp(stage, "compile") == 0 ||
+	                            strcmp(stage, "render") == 0 || strcmp(stage, "squid -k parse") == 0 ||
+	                            (strcmp(stage, "tunnel") == 0 && !strstr(e.msg, strerror(ENOSPC))));
+	if (content && good_cm[0]) {
 		int rc2 = ctl_apply(x, good_cm, sec, quiet_if_same, &e2, &stage2);
 		if (rc2 >= 0) {
 			snprintf(cm_err, sizeof(cm_err), "%s: %s", stage, err_str(&e, buf, sizeof(buf)));
@@ -921,7 +925,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 			return -1;
 		}
 	}
-	if (rc == -1 && sec == fresh && good_sec) {
+	if (content && rc == -1 && sec == fresh && good_sec) {
 		int rc3 = ctl_apply(x, config_dir, good_sec, quiet_if_same, &e2, &stage2);
 		if (rc3 >= 0) {
 			snprintf(sec_err, sizeof(sec_err), "%s: %s", stage, err_str(&e, buf, sizeof(buf)));

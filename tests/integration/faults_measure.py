@@ -73,6 +73,8 @@ def full():
             applied = "not within 60 s"
         failed = sum(n for k, n in res.items() if k != "200")
         print(f"full volume: {failed} of {sum(res.values())} agent requests failed {res}; edit applied {applied}")
+        if "-v" in sys.argv:
+            print("\n".join(ln for ln in w.log().splitlines() if "fps-controller" in ln))
     finally:
         w.stop()
         subprocess.run(["umount", "-l", str(w.state)])
