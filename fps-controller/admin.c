@@ -118,6 +118,9 @@ static void admin_not_ready(const struct fps_status *s, long long beat_age, char
 		snprintf(why, len, "squid is not running (state %s, pid %d, %u restarts)%s%s",
 		         s->squid.state[0] ? s->squid.state : "unknown", s->squid.pid, s->squid.restarts,
 		         s->squid.problem[0] ? ": " : "", s->squid.problem);
+	else if (!s->squid.answering)
+		snprintf(why, len, "squid pid %d does not answer HTTP (silent for %.1f s: %s)", s->squid.pid,
+		         s->squid.silent_seconds, s->squid.answer_error[0] ? s->squid.answer_error : "no answer yet");
 	else if (!s->squid_runs_active)
 		snprintf(why, len, "squid does not run the active generation %llu yet", s->generation);
 	else if (s->tunnel_needed && !s->tunnel.up)

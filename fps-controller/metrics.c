@@ -247,9 +247,22 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 		m_labeled(f, "fps_whitelist_info", "version", v, sizeof(v), 1);
 	}
 
+	/* the state volume */
+	if (s->have_state_volume) {
+		m_gauge(f, "fps_state_volume_free_bytes", "Bytes free on the state volume (--state-dir).",
+		        (double)s->state_free_bytes);
+		m_gauge(f, "fps_state_volume_full",
+		        "1 when the state volume is full: Squid drops log lines, new generations cannot be written.",
+		        s->state_full);
+	}
+
 	/* children */
 	m_gauge(f, "fps_squid_up", "1 when Squid is running.", s->squid.up);
 	m_counter(f, "fps_squid_restarts_total", "Times Squid was restarted after it died.", s->squid.restarts);
+	m_gauge(f, "fps_squid_answering", "1 when Squid answered the controller's last HTTP probe (every 0.5 s).",
+	        s->squid.answering);
+	m_counter(f, "fps_squid_hung_kills_total", "Times Squid was killed (and restarted) for answering no HTTP.",
+	          s->squid.hung_kills);
 	m_gauge(f, "fps_stunnel_up", "1 when the stunnel client is running.", s->stunnel.up);
 	m_counter(f, "fps_stunnel_restarts_total", "Times the stunnel client was restarted after it died.",
 	          s->stunnel.restarts);

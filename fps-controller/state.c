@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "fsio.h"
@@ -292,4 +293,13 @@ int state_check_squid_access(const char *state_dir, const char *helper_dir, cons
 	    {hosts_file, PF_READ, "proxy.hosts_file"},
 	};
 	return pf_user_access(uid, gid, need, sizeof(need) / sizeof(need[0]), true, why, len);
+}
+int state_volume(const struct state *s, unsigned long long *free_bytes, unsigned long long *total_bytes)
+{
+	struct statvfs v;
+	if (statvfs(s->dir, &v) < 0)
+		return -1;
+	*free_bytes = (unsigned long long)v.f_bavail * v.f_frsize;
+	*total_bytes = (unsigned long long)v.f_blocks * v.f_frsize;
+	return 0;
 }

@@ -30,6 +30,8 @@ struct state {
 };
 
 int state_open(struct state *s, const char *dir, struct fps_err *e);
+/* Free and total bytes of the volume holding the state directory; -1 when unknown. */
+int state_volume(const struct state *s, unsigned long long *free_bytes, unsigned long long *total_bytes);
 /* Generation number `current` points at, 0 if none. */
 unsigned long long state_current_gen(const struct state *s);
 /* Highest generation directory present (0 if none). */

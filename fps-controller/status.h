@@ -29,6 +29,11 @@ struct status_child {
 	unsigned restarts;
 	char state[16];    /* running, backoff, stopped, stopping, external */
 	char problem[512]; /* why it is not running (preflight, cache.log FATAL); "" = none known */
+	/* Squid only: does it answer HTTP (health.h)? */
+	bool answering;
+	double silent_seconds; /* since the last answer (or since it started), 0 when answering */
+	char answer_error[160];
+	unsigned hung_kills; /* killed for not answering */
 };
 
 struct status_path {
@@ -78,6 +83,11 @@ struct fps_status {
 	bool have_key_expiry;
 	double newest_key_expiry_unix; /* expiry of the newest valid key */
 	char keys_error[256];
+
+	/* the state volume (--state-dir): Squid's logs and every generation live there */
+	bool have_state_volume;
+	unsigned long long state_free_bytes, state_total_bytes;
+	bool state_full; /* a write failed for lack of space, or almost nothing is free */
 
 	/* Squid's own proxy address, for the cache manager and diagnose */
 	char proxy_addr[64];

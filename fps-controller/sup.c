@@ -98,6 +98,14 @@ static void act_kill(struct sup_child *c, long long now)
 	c->deadline_ms = now + 5000;
 }
 
+static void act_hung(struct sup_child *c, long long now)
+{
+	(void)now;
+	log_error("%s: pid %d is not answering: SIGKILL; it is restarted when it has exited", c->name, (int)c->pid);
+	kill(c->pid, SIGKILL);
+	c->hung_kills++;
+}
+
 static void act_stopped(struct sup_child *c, long long now)
 {
 	(void)now;
@@ -110,7 +118,7 @@ static void act_stopped(struct sup_child *c, long long now)
 
 static const sup_action actions[SUP_STATE_COUNT][SUP_EV_COUNT] = {
     [SUP_STOPPED] = {[SUP_EV_START] = act_spawn},
-    [SUP_RUNNING] = {[SUP_EV_EXIT] = act_crashed, [SUP_EV_STOP] = act_term},
+    [SUP_RUNNING] = {[SUP_EV_EXIT] = act_crashed, [SUP_EV_STOP] = act_term, [SUP_EV_HUNG] = act_hung},
     [SUP_BACKOFF] = {[SUP_EV_TIMER] = act_spawn, [SUP_EV_STOP] = act_stopped},
     [SUP_STOPPING] = {[SUP_EV_EXIT] = act_stopped, [SUP_EV_TIMER] = act_kill},
 };
