@@ -109,7 +109,13 @@ struct ctl {
 	 * first FATAL/ERROR line of cache.log when Squid exited. "" = none known. */
 	char squid_problem[512], stunnel_problem[512];
 	long long squid_log_off; /* cache.log size when the current Squid started */
-	int key_level;           /* KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID: what the log last said */
+	/* Squid's stdout/stderr come through a pipe the loop relays to ours: Squid's early
+	 * FATAL lines (pid file, ports, config) are written there, not to cache.log. */
+	int squid_out[2];
+	char squid_out_line[1024]; /* a partial line */
+	size_t squid_out_len;
+	char squid_fatal[400]; /* the first FATAL (or ERROR) line since Squid started */
+	int key_level;         /* KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID: what the log last said */
 	char keys_path[PATH_MAX + 16];
 
 	bool state_enospc;              /* the last write to the state volume failed: no space */
@@ -889,10 +895,72 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 	}
 	if (c->gated)
 		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, "", true);
+	/* A pid file that names a live process other than a Squid on our config is stale:
+	 * the state volume outlived a container or host restart and the number was reused.
+	 * Squid would refuse to start on it ("Squid is already running") forever. */
+	char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16], *text = NULL;
+	snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x->st.run_dir);
+	snprintf(conf, sizeof(conf), "%s/squid.conf", x->st.current);
+	struct fps_err pe;
+	if (fsio_read(pidfile, 64, &text, NULL, &pe) == 0) {
+		pid_t pid = (pid_t)strtol(text, NULL, 10);
+		free(text);
+		if (pid > 0 && kill(pid, 0) == 0 && proc_pidfile_owner(pidfile, conf) == 0) {
+			log_warn(
+			    "squid: %s names pid %d, which is not a Squid of this state directory: removing the stale "
+			    "pid file",
+			    pidfile, (int)pid);
+			unlink(pidfile);
+		}
+	}
 	char logpath[PATH_MAX + 16];
 	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
 	x->squid_log_off = file_size(logpath);
+	x->squid_fatal[0] = '\0';
 	return 0;
+}
+
+static void ctl_squid_out_line(struct ctl *x, const char *line)
+{
+	const char *m = strstr(line, "FATAL");
+	bool fatal = m != NULL;
+	if (m == NULL)
+		m = strstr(line, "ERROR");
+	if (m == NULL || (x->squid_fatal[0] && (!fatal || strstr(x->squid_fatal, "FATAL"))))
+		return;
+	const char *bar = strstr(line, "| ");
+	const char *start = bar && bar < m ? bar + 2 : line;
+	size_t o = 0;
+	for (const char *p = start; *p && o + 1 < sizeof(x->squid_fatal); p++)
+		x->squid_fatal[o++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+	x->squid_fatal[o] = '\0';
+}
+
+/* Relays what Squid wrote to its stdout/stderr to ours, unchanged, and keeps its first
+ * FATAL/ERROR line for ctl_squid_exited(). */
+static void ctl_squid_out(struct ctl *x)
+{
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(x->squid_out[0], buf, sizeof(buf))) > 0) {
+		ssize_t off = 0;
+		while (off < n) {
+			ssize_t w = write(STDERR_FILENO, buf + off, (size_t)(n - off));
+			if (w <= 0)
+				break;
+			off += w;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n' || x->squid_out_len + 1 >= sizeof(x->squid_out_line)) {
+				x->squid_out_line[x->squid_out_len] = '\0';
+				ctl_squid_out_line(x, x->squid_out_line);
+				x->squid_out_len = 0;
+				if (buf[i] == '\n')
+					continue;
+			}
+			x->squid_out_line[x->squid_out_len++] = buf[i];
+		}
+	}
 }
 
 static int ctl_stunnel_gate(struct sup_child *c, void *arg)
@@ -916,10 +984,15 @@ static void ctl_squid_exited(struct ctl *x)
 {
 	char logpath[PATH_MAX + 16], line[400], msg[512];
 	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	if (x->squid_out[0] >= 0)
+		ctl_squid_out(x); /* what it said just before it died */
 	pf_first_error_line(logpath, x->squid_log_off, line, sizeof(line));
-	if (line[0] == '\0')
+	if (x->squid_fatal[0] && (strstr(x->squid_fatal, "FATAL") || line[0] == '\0'))
+		snprintf(msg, sizeof(msg), "exited: %s (Squid's stderr)", x->squid_fatal);
+	else if (line[0])
+		snprintf(msg, sizeof(msg), "exited: %s (%s)", line, logpath);
+	else
 		return;
-	snprintf(msg, sizeof(msg), "exited: %s (%s)", line, logpath);
 	ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), "squid", msg, false);
 }
 
@@ -1281,6 +1354,14 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	sup_init(&x.squid, "squid", argv, 10000);
 	x.squid.gate = ctl_squid_gate;
 	x.squid.gate_arg = &x;
+	x.squid_out[0] = x.squid_out[1] = -1;
+	if (pipe2(x.squid_out, O_CLOEXEC) == 0) {
+		fcntl(x.squid_out[0], F_SETFL, fcntl(x.squid_out[0], F_GETFL) | O_NONBLOCK);
+		x.squid.out_fd = x.squid_out[1];
+	} else {
+		log_warn_errno("pipe for Squid's stderr (it goes to ours directly)");
+		x.squid_out[0] = x.squid_out[1] = -1;
+	}
 	if (opts->mode == CTL_MODE_SUPERVISE) {
 		char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16];
 		snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x.st.run_dir);
@@ -1306,6 +1387,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	epoll_ctl(ep, EPOLL_CTL_ADD, w.fd, &ev);
 	ev.data.fd = x.health_fd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, x.health_fd, &ev);
+	if (x.squid_out[0] >= 0) {
+		ev.data.fd = x.squid_out[0];
+		epoll_ctl(ep, EPOLL_CTL_ADD, x.squid_out[0], &ev);
+	}
 
 	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
 	         opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
@@ -1365,6 +1450,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 						sup_event(&x.stunnel, SUP_EV_STOP, now);
 					}
 				}
+			} else if (evs[i].data.fd == x.squid_out[0]) {
+				ctl_squid_out(&x);
 			} else if (evs[i].data.fd == x.health_fd) {
 				uint64_t flips;
 				if (read(x.health_fd, &flips, sizeof(flips)) > 0)
@@ -1403,6 +1490,11 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	watch_close(&w);
 	close(ep);
 	close(sfd);
+	if (x.squid_out[0] >= 0) {
+		ctl_squid_out(&x);
+		close(x.squid_out[0]);
+		close(x.squid_out[1]);
+	}
 	sup_free(&x.squid);
 	sup_free(&x.stunnel);
 	if (x.have_active)

@@ -27,7 +27,7 @@ static void child_reset_signals(void)
 		signal(s, SIG_DFL);
 }
 
-pid_t proc_spawn(char *const argv[])
+pid_t proc_spawn(char *const argv[], int out_fd)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -37,6 +37,10 @@ pid_t proc_spawn(char *const argv[])
 	if (devnull >= 0) {
 		dup2(devnull, STDIN_FILENO);
 		close(devnull);
+	}
+	if (out_fd >= 0) {
+		dup2(out_fd, STDOUT_FILENO);
+		dup2(out_fd, STDERR_FILENO);
 	}
 	execve(argv[0], argv, environ);
 	_exit(127);

@@ -9,8 +9,9 @@
 #include <sys/types.h>
 
 /* Forks and execs argv[0] (a path) with argv; stdin from /dev/null, stdout and
- * stderr inherited (so children's logs land in ours). Returns the pid or -1. */
-pid_t proc_spawn(char *const argv[]);
+ * stderr to out_fd, or inherited when it is -1 (so children's logs land in ours).
+ * Returns the pid or -1. */
+pid_t proc_spawn(char *const argv[], int out_fd);
 
 /* Runs argv to completion, capturing stdout+stderr (up to cap bytes) into a
  * malloc'd *out. Kills it after timeout_ms. Returns the wait status or -1. */

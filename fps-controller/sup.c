@@ -44,7 +44,7 @@ static void act_spawn(struct sup_child *c, long long now)
 		return;
 	}
 	c->gated = false;
-	pid_t pid = proc_spawn(c->argv);
+	pid_t pid = proc_spawn(c->argv, c->out_fd);
 	if (pid < 0) {
 		log_error_errno("%s: cannot start %s", c->name, c->argv[0]);
 		c->state = SUP_BACKOFF;
@@ -151,6 +151,7 @@ void sup_init(struct sup_child *c, const char *name, char *const argv[], int sto
 	snprintf(c->name, sizeof(c->name), "%s", name);
 	c->backoff_ms = BACKOFF_MIN_MS;
 	c->stop_grace_ms = stop_grace_ms;
+	c->out_fd = -1;
 	sup_set_argv(c, argv);
 }
 

@@ -31,6 +31,7 @@ struct sup_child {
 	int (*gate)(struct sup_child *c, void *arg);
 	void *gate_arg;
 	bool gated;          /* the last start attempt was refused by the gate */
+	int out_fd;          /* the child's stdout and stderr; -1 (sup_init) = ours */
 	unsigned restarts;   /* unplanned exits that led to a restart */
 	unsigned hung_kills; /* SIGKILLs for not answering (SUP_EV_HUNG) */
 	int last_status;     /* wait status of the last exit */
