@@ -359,6 +359,8 @@ static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, con
 		return y_port_list(w, v, key, c->safe_ports, &c->n_safe_ports);
 	if (strcmp(key, "blocked_networks") == 0)
 		return y_str_list(w, v, key, &c->blocked_networks, check_cidr);
+	if (strcmp(key, "allow_loopback_destinations") == 0)
+		return y_bool(w, v, key, &c->allow_loopback);
 	if (strcmp(key, "dns_nameservers") == 0)
 		return y_str_list(w, v, key, &c->dns_nameservers, check_ip);
 	if (strcmp(key, "hosts_file") == 0) {
@@ -369,8 +371,8 @@ static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, con
 		return 0;
 	}
 	return unknown_key(w, k, "proxy",
-	                   "bind, port, workers, connect_ports, safe_ports, blocked_networks, dns_nameservers, "
-	                   "hosts_file");
+	                   "bind, port, workers, connect_ports, safe_ports, blocked_networks, "
+	                   "allow_loopback_destinations, dns_nameservers, hosts_file");
 }
 
 static int sec_auth(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)

@@ -54,7 +54,8 @@ struct fps_config {
 	size_t n_connect_ports;
 	int safe_ports[CFG_MAX_PORTS];
 	size_t n_safe_ports;
-	struct strv blocked_networks; /* canonical CIDR text */
+	struct strv blocked_networks; /* canonical CIDR text; added to the built-in never-allowed ones */
+	bool allow_loopback;          /* proxy.allow_loopback_destinations: re-allows 127.0.0.0/8, ::1 */
 	struct strv dns_nameservers;
 	char hosts_file[PATH_MAX];
 

@@ -185,7 +185,8 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .secrets_dir = sec,
 	                        .bin_dir = paths->bin_dir,
 	                        .generation = 0,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .mgr_port = state_pick_loopback_port()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -420,6 +421,7 @@ static void ctl_publish(struct ctl *x)
 		                                                : x->active.bind);
 		s->proxy_port = x->active.port;
 	}
+	s->mgr_port = x->st.mgr_port;
 	/* Ready means: Squid runs the active generation and accepts connections. */
 	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 &&
 	                       tcp_accepts(s->proxy_addr, s->proxy_port);
@@ -567,7 +569,8 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	                        .secrets_dir = x->st.secrets_dir,
 	                        .bin_dir = x->paths->bin_dir,
 	                        .generation = gen,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .mgr_port = x->st.mgr_port};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";

@@ -104,6 +104,24 @@ int render_template(const char *tmpl, const char *tmpl_path, const struct render
 	return 0;
 }
 
+/* Destinations that are never legitimate, whatever blocked_networks says (docs/security.md):
+ * "this host" (0.0.0.0/8, ::) connects to the local host, loopback and link-local reach the
+ * appliance itself and the cloud's metadata service. Squid keeps every IPv4 address as an
+ * IPv4-mapped IPv6 one, so 127.0.0.0/8 also matches an AAAA record of ::ffff:127.0.0.1 (a
+ * test covers each spelling); written out, the mapped ranges would make Squid's dst ACL
+ * misparse their masks. */
+static const char *const never_always[] = {"0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10"};
+/* Loopback: refused too unless proxy.allow_loopback_destinations re-allows it (tests, demos). */
+static const char *const never_loopback[] = {"127.0.0.0/8", "::1/128"};
+
+static void render_never(const struct fps_config *c, struct buf *b)
+{
+	for (size_t i = 0; i < sizeof(never_always) / sizeof(never_always[0]); i++)
+		bprintf(b, "%s%s", i ? " " : "", never_always[i]);
+	for (size_t i = 0; !c->allow_loopback && i < sizeof(never_loopback) / sizeof(never_loopback[0]); i++)
+		bprintf(b, " %s", never_loopback[i]);
+}
+
 static void join_ports(struct buf *b, const int *ports, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -169,6 +187,8 @@ static void render_peer(struct buf *b, const char *name, const char *host, int p
 {
 	bprintf(b, "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange name=%s%s%s\n", host, port, name,
 	        login ? " login=" : "", login ? login : "");
+	/* First rule for every peer: the controller's cache-manager port never reaches one. */
+	bprintf(b, "cache_peer_access %s deny fps_mgr_port\n", name);
 }
 
 static int render_routes(const struct fps_config *c, const struct compiled *cp, struct buf *b)
@@ -287,10 +307,12 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	if (fsio_read(tmpl_path, 1u << 20, &tmpl, NULL, e) < 0)
 		return -1;
 
-	struct buf http_port = {0}, maxfd = {0}, workers = {0}, dns = {0}, cports = {0}, sports = {0}, blocked = {0};
+	struct buf http_port = {0}, mgr_port = {0}, maxfd = {0}, workers = {0}, dns = {0}, cports = {0}, sports = {0},
+	           blocked = {0}, never = {0};
 	struct buf auth = {0}, auth_access = {0}, allow = {0}, wl = {0}, routes = {0}, list = {0};
 	bool v6 = strchr(c->bind, ':') != NULL;
 	bprintf(&http_port, v6 ? "[%s]:%d" : "%s:%d", c->bind, c->port);
+	bprintf(&mgr_port, "%d", rc->mgr_port);
 	bprintf(&maxfd, "%ld", rc->max_fds > 0 ? rc->max_fds : 65536);
 	int nworkers = cfg_workers(c);
 	if (nworkers > 1)
@@ -310,6 +332,7 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		bprintf(&blocked, "0.0.0.0/32"); /* an empty dst ACL is an error; this one never matches a real peer */
 	for (size_t i = 0; i < c->blocked_networks.n; i++)
 		bprintf(&blocked, "%s%s", i ? " " : "", c->blocked_networks.v[i]);
+	render_never(c, &never);
 	render_auth(c, rc, &auth, &auth_access, &allow);
 
 	if (c->apply == CFG_APPLY_LIVE) {
@@ -345,6 +368,7 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	const struct render_var vars[] = {
 	    {"VERSION", FPS_VERSION},
 	    {"HTTP_PORT", bstr(&http_port)},
+	    {"MGR_PORT", bstr(&mgr_port)},
 	    {"WORKERS", bstr(&workers)},
 	    {"MAX_FDS", bstr(&maxfd)},
 	    {"RUN_DIR", rc->run_dir},
@@ -356,14 +380,17 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	    {"CONNECT_PORTS", bstr(&cports)},
 	    {"SAFE_PORTS", bstr(&sports)},
 	    {"BLOCKED_NETWORKS", bstr(&blocked)},
+	    {"NEVER_NETWORKS", bstr(&never)},
 	    {"WHITELIST", bstr(&wl)},
 	    {"ALLOW", bstr(&allow)},
 	    {"ROUTES", bstr(&routes)},
 	};
 	int rc_ = 0;
-	struct buf *all[] = {&http_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
-	                     &auth,      &auth_access, &allow,   &wl,  &routes, &list};
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+	if (rc->mgr_port <= 0 || rc->mgr_port > 65535 || rc->mgr_port == c->port)
+		rc_ = err_set(e, NULL, 0, 0, "no usable cache-manager port (%d)", rc->mgr_port);
+	struct buf *all[] = {&http_port, &mgr_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
+	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && rc_ == 0; i++)
 		if (all[i]->failed)
 			rc_ = err_set(e, NULL, 0, 0, "out of memory rendering squid.conf");
 	char *conf = NULL;

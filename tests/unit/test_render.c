@@ -44,7 +44,8 @@ static void render_yaml(struct rendered *r, const char *yaml, const char *json)
 	                        .secrets_dir = "/state/secrets",
 	                        .bin_dir = "/opt/fps/bin",
 	                        .generation = 7,
-	                        .max_fds = 4096};
+	                        .max_fds = 4096,
+	                        .mgr_port = 3130};
 	if (render_generation(&r->c, &r->cp, &rc, &r->out, &e) < 0)
 		fail_msg("render: %s", e.msg);
 	r->conf = r->out.files[0].data;

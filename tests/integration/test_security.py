@@ -1,0 +1,180 @@
+"""Hostile input and hostile neighbours (docs/security.md): requests crafted to slip past
+credentials or the destination checks, floods of the admin port, bombs in the ConfigMap, and
+what the logs keep of them. Every test drives the real Squid, helpers and origins."""
+import http.client
+import http.server
+import json
+import os
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fpsharness import BIN, TEMPLATES, World, _Handler, agent_credentials, curl, free_port, wait_for
+
+
+def raw(port, data, timeout=10):
+    """Sends data on a new connection to 127.0.0.1:port and reads the answer's headers.
+    Returns the status code as a string ("" if the server answered nothing)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        try:
+            while b"\r\n\r\n" not in got:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+        except ConnectionResetError:
+            pass
+    return got[9:12].decode(errors="replace") if got.startswith(b"HTTP/1.") else ""
+
+
+def admin_get(port, path, timeout=5):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def metric(port, name):
+    code, body = admin_get(port, "/metrics")
+    assert code == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+# ---- 1. nothing reaches an origin without credentials -------------------------------------
+
+@pytest.fixture(scope="module")
+def authworld():
+    w = World("sec-auth")
+    w.set_hosts({"a.allowed.test": "127.0.0.1", "denied.test": "127.0.0.1"})
+    w.http = w.origin(name="http")
+    w.other = w.origin(name="other")  # outside safe_ports and connect_ports
+    w.write_keys()
+    w.write_config(w.yaml(auth=True, safe_ports=[80, w.http.port], connect_ports=[443, w.http.port]),
+                   {"version": 1, "domains": ["a.allowed.test"]})
+    w.admin_port = free_port()
+    w.start(extra_args=["--admin", f"127.0.0.1:{w.admin_port}"])
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def test_cache_manager_path_never_reaches_an_origin_without_credentials(authworld):
+    w = authworld
+    hp, op = w.http.port, w.other.port
+    mgr_port = int((w.state / "run" / "mgr.port").read_text())
+    requests = []
+    for host, port in (("denied.test", hp), ("a.allowed.test", hp), ("127.0.0.1", hp), ("a.allowed.test", op)):
+        url = f"http://{host}:{port}/squid-internal-mgr/x"
+        requests.append(f"GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        requests.append(f"POST {url} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\n"
+                        "Connection: close\r\n\r\nhi".encode())
+        requests.append(f"GET http://{host}:{port}/cache_object/x HTTP/1.1\r\nHost: {host}\r\n"
+                        "Connection: close\r\n\r\n".encode())
+    requests.append(f"CONNECT a.allowed.test:{hp} HTTP/1.1\r\nHost: a.allowed.test:{hp}\r\n\r\n".encode())
+    answers = {}
+    for req in requests:
+        # The agents' port, and the controller's own cache-manager port: a local process can
+        # reach both, and neither forwards anything without credentials.
+        for port in (w.port, mgr_port):
+            answers[(port, req.split(b"\r\n")[0])] = raw(port, req)
+    assert w.http.hits == [] and w.other.hits == [], (w.http.hits, w.other.hits, answers)
+    assert all(code not in ("", "200") for code in answers.values()), answers
+    # The controller's own scrape still works, through its port only.
+    wait_for(lambda: metric(w.admin_port, "fps_squid_scrape_ok") == 1, 15, what="fps_squid_scrape_ok 1")
+    # With credentials the same origin is reachable: the denials above were about credentials.
+    user, pw = agent_credentials(w.API_KEY)
+    assert curl(f"http://a.allowed.test:{hp}/", w.proxy, user=user, password=pw)[0] == 200
+
+
+def test_cache_manager_serves_only_the_pages_the_controller_reads(authworld):
+    w = authworld
+    mgr_port = int((w.state / "run" / "mgr.port").read_text())
+    get = lambda page: raw(mgr_port, f"GET /squid-internal-mgr/{page} HTTP/1.0\r\n\r\n".encode())
+    assert get("counters") == "200" and get("info") == "200"
+    # config would show squid.conf (an upstream password), client_list the agents' addresses.
+    assert get("config") != "200" and get("client_list") != "200" and get("menu") != "200"
+
+
+# ---- 2. destinations that are never legitimate --------------------------------------------
+
+class _DualStackOrigin(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """An origin on [::] with IPV6_V6ONLY off: 0.0.0.0 and :: both reach it. Records hits."""
+    address_family = socket.AF_INET6
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        super().__init__(("::", 0), _Handler)
+        self.name, self.hits, self.port = "dual", [], self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+
+
+SPECIAL = {"zero.test": "0.0.0.0", "zero-net.test": "0.1.2.3", "unspec6.test": "::",
+           "mapped-zero.test": "::ffff:0.0.0.0", "linklocal.test": "169.254.169.254",
+           "lo.test": "127.0.0.1", "lo6.test": "::1", "mapped-lo.test": "::ffff:127.0.0.1"}
+
+
+def _special_world(allow_loopback):
+    w = World("sec-dst")
+    w.set_hosts(SPECIAL)
+    srv = _DualStackOrigin()
+    w.origins.append(srv)
+    # blocked_networks names an unrelated network: the refusals below are the built-in ones.
+    w.write_config(w.yaml(blocked=("192.0.2.0/24",), allow_loopback=allow_loopback, connect_ports=[443, srv.port]),
+                   {"version": 1, "domains": list(SPECIAL)})
+    w.start()
+    return w, srv
+
+
+def _tried(w, srv, host):
+    """GET and CONNECT to host through the proxy: the two statuses."""
+    get = curl(f"http://{host}:{srv.port}/", w.proxy)[0]
+    conn = raw(w.port, f"CONNECT {host}:{srv.port} HTTP/1.1\r\nHost: {host}:{srv.port}\r\n\r\n".encode())
+    return get, conn
+
+
+def test_unspecified_and_link_local_destinations_are_refused_even_with_the_loopback_exception():
+    w, srv = _special_world(allow_loopback=True)
+    try:
+        # The exception re-allows loopback only: the control request reaches the service.
+        assert _tried(w, srv, "lo.test") == (200, "200")
+        srv.hits.clear()
+        for host in ("zero.test", "zero-net.test", "unspec6.test", "mapped-zero.test", "linklocal.test"):
+            assert _tried(w, srv, host) == (403, "403"), host
+        assert srv.hits == []
+    finally:
+        w.close()
+
+
+def test_loopback_destinations_are_refused_in_every_spelling_without_the_exception():
+    w, srv = _special_world(allow_loopback=False)
+    try:
+        for host in SPECIAL:
+            assert _tried(w, srv, host) == (403, "403"), host
+        code, body = curl(f"http://lo.test:{srv.port}/", w.proxy)
+        assert "blocked network" in body
+        assert srv.hits == []
+    finally:
+        w.close()
