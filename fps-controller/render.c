@@ -140,8 +140,8 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	/* Sized for ~1000 agents: fps-auth answers about a million verdicts a second, so
 	 * one child with concurrency keeps up and the others are headroom; a full queue
 	 * answers ERR instead of killing Squid (the default on-persistent-overload is "die"). */
-	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --keys %s/apikeys.json", rc->bin_dir,
-	        rc->secrets_dir);
+	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --extra-fields 1 --keys %s/apikeys.json",
+	        rc->bin_dir, rc->secrets_dir);
 	if (c->products.n > 0) {
 		bprintf(auth, " --products ");
 		for (size_t i = 0; i < c->products.n; i++)
@@ -153,6 +153,14 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	        "auth_param basic realm %s\n"
 	        "auth_param basic credentialsttl %d seconds\n"
 	        "auth_param basic casesensitive on\n"
+	        /* Squid keeps one credential record per cache key, by default the user name: a
+	         * wrong password sent under an agent's name then overwrote the agent's own record
+	         * and its correct password got the wrong one's verdict. With the whole credentials
+	         * in the key, each (user, password) pair has its own record (fps-auth ignores this
+	         * extra field). Records of wrong passwords are dropped after a minute. */
+	        "auth_param basic key_extras \"%%#{Proxy-Authorization}>h\"\n"
+	        "authenticate_ttl 60 seconds\n"
+	        "authenticate_cache_garbage_interval 60 seconds\n"
 	        "acl fps_users proxy_auth REQUIRED",
 	        c->realm, c->credentials_ttl);
 	bprintf(access, "http_access deny !fps_users");

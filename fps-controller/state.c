@@ -78,8 +78,9 @@ static int state_mgr_port(struct state *s, struct fps_err *e)
 	if (fsio_read(path, 64, &text, NULL, &ignored) == 0) {
 		char *end;
 		long v = strtol(text, &end, 10);
+		bool ok = v > 0 && v < 65536 && (*end == '\n' || *end == '\0');
 		free(text);
-		if (v > 0 && v < 65536 && (*end == '\n' || *end == '\0')) {
+		if (ok) {
 			s->mgr_port = (int)v;
 			return 0;
 		}

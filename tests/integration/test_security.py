@@ -178,3 +178,51 @@ def test_loopback_destinations_are_refused_in_every_spelling_without_the_excepti
         assert srv.hits == []
     finally:
         w.close()
+
+
+# ---- 3. wrong passwords under an agent's name do not lock the agent out --------------------
+
+def _auth_status(port, host, oport, user, pw):
+    import base64
+    tok = base64.b64encode(f"{user}:{pw}".encode()).decode()
+    return raw(port, (f"GET http://{host}:{oport}/ HTTP/1.1\r\nHost: {host}:{oport}\r\n"
+                      f"Proxy-Authorization: Basic {tok}\r\nConnection: close\r\n\r\n").encode())
+
+
+def test_wrong_password_burst_never_denies_the_agents_correct_password(authworld):
+    w = authworld
+    user, pw = agent_credentials(w.API_KEY)
+    host, oport = "a.allowed.test", w.http.port
+    assert _auth_status(w.port, host, oport, user, pw) == "200"
+    # The agent keeps working while someone sends wrong passwords under its name: the burst
+    # goes on until it is 400 requests long and 5 of the agent's requests were answered in it.
+    agent_codes, wrong_codes, stop = [], [], threading.Event()
+    lock = threading.Lock()
+
+    def attacker(k):
+        i = 0
+        while not stop.is_set():
+            c = _auth_status(w.port, host, oport, user, f"wrong-{k}-{i}")
+            with lock:
+                wrong_codes.append(c)
+                if len(wrong_codes) >= 400 and len(agent_codes) >= 5:
+                    stop.set()
+            i += 1
+
+    attackers = [threading.Thread(target=attacker, args=(k,)) for k in range(20)]
+    for t in attackers:
+        t.start()
+    try:
+        while not stop.is_set():
+            code = _auth_status(w.port, host, oport, user, pw)
+            if not stop.is_set():
+                with lock:
+                    agent_codes.append(code)
+    finally:
+        stop.set()
+        for t in attackers:
+            t.join(30)
+    assert set(wrong_codes) == {"407"}, sorted(set(wrong_codes))
+    assert len(agent_codes) >= 5 and set(agent_codes) == {"200"}, agent_codes
+    # And right after it.
+    assert [_auth_status(w.port, host, oport, user, pw) for _ in range(5)] == ["200"] * 5
