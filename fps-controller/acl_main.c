@@ -87,28 +87,6 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 	log_info("snapshot %s: generation %llu, %zu entries, %zu routes", st->path, gen, np.n_entries, np.n_routes);
 }
 
-/* In-place %XX decoding of a Squid-escaped field; -1 on a bad escape or a NUL. */
-static int url_unescape(char *s)
-{
-	char *o = s;
-	for (char *p = s; *p; p++) {
-		if (*p == '%') {
-			int hi, lo;
-			if (sscanf(p + 1, "%1x%1x", (unsigned *)&hi, (unsigned *)&lo) != 2)
-				return -1;
-			int v = hi * 16 + lo;
-			if (v == 0)
-				return -1;
-			*o++ = (char)v;
-			p += 2;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = '\0';
-	return 0;
-}
-
 /* Answers one request line into out; returns the bytes written. */
 static size_t acl_answer(struct acl_state *st, char *line, char *out, size_t outlen)
 {
@@ -128,7 +106,11 @@ static size_t acl_answer(struct acl_state *st, char *line, char *out, size_t out
 		return (size_t)snprintf(out, outlen, "%s%sBH message=\"empty request\"\n", id, sep);
 	char norm[WL_NAME_MAX + 8];
 	bool is_ip;
-	if (url_unescape((char *)host) < 0 || wl_host_normalize(host, norm, sizeof(norm), &is_ip) < 0)
+	/* Squid sends %DST URL-quoted, but it quotes neither '%' nor most bytes a host name cannot
+	 * hold, and it resolves the name exactly as received: decoding it here would judge another
+	 * name ("allowed%2etest" is not "allowed.test" to Squid's resolver). wl_host_normalize
+	 * refuses anything that is not a plain host name or IP literal. */
+	if (wl_host_normalize(host, norm, sizeof(norm), &is_ip) < 0)
 		return (size_t)snprintf(out, outlen, "%s%sERR message=\"malformed host\"\n", id, sep);
 	if (!st->loaded)
 		return (size_t)snprintf(out, outlen, "%s%sERR message=\"no whitelist loaded\"\n", id, sep);

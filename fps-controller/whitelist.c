@@ -285,8 +285,15 @@ int wl_host_normalize(const char *host, char *out, size_t outlen, bool *is_ip)
 	size_t len = strlen(host);
 	if (len == 0 || len >= outlen)
 		return -1;
-	for (size_t i = 0; i < len; i++)
-		out[i] = (char)tolower((unsigned char)host[i]);
+	/* The name is judged exactly as Squid will resolve it: nothing is decoded, and a byte
+	 * that cannot be in a host name (a '%' escape, a space, a control byte) is no match
+	 * for any entry, so it is refused rather than interpreted. */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)host[i];
+		if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_')
+			return -1;
+		out[i] = (char)tolower(ch);
+	}
 	if (len > 1 && out[len - 1] == '.')
 		len--;
 	out[len] = '\0';

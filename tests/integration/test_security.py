@@ -226,3 +226,30 @@ def test_wrong_password_burst_never_denies_the_agents_correct_password(authworld
     assert len(agent_codes) >= 5 and set(agent_codes) == {"200"}, agent_codes
     # And right after it.
     assert [_auth_status(w.port, host, oport, user, pw) for _ in range(5)] == ["200"] * 5
+
+
+# ---- 7. fps-acl judges the name Squid resolves ---------------------------------------------
+
+@pytest.fixture(scope="module", params=["live", "reconfigure"])
+def policyworld(request):
+    w = World(f"sec-acl-{request.param}")
+    w.set_hosts({"allowed.test": "127.0.0.1"})
+    w.http = w.origin()
+    w.write_config(w.yaml(apply=request.param), {"version": 1, "domains": ["allowed.test"]})
+    w.start()
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("host", ["allowed%2etest", "%61llowed.test", "allowed.test%00", "allowed.tes%74"])
+def test_escaped_host_names_are_refused_not_decoded(policyworld, host):
+    w = policyworld
+    assert w.get("allowed.test")[0] == 200
+    w.http.hits.clear()
+    port = w.http.port
+    assert raw(w.port, f"GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+               .encode()) in ("400", "403")
+    assert raw(w.port, f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()) in ("400", "403")
+    assert w.http.hits == []

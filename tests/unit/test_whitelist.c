@@ -198,6 +198,19 @@ static void test_lookup_and_routes(void **state)
 	assert_int_equal(wl_host_normalize("API.Example-Vendor.com.", host, sizeof(host), &is_ip), 0);
 	assert_false(is_ip);
 	assert_true(wl_lookup(&p, host, false, NULL));
+	/* Names are judged as Squid sends them: an escape is not decoded, it is refused. */
+	const char *bad[] = {"allowed%2etest",
+	                     "%61pi.example-vendor.com",
+	                     "api.example-vendor.com%00",
+	                     "a b",
+	                     "a\x1b.test",
+	                     "a/b.test",
+	                     "a:b.test",
+	                     "[a.test]",
+	                     "a.test\\"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (wl_host_normalize(bad[i], host, sizeof(host), &is_ip) != -1)
+			fail_msg("'%s' was accepted as a host name", bad[i]);
 	wl_policy_free(&p);
 }
 
