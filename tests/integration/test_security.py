@@ -253,3 +253,67 @@ def test_escaped_host_names_are_refused_not_decoded(policyworld, host):
                .encode()) in ("400", "403")
     assert raw(w.port, f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()) in ("400", "403")
     assert w.http.hits == []
+
+
+# ---- 5. ConfigMap bombs: refused quickly, the last good config keeps serving ---------------
+
+@pytest.fixture
+def adminworld():
+    w = World("sec-bomb")
+    w.set_hosts({"a.allowed.test": "127.0.0.1"})
+    w.origin()
+    w.write_config(w.yaml(), {"version": 1, "domains": ["a.allowed.test"]})
+    w.admin_port = free_port()
+    w.start(extra_args=["--admin", f"127.0.0.1:{w.admin_port}"])
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _last_error(w):
+    code, body = admin_get(w.admin_port, "/status")
+    assert code == 200
+    return (json.loads(body).get("last_reload") or {}).get("error") or ""
+
+
+def _healthy_until(w, pred, what):
+    """Polls /healthz until pred() holds; every answer on the way must be 200."""
+    codes = []
+
+    def check():
+        codes.append(admin_get(w.admin_port, "/healthz")[0])
+        assert codes[-1] == 200, codes
+        return pred()
+    wait_for(check, 30, interval=0.05, what=what)
+    codes += [admin_get(w.admin_port, "/healthz")[0] for _ in range(10)]
+    assert set(codes) == {200}, codes
+
+
+def test_bomb_configmaps_are_refused_while_healthz_and_the_last_good_config_serve(adminworld):
+    w = adminworld
+    names = ", ".join(f"n{i}.example.test" for i in range(1000))
+    bombs = {
+        "nested deeper than 32 levels": ("proxy: " + "[" * 100_000 + "\n", None),
+        "more than 100000 YAML nodes": ("whitelist:\n  preset: &n [" + names + "]\nroutes:\n"
+                                        + "  - {via: direct, domains: *n}\n" * 3000, None),
+        "whitelist.json:1:1200042: more than 600016 values":
+            (w.yaml(), '{"domains": [' + ",".join(["1"] * 700_000) + "]}"),
+    }
+    for why, (yaml_text, json_text) in bombs.items():
+        w.write_config(yaml_text, raw_whitelist=json_text)
+        _healthy_until(w, lambda: why in _last_error(w), f"'{why}' in /status")
+        assert w.get("a.allowed.test")[0] == 200
+
+
+def test_fifo_in_place_of_a_config_file_is_refused_without_blocking(adminworld):
+    w = adminworld
+    target = w.config / "whitelist.json"
+    target.unlink()  # the kubelet's symlink
+    os.mkfifo(target)
+    _healthy_until(w, lambda: "not a regular file (a FIFO)" in _last_error(w), "FIFO refused in /status")
+    assert w.get("a.allowed.test")[0] == 200
+    # A valid edit still applies afterwards.
+    target.unlink()
+    w.write_config(w.yaml(), {"version": 2, "domains": ["a.allowed.test", "b.allowed.test"]})
+    wait_for(lambda: _last_error(w) == "", 30, what="good reload")
