@@ -18,7 +18,7 @@ void err_clear(struct fps_err *e)
 static size_t err_escape(const char *in, size_t max, char *out, size_t cap)
 {
 	size_t o = 0, i = 0;
-	for (; in[i] && i < max; i++) {
+	for (; i < max && in[i]; i++) {
 		unsigned char c = (unsigned char)in[i];
 		bool plain = c >= 0x20 && c < 0x7f;
 		if (o + (plain ? 1 : 4) >= cap)
