@@ -317,3 +317,59 @@ def test_fifo_in_place_of_a_config_file_is_refused_without_blocking(adminworld):
     target.unlink()
     w.write_config(w.yaml(), {"version": 2, "domains": ["a.allowed.test", "b.allowed.test"]})
     wait_for(lambda: _last_error(w) == "", 30, what="good reload")
+
+
+# ---- 8. logs and errors --------------------------------------------------------------------
+
+def test_credentials_of_any_scheme_stay_out_of_every_log(authworld):
+    w = authworld
+    import base64
+    port, oport = w.port, w.http.port
+    marker = "Zq7SecretMarker"
+    headers = [
+        f'Digest username="ApexOne-x", realm="FPS", nonce="n", uri="/", response="{marker}1"',
+        f"Negotiate {marker}2",
+        f"Bearer {marker}3",
+        "Basic " + base64.b64encode(f"ApexOne-x:pa\rss{marker}4".encode()).decode(),
+        f"Basic {marker}5!!not-base64",
+    ]
+    for h in headers:
+        code = raw(port, f"GET http://a.allowed.test:{oport}/ HTTP/1.1\r\nHost: a.allowed.test\r\n"
+                         f"Proxy-Authorization: {h}\r\nConnection: close\r\n\r\n".encode())
+        assert code in ("400", "403", "407"), (h, code)
+    # A header block Squid refuses as a whole (a NUL in it), with credentials inside.
+    raw(port, f"GET http://a.allowed.test:{oport}/ HTTP/1.1\r\nHost: a.allowed.test\r\n"
+              f"Proxy-Authorization: Basic {marker}6\r\nX-Bad: a\0b\r\nConnection: close\r\n\r\n".encode())
+    # Every answer was written after Squid logged what it had to say about the request.
+    assert w.http.hits == []
+    logs = {p.name: p.read_bytes() for p in (w.state / "run").iterdir() if p.name.endswith(".log")}
+    logs["controller.log"] = w.log_path.read_bytes()
+    assert "cache.log" in logs and "access.log" in logs
+    for name, text in logs.items():
+        assert marker.encode() not in text, (name, text[-2000:])
+
+
+def test_hostile_config_text_is_escaped_and_bounded_in_logs_and_status(adminworld):
+    w = adminworld
+    w.write_config(w.yaml(blocked=("\r\x1b[2J\x1b]0;pwned\x07" + "A" * 300,)),
+                   {"version": 2, "domains": ["a.allowed.test"]})
+    wait_for(lambda: "not an IP network" in _last_error(w), 30, what="bad network reported")
+    err = _last_error(w)
+    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in err), err
+    assert "\\x1b[2J" in err and "A" * 60 not in err, err
+    log = w.log_path.read_bytes()
+    assert b"not an IP network" in log
+    assert b"\x1b" not in log and b"\r" not in log and b"\x07" not in log
+
+
+def test_config_symlinked_to_another_file_is_refused_without_quoting_it(adminworld):
+    w = adminworld
+    other = w.dir / "other-file"
+    other.write_text("topsecret_first_line: some private value\n")
+    visible = w.config / "fps.yaml"
+    visible.unlink()
+    os.symlink(other, visible)
+    wait_for(lambda: "resolves to a file outside" in _last_error(w), 30, what="symlink refused")
+    assert "topsecret" not in _last_error(w)
+    assert "topsecret" not in w.log()
+    assert w.get("a.allowed.test")[0] == 200
