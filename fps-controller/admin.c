@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -26,10 +27,17 @@
 
 /* Simultaneous connections, each with its own thread. libmicrohttpd closes a connection over
  * the limit at once (it does not leave it in the backlog), so the limit is sized for a burst of
- * scrapes and probes rather than for the few clients expected. */
-#define ADMIN_CONN_LIMIT   256
-#define ADMIN_PER_IP_LIMIT 64          /* one address cannot take every slot */
-#define ADMIN_STACK_SIZE   (512 << 10) /* handlers keep big data on the heap */
+ * scrapes and probes rather than for the few clients expected.
+ *
+ * There is no per-address limit: the kubelet probes from 127.0.0.1 (hostNetwork), like every
+ * local process, so a per-address limit let one local client starve the probes. Instead a
+ * connection that has not sent a complete request is "idle", and when more than
+ * ADMIN_IDLE_MAX are idle the oldest of them is closed (a slow client sending a header byte a
+ * second is idle however long it trickles): a new connection, which a probe is, always gets
+ * its turn, and a flood costs the flooder its oldest connections. */
+#define ADMIN_CONN_LIMIT   512
+#define ADMIN_IDLE_MAX     64
+#define ADMIN_STACK_SIZE   (256 << 10) /* handlers keep big data on the heap */
 #define ADMIN_CONN_TIMEOUT 10          /* seconds of inactivity before a connection is closed */
 #define ADMIN_MEM_LIMIT    8192        /* bytes per connection for the request line and headers */
 #define ADMIN_HEALTHY_MS   5000        /* /healthz: the loop must have been seen this recently */
@@ -37,6 +45,15 @@
 
 static struct MHD_Daemon *admin_daemon;
 static atomic_llong admin_last_beat_ms; /* monotonic; 0 = never */
+
+/* Every open connection, for closing the oldest idle ones (see ADMIN_IDLE_MAX). */
+struct admin_conn {
+	bool used, busy, evicted;
+	int fd;
+	long long since_ms; /* accepted, or finished its last request */
+};
+static struct admin_conn admin_conns[ADMIN_CONN_LIMIT];
+static pthread_mutex_t admin_conns_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static long long admin_now_ms(void)
 {
@@ -155,6 +172,75 @@ static enum MHD_Result admin_status(struct MHD_Connection *conn, const struct fp
 	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 }
 
+/* Closes the oldest idle connections beyond ADMIN_IDLE_MAX; called with admin_conns_mu held.
+ * shutdown() only: the connection's own thread sees the end of input and closes the socket
+ * after its CLOSED notification, which takes this mutex first, so the fd is never a reused one. */
+static void admin_evict_idle(void)
+{
+	for (;;) {
+		size_t idle = 0;
+		struct admin_conn *oldest = NULL;
+		for (size_t i = 0; i < ADMIN_CONN_LIMIT; i++) {
+			struct admin_conn *c = &admin_conns[i];
+			if (!c->used || c->busy || c->evicted)
+				continue;
+			idle++;
+			if (oldest == NULL || c->since_ms < oldest->since_ms)
+				oldest = c;
+		}
+		if (idle <= ADMIN_IDLE_MAX || oldest == NULL)
+			return;
+		shutdown(oldest->fd, SHUT_RDWR);
+		oldest->evicted = true;
+	}
+}
+
+static void admin_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                    enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	pthread_mutex_lock(&admin_conns_mu);
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		*socket_context = NULL;
+		for (size_t i = 0; ci != NULL && i < ADMIN_CONN_LIMIT; i++) {
+			if (!admin_conns[i].used) {
+				admin_conns[i] =
+				    (struct admin_conn){.used = true, .fd = ci->connect_fd, .since_ms = admin_now_ms()};
+				*socket_context = &admin_conns[i];
+				break;
+			}
+		}
+		admin_evict_idle();
+	} else if (*socket_context != NULL) {
+		((struct admin_conn *)*socket_context)->used = false;
+		*socket_context = NULL;
+	}
+	pthread_mutex_unlock(&admin_conns_mu);
+}
+
+/* A request arrived (busy = true) or was answered (false: idle again, from now). */
+static void admin_conn_busy(struct MHD_Connection *conn, bool busy)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (ci == NULL || ci->socket_context == NULL)
+		return;
+	pthread_mutex_lock(&admin_conns_mu);
+	struct admin_conn *c = ci->socket_context;
+	c->busy = busy;
+	c->since_ms = admin_now_ms();
+	pthread_mutex_unlock(&admin_conns_mu);
+}
+
+static void admin_request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                                    enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)con_cls;
+	(void)toe;
+	admin_conn_busy(conn, false);
+}
+
 enum admin_path { ADMIN_HEALTHZ, ADMIN_READYZ, ADMIN_METRICS, ADMIN_STATUS, ADMIN_UNKNOWN };
 
 static enum admin_path admin_route(const char *url)
@@ -177,6 +263,7 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	(void)con_cls;
 	/* Answered on the first call: no endpoint reads a body, and a request that carries
 	 * one gets its 404/405 at once (libmicrohttpd then closes the connection). */
+	admin_conn_busy(conn, true);
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
 		return admin_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /healthz, /readyz, /metrics, /status\n");
@@ -259,10 +346,11 @@ int admin_start(const char *bind_addr, int port, struct fps_err *e)
 	admin_daemon = MHD_start_daemon(
 	    flags, (uint16_t)port, NULL, NULL, admin_handle, NULL, MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)ADMIN_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned int)ADMIN_CONN_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT,
-	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)ADMIN_STACK_SIZE, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-	    (unsigned int)ADMIN_BACKLOG, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_CONNECTION, admin_notify_connection, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+	    admin_request_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT, MHD_OPTION_THREAD_STACK_SIZE,
+	    (size_t)ADMIN_STACK_SIZE, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)ADMIN_BACKLOG,
+	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
 	if (admin_daemon == NULL) {
 		int err = errno;
 		return err_set(e, NULL, 0, 0, "admin: cannot listen on %s:%d%s%s", addr, port, err ? ": " : "",

@@ -373,3 +373,36 @@ def test_config_symlinked_to_another_file_is_refused_without_quoting_it(adminwor
     assert "topsecret" not in _last_error(w)
     assert "topsecret" not in w.log()
     assert w.get("a.allowed.test")[0] == 200
+
+
+# ---- 6. probes keep answering while a local client floods the admin port -------------------
+
+def test_healthz_answers_from_127_0_0_1_while_slow_clients_flood_the_admin_port(adminworld):
+    w = adminworld
+    stop, socks = threading.Event(), []
+
+    def trickle():
+        # A header byte per second on each connection: never idle long enough for a timeout.
+        while not stop.wait(1.0):
+            for s in list(socks):
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    pass
+    t = threading.Thread(target=trickle)
+    wait_for(lambda: admin_get(w.admin_port, "/readyz")[0] == 200, 30, what="/readyz 200")
+    try:
+        for _ in range(100):  # from the probes' own address
+            s = socket.create_connection(("127.0.0.1", w.admin_port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            socks.append(s)
+        t.start()
+        codes = [admin_get(w.admin_port, "/healthz")[0] for _ in range(20)]
+        codes += [admin_get(w.admin_port, "/readyz")[0] for _ in range(5)]
+        assert set(codes) == {200}, codes
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join(10)
+        for s in socks:
+            s.close()
