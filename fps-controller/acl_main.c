@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aclproto.h"
 #include "fsio.h"
 #include "log.h"
 #include "snapshot.h"
@@ -85,39 +86,6 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 	st->loaded = true;
 	st->id = sb;
 	log_info("snapshot %s: generation %llu, %zu entries, %zu routes", st->path, gen, np.n_entries, np.n_routes);
-}
-
-/* Answers one request line into out; returns the bytes written. */
-static size_t acl_answer(struct acl_state *st, char *line, char *out, size_t outlen)
-{
-	char *save = NULL;
-	char *tok1 = strtok_r(line, " \t\r", &save);
-	char *tok2 = tok1 ? strtok_r(NULL, " \t\r", &save) : NULL;
-	/* With concurrency Squid prefixes a numeric channel ID. Squid's %DST never
-	 * is a bare number, so a numeric first token followed by another is the ID. */
-	const char *id = NULL, *host = tok1;
-	if (tok1 && tok2 && strspn(tok1, "0123456789") == strlen(tok1)) {
-		id = tok1;
-		host = tok2;
-	}
-	const char *sep = id ? " " : "";
-	id = id ? id : "";
-	if (host == NULL)
-		return (size_t)snprintf(out, outlen, "%s%sBH message=\"empty request\"\n", id, sep);
-	char norm[WL_NAME_MAX + 8];
-	bool is_ip;
-	/* Squid sends %DST URL-quoted, but it quotes neither '%' nor most bytes a host name cannot
-	 * hold, and it resolves the name exactly as received: decoding it here would judge another
-	 * name ("allowed%2etest" is not "allowed.test" to Squid's resolver). wl_host_normalize
-	 * refuses anything that is not a plain host name or IP literal. */
-	if (wl_host_normalize(host, norm, sizeof(norm), &is_ip) < 0)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"malformed host\"\n", id, sep);
-	if (!st->loaded)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"no whitelist loaded\"\n", id, sep);
-	enum wl_via via;
-	if (wl_lookup(&st->policy, norm, is_ip, &via))
-		return (size_t)snprintf(out, outlen, "%s%sOK tag=%s\n", id, sep, wl_via_name(via));
-	return (size_t)snprintf(out, outlen, "%s%sERR message=\"not in whitelist\"\n", id, sep);
 }
 
 static int write_all(const char *p, size_t len)
@@ -200,7 +168,8 @@ int main(int argc, char **argv)
 			} else if (i - start > ACL_LINE_MAX) {
 				o += (size_t)snprintf(out + o, sizeof(out) - o, "BH message=\"line too long\"\n");
 			} else {
-				o += acl_answer(&st, in + start, out + o, sizeof(out) - o);
+				o += aclproto_answer(st.loaded ? &st.policy : NULL, in + start, out + o,
+				                     sizeof(out) - o);
 			}
 			start = i + 1;
 			if (sizeof(out) - o < 512) {
