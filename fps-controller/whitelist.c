@@ -410,7 +410,11 @@ int wl_policy_finish(struct wl_policy *p)
 		if (e->kind == WL_WILD && htab_put(&p->wild, e->name, strlen(e->name), WL_WILD) < 0)
 			return -1;
 	}
-	size_t kept = 0;
+	/* Names are freed only after the pass: the wildcard set and `seen` point at entries'
+	 * names, and a wildcard covered by a wider one is dropped while still in the set. */
+	bool *dropped = calloc(p->n_entries ? p->n_entries : 1, sizeof(*dropped));
+	if (dropped == NULL)
+		return -1;
 	struct htab seen;
 	htab_init(&seen);
 	for (size_t i = 0; i < p->n_entries; i++) {
@@ -424,19 +428,24 @@ int wl_policy_finish(struct wl_policy *p)
 		else
 			drop = covered_by_wild(&p->wild, e->name, true) ||
 			       htab_put(&seen, e->name, strlen(e->name), 0) == 0;
-		if (drop) {
-			free(e->name);
-			p->n_folded++;
-		} else {
-			p->entries[kept++] = *e;
-		}
+		dropped[i] = drop;
 	}
 	htab_free(&seen);
+	htab_free(&p->wild);
+	htab_init(&p->wild);
+	size_t kept = 0;
+	for (size_t i = 0; i < p->n_entries; i++) {
+		if (dropped[i]) {
+			free(p->entries[i].name);
+			p->n_folded++;
+		} else {
+			p->entries[kept++] = p->entries[i];
+		}
+	}
+	free(dropped);
 	p->n_entries = kept;
 	if (p->n_entries > 1)
 		qsort(p->entries, p->n_entries, sizeof(*p->entries), pattern_cmp);
-	htab_free(&p->wild);
-	htab_init(&p->wild);
 	return wl_policy_index(p);
 }
 
