@@ -32,17 +32,21 @@
  *
  * There is no per-address limit: the kubelet probes from 127.0.0.1 (hostNetwork), like every
  * local process, so a per-address limit let one local client starve the probes. Instead a
- * connection that has not sent a complete request is "idle", and when more than
- * ADMIN_IDLE_MAX are idle the oldest of them is closed (a slow client sending a header byte a
- * second is idle however long it trickles): a new connection, which a probe is, always gets
- * its turn, and a flood costs the flooder its oldest connections. */
-#define ADMIN_CONN_LIMIT   512
-#define ADMIN_IDLE_MAX     64
-#define ADMIN_STACK_SIZE   (256 << 10) /* handlers keep big data on the heap */
-#define ADMIN_CONN_TIMEOUT 10          /* seconds of inactivity before a connection is closed */
-#define ADMIN_MEM_LIMIT    8192        /* bytes per connection for the request line and headers */
-#define ADMIN_HEALTHY_MS   5000        /* /healthz: the loop must have been seen this recently */
-#define ADMIN_BACKLOG      256
+ * connection without a request in progress for more than ADMIN_IDLE_GRACE_MS is "slow" (a
+ * client sending a header byte a second stays slow however long it trickles), and when more
+ * than ADMIN_SLOW_MAX are slow the oldest of them are closed, checked at every new connection
+ * and every ADMIN_SWEEP_MS: a burst of fresh connections is never touched, a few slow clients
+ * are kept, and a flood of slow ones costs the flooder its oldest connections instead of
+ * filling the slots the probes need. */
+#define ADMIN_CONN_LIMIT    512
+#define ADMIN_SLOW_MAX      64
+#define ADMIN_IDLE_GRACE_MS 2000
+#define ADMIN_SWEEP_MS      250
+#define ADMIN_STACK_SIZE    (256 << 10) /* handlers keep big data on the heap */
+#define ADMIN_CONN_TIMEOUT  10          /* seconds of inactivity before a connection is closed */
+#define ADMIN_MEM_LIMIT     8192        /* bytes per connection for the request line and headers */
+#define ADMIN_HEALTHY_MS    5000        /* /healthz: the loop must have been seen this recently */
+#define ADMIN_BACKLOG       256
 
 static struct MHD_Daemon *admin_daemon;
 static atomic_llong admin_last_beat_ms; /* monotonic; 0 = never */
@@ -55,6 +59,10 @@ struct admin_conn {
 };
 static struct admin_conn admin_conns[ADMIN_CONN_LIMIT];
 static pthread_mutex_t admin_conns_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t admin_sweep_cv = PTHREAD_COND_INITIALIZER;
+static bool admin_sweep_stop;
+static pthread_t admin_sweeper;
+static bool admin_sweeper_running;
 
 static long long admin_now_ms(void)
 {
@@ -174,27 +182,49 @@ static enum MHD_Result admin_status(struct MHD_Connection *conn, const struct fp
 	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 }
 
-/* Closes the oldest idle connections beyond ADMIN_IDLE_MAX; called with admin_conns_mu held.
+/* Closes the oldest slow connections beyond ADMIN_SLOW_MAX; called with admin_conns_mu held.
  * shutdown() only: the connection's own thread sees the end of input and closes the socket
  * after its CLOSED notification, which takes this mutex first, so the fd is never a reused one. */
-static void admin_evict_idle(void)
+static void admin_evict_slow(void)
 {
+	long long now = admin_now_ms();
 	for (;;) {
-		size_t idle = 0;
+		size_t slow = 0;
 		struct admin_conn *oldest = NULL;
 		for (size_t i = 0; i < ADMIN_CONN_LIMIT; i++) {
 			struct admin_conn *c = &admin_conns[i];
-			if (!c->used || c->busy || c->evicted)
+			if (!c->used || c->busy || c->evicted || now - c->since_ms <= ADMIN_IDLE_GRACE_MS)
 				continue;
-			idle++;
+			slow++;
 			if (oldest == NULL || c->since_ms < oldest->since_ms)
 				oldest = c;
 		}
-		if (idle <= ADMIN_IDLE_MAX || oldest == NULL)
+		if (slow <= ADMIN_SLOW_MAX || oldest == NULL)
 			return;
 		shutdown(oldest->fd, SHUT_RDWR);
 		oldest->evicted = true;
 	}
+}
+
+/* At the connection limit libmicrohttpd accepts nothing, so no new connection would trigger
+ * the check: this thread repeats it every ADMIN_SWEEP_MS. */
+static void *admin_sweep(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&admin_conns_mu);
+	while (!admin_sweep_stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += ADMIN_SWEEP_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&admin_sweep_cv, &admin_conns_mu, &until);
+		admin_evict_slow();
+	}
+	pthread_mutex_unlock(&admin_conns_mu);
+	return NULL;
 }
 
 static void admin_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -213,7 +243,7 @@ static void admin_notify_connection(void *cls, struct MHD_Connection *conn, void
 				break;
 			}
 		}
-		admin_evict_idle();
+		admin_evict_slow();
 	} else if (*socket_context != NULL) {
 		((struct admin_conn *)*socket_context)->used = false;
 		*socket_context = NULL;
@@ -379,6 +409,10 @@ int admin_start(const char *bind_addr, int port, struct fps_err *e)
 		close(lfd);
 		return err_set(e, NULL, 0, 0, "%s: the admin server did not start", where);
 	}
+	admin_sweep_stop = false;
+	admin_sweeper_running = pthread_create(&admin_sweeper, NULL, admin_sweep, NULL) == 0;
+	if (!admin_sweeper_running)
+		log_warn("admin: no sweeper thread: slow connections are closed only when new ones arrive");
 	log_info("admin endpoints on http://%s%s%s:%d/ (healthz, readyz, metrics, status)",
 	         strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "", port);
 	return 0;
@@ -388,6 +422,14 @@ void admin_stop(void)
 {
 	if (admin_daemon == NULL)
 		return;
+	if (admin_sweeper_running) {
+		pthread_mutex_lock(&admin_conns_mu);
+		admin_sweep_stop = true;
+		pthread_cond_signal(&admin_sweep_cv);
+		pthread_mutex_unlock(&admin_conns_mu);
+		pthread_join(admin_sweeper, NULL);
+		admin_sweeper_running = false;
+	}
 	MHD_stop_daemon(admin_daemon);
 	admin_daemon = NULL;
 }

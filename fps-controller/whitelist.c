@@ -292,6 +292,8 @@ int wl_host_normalize(const char *host, char *out, size_t outlen, bool *is_ip)
 		unsigned char ch = (unsigned char)host[i];
 		if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_')
 			return -1;
+		if (ch == '.' && (i == 0 || host[i - 1] == '.')) /* an empty label */
+			return -1;
 		out[i] = (char)tolower(ch);
 	}
 	if (len > 1 && out[len - 1] == '.')

@@ -326,6 +326,7 @@ def test_credentials_of_any_scheme_stay_out_of_every_log(authworld):
     import base64
     port, oport = w.port, w.http.port
     marker = "Zq7SecretMarker"
+    w.http.hits.clear()
     headers = [
         f'Digest username="ApexOne-x", realm="FPS", nonce="n", uri="/", response="{marker}1"',
         f"Negotiate {marker}2",

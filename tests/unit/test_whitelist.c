@@ -226,7 +226,10 @@ static void test_lookup_and_routes(void **state)
 	                     "a/b.test",
 	                     "a:b.test",
 	                     "[a.test]",
-	                     "a.test\\"};
+	                     "a.test\\",
+	                     "..api.example-vendor.com",
+	                     ".api.example-vendor.com",
+	                     "api..example-vendor.com"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (wl_host_normalize(bad[i], host, sizeof(host), &is_ip) != -1)
 			fail_msg("'%s' was accepted as a host name", bad[i]);
