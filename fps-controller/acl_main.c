@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aclproto.h"
 #include "fsio.h"
 #include "log.h"
 #include "snapshot.h"
@@ -85,57 +86,6 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 	st->loaded = true;
 	st->id = sb;
 	log_info("snapshot %s: generation %llu, %zu entries, %zu routes", st->path, gen, np.n_entries, np.n_routes);
-}
-
-/* In-place %XX decoding of a Squid-escaped field; -1 on a bad escape or a NUL. */
-static int url_unescape(char *s)
-{
-	char *o = s;
-	for (char *p = s; *p; p++) {
-		if (*p == '%') {
-			int hi, lo;
-			if (sscanf(p + 1, "%1x%1x", (unsigned *)&hi, (unsigned *)&lo) != 2)
-				return -1;
-			int v = hi * 16 + lo;
-			if (v == 0)
-				return -1;
-			*o++ = (char)v;
-			p += 2;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = '\0';
-	return 0;
-}
-
-/* Answers one request line into out; returns the bytes written. */
-static size_t acl_answer(struct acl_state *st, char *line, char *out, size_t outlen)
-{
-	char *save = NULL;
-	char *tok1 = strtok_r(line, " \t\r", &save);
-	char *tok2 = tok1 ? strtok_r(NULL, " \t\r", &save) : NULL;
-	/* With concurrency Squid prefixes a numeric channel ID. Squid's %DST never
-	 * is a bare number, so a numeric first token followed by another is the ID. */
-	const char *id = NULL, *host = tok1;
-	if (tok1 && tok2 && strspn(tok1, "0123456789") == strlen(tok1)) {
-		id = tok1;
-		host = tok2;
-	}
-	const char *sep = id ? " " : "";
-	id = id ? id : "";
-	if (host == NULL)
-		return (size_t)snprintf(out, outlen, "%s%sBH message=\"empty request\"\n", id, sep);
-	char norm[WL_NAME_MAX + 8];
-	bool is_ip;
-	if (url_unescape((char *)host) < 0 || wl_host_normalize(host, norm, sizeof(norm), &is_ip) < 0)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"malformed host\"\n", id, sep);
-	if (!st->loaded)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"no whitelist loaded\"\n", id, sep);
-	enum wl_via via;
-	if (wl_lookup(&st->policy, norm, is_ip, &via))
-		return (size_t)snprintf(out, outlen, "%s%sOK tag=%s\n", id, sep, wl_via_name(via));
-	return (size_t)snprintf(out, outlen, "%s%sERR message=\"not in whitelist\"\n", id, sep);
 }
 
 static int write_all(const char *p, size_t len)
@@ -218,7 +168,8 @@ int main(int argc, char **argv)
 			} else if (i - start > ACL_LINE_MAX) {
 				o += (size_t)snprintf(out + o, sizeof(out) - o, "BH message=\"line too long\"\n");
 			} else {
-				o += acl_answer(&st, in + start, out + o, sizeof(out) - o);
+				o += aclproto_answer(st.loaded ? &st.policy : NULL, in + start, out + o,
+				                     sizeof(out) - o);
 			}
 			start = i + 1;
 			if (sizeof(out) - o < 512) {

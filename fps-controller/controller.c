@@ -222,7 +222,8 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .secrets_dir = sec,
 	                        .bin_dir = paths->bin_dir,
 	                        .generation = 0,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .mgr_port = state_pick_loopback_port()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -524,6 +525,7 @@ static void ctl_publish(struct ctl *x)
 	snprintf(s->squid.answer_error, sizeof(s->squid.answer_error), "%s", s->squid.answering ? "" : h.error);
 	s->squid.hung_kills = x->squid.hung_kills;
 	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 && h.answering;
+	s->mgr_port = x->st.mgr_port;
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
@@ -710,7 +712,8 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	                        .secrets_dir = x->st.secrets_dir,
 	                        .bin_dir = x->helper_dir,
 	                        .generation = gen,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .mgr_port = x->st.mgr_port};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";

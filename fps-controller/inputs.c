@@ -49,7 +49,7 @@ int inputs_check_secrets(const char *dir, struct fps_err *e)
 			return err_set(e, path, 0, 0, "cannot open: %s", strerror(errno)); /* a dangling link */
 		char *data = NULL;
 		size_t len = 0;
-		if (fsio_read(path, CFG_MAX_FILESIZE, &data, &len, e) < 0)
+		if (fsio_read(path, CFG_SECRET_MAX_SIZE, &data, &len, e) < 0)
 			return -1;
 		int rc = 0;
 		if (strcmp(inputs_secret_names[i], "apikeys.json") == 0) {
@@ -81,7 +81,7 @@ int inputs_save_secrets(const char *from_dir, const char *to_dir, struct fps_err
 		}
 		char *data = NULL;
 		size_t len = 0;
-		if (fsio_read(src, CFG_MAX_FILESIZE, &data, &len, e) < 0)
+		if (fsio_read(src, CFG_SECRET_MAX_SIZE, &data, &len, e) < 0)
 			return -1;
 		int rc = fsio_write_atomic(dst, data, len, 0600, (gid_t)-1, e);
 		wipe(data, len);

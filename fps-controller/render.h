@@ -21,6 +21,7 @@ struct render_ctx {
 	const char *bin_dir;       /* fps-acl and fps-auth */
 	unsigned long long generation;
 	long max_fds; /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
+	int mgr_port; /* the loopback port only the controller's cache-manager scrape uses */
 };
 
 #define RENDER_MAX_FILES 8

@@ -92,6 +92,7 @@ struct fps_status {
 	/* Squid's own proxy address, for the cache manager and diagnose */
 	char proxy_addr[64];
 	int proxy_port;
+	int mgr_port; /* Squid's cache manager, on 127.0.0.1 (0 = unknown) */
 };
 
 /* Publishing side (control loop) and reading side (admin thread). */

@@ -309,7 +309,7 @@ class World:
             shutil.rmtree(old, ignore_errors=True)
 
     def yaml(self, apply="live", whitelist_preset=(), extra="", auth=False, safe_ports=None, connect_ports=None,
-             blocked=("169.254.0.0/16", "127.0.0.99/32")):
+             blocked=("169.254.0.0/16", "127.0.0.99/32"), allow_loopback=True):
         ports = [80, 443] + [o.port for o in self.origins]
         sp = safe_ports if safe_ports is not None else ports
         cp = connect_ports if connect_ports is not None else [443] + [o.port for o in self.origins]
@@ -318,6 +318,8 @@ class World:
             f"proxy:\n  bind: 127.0.0.1\n  port: {self.port}\n"
             f"  safe_ports: {list(sp)}\n  connect_ports: {list(cp)}\n"
             f"  blocked_networks: {list(blocked)}\n"
+            # The origins are on loopback, which FPS refuses unless re-allowed (docs/security.md).
+            f"  allow_loopback_destinations: {'true' if allow_loopback else 'false'}\n"
             f"  dns_nameservers: [127.0.0.1]\n  hosts_file: {self.hosts}\n"
             f"auth:\n  enabled: {'true' if auth else 'false'}\n"
             f"whitelist:\n  apply: {apply}\n  preset:{preset}\n" + extra)
