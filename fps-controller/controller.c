@@ -888,6 +888,12 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 		char msg[sizeof(why) + 32];
 		snprintf(msg, sizeof(msg), "proxy port %s", why);
 		snprintf(why, sizeof(why), "%s", msg);
+	} else if (x->st.mgr_port > 0 && pf_port_free("127.0.0.1", x->st.mgr_port, why, sizeof(why)) < 0) {
+		/* The controller-only cache-manager port (<state>/run/mgr.port) */
+		char msg[sizeof(why) + 64];
+		snprintf(msg, sizeof(msg), "cache-manager port %s (remove %s/mgr.port to have another picked)", why,
+		         x->st.run_dir);
+		snprintf(why, sizeof(why), "%s", msg);
 	} else if (state_check_squid_access(x->st.dir, x->helper_dir, x->have_active ? x->active.hosts_file : NULL, why,
 	                                    sizeof(why)) < 0) {
 		/* why says it */
