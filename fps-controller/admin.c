@@ -155,11 +155,26 @@ static enum MHD_Result admin_status(struct MHD_Connection *conn, const struct fp
 	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 }
 
-enum admin_path { ADMIN_HEALTHZ, ADMIN_READYZ, ADMIN_METRICS, ADMIN_STATUS, ADMIN_UNKNOWN };
+/* GET /denied: the denied report; ?format=whitelist: the whitelist.json fragment. */
+static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	const char *fmt = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "format");
+	bool whitelist = fmt && strcmp(fmt, "whitelist") == 0;
+	if (fmt && !whitelist && strcmp(fmt, "json") != 0)
+		return admin_text(conn, MHD_HTTP_BAD_REQUEST, "format is json or whitelist\n");
+	char *body = statusjson_render_denied(s, whitelist);
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
+}
+
+enum admin_path { ADMIN_HEALTHZ, ADMIN_READYZ, ADMIN_METRICS, ADMIN_STATUS, ADMIN_DENIED, ADMIN_UNKNOWN };
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status"};
+	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -179,7 +194,8 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	 * one gets its 404/405 at once (libmicrohttpd then closes the connection). */
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
-		return admin_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /healthz, /readyz, /metrics, /status\n");
+		return admin_text(conn, MHD_HTTP_NOT_FOUND,
+		                  "not found: try /healthz, /readyz, /metrics, /status, /denied\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
@@ -200,6 +216,9 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_STATUS:
 		ret = admin_status(conn, s, have);
+		break;
+	case ADMIN_DENIED:
+		ret = admin_denied(conn, s, have);
 		break;
 	default:
 		break;

@@ -27,6 +27,7 @@
 
 #include "admin.h"
 #include "cred.h"
+#include "denied.h"
 #include "fsio.h"
 #include "log.h"
 #include "squid.h"
@@ -89,6 +90,8 @@ struct ctl {
 	double last_reload_unix, last_success_unix;
 	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
 	size_t n_key_expiry;
+	struct denied_collector denied; /* the helpers' denied-destination files, merged */
+	bool have_denied;
 };
 
 static double wall_now(void)
@@ -431,6 +434,15 @@ static void ctl_publish(struct ctl *x)
 	if (x->have_active && x->active.has_tunnel && !s->stunnel.up) {
 		s->tunnel.up = false;
 		snprintf(s->tunnel.error, sizeof(s->tunnel.error), "stunnel is not running (%s)", s->stunnel.state);
+	}
+	if (x->have_denied) {
+		denied_collect(&x->denied);
+		const struct denied_table *v = &x->denied.view;
+		s->denied.since = v->since;
+		s->denied.total = v->total;
+		s->denied.distinct = v->n;
+		s->denied.truncated = v->evicted > 0;
+		s->denied.n_top = denied_top(v, s->denied.top, DENIED_TOP_MAX);
 	}
 	status_publish(s);
 }
@@ -841,6 +853,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		return 3;
 	}
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
+	if (denied_collector_init(&x.denied, x.st.denied_dir, wall_now()) == 0)
+		x.have_denied = true;
+	else
+		log_warn("denied report: out of memory: /denied stays empty");
 	x.tpaths = (struct tunnel_paths){
 	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
 	x.probe.paths = x.tpaths;
@@ -996,5 +1012,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	sup_free(&x.stunnel);
 	if (x.have_active)
 		cfg_free(&x.active);
+	if (x.have_denied)
+		denied_collector_free(&x.denied);
 	return exit_code;
 }

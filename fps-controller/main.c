@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "controller.h"
+#include "deniedcli.h"
 #include "diagnose.h"
 #include "fsio.h"
 #include "log.h"
@@ -27,6 +28,7 @@ static void usage(FILE *f)
 	           "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
 	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
 	           "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
+	           "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
 	           "  fps-controller --version | --help\n"
 	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
 	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
@@ -195,6 +197,9 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_init("fps-controller", lf, ll);
+	/* denied asks a running controller: no configuration needed */
+	if (strcmp(cmd, "denied") == 0)
+		return deniedcli_run(a.admin, a.json, stdout);
 	if (a.json && strcmp(cmd, "diagnose") != 0) {
 		fprintf(stderr, "fps-controller %s: --json is for diagnose only\n", cmd);
 		return EXIT_USAGE;

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "denied.h"
 #include "whitelist.h"
 
 #define STATUS_MAX_REJECTED 200 /* kept for /status; the count is exact */
@@ -39,6 +40,16 @@ struct status_path {
 	bool interception;   /* the tunnel's certificate came from an unexpected issuer */
 	char peer_issuer[256];
 	char peer_subject[256];
+};
+
+/* The denied-destination report, merged over every fps-acl process (denied.h). */
+struct status_denied {
+	double since; /* counting started (the controller's start); 0 = report off */
+	unsigned long long total;
+	size_t distinct;
+	bool truncated; /* some table evicted entries: the tail and the counts are estimates */
+	size_t n_top;
+	struct denied_entry top[DENIED_TOP_MAX];
 };
 
 struct fps_status {
@@ -77,6 +88,8 @@ struct fps_status {
 	bool have_key_expiry;
 	double newest_key_expiry_unix; /* expiry of the newest valid key */
 	char keys_error[256];
+
+	struct status_denied denied;
 
 	/* Squid's own proxy address, for the cache manager and diagnose */
 	char proxy_addr[64];
