@@ -129,7 +129,7 @@ static int url_unescape(char *s)
 	return 0;
 }
 
-static void acl_count_denied(struct acl_state *st, const char *host, const char *port_s, char *user)
+static void acl_count_denied(struct acl_state *st, const char *host, const char *port_s, char *user, bool would)
 {
 	unsigned port = 0;
 	if (port_s && strspn(port_s, "0123456789") == strlen(port_s) && strlen(port_s) <= 5)
@@ -139,7 +139,7 @@ static void acl_count_denied(struct acl_state *st, const char *host, const char 
 	char product[DENIED_PRODUCT_MAX + 1] = "";
 	if (user && url_unescape(user) == 0)
 		denied_product(user, product, sizeof(product));
-	denied_add(&st->denied, host, port, product, wall_now(), 1, false);
+	denied_add(&st->denied, host, port, product, wall_now(), 1, would);
 	st->denied_dirty = true;
 }
 
@@ -197,8 +197,14 @@ static size_t acl_answer(struct acl_state *st, char *line, char *out, size_t out
 	enum wl_via via;
 	if (wl_lookup(&st->policy, norm, is_ip, &via))
 		return (size_t)snprintf(out, outlen, "%s%sOK tag=%s\n", id, sep, wl_via_name(via));
+	bool report = st->policy.report_mode;
 	if (st->denied_dir)
-		acl_count_denied(st, norm, port_s, user);
+		acl_count_denied(st, norm, port_s, user, report);
+	/* Report mode: allowed on the default route, counted as would-deny. Ports and
+	 * blocked networks are separate http_access rules, enforced all the same. */
+	if (report)
+		return (size_t)snprintf(out, outlen, "%s%sOK tag=%s message=\"would deny: not in whitelist\"\n", id,
+		                        sep, wl_via_name(st->policy.default_via));
 	return (size_t)snprintf(out, outlen, "%s%sERR message=\"not in whitelist\"\n", id, sep);
 }
 

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "explain.h"
 #include "status.h"
 #include "statusjson.h"
 
@@ -170,11 +171,33 @@ static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fp
 	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 }
 
-enum admin_path { ADMIN_HEALTHZ, ADMIN_READYZ, ADMIN_METRICS, ADMIN_STATUS, ADMIN_DENIED, ADMIN_UNKNOWN };
+/* GET /explain?host=H&port=P: the verdict for one destination against the active generation. */
+static enum MHD_Result admin_explain(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = NULL;
+	int code = explain_admin(s, MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "host"),
+	                         MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "port"), &body);
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, (unsigned)code, code == 200 ? "application/json" : "text/plain; charset=utf-8", body,
+	                   strlen(body));
+}
+
+enum admin_path {
+	ADMIN_HEALTHZ,
+	ADMIN_READYZ,
+	ADMIN_METRICS,
+	ADMIN_STATUS,
+	ADMIN_DENIED,
+	ADMIN_EXPLAIN,
+	ADMIN_UNKNOWN
+};
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied"};
+	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -195,7 +218,7 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
 		return admin_text(conn, MHD_HTTP_NOT_FOUND,
-		                  "not found: try /healthz, /readyz, /metrics, /status, /denied\n");
+		                  "not found: try /healthz, /readyz, /metrics, /status, /denied, /explain\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
@@ -219,6 +242,9 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_DENIED:
 		ret = admin_denied(conn, s, have);
+		break;
+	case ADMIN_EXPLAIN:
+		ret = admin_explain(conn, s, have);
 		break;
 	default:
 		break;

@@ -417,7 +417,17 @@ static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v,
 		}
 		return 0;
 	}
-	return unknown_key(w, k, "whitelist", "apply, preset");
+	if (strcmp(key, "mode") == 0) {
+		if (y_plain(v) && strcmp(y_text(v), "enforce") == 0)
+			c->whitelist_report = false;
+		else if (y_plain(v) && strcmp(y_text(v), "report") == 0)
+			c->whitelist_report = true;
+		else
+			return y_fail(w, v, "'mode' must be 'enforce' or 'report'%s%s", "", "");
+		c->whitelist_mode_line = (int)v->start_mark.line + 1;
+		return 0;
+	}
+	return unknown_key(w, k, "whitelist", "apply, mode, preset");
 }
 
 static int sec_upstream(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
@@ -839,6 +849,12 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 			goto fail;
 	}
 
+	if (c->whitelist_report && c->apply == CFG_APPLY_RECONFIGURE) {
+		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
+		err_set(e, path, c->whitelist_mode_line, 0,
+		        "whitelist.mode 'report' needs whitelist.apply 'live' (fps-acl decides and counts)");
+		goto fail;
+	}
 	if (c->has_upstream && c->upstream_host[0] == '\0') {
 		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
 		err_set(e, path, 0, 0, "'upstream' needs 'host'");

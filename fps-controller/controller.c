@@ -388,6 +388,11 @@ static void ctl_publish(struct ctl *x)
 	snprintf(s->config_hash, sizeof(s->config_hash), "%s", x->active_hash);
 	snprintf(s->apply_mode, sizeof(s->apply_mode), "%s",
 	         x->have_active && x->active.apply == CFG_APPLY_RECONFIGURE ? "reconfigure" : "live");
+	s->report_mode = x->have_active && x->active.whitelist_report;
+	if (x->generation > 0) {
+		state_gen_dir(&x->st, x->generation, s->input_dir, sizeof(s->input_dir));
+		strncat(s->input_dir, "/input", sizeof(s->input_dir) - strlen(s->input_dir) - 1);
+	}
 	s->have_version = x->have_active && x->active.has_version;
 	s->whitelist_version = x->have_active ? x->active.whitelist_version : 0;
 	s->last_reload_unix = x->last_reload_unix;
@@ -688,6 +693,10 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	x->last_error[0] = '\0';
 	x->last_reload_unix = x->last_success_unix = wall_now();
 	ctl_record_compiled(x, &cp);
+	if (c.whitelist_report)
+		log_warn("generation %llu: whitelist.mode is report: destinations not in the whitelist are ALLOWED "
+		         "(on the %s route) and counted in /denied; set whitelist.mode: enforce once the list is complete",
+		         gen, wl_via_name(c.default_route));
 	probe_update(&x->probe, &x->active);
 	state_prune(&x->st, gen, prev);
 	log_info(

@@ -11,6 +11,7 @@
 
 #include "controller.h"
 #include "deniedcli.h"
+#include "explain.h"
 #include "diagnose.h"
 #include "fsio.h"
 #include "log.h"
@@ -29,6 +30,7 @@ static void usage(FILE *f)
 	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
 	           "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
 	           "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
+	           "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
 	           "  fps-controller --version | --help\n"
 	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
 	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
@@ -37,6 +39,7 @@ static void usage(FILE *f)
 struct args {
 	const char *config_dir, *secrets_dir, *state_dir, *out, *admin;
 	const char *mode, *log_format, *log_level;
+	const char *target; /* explain's HOST[:PORT] */
 	bool json;
 };
 
@@ -97,6 +100,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 			return -1;
 		}
 	}
+	if (strcmp(argv[1], "explain") == 0 && optind == argc - 1)
+		a->target = argv[optind++];
 	if (optind != argc) {
 		fprintf(stderr, "fps-controller: unexpected argument '%s'\n", argv[optind]);
 		return -1;
@@ -200,6 +205,9 @@ int main(int argc, char **argv)
 	/* denied asks a running controller: no configuration needed */
 	if (strcmp(cmd, "denied") == 0)
 		return deniedcli_run(a.admin, a.json, stdout);
+	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
+	if (strcmp(cmd, "explain") == 0)
+		return explain_cli(a.admin ? NULL : a.config_dir, a.secrets_dir, a.admin, a.json, a.target, stdout);
 	if (a.json && strcmp(cmd, "diagnose") != 0) {
 		fprintf(stderr, "fps-controller %s: --json is for diagnose only\n", cmd);
 		return EXIT_USAGE;

@@ -238,6 +238,9 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	        (double)s->folded);
 	m_gauge(f, "fps_whitelist_rejected_entries", "Whitelist entries rejected as invalid (see /status for why).",
 	        (double)s->n_rejected);
+	m_gauge(f, "fps_whitelist_report_mode",
+	        "1 when whitelist.mode is report (unlisted destinations allowed and counted), 0 when enforce.",
+	        s->report_mode);
 	/* denied report: totals only, never a host label (cardinality stays bounded) */
 	m_counter(f, "fps_whitelist_denied_requests_total",
 	          "Requests denied as not whitelisted (in report mode: would have been), since the controller started.",

@@ -62,6 +62,8 @@ struct fps_status {
 	char config_hash[65];
 	bool squid_runs_active; /* Squid was (re)configured with the active generation and accepts */
 	char apply_mode[16];    /* live | reconfigure */
+	bool report_mode;       /* whitelist.mode: report */
+	char input_dir[4096];   /* the active generation's copy of its inputs (GET /explain) */
 	bool have_version;
 	long long whitelist_version;
 	double last_reload_unix; /* last attempt; 0 = none */

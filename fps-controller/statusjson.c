@@ -224,6 +224,7 @@ char *statusjson_render(const struct fps_status *s, double now)
 	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
 	sj_str_or_null(root, "config_hash", s->config_hash, sizeof(s->config_hash));
 	SJ_STR(root, "apply_mode", s->apply_mode);
+	cJSON_AddStringToObject(root, "whitelist_mode", s->report_mode ? "report" : "enforce");
 	if (s->have_version)
 		cJSON_AddNumberToObject(root, "whitelist_version", (double)s->whitelist_version);
 	else
