@@ -694,9 +694,10 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	x->last_reload_unix = x->last_success_unix = wall_now();
 	ctl_record_compiled(x, &cp);
 	if (c.whitelist_report)
-		log_warn("generation %llu: whitelist.mode is report: destinations not in the whitelist are ALLOWED "
-		         "(on the %s route) and counted in /denied; set whitelist.mode: enforce once the list is complete",
-		         gen, wl_via_name(c.default_route));
+		log_warn(
+		    "generation %llu: whitelist.mode is report: destinations not in the whitelist are ALLOWED "
+		    "(on the %s route) and counted in /denied; set whitelist.mode: enforce once the list is complete",
+		    gen, wl_via_name(c.default_route));
 	probe_update(&x->probe, &x->active);
 	state_prune(&x->st, gen, prev);
 	log_info(

@@ -20,10 +20,6 @@
 #define EXPLAIN_NEAREST_MAX 5
 #define EXPLAIN_ADDR_MAX    16
 
-/* Never-allowed destinations, whatever blocked_networks says (docs/configuration). */
-static const char *const explain_builtin_blocked[] = {"0.0.0.0/8",      "::/128",  "127.0.0.0/8",
-                                                      "169.254.0.0/16", "::1/128", "fe80::/10"};
-
 int explain_load(struct explain_policy *p, const char *config_dir, const char *secrets_dir, struct fps_err *e)
 {
 	memset(p, 0, sizeof(*p));
@@ -137,8 +133,8 @@ static void ex_whitelist(cJSON *root, const struct explain_policy *p, const char
 			best_kind = kind;
 		}
 		size_t bl = strlen(base), nl = strlen(name);
-		bool related = bl > 0 && (strcmp(name, base) == 0 || (nl > bl && name[nl - bl - 1] == '.' &&
-		                                                      strcmp(name + nl - bl, base) == 0));
+		bool related = bl > 0 && (strcmp(name, base) == 0 ||
+		                          (nl > bl && name[nl - bl - 1] == '.' && strcmp(name + nl - bl, base) == 0));
 		if (sc < 0 && related && cJSON_GetArraySize(nearest) < EXPLAIN_NEAREST_MAX) {
 			cJSON *x = cJSON_CreateObject();
 			char where[160];
@@ -263,7 +259,8 @@ static bool ex_in_cidr(int af, const unsigned char *addr, const char *cidr)
 	return true;
 }
 
-/* The blocked network addr falls in ("" when none), IPv4-mapped IPv6 checked as IPv4. */
+/* The blocked network addr falls in ("" when none), IPv4-mapped IPv6 checked as IPv4.
+ * The same list render.c gives Squid's fps_blocked_dst ACL: proxy.blocked_networks. */
 static const char *ex_blocked(const struct fps_config *c, int af, const unsigned char *addr)
 {
 	unsigned char v4[4];
@@ -271,14 +268,10 @@ static const char *ex_blocked(const struct fps_config *c, int af, const unsigned
 	bool is_mapped = af == AF_INET6 && memcmp(addr, mapped, 12) == 0;
 	if (is_mapped)
 		memcpy(v4, addr + 12, 4);
-	for (int pass = 0; pass < 2; pass++) {
-		size_t n = pass == 0 ? c->blocked_networks.n
-		                     : sizeof(explain_builtin_blocked) / sizeof(explain_builtin_blocked[0]);
-		for (size_t i = 0; i < n; i++) {
-			const char *net = pass == 0 ? c->blocked_networks.v[i] : explain_builtin_blocked[i];
-			if (ex_in_cidr(af, addr, net) || (is_mapped && ex_in_cidr(AF_INET, v4, net)))
-				return net;
-		}
+	for (size_t i = 0; i < c->blocked_networks.n; i++) {
+		const char *net = c->blocked_networks.v[i];
+		if (ex_in_cidr(af, addr, net) || (is_mapped && ex_in_cidr(AF_INET, v4, net)))
+			return net;
 	}
 	return "";
 }
@@ -387,8 +380,9 @@ static void ex_live(cJSON *root, const struct fps_status *live, enum wl_via via)
 	}
 	cJSON *l = cJSON_AddObjectToObject(root, "live");
 	cJSON_AddNumberToObject(l, "generation", (double)live->generation);
-	const struct status_path *path = via == WL_VIA_TUNNEL ? &live->tunnel : via == WL_VIA_UPSTREAM ? &live->upstream
-	                                                                                               : NULL;
+	const struct status_path *path = via == WL_VIA_TUNNEL     ? &live->tunnel
+	                                 : via == WL_VIA_UPSTREAM ? &live->upstream
+	                                                          : NULL;
 	cJSON_AddBoolToObject(l, "squid_up", live->squid.up);
 	if (path == NULL) {
 		cJSON_AddStringToObject(l, "path", "direct");
@@ -458,12 +452,15 @@ cJSON *explain_json(const struct explain_policy *p, const char *host_in, int por
 	else if (blocked)
 		snprintf(reason, sizeof(reason), "%s resolves into a blocked network", host);
 	else if (unresolved && leave == WL_VIA_DIRECT)
-		snprintf(reason, sizeof(reason), "the policy allows it, but %s does not resolve: agents get Squid's DNS error",
-		         host);
+		snprintf(reason, sizeof(reason),
+		         "the policy allows it, but %s does not resolve: agents get Squid's DNS error", host);
 	else {
 		ok = true;
-		snprintf(reason, sizeof(reason), "%s%s", listed ? "whitelisted" : "not whitelisted, allowed by report mode",
-		         connect_ok && plain_ok ? "" : connect_ok ? " (CONNECT only)" : " (plain HTTP only)");
+		snprintf(reason, sizeof(reason), "%s%s",
+		         listed ? "whitelisted" : "not whitelisted, allowed by report mode",
+		         connect_ok && plain_ok ? ""
+		         : connect_ok           ? " (CONNECT only)"
+		                                : " (plain HTTP only)");
 	}
 	if (ok && !listed)
 		via = c->default_route;
@@ -493,12 +490,12 @@ static const char *js(const cJSON *o, const char *key)
 
 static void ex_print_ports(FILE *out, const char *what, const cJSON *o, const char *listname)
 {
-	fprintf(out, "%s %s (%s", what, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "allowed")) ? "allowed" : "denied",
-	        listname);
+	fprintf(out, "%s %s (%s", what,
+	        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "allowed")) ? "allowed" : "denied", listname);
 	const cJSON *p;
 	int i = 0;
-	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(o, listname)) fprintf(out, "%s%d", i++ ? "," : " ",
-	                                                                            p->valueint);
+	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(o, listname))
+	    fprintf(out, "%s%d", i++ ? "," : " ", p->valueint);
 	fputc(')', out);
 }
 
@@ -518,8 +515,8 @@ void explain_print(const cJSON *r, FILE *out)
 	else {
 		fprintf(out, "  whitelist:  no entry matches\n");
 		const cJSON *n;
-		cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(w, "nearest"))
-		    fprintf(out, "              nearest: %s: \"%s\" (%s)\n", js(n, "where"), js(n, "entry"), js(n, "note"));
+		cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(w, "nearest")) fprintf(
+		    out, "              nearest: %s: \"%s\" (%s)\n", js(n, "where"), js(n, "entry"), js(n, "note"));
 	}
 	const cJSON *rt = cJSON_GetObjectItemCaseSensitive(r, "route");
 	if (js(rt, "via") == NULL)
@@ -539,11 +536,12 @@ void explain_print(const cJSON *r, FILE *out)
 	cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(r, "addresses"))
 	{
 		const char *b = js(a, "blocked_by");
-		fprintf(out, "  %s %s (%s)%s%s\n", na++ ? "           " : "addresses: ", js(a, "address"), js(a, "source"),
-		        b ? " BLOCKED by " : "", b ? b : "");
+		fprintf(out, "  %s %s (%s)%s%s\n", na++ ? "           " : "addresses: ", js(a, "address"),
+		        js(a, "source"), b ? " BLOCKED by " : "", b ? b : "");
 	}
 	if (na == 0)
-		fprintf(out, "  addresses:  none (%s)\n", js(r, "resolve_error") ? js(r, "resolve_error") : "not resolved");
+		fprintf(out, "  addresses:  none (%s)\n",
+		        js(r, "resolve_error") ? js(r, "resolve_error") : "not resolved");
 	fprintf(out, "  resolver:   %s\n", js(r, "resolver"));
 	const cJSON *l = cJSON_GetObjectItemCaseSensitive(r, "live");
 	if (!cJSON_IsObject(l)) {
@@ -553,8 +551,8 @@ void explain_print(const cJSON *r, FILE *out)
 	const cJSON *up = cJSON_GetObjectItemCaseSensitive(l, "up");
 	if (cJSON_IsBool(up))
 		fprintf(out, "  live state: %s to %s is %s%s%s (checked %s)\n", js(l, "path"), js(l, "target"),
-		        cJSON_IsTrue(up) ? "up" : "DOWN", js(l, "error") ? ": " : "", js(l, "error") ? js(l, "error") : "",
-		        js(l, "checked") ? js(l, "checked") : "never");
+		        cJSON_IsTrue(up) ? "up" : "DOWN", js(l, "error") ? ": " : "",
+		        js(l, "error") ? js(l, "error") : "", js(l, "checked") ? js(l, "checked") : "never");
 	else
 		fprintf(out, "  live state: direct; squid %s\n",
 		        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(l, "squid_up")) ? "up" : "DOWN");
@@ -605,7 +603,8 @@ int explain_admin(const struct fps_status *s, const char *host, const char *port
 		err_clear(&e);
 		if (explain_load(&explain_cache, s->input_dir, NULL, &e) < 0) {
 			char buf[1600];
-			*body = ex_text("cannot load generation's inputs %s: %s\n", s->input_dir, err_str(&e, buf, sizeof(buf)));
+			*body = ex_text("cannot load generation's inputs %s: %s\n", s->input_dir,
+			                err_str(&e, buf, sizeof(buf)));
 			pthread_mutex_unlock(&explain_mu);
 			return 500;
 		}

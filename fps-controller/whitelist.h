@@ -47,7 +47,7 @@ struct wl_policy {
 	size_t n_routes, cap_routes;
 	enum wl_via default_via;
 	bool report_mode; /* whitelist.mode report: fps-acl allows the unlisted on default_via, counted */
-	size_t n_folded; /* entries dropped as covered by a wildcard or duplicated */
+	size_t n_folded;  /* entries dropped as covered by a wildcard or duplicated */
 	struct htab exact, wild, route_exact, route_wild;
 };
 
