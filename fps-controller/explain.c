@@ -495,7 +495,9 @@ static void ex_print_ports(FILE *out, const char *what, const cJSON *o, const ch
 	const cJSON *p;
 	int i = 0;
 	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(o, listname))
-	    fprintf(out, "%s%d", i++ ? "," : " ", p->valueint);
+	{
+		fprintf(out, "%s%d", i++ ? "," : " ", p->valueint);
+	}
 	fputc(')', out);
 }
 
@@ -515,8 +517,11 @@ void explain_print(const cJSON *r, FILE *out)
 	else {
 		fprintf(out, "  whitelist:  no entry matches\n");
 		const cJSON *n;
-		cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(w, "nearest")) fprintf(
-		    out, "              nearest: %s: \"%s\" (%s)\n", js(n, "where"), js(n, "entry"), js(n, "note"));
+		cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(w, "nearest"))
+		{
+			fprintf(out, "              nearest: %s: \"%s\" (%s)\n", js(n, "where"), js(n, "entry"),
+			        js(n, "note"));
+		}
 	}
 	const cJSON *rt = cJSON_GetObjectItemCaseSensitive(r, "route");
 	if (js(rt, "via") == NULL)
