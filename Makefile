@@ -7,7 +7,8 @@ CC       ?= gcc
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
-            libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
+            libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus \
+            chromium
 
 WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-format-nonliteral -Wno-format-truncation

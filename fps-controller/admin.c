@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "explain.h"
 #include "status.h"
+#include "statuspage.h"
 #include "statusjson.h"
 
 /* Simultaneous connections, each with its own thread. libmicrohttpd closes a connection over
@@ -171,6 +172,28 @@ static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fp
 	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 }
 
+/* GET /: the status page for a browser. The CSP keeps it self-contained. */
+static enum MHD_Result admin_page(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = statuspage_render(s, admin_wall());
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(r, "Content-Security-Policy", STATUSPAGE_CSP);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
 /* GET /explain?host=H&port=P: the verdict for one destination against the active generation. */
 static enum MHD_Result admin_explain(struct MHD_Connection *conn, const struct fps_status *s, bool have)
 {
@@ -192,12 +215,13 @@ enum admin_path {
 	ADMIN_STATUS,
 	ADMIN_DENIED,
 	ADMIN_EXPLAIN,
+	ADMIN_PAGE,
 	ADMIN_UNKNOWN
 };
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain"};
+	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -218,7 +242,7 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
 		return admin_text(conn, MHD_HTTP_NOT_FOUND,
-		                  "not found: try /healthz, /readyz, /metrics, /status, /denied, /explain\n");
+		                  "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
@@ -245,6 +269,9 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_EXPLAIN:
 		ret = admin_explain(conn, s, have);
+		break;
+	case ADMIN_PAGE:
+		ret = admin_page(conn, s, have);
 		break;
 	default:
 		break;
