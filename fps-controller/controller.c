@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -59,6 +60,7 @@ struct probe {
 	char stunnel_templates[PATH_MAX];
 	char secrets_dir[PATH_MAX];
 	struct status_path tunnel, upstream;
+	struct clock_check clock;
 };
 
 struct ctl {
@@ -435,7 +437,13 @@ static void ctl_publish(struct ctl *x)
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
 	s->upstream = x->probe.upstream;
+	s->clock = x->probe.clock;
 	pthread_mutex_unlock(&x->probe.mu);
+	if (x->have_active && !x->active.has_tunnel && !x->active.has_upstream) {
+		memset(&s->clock, 0, sizeof(s->clock));
+		snprintf(s->clock.error, sizeof(s->clock.error),
+		         "no reference: neither a tunnel nor an upstream is configured");
+	}
 	if (x->have_active && x->active.has_tunnel && !s->stunnel.up) {
 		s->tunnel.up = false;
 		snprintf(s->tunnel.error, sizeof(s->tunnel.error), "stunnel is not running (%s)", s->stunnel.state);
@@ -487,6 +495,7 @@ static void *probe_main(void *arg)
 	pthread_mutex_lock(&p->mu);
 	while (!p->quit) {
 		struct fps_config cfg = p->cfg;
+		bool kicked = p->kick;
 		p->kick = false;
 		pthread_mutex_unlock(&p->mu);
 		struct status_path t = {0}, u = {0};
@@ -497,7 +506,23 @@ static void *probe_main(void *arg)
 		}
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
+		/* The clock against a reference we trust: after each change, then once a minute. */
+		static double clock_at;
+		struct clock_check ck;
+		bool clock_due = kicked || wall_now() - clock_at >= CLOCK_PERIOD_S;
+		if (clock_due) {
+			clock_check(&cfg, &ck);
+			clock_at = wall_now();
+			if (ck.have && !ck.ok)
+				log_warn(
+				    "clock: the system clock is %.0f s %s %s (Date: %s): API keys and certificates are "
+				    "judged by this clock",
+				    fabs(ck.skew_seconds), ck.skew_seconds > 0 ? "ahead of" : "behind", ck.reference,
+				    ck.ref_date);
+		}
 		pthread_mutex_lock(&p->mu);
+		if (clock_due)
+			p->clock = ck;
 		bool was_up = p->tunnel.up;
 		p->tunnel = t;
 		p->upstream = u;

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "clock.h"
 #include "denied.h"
 #include "whitelist.h"
 
@@ -92,6 +93,7 @@ struct fps_status {
 	char keys_error[256];
 
 	struct status_denied denied;
+	struct clock_check clock; /* the system clock against the tunnel's / upstream's Date */
 
 	/* Squid's own proxy address, for the cache manager and diagnose */
 	char proxy_addr[64];

@@ -283,6 +283,21 @@ char *statusjson_render(const struct fps_status *s, double now)
 		sj_str_or_null(tu, "subject", s->tunnel.peer_subject, sizeof(s->tunnel.peer_subject));
 	}
 	sj_path(root, "upstream", &s->upstream);
+	cJSON *ck = cJSON_AddObjectToObject(root, "clock");
+	if (ck) {
+		const struct clock_check *c = &s->clock;
+		sj_time(ck, "checked", c->checked_unix);
+		sj_str_or_null(ck, "reference", c->reference, sizeof(c->reference));
+		sj_str_or_null(ck, "reference_date", c->ref_date, sizeof(c->ref_date));
+		if (c->have) {
+			cJSON_AddNumberToObject(ck, "skew_seconds", c->skew_seconds);
+			cJSON_AddBoolToObject(ck, "ok", c->ok);
+		} else {
+			cJSON_AddNullToObject(ck, "skew_seconds");
+			cJSON_AddNullToObject(ck, "ok");
+		}
+		sj_str_or_null(ck, "error", c->error, sizeof(c->error));
+	}
 	cJSON *dn = sj_denied(&s->denied);
 	if (dn)
 		cJSON_AddItemToObject(root, "denied", dn);

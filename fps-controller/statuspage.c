@@ -229,6 +229,17 @@ char *statuspage_render(const struct fps_status *s, double now)
 		else
 			fprintf(f, " (in %.0f days)", floor(left / 86400.0));
 	}
+	fputs("</td></tr>\n<tr><th>clock</th><td id=\"clock\">", f);
+	if (s->clock.have) {
+		fprintf(f, "<span class=\"%s\">%s</span>: system clock %+.0f s against ", sp_ok(s->clock.ok),
+		        s->clock.ok ? "ok" : "WRONG", s->clock.skew_seconds);
+		SP_ESC(f, s->clock.reference);
+		if (!s->clock.ok)
+			fputs(" &mdash; API keys and certificates are judged by this clock", f);
+	} else {
+		fputs("not checked: ", f);
+		SP_ESC(f, s->clock.error);
+	}
 	fprintf(f, "</td></tr>\n<tr><th>version</th><td>%s, started ", s->version);
 	sp_time(f, s->start_unix);
 	fputs("</td></tr>\n</table>\n", f);
