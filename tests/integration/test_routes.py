@@ -1,4 +1,4 @@
-"""Routes (SPEC §3 routes/tunnel, §4, §6): direct, the customer's proxy (`upstream`) and the
+"""Routes (docs/configuration.md: routes, tunnel, secrets; docs/agents.md): direct, the customer's proxy (`upstream`) and the
 TLS tunnel, with real Squid, stunnel, curl and origins on loopback.
 
   agent curl -> FPS Squid -> stunnel client -> stunnel server -> cloud Squid -> origin   (tunnel)
@@ -30,7 +30,7 @@ SERVER = "tunnel.fps.test"
 T, D, U, NW = "t.routes.test", "d.routes.test", "u.routes.test", "nw.routes.test"
 NAMES = {n: "127.0.0.1" for n in (T, D, U, NW, SERVER, "other.fps.test")}
 UP_USER, UP_PASS = "fps", "corp-s3cret"
-BAD = (502, 503)  # Squid's answers for a peer that cannot carry the request (SPEC §6)
+BAD = (502, 503)  # Squid's answers for a peer that cannot carry the request (docs/agents.md)
 
 
 def openssl(*args, cwd=None):
