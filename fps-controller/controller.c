@@ -99,7 +99,7 @@ struct ctl {
 	 * failed preflight (a path Squid's user cannot reach, a port in use) or the
 	 * first FATAL/ERROR line of cache.log when Squid exited. "" = none known. */
 	char squid_problem[512], stunnel_problem[512];
-	long long squid_log_off; /* cache.log size when the current Squid started */
+	long long squid_log_off;        /* cache.log size when the current Squid started */
 	struct denied_collector denied; /* the helpers' denied-destination files, merged */
 	bool have_denied;
 };

@@ -24,18 +24,19 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage:\n"
-	           "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
-	           "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
-	           "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
-	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
-	           "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
-	           "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
-	           "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
-	           "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
-	           "  fps-controller --version | --help\n"
-	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
-	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
+	fprintf(f,
+	        "usage:\n"
+	        "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
+	        "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
+	        "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
+	        "  fps-controller check  --config-dir D [--secrets-dir D]\n"
+	        "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
+	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
+	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
+	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
+	        "  fps-controller --version | --help\n"
+	        "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
+	        "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
 }
 
 struct args {

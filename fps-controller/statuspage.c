@@ -114,13 +114,15 @@ static void sp_denied(FILE *f, const struct fps_status *s)
 {
 	const struct status_denied *d = &s->denied;
 	fputs("<h2>Denied destinations</h2>\n<p id=\"denied-summary\">", f);
-	if (d->since > 0) {
+	if (strcmp(s->apply_mode, "reconfigure") == 0) {
+		fputs("The denied report is off: with whitelist.apply: reconfigure Squid decides alone.", f);
+	} else if (d->since > 0) {
 		fprintf(f, "%llu denied requests to %zu destinations since ", d->total, d->distinct);
 		sp_time(f, d->since);
 		if (d->truncated)
 			fputs(" (truncated: more destinations than tracked; counts are upper bounds)", f);
 	} else {
-		fputs("The denied report is off (whitelist.apply: reconfigure).", f);
+		fputs("The denied report is not available yet.", f);
 	}
 	fputs("</p>\n", f);
 	size_t n = d->n_top < STATUSPAGE_DENIED_MAX ? d->n_top : STATUSPAGE_DENIED_MAX;
