@@ -150,6 +150,13 @@ found:
 }
 
 /* 65536 descriptors, or the hard limit Squid will inherit if that is lower. */
+/* The benchmark compares the denied report on and off in one run (bench/ab_denied.py). */
+static bool ctl_no_denied_report(void)
+{
+	const char *v = getenv("FPS_DENIED_REPORT");
+	return v && strcmp(v, "off") == 0;
+}
+
 static long ctl_max_fds(void)
 {
 	struct rlimit rl;
@@ -198,7 +205,8 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .secrets_dir = sec,
 	                        .bin_dir = paths->bin_dir,
 	                        .generation = 0,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .no_denied_report = ctl_no_denied_report()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -624,7 +632,8 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	                        .secrets_dir = x->st.secrets_dir,
 	                        .bin_dir = x->helper_dir,
 	                        .generation = gen,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .no_denied_report = ctl_no_denied_report()};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";

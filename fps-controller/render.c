@@ -318,12 +318,15 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		 * %PORT %un feed the denied report (docs/operations.md): %un is the
 		 * authenticated user, URL-escaped, "-" without auth; unlike %LOGIN it never
 		 * makes Squid ask for credentials itself. */
+		char report[PATH_MAX + 32] = "";
+		if (!rc->no_denied_report)
+			snprintf(report, sizeof(report), " --denied-dir %s/denied", rc->run_dir);
 		bprintf(&wl,
 		        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 children-startup=1 "
-		        "children-idle=1 concurrency=256 queue-size=8192 %%DST %%PORT %%un %s/fps-acl --snapshot "
-		        "%s/acl.snapshot --denied-dir %s/denied\n"
+		        "children-idle=1 concurrency=256 queue-size=8192 %%DST%s %s/fps-acl --snapshot "
+		        "%s/acl.snapshot%s\n"
 		        "acl fps_whitelist external fps_acl\n",
-		        rc->bin_dir, rc->gen_dir, rc->run_dir);
+		        rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir, report);
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
 		for (int v = 0; v < WL_VIA_COUNT; v++)
 			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v),

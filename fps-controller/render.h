@@ -7,6 +7,7 @@
 #ifndef FPS_RENDER_H
 #define FPS_RENDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "compile.h"
@@ -20,7 +21,8 @@ struct render_ctx {
 	const char *secrets_dir;   /* the copies of secrets Squid's helpers read */
 	const char *bin_dir;       /* fps-acl and fps-auth */
 	unsigned long long generation;
-	long max_fds; /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
+	long max_fds;          /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
+	bool no_denied_report; /* FPS_DENIED_REPORT=off: only for the benchmark's on/off comparison */
 };
 
 #define RENDER_MAX_FILES 8
