@@ -60,6 +60,36 @@ void denied_clear(struct denied_table *t, double since)
 	t->total = 0;
 	t->evicted = 0;
 	t->since = since;
+	t->cursor = 0;
+	t->min_hint = 0;
+	t->min_valid = false;
+}
+
+static void denied_recompute_min(struct denied_table *t)
+{
+	unsigned long long m = t->e[0].count;
+	for (size_t i = 1; i < t->n; i++)
+		if (t->e[i].count < m)
+			m = t->e[i].count;
+	t->min_hint = m;
+	t->min_valid = true;
+}
+
+/* An entry with the smallest count (see min_hint in denied.h). */
+static int denied_victim(struct denied_table *t)
+{
+	if (!t->min_valid)
+		denied_recompute_min(t);
+	for (size_t lap = 0;; lap++) {
+		if (lap == t->n) {
+			denied_recompute_min(t);
+			lap = 0;
+		}
+		size_t i = t->cursor;
+		t->cursor = (t->cursor + 1) % t->n;
+		if (t->e[i].count == t->min_hint)
+			return (int)i;
+	}
 }
 
 static int denied_find(const struct denied_table *t, const char *host, unsigned port, unsigned h)
@@ -106,10 +136,7 @@ static struct denied_entry *denied_slot(struct denied_table *t, const char *host
 	if (t->n < t->cap) {
 		idx = (int)t->n++;
 	} else {
-		idx = 0;
-		for (size_t i = 1; i < t->n; i++)
-			if (t->e[i].count < t->e[idx].count)
-				idx = (int)i;
+		idx = denied_victim(t);
 		inherited = t->e[idx].count;
 		denied_unlink(t, idx);
 		t->evicted++;

@@ -53,6 +53,14 @@ struct denied_table {
 	unsigned long long total;   /* every denial counted, tracked or not */
 	unsigned long long evicted; /* entries displaced: > 0 means the table is truncated */
 	double since;               /* when counting started */
+	/* Finding the smallest count to replace: counts only grow once the table is full, so
+	 * min_hint (a past minimum) is never above the true minimum, and an entry equal to it is a
+	 * minimum. A cursor walks the table for one; a full lap without it recomputes min_hint.
+	 * Amortized O(1) per replacement when many entries share the minimum (a flood of
+	 * one-off hosts), O(cap) at worst. */
+	size_t cursor;
+	unsigned long long min_hint;
+	bool min_valid;
 };
 
 /* Allocates a table of cap entries (all the memory it will ever use). -1: no memory. */
@@ -61,8 +69,8 @@ void denied_free(struct denied_table *t);
 void denied_clear(struct denied_table *t, double since);
 
 /* Counts n denials of host:port by product (may be "" or NULL) at time now. When the
- * table is full and the key is new, the entry with the smallest count is replaced
- * (its count becomes the newcomer's error): an O(cap) scan, only for new keys. */
+ * table is full and the key is new, an entry with the smallest count is replaced (its
+ * count becomes the newcomer's error). */
 void denied_add(struct denied_table *t, const char *host, unsigned port, const char *product, double now,
                 unsigned long long n, bool would_deny);
 /* Adds every entry of src into dst (weighted Space-Saving), keeping first/last seen and
