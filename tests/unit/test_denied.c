@@ -83,6 +83,34 @@ static void test_frequent_destinations_are_always_kept(void **state)
 	denied_free(&t);
 }
 
+/* Whatever the counts, a new destination replaces an entry with the smallest count. */
+static void test_replaces_a_smallest_entry(void **state)
+{
+	(void)state;
+	enum { K = 8 };
+	struct denied_table t;
+	assert_int_equal(denied_init(&t, K, 1.0), 0);
+	char host[32];
+	for (int i = 0; i < K; i++) { /* distinct counts 3, 6, 9, ... in a scrambled order */
+		snprintf(host, sizeof(host), "h%d.example", i);
+		denied_add(&t, host, 443, NULL, 1.0, (unsigned long long)(((i * 5) % K) + 1) * 3, false);
+	}
+	for (int round = 0; round < 200; round++) {
+		unsigned long long min = t.e[0].count;
+		for (size_t i = 1; i < t.n; i++)
+			min = t.e[i].count < min ? t.e[i].count : min;
+		snprintf(host, sizeof(host), "new%d.example", round);
+		denied_add(&t, host, 443, NULL, 1.0, 1 + (unsigned long long)(round % 3), false);
+		for (size_t i = 0; i < t.n; i++)
+			if (strcmp(t.e[i].host, host) == 0)
+				assert_int_equal(t.e[i].error, min);
+		if (round % 7 == 0) /* an existing entry grows */
+			denied_add(&t, t.e[round % K].host, 443, NULL, 1.0, 5, false);
+		assert_int_equal(t.n, K);
+	}
+	denied_free(&t);
+}
+
 static void test_products(void **state)
 {
 	(void)state;
@@ -171,6 +199,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bound_holds_under_many_distinct_hosts),
 	    cmocka_unit_test(test_frequent_destinations_are_always_kept),
+	    cmocka_unit_test(test_replaces_a_smallest_entry),
 	    cmocka_unit_test(test_products),
 	    cmocka_unit_test(test_products_per_destination_are_bounded),
 	    cmocka_unit_test(test_file_round_trip_and_merge),
