@@ -124,15 +124,19 @@ compdb:
 	bear -- $(MAKE) -B all
 
 # ---- fuzzing (clang libFuzzer); FUZZ_SECONDS bounds each target ------------------------------
+# One target per parser of untrusted input: fps.yaml, whitelist.json, apikeys.json, the fps-auth
+# and fps-acl line protocols, the fps-acl snapshot. Each run keeps its corpus in build/fuzz/.
 FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_WARN := $(filter-out -Wno-format-truncation,$(WARN)) # a GCC-only option
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined $(WARN) $(DEFS) -I$(SRC_DIR) -o $@ $< $(LIB_SRCS) $(LIBS)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_WARN) $(DEFS) -I$(SRC_DIR) -o $@ $< $(LIB_SRCS) $(LIBS)
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do mkdir -p build/fuzz/corpus-$$(basename $$f); \
-		echo "== $$f ($(FUZZ_SECONDS)s)"; $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz/corpus-$$(basename $$f); done
+		echo "== $$f ($(FUZZ_SECONDS)s)"; $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz/corpus-$$(basename $$f) \
+		$$(ls -d tests/fuzz/seeds/$$(basename $$f) 2>/dev/null); done
 
 # ---- running the stack ---------------------------------------------------------------------
 # Installs the Debian packages in $(1) that are missing (nothing when all are there, so no root

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aclproto.h"
 #include "denied.h"
 #include "fsio.h"
 #include "log.h"
@@ -107,39 +108,17 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 	log_info("snapshot %s: generation %llu, %zu entries, %zu routes", st->path, gen, np.n_entries, np.n_routes);
 }
 
-/* In-place %XX decoding of a Squid-escaped field; -1 on a bad escape or a NUL. */
-static int url_unescape(char *s)
-{
-	char *o = s;
-	for (char *p = s; *p; p++) {
-		if (*p == '%') {
-			int hi, lo;
-			if (sscanf(p + 1, "%1x%1x", (unsigned *)&hi, (unsigned *)&lo) != 2)
-				return -1;
-			int v = hi * 16 + lo;
-			if (v == 0)
-				return -1;
-			*o++ = (char)v;
-			p += 2;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = '\0';
-	return 0;
-}
-
-static void acl_count_denied(struct acl_state *st, const char *host, const char *port_s, char *user, bool would)
+static void acl_count_denied(struct acl_state *st, const struct aclproto_denial *d, bool would)
 {
 	unsigned port = 0;
-	if (port_s && strspn(port_s, "0123456789") == strlen(port_s) && strlen(port_s) <= 5)
-		port = (unsigned)atoi(port_s);
+	if (d->port && strspn(d->port, "0123456789") == strlen(d->port) && strlen(d->port) <= 5)
+		port = (unsigned)atoi(d->port);
 	if (port > 65535)
 		port = 0;
+	/* %un is URL-escaped; a product name is [A-Za-z0-9._-], which Squid leaves as it is */
 	char product[DENIED_PRODUCT_MAX + 1] = "";
-	if (user && url_unescape(user) == 0)
-		denied_product(user, product, sizeof(product));
-	denied_add(&st->denied, host, port, product, wall_now(), 1, would);
+	denied_product(d->user, product, sizeof(product));
+	denied_add(&st->denied, d->host, port, product, wall_now(), 1, would);
 	st->denied_dirty = true;
 }
 
@@ -166,46 +145,6 @@ static int acl_denied_wait_ms(const struct acl_state *st)
 		return -1;
 	long long left = st->denied_written + ACL_DENIED_NS - now_ns();
 	return left <= 0 ? 0 : (int)(left / 1000000) + 1;
-}
-
-/* Answers one request line into out; returns the bytes written. */
-static size_t acl_answer(struct acl_state *st, char *line, char *out, size_t outlen)
-{
-	char *save = NULL;
-	char *tok1 = strtok_r(line, " \t\r", &save);
-	char *tok2 = tok1 ? strtok_r(NULL, " \t\r", &save) : NULL;
-	/* With concurrency Squid prefixes a numeric channel ID. Squid's %DST never
-	 * is a bare number, so a numeric first token followed by another is the ID. */
-	const char *id = NULL, *host = tok1;
-	if (tok1 && tok2 && strspn(tok1, "0123456789") == strlen(tok1)) {
-		id = tok1;
-		host = tok2;
-	}
-	/* "host port user" when Squid passes %PORT %un too (the denied report) */
-	const char *port_s = id ? strtok_r(NULL, " \t\r", &save) : tok2;
-	char *user = port_s ? strtok_r(NULL, " \t\r", &save) : NULL;
-	const char *sep = id ? " " : "";
-	id = id ? id : "";
-	if (host == NULL)
-		return (size_t)snprintf(out, outlen, "%s%sBH message=\"empty request\"\n", id, sep);
-	char norm[WL_NAME_MAX + 8];
-	bool is_ip;
-	if (url_unescape((char *)host) < 0 || wl_host_normalize(host, norm, sizeof(norm), &is_ip) < 0)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"malformed host\"\n", id, sep);
-	if (!st->loaded)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"no whitelist loaded\"\n", id, sep);
-	enum wl_via via;
-	if (wl_lookup(&st->policy, norm, is_ip, &via))
-		return (size_t)snprintf(out, outlen, "%s%sOK tag=%s\n", id, sep, wl_via_name(via));
-	bool report = st->policy.report_mode;
-	if (st->denied_dir)
-		acl_count_denied(st, norm, port_s, user, report);
-	/* Report mode: allowed on the default route, counted as would-deny. Ports and
-	 * blocked networks are separate http_access rules, enforced all the same. */
-	if (report)
-		return (size_t)snprintf(out, outlen, "%s%sOK tag=%s message=\"would deny: not in whitelist\"\n", id,
-		                        sep, wl_via_name(st->policy.default_via));
-	return (size_t)snprintf(out, outlen, "%s%sERR message=\"not in whitelist\"\n", id, sep);
 }
 
 static int write_all(const char *p, size_t len)
@@ -306,7 +245,11 @@ int main(int argc, char **argv)
 			} else if (i - start > ACL_LINE_MAX) {
 				o += (size_t)snprintf(out + o, sizeof(out) - o, "BH message=\"line too long\"\n");
 			} else {
-				o += acl_answer(&st, in + start, out + o, sizeof(out) - o);
+				struct aclproto_denial d;
+				o += aclproto_answer_ex(st.loaded ? &st.policy : NULL, in + start, out + o,
+				                        sizeof(out) - o, &d);
+				if (d.denied && st.denied_dir)
+					acl_count_denied(&st, &d, st.policy.report_mode);
 			}
 			start = i + 1;
 			if (sizeof(out) - o < 512) {

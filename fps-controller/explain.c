@@ -15,6 +15,7 @@
 
 #include "adminclient.h"
 #include "fsio.h"
+#include "render.h"
 #include "statusjson.h"
 
 #define EXPLAIN_NEAREST_MAX 5
@@ -260,7 +261,7 @@ static bool ex_in_cidr(int af, const unsigned char *addr, const char *cidr)
 }
 
 /* The blocked network addr falls in ("" when none), IPv4-mapped IPv6 checked as IPv4.
- * The same list render.c gives Squid's fps_blocked_dst ACL: proxy.blocked_networks. */
+ * The lists render.c gives Squid: the never-allowed networks, then proxy.blocked_networks. */
 static const char *ex_blocked(const struct fps_config *c, int af, const unsigned char *addr)
 {
 	unsigned char v4[4];
@@ -268,8 +269,10 @@ static const char *ex_blocked(const struct fps_config *c, int af, const unsigned
 	bool is_mapped = af == AF_INET6 && memcmp(addr, mapped, 12) == 0;
 	if (is_mapped)
 		memcpy(v4, addr + 12, 4);
-	for (size_t i = 0; i < c->blocked_networks.n; i++) {
-		const char *net = c->blocked_networks.v[i];
+	const char *never[16];
+	size_t n_never = render_never_networks(c, never, 16);
+	for (size_t i = 0; i < n_never + c->blocked_networks.n; i++) {
+		const char *net = i < n_never ? never[i] : c->blocked_networks.v[i - n_never];
 		if (ex_in_cidr(af, addr, net) || (is_mapped && ex_in_cidr(AF_INET, v4, net)))
 			return net;
 	}

@@ -31,6 +31,11 @@ struct status_child {
 	unsigned restarts;
 	char state[16];    /* running, backoff, stopped, stopping, external */
 	char problem[512]; /* why it is not running (preflight, cache.log FATAL); "" = none known */
+	/* Squid only: does it answer HTTP (health.h)? */
+	bool answering;
+	double silent_seconds; /* since the last answer (or since it started), 0 when answering */
+	char answer_error[160];
+	unsigned hung_kills; /* killed for not answering */
 };
 
 struct status_path {
@@ -96,9 +101,15 @@ struct fps_status {
 	struct status_denied denied;
 	struct clock_check clock; /* the system clock against the tunnel's / upstream's Date */
 
+	/* the state volume (--state-dir): Squid's logs and every generation live there */
+	bool have_state_volume;
+	unsigned long long state_free_bytes, state_total_bytes;
+	bool state_full; /* a write failed for lack of space, or almost nothing is free */
+
 	/* Squid's own proxy address, for the cache manager and diagnose */
 	char proxy_addr[64];
 	int proxy_port;
+	int mgr_port; /* Squid's cache manager, on 127.0.0.1 (0 = unknown) */
 };
 
 /* Publishing side (control loop) and reading side (admin thread). */

@@ -136,6 +136,12 @@ static void sj_child(cJSON *parent, const char *key, const struct status_child *
 	}
 	cJSON_AddNumberToObject(o, "restarts", c->restarts);
 	sj_str_or_null(o, "problem", c->problem, sizeof(c->problem));
+	if (strcmp(key, "squid") == 0) {
+		cJSON_AddBoolToObject(o, "answering", c->answering);
+		cJSON_AddNumberToObject(o, "silent_seconds", floor(c->silent_seconds * 10) / 10);
+		sj_str_or_null(o, "answer_error", c->answer_error, sizeof(c->answer_error));
+		cJSON_AddNumberToObject(o, "hung_kills", c->hung_kills);
+	}
 }
 
 static cJSON *sj_path(cJSON *parent, const char *key, const struct status_path *p)
@@ -325,6 +331,13 @@ char *statusjson_render(const struct fps_status *s, double now)
 			         left / 86400.0);
 		sj_str_or_null(au, "warning", warn, sizeof(warn));
 		sj_str_or_null(au, "error", s->keys_error, sizeof(s->keys_error));
+	}
+
+	cJSON *sv = cJSON_AddObjectToObject(root, "state_volume");
+	if (sv && s->have_state_volume) {
+		cJSON_AddBoolToObject(sv, "full", s->state_full);
+		cJSON_AddNumberToObject(sv, "free_bytes", (double)s->state_free_bytes);
+		cJSON_AddNumberToObject(sv, "total_bytes", (double)s->state_total_bytes);
 	}
 
 	char *text = cJSON_Print(root);
