@@ -9,6 +9,14 @@
 
 size_t aclproto_answer(const struct wl_policy *policy, char *line, char *out, size_t outlen)
 {
+	return aclproto_answer_ex(policy, line, out, outlen, NULL);
+}
+
+size_t aclproto_answer_ex(const struct wl_policy *policy, char *line, char *out, size_t outlen,
+                          struct aclproto_denial *d)
+{
+	if (d)
+		d->denied = false;
 	char *save = NULL;
 	char *tok1 = strtok_r(line, " \t\r", &save);
 	char *tok2 = tok1 ? strtok_r(NULL, " \t\r", &save) : NULL;
@@ -25,10 +33,13 @@ size_t aclproto_answer(const struct wl_policy *policy, char *line, char *out, si
 		n = snprintf(out, outlen, "BH message=\"channel ID too long\"\n");
 		return n < 0 ? 0 : ((size_t)n < outlen ? (size_t)n : outlen - 1);
 	}
+	/* "host port user" when Squid passes %PORT %un too (the denied report) */
+	const char *port_s = id ? strtok_r(NULL, " \t\r", &save) : tok2;
+	const char *user = port_s ? strtok_r(NULL, " \t\r", &save) : NULL;
 	const char *sep = id ? " " : "";
 	id = id ? id : "";
 	char norm[WL_NAME_MAX + 8];
-	bool is_ip;
+	bool is_ip, denied = false;
 	enum wl_via via;
 	if (host == NULL)
 		n = snprintf(out, outlen, "%s%sBH message=\"empty request\"\n", id, sep);
@@ -42,7 +53,21 @@ size_t aclproto_answer(const struct wl_policy *policy, char *line, char *out, si
 		n = snprintf(out, outlen, "%s%sERR message=\"no whitelist loaded\"\n", id, sep);
 	else if (wl_lookup(policy, norm, is_ip, &via))
 		n = snprintf(out, outlen, "%s%sOK tag=%s\n", id, sep, wl_via_name(via));
-	else
-		n = snprintf(out, outlen, "%s%sERR message=\"not in whitelist\"\n", id, sep);
+	else {
+		denied = true;
+		/* Report mode: allowed on the default route, counted as would-deny. Ports and
+		 * blocked networks are separate http_access rules, enforced all the same. */
+		if (policy->report_mode)
+			n = snprintf(out, outlen, "%s%sOK tag=%s message=\"would deny: not in whitelist\"\n", id, sep,
+			             wl_via_name(policy->default_via));
+		else
+			n = snprintf(out, outlen, "%s%sERR message=\"not in whitelist\"\n", id, sep);
+	}
+	if (d && denied) {
+		d->denied = true;
+		snprintf(d->host, sizeof(d->host), "%s", norm);
+		d->port = port_s;
+		d->user = user;
+	}
 	return n < 0 ? 0 : ((size_t)n < outlen ? (size_t)n : outlen - 1);
 }

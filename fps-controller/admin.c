@@ -23,7 +23,9 @@
 #include "log.h"
 #include "preflight.h"
 #include "metrics.h"
+#include "explain.h"
 #include "status.h"
+#include "statuspage.h"
 #include "statusjson.h"
 
 /* Simultaneous connections, each with its own thread. libmicrohttpd closes a connection over
@@ -276,11 +278,71 @@ static void admin_request_completed(void *cls, struct MHD_Connection *conn, void
 	admin_conn_busy(conn, false);
 }
 
-enum admin_path { ADMIN_HEALTHZ, ADMIN_READYZ, ADMIN_METRICS, ADMIN_STATUS, ADMIN_UNKNOWN };
+/* GET /denied: the denied report; ?format=whitelist: the whitelist.json fragment. */
+static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	const char *fmt = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "format");
+	bool whitelist = fmt && strcmp(fmt, "whitelist") == 0;
+	if (fmt && !whitelist && strcmp(fmt, "json") != 0)
+		return admin_text(conn, MHD_HTTP_BAD_REQUEST, "format is json or whitelist\n");
+	char *body = statusjson_render_denied(s, whitelist);
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
+}
+
+/* GET /: the status page for a browser. The CSP keeps it self-contained. */
+static enum MHD_Result admin_page(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = statuspage_render(s, admin_wall());
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(r, "Content-Security-Policy", STATUSPAGE_CSP);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* GET /explain?host=H&port=P: the verdict for one destination against the active generation. */
+static enum MHD_Result admin_explain(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = NULL;
+	int code = explain_admin(s, MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "host"),
+	                         MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "port"), &body);
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, (unsigned)code, code == 200 ? "application/json" : "text/plain; charset=utf-8", body,
+	                   strlen(body));
+}
+
+enum admin_path {
+	ADMIN_HEALTHZ,
+	ADMIN_READYZ,
+	ADMIN_METRICS,
+	ADMIN_STATUS,
+	ADMIN_DENIED,
+	ADMIN_EXPLAIN,
+	ADMIN_PAGE,
+	ADMIN_UNKNOWN
+};
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status"};
+	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -301,7 +363,8 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	admin_conn_busy(conn, true);
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
-		return admin_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /healthz, /readyz, /metrics, /status\n");
+		return admin_text(conn, MHD_HTTP_NOT_FOUND,
+		                  "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
@@ -322,6 +385,15 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_STATUS:
 		ret = admin_status(conn, s, have);
+		break;
+	case ADMIN_DENIED:
+		ret = admin_denied(conn, s, have);
+		break;
+	case ADMIN_EXPLAIN:
+		ret = admin_explain(conn, s, have);
+		break;
+	case ADMIN_PAGE:
+		ret = admin_page(conn, s, have);
 		break;
 	default:
 		break;

@@ -153,6 +153,7 @@ const struct cfg_key cfg_keys[] = {
     {CFG_YAML_NAME, "auth.products"},
     {CFG_YAML_NAME, "whitelist"},
     {CFG_YAML_NAME, "whitelist.apply"},
+    {CFG_YAML_NAME, "whitelist.mode"},
     {CFG_YAML_NAME, "whitelist.preset"},
     {CFG_YAML_NAME, "upstream"},
     {CFG_YAML_NAME, "upstream.host"},
@@ -523,6 +524,16 @@ static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v,
 			if (rc < 0)
 				return err_set(w->e, w->file, 0, 0, "out of memory");
 		}
+		return 0;
+	}
+	if (strcmp(key, "mode") == 0) {
+		if (y_plain(v) && strcmp(y_text(v), "enforce") == 0)
+			c->whitelist_report = false;
+		else if (y_plain(v) && strcmp(y_text(v), "report") == 0)
+			c->whitelist_report = true;
+		else
+			return y_fail(w, v, "'mode' must be 'enforce' or 'report'%s%s", "", "");
+		c->whitelist_mode_line = (int)v->start_mark.line + 1;
 		return 0;
 	}
 	return unknown_key(w, k, "whitelist");
@@ -1141,6 +1152,12 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 			goto fail;
 	}
 
+	if (c->whitelist_report && c->apply == CFG_APPLY_RECONFIGURE) {
+		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
+		err_set(e, path, c->whitelist_mode_line, 0,
+		        "whitelist.mode 'report' needs whitelist.apply 'live' (fps-acl decides and counts)");
+		goto fail;
+	}
 	if (c->has_upstream && c->upstream_host[0] == '\0') {
 		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
 		err_set(e, path, 0, 0, "'upstream' needs 'host'");

@@ -76,6 +76,8 @@ struct fps_config {
 
 	/* whitelist */
 	enum cfg_apply apply;
+	bool whitelist_report; /* whitelist.mode: report (allow and count what enforce would deny) */
+	int whitelist_mode_line;
 	struct cfg_entry *entries; /* presets first, then whitelist.json */
 	size_t n_entries, cap_entries;
 	bool has_whitelist_json;

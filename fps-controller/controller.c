@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 
 #include "admin.h"
 #include "cred.h"
+#include "denied.h"
 #include "fsio.h"
 #include "health.h"
 #include "inputs.h"
@@ -67,6 +69,7 @@ struct probe {
 	char stunnel_templates[PATH_MAX];
 	char secrets_dir[PATH_MAX];
 	struct status_path tunnel, upstream;
+	struct clock_check clock;
 	int notify_fd; /* eventfd: a path went up or down (the loop publishes at once) */
 };
 
@@ -126,6 +129,8 @@ struct ctl {
 	pid_t health_pid;               /* the Squid the probe's `since` refers to */
 	pid_t hung_pid;                 /* the Squid last killed for not answering (once per process) */
 	long long hang_ms;
+	struct denied_collector denied; /* the helpers' denied-destination files, merged */
+	bool have_denied;
 };
 
 static double wall_now(void)
@@ -174,6 +179,13 @@ found:
 }
 
 /* 65536 descriptors, or the hard limit Squid will inherit if that is lower. */
+/* The benchmark compares the denied report on and off in one run (bench/ab_denied.py). */
+static bool ctl_no_denied_report(void)
+{
+	const char *v = getenv("FPS_DENIED_REPORT");
+	return v && strcmp(v, "off") == 0;
+}
+
 static long ctl_max_fds(void)
 {
 	struct rlimit rl;
@@ -223,7 +235,8 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .bin_dir = paths->bin_dir,
 	                        .generation = 0,
 	                        .max_fds = ctl_max_fds(),
-	                        .mgr_port = state_pick_loopback_port()};
+	                        .mgr_port = state_pick_loopback_port(),
+	                        .no_denied_report = ctl_no_denied_report()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -452,6 +465,11 @@ static void ctl_publish(struct ctl *x)
 	snprintf(s->config_hash, sizeof(s->config_hash), "%s", x->active_hash);
 	snprintf(s->apply_mode, sizeof(s->apply_mode), "%s",
 	         x->have_active && x->active.apply == CFG_APPLY_RECONFIGURE ? "reconfigure" : "live");
+	s->report_mode = x->have_active && x->active.whitelist_report;
+	if (x->generation > 0) {
+		state_gen_dir(&x->st, x->generation, s->input_dir, sizeof(s->input_dir));
+		strncat(s->input_dir, "/input", sizeof(s->input_dir) - strlen(s->input_dir) - 1);
+	}
 	s->have_version = x->have_active && x->active.has_version;
 	s->whitelist_version = x->have_active ? x->active.whitelist_version : 0;
 	s->last_reload_unix = x->last_reload_unix;
@@ -530,10 +548,25 @@ static void ctl_publish(struct ctl *x)
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
 	s->upstream = x->probe.upstream;
+	s->clock = x->probe.clock;
 	pthread_mutex_unlock(&x->probe.mu);
+	if (x->have_active && !x->active.has_tunnel && !x->active.has_upstream) {
+		memset(&s->clock, 0, sizeof(s->clock));
+		snprintf(s->clock.error, sizeof(s->clock.error),
+		         "no reference: neither a tunnel nor an upstream is configured");
+	}
 	if (x->have_active && x->active.has_tunnel && !s->stunnel.up) {
 		s->tunnel.up = false;
 		snprintf(s->tunnel.error, sizeof(s->tunnel.error), "stunnel is not running (%s)", s->stunnel.state);
+	}
+	if (x->have_denied) {
+		denied_collect(&x->denied);
+		const struct denied_table *v = &x->denied.view;
+		s->denied.since = v->since;
+		s->denied.total = v->total;
+		s->denied.distinct = v->n;
+		s->denied.truncated = v->evicted > 0;
+		s->denied.n_top = denied_top(v, s->denied.top, DENIED_TOP_MAX);
 	}
 	status_publish(s);
 }
@@ -617,7 +650,23 @@ static void *probe_main(void *arg)
 		}
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
+		/* The clock against a reference we trust: after each change, then once a minute. */
+		static double clock_at;
+		struct clock_check ck;
+		bool clock_due = kicked || wall_now() - clock_at >= CLOCK_PERIOD_S;
+		if (clock_due) {
+			clock_check(&cfg, &ck);
+			clock_at = wall_now();
+			if (ck.have && !ck.ok)
+				log_warn(
+				    "clock: the system clock is %.0f s %s %s (Date: %s): API keys and certificates are "
+				    "judged by this clock",
+				    fabs(ck.skew_seconds), ck.skew_seconds > 0 ? "ahead of" : "behind", ck.reference,
+				    ck.ref_date);
+		}
 		pthread_mutex_lock(&p->mu);
+		if (clock_due)
+			p->clock = ck;
 		p->tunnel = t;
 		p->upstream = u;
 		if (cfg.has_tunnel && t.up && !was_up)
@@ -713,7 +762,8 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	                        .bin_dir = x->helper_dir,
 	                        .generation = gen,
 	                        .max_fds = ctl_max_fds(),
-	                        .mgr_port = x->st.mgr_port};
+	                        .mgr_port = x->st.mgr_port,
+	                        .no_denied_report = ctl_no_denied_report()};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";
@@ -824,6 +874,11 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	x->state_enospc = false;
 	x->last_reload_unix = x->last_success_unix = wall_now();
 	ctl_record_compiled(x, &cp);
+	if (c.whitelist_report)
+		log_warn(
+		    "generation %llu: whitelist.mode is report: destinations not in the whitelist are ALLOWED "
+		    "(on the %s route) and counted in /denied; set whitelist.mode: enforce once the list is complete",
+		    gen, wl_via_name(c.default_route));
 	probe_update(&x->probe, &x->active);
 	state_prune(&x->st, gen, prev);
 	log_info(
@@ -1299,6 +1354,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	}
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
 	snprintf(x.good_secrets_dir, sizeof(x.good_secrets_dir), "%s/last-good-secrets", x.st.dir);
+	if (denied_collector_init(&x.denied, x.st.denied_dir, wall_now()) == 0)
+		x.have_denied = true;
+	else
+		log_warn("denied report: out of memory: /denied stays empty");
 	x.tpaths = (struct tunnel_paths){
 	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
 	x.probe.paths = x.tpaths;
@@ -1508,5 +1567,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	sup_free(&x.stunnel);
 	if (x.have_active)
 		cfg_free(&x.active);
+	if (x.have_denied)
+		denied_collector_free(&x.denied);
 	return exit_code;
 }

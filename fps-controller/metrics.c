@@ -238,6 +238,21 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	        (double)s->folded);
 	m_gauge(f, "fps_whitelist_rejected_entries", "Whitelist entries rejected as invalid (see /status for why).",
 	        (double)s->n_rejected);
+	m_gauge(f, "fps_whitelist_report_mode",
+	        "1 when whitelist.mode is report (unlisted destinations allowed and counted), 0 when enforce.",
+	        s->report_mode);
+	if (s->clock.have)
+		m_gauge(
+		    f, "fps_clock_skew_seconds",
+		    "System clock minus the reference's Date (tunnel, else upstream); keys and certificates are judged "
+		    "by this clock.",
+		    s->clock.skew_seconds);
+	/* denied report: totals only, never a host label (cardinality stays bounded) */
+	m_counter(f, "fps_whitelist_denied_requests_total",
+	          "Requests denied as not whitelisted (in report mode: would have been), since the controller started.",
+	          (double)s->denied.total);
+	m_gauge(f, "fps_whitelist_denied_hosts", "Distinct denied destinations (host:port) tracked (see /denied).",
+	        (double)s->denied.distinct);
 	if (s->have_version) {
 		m_gauge(f, "fps_whitelist_version", "The version number of the customer's whitelist.json in force.",
 		        (double)s->whitelist_version);

@@ -114,6 +114,16 @@ static const char *const never_always[] = {"0.0.0.0/8", "::/128", "169.254.0.0/1
 /* Loopback: refused too unless proxy.allow_loopback_destinations re-allows it (tests, demos). */
 static const char *const never_loopback[] = {"127.0.0.0/8", "::1/128"};
 
+size_t render_never_networks(const struct fps_config *c, const char **out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < sizeof(never_always) / sizeof(never_always[0]) && n < max; i++)
+		out[n++] = never_always[i];
+	for (size_t i = 0; !c->allow_loopback && i < sizeof(never_loopback) / sizeof(never_loopback[0]) && n < max; i++)
+		out[n++] = never_loopback[i];
+	return n;
+}
+
 static void render_never(const struct fps_config *c, struct buf *b)
 {
 	for (size_t i = 0; i < sizeof(never_always) / sizeof(never_always[0]); i++)
@@ -345,12 +355,19 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 
 	if (c->apply == CFG_APPLY_LIVE) {
 		/* cache=0: every request asks fps-acl (microseconds), so an edit is enforced
-		 * as soon as the snapshot is swapped, not when a cached verdict expires. */
+		 * as soon as the snapshot is swapped, not when a cached verdict expires.
+		 * %PORT %un feed the denied report (docs/operations.md): %un is the
+		 * authenticated user, URL-escaped, "-" without auth; unlike %LOGIN it never
+		 * makes Squid ask for credentials itself. */
+		char report[PATH_MAX + 32] = "";
+		if (!rc->no_denied_report)
+			snprintf(report, sizeof(report), " --denied-dir %s/denied", rc->run_dir);
 		bprintf(&wl,
 		        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 children-startup=1 "
-		        "children-idle=1 concurrency=256 queue-size=8192 %%DST %s/fps-acl --snapshot %s/acl.snapshot\n"
+		        "children-idle=1 concurrency=256 queue-size=8192 %%DST%s %s/fps-acl --snapshot "
+		        "%s/acl.snapshot%s\n"
 		        "acl fps_whitelist external fps_acl\n",
-		        rc->bin_dir, rc->gen_dir);
+		        rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir, report);
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
 		for (int v = 0; v < WL_VIA_COUNT; v++)
 			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v),

@@ -122,6 +122,10 @@ int state_open(struct state *s, const char *dir, struct fps_err *e)
 	if (mkdir_owned(s, dir, 0750, false, e) < 0 || mkdir_owned(s, gen, 0750, false, e) < 0 ||
 	    mkdir_owned(s, s->run_dir, 0750, true, e) < 0 || mkdir_owned(s, s->secrets_dir, 0750, false, e) < 0)
 		return -1;
+	/* fps-acl (Squid's user) writes the denied report here; the controller merges it */
+	snprintf(s->denied_dir, sizeof(s->denied_dir), "%s/denied", s->run_dir);
+	if (mkdir_owned(s, s->denied_dir, 0750, true, e) < 0)
+		return -1;
 	return state_mgr_port(s, e);
 }
 

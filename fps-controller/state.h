@@ -6,6 +6,7 @@
  *
  *   <state>/current -> gen/<N>     <state>/gen/<N>/{squid.conf,acl.snapshot,...,input/}
  *   <state>/run/                   Squid's pid file, cache.log, access.log, mgr.port
+ *   <state>/run/denied/            fps-acl's denied-destination files (denied.h)
  *   <state>/secrets/apikeys.json   the keys, readable by Squid's helpers and nobody else
  */
 #ifndef FPS_STATE_H
@@ -24,7 +25,8 @@ struct state {
 	char current[PATH_MAX]; /* <dir>/current */
 	char run_dir[PATH_MAX];
 	char secrets_dir[PATH_MAX];
-	uid_t squid_uid; /* who Squid's workers and helpers run as */
+	char denied_dir[PATH_MAX + 8]; /* <run>/denied: fps-acl's denied-report files */
+	uid_t squid_uid;               /* who Squid's workers and helpers run as */
 	gid_t squid_gid;
 	bool as_root;
 	int mgr_port; /* Squid's loopback port for the controller's cache-manager scrape */

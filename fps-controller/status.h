@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "clock.h"
+#include "denied.h"
 #include "whitelist.h"
 
 #define STATUS_MAX_REJECTED 200 /* kept for /status; the count is exact */
@@ -47,6 +49,16 @@ struct status_path {
 	char peer_subject[256];
 };
 
+/* The denied-destination report, merged over every fps-acl process (denied.h). */
+struct status_denied {
+	double since; /* counting started (the controller's start); 0 = report off */
+	unsigned long long total;
+	size_t distinct;
+	bool truncated; /* some table evicted entries: the tail and the counts are estimates */
+	size_t n_top;
+	struct denied_entry top[DENIED_TOP_MAX];
+};
+
 struct fps_status {
 	/* build */
 	char version[32];
@@ -57,6 +69,8 @@ struct fps_status {
 	char config_hash[65];
 	bool squid_runs_active; /* Squid was (re)configured with the active generation and accepts */
 	char apply_mode[16];    /* live | reconfigure */
+	bool report_mode;       /* whitelist.mode: report */
+	char input_dir[4096];   /* the active generation's copy of its inputs (GET /explain) */
 	bool have_version;
 	long long whitelist_version;
 	double last_reload_unix; /* last attempt; 0 = none */
@@ -83,6 +97,9 @@ struct fps_status {
 	bool have_key_expiry;
 	double newest_key_expiry_unix; /* expiry of the newest valid key */
 	char keys_error[256];
+
+	struct status_denied denied;
+	struct clock_check clock; /* the system clock against the tunnel's / upstream's Date */
 
 	/* the state volume (--state-dir): Squid's logs and every generation live there */
 	bool have_state_volume;

@@ -47,7 +47,8 @@ struct wl_policy {
 	struct wl_pattern *routes; /* in the order listed: first listed wins a tie */
 	size_t n_routes, cap_routes;
 	enum wl_via default_via;
-	size_t n_folded; /* entries dropped as covered by a wildcard or duplicated */
+	bool report_mode; /* whitelist.mode report: fps-acl allows the unlisted on default_via, counted */
+	size_t n_folded;  /* entries dropped as covered by a wildcard or duplicated */
 	struct htab exact, wild, route_exact, route_wild;
 };
 

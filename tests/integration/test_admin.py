@@ -92,7 +92,7 @@ def test_endpoints_answer_with_their_content_types(world):
 
 def test_unknown_paths_404_other_methods_405(world):
     p = world.admin_port
-    for path in ("/", "/nope", "/metrics/x", "/status.json"):
+    for path in ("/nope", "/metrics/x", "/status.json", "//"):
         assert request(p, path)[0] == 404, path
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         for path in ("/healthz", "/readyz", "/metrics", "/status"):

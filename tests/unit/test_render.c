@@ -75,7 +75,8 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	            "{\"domains\": [\"secret-looking.example\", \"bad entry\"]}");
 	after(r.conf, "http_port 127.0.0.1:3128\n");
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
-	after(r.conf, "%DST /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot\n");
+	after(r.conf, "%DST %PORT %un /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot "
+	              "--denied-dir /state/run/denied\n");
 	after(r.conf, "max_filedescriptors 4096\n");
 	assert_null(strstr(r.conf, "secret-looking"));
 	assert_null(strstr(r.conf, "bad entry"));
