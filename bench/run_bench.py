@@ -141,7 +141,7 @@ class Bench:
     def save(self, final=False):
         r = self.res
         r["summary"] = report.aggregate(r["runs"])
-        r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"])
+        r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"], r["runs"])
         r["meta"]["elapsed_s"] = round(time.monotonic() - self.t0, 1)
         r["meta"]["loadavg_end"] = common.loadavg()
         r["meta"]["partial"] = not final
@@ -210,9 +210,13 @@ class Bench:
         self.wait_quiet()
         port, host = self.target(t)
         label = f"{group}-{t}-r{rep}" if not perf else f"profile-{t}"
+        fps = self.fps if t.startswith("fps-") else None
+        marks = fps.log_marks() if fps else None
         rec = loadrun.run_load(self.env, label, port, host, workload, a.agents, a.duration, a.warmup,
                                a.tunnel_rate, perf=perf)
         rec.update(group=group, target=t, rep=rep)
+        if fps and rec["status"].get("403"):
+            rec["denied_403"] = fps.denials_since(marks)  # the evidence: which rule, what Squid logged
         time.sleep(a.settle)
         return rec
 
@@ -331,15 +335,21 @@ class Bench:
                         stop.wait()
                         return {"edits": 0, "prober": prober.finish()}
                     self.wait_quiet()
+                    marks = f.log_marks()
                     rec = loadrun.run_load(self.env, "edits-control", f.port, services.ORIGIN, "get1k", a.agents,
                                            a.edits_duration, a.warmup, during=control)
+                    if rec["status"].get("403"):
+                        rec["denied_403"] = f.denials_since(marks)
                     rec.update(group="edits", target="fps-control", apply="none (control)",
                                whitelist_entries=a.edit_entries)
                     self.res["live_edits"].append(rec)
                     time.sleep(a.settle)
                 self.wait_quiet()
+                marks = f.log_marks()
                 rec = loadrun.run_load(self.env, f"edits-{apply}", f.port, services.ORIGIN, "get1k", a.agents,
                                        a.edits_duration, a.warmup, during=during)
+                if rec["status"].get("403"):
+                    rec["denied_403"] = f.denials_since(marks)
                 rec.update(group="edits", target=f"fps-{apply}", apply=apply, whitelist_entries=a.edit_entries)
                 self.res["live_edits"].append(rec)
             finally:
@@ -374,6 +384,11 @@ class Bench:
         md = self.save(final=ok)
         print(md)
         log(f"done in {time.monotonic() - self.t0:.0f}s: {self.out}/{self.ts}.md (and latest.md/json/png)")
+        bad = report.whitelisted_403(self.res["runs"], self.res["live_edits"])
+        if bad:
+            log(f"FAILED: a whitelisted host was denied (403) in {', '.join(f'{k} ({v})' for k, v in bad.items())}")
+            return 1
+        return 0
 
 
 def rereport(path):
@@ -381,7 +396,7 @@ def rereport(path):
     path = Path(path)
     res = json.loads(path.read_text())
     res["summary"] = report.aggregate(res["runs"])
-    res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"])
+    res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"], res["runs"])
     md = report.markdown(res)
     path.write_text(json.dumps(res, indent=1))
     path.with_suffix(".md").write_text(md)
@@ -403,7 +418,7 @@ def main():
     signal.signal(signal.SIGHUP, on_term)
     b = Bench(a)
     try:
-        b.run()
+        return b.run()
     except KeyboardInterrupt:
         log("interrupted: partial results kept")
         b.save()

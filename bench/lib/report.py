@@ -171,9 +171,26 @@ def latency_table(lat):
     return lines
 
 
-def target_checks(summary, live, lat):
+def whitelisted_403(runs, live=None):
+    """{label: 403 count} over every load run: agents only ask for whitelisted hosts, so
+    each 403 is a whitelisted host denied (the edit scenarios toggle another name)."""
+    out = {}
+    for r in list(runs or []) + list(live or []):
+        n = int(r.get("status", {}).get("403", 0))
+        if n:
+            out[r["label"]] = n
+    return out
+
+
+def target_checks(summary, live, lat, runs=None):
     """The issue's targets, each with the measured margin."""
     out = []
+    if runs is not None:
+        bad = whitelisted_403(runs, live)
+        out.append(("no 403 for a whitelisted host, in any run", not bad,
+                    "0 in %d runs" % (len(runs) + len(live or [])) if not bad else
+                    f"{sum(bad.values()):,} x 403 in " + ", ".join(f"{k} ({v:,})" for k, v in bad.items()) +
+                    " (samples from Squid's logs in the JSON: `denied_403`)"))
     g = summary.get("get1k", {})
     fd, sq, tp, tu = (g.get(k) for k in ("fps-direct", "squid", "tinyproxy", "fps-tunnel"))
     if fd and sq:

@@ -319,6 +319,32 @@ default_route: direct
             self.env.fps.remove(self)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    # ---- evidence for denials (a 403 for a whitelisted host fails the bench) --------------
+    def _logs(self):
+        run = self.state / "run"
+        return {"access": run / "access.log", "cache": run / "cache.log"}
+
+    def log_marks(self):
+        """Where Squid's logs end now, so denials_since() reads only what a run added."""
+        return {k: (p.stat().st_size if p.exists() else 0) for k, p in self._logs().items()}
+
+    def denials_since(self, marks, keep=5):
+        """The 403 lines of the access log and the WARNING/ERROR lines of cache.log written
+        since marks: a few samples and counts (the log rotation can shorten a file: then from 0)."""
+        out = {}
+        for k, p in self._logs().items():
+            try:
+                with open(p, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(marks.get(k, 0) if marks.get(k, 0) <= size else 0)
+                    text = f.read(64 << 20).decode(errors="replace")
+            except OSError:
+                continue
+            pick = (lambda l: "/403 " in l) if k == "access" else (lambda l: "WARNING" in l or "ERROR" in l)
+            lines = [l for l in text.splitlines() if pick(l)]
+            out[k] = {"count": len(lines), "samples": lines[:keep]}
+        return out
+
     def check(self, host, port, expect):
         user = common.agent_user(0)
         code, _ = common.fpsharness.curl(f"http://{host}:{port}/1k", self.proxy, user=user,

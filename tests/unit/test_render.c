@@ -76,6 +76,9 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
 	after(r.conf, "%DST /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot\n");
 	after(r.conf, "max_filedescriptors 4096\n");
+	/* a queue that cannot fill (a full one turns into 403s), every child started up front */
+	after(r.conf, "children-max=4 children-startup=4 children-idle=1 concurrency=256 queue-size=4096 %DST");
+	after(r.conf, "pipeline_prefetch 0\n");
 	assert_null(strstr(r.conf, "secret-looking"));
 	assert_null(strstr(r.conf, "bad entry"));
 	assert_null(strstr(r.conf, "auth_param"));
@@ -100,7 +103,8 @@ static void test_auth_block(void **state)
 	after(r.conf,
 	      "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --keys /state/secrets/apikeys.json "
 	      "--products ApexOne,Deep-Sec\n");
-	after(r.conf, "on-persistent-overload=ERR");
+	after(r.conf, "auth_param basic children 4 startup=4 idle=1 concurrency=256 queue-size=4096 "
+	              "on-persistent-overload=ERR\n");
 	after(r.conf, "auth_param basic realm Vendor Proxy\n");
 	after(r.conf, "auth_param basic credentialsttl 60 seconds\n");
 	after(r.conf, "auth_param basic casesensitive on\n");
