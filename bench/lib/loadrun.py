@@ -30,7 +30,7 @@ def workload_args(env, workload, host, tunnel_rate):
 
 
 def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, tunnel_rate=200, during=None,
-             outdir=None, perf=None):
+             outdir=None, perf=None, noauth=False, extra=()):
     """Runs loadgen for warmup+duration seconds; CPU and peak RSS are taken over the measured
     part (after the warmup). `during(stop_event)` runs in a thread meanwhile (edits, probers)
     and its return value lands in the record as "during". Returns a flat record."""
@@ -39,8 +39,8 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
     if proxy_port is None:
         argv += ["--direct"]
     else:
-        argv += ["--proxy", f"127.0.0.1:{proxy_port}", "--apikey", services.APIKEY]
-    argv += workload_args(env, workload, host, tunnel_rate)
+        argv += ["--proxy", f"127.0.0.1:{proxy_port}"] + (["--no-auth"] if noauth else ["--apikey", services.APIKEY])
+    argv += workload_args(env, workload, host, tunnel_rate) + list(extra)
     t_start = time.time()
     la = common.loadavg()
     import tempfile

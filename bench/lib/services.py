@@ -225,8 +225,9 @@ http_access deny all
         self.roots["cloud:"] = p.pid
 
     # ---- FPS ------------------------------------------------------------------------------
-    def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120):
-        f = FpsInstance(self, name, apply=apply, whitelist=whitelist, routes=routes, workers=workers)
+    def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120, templates=None):
+        f = FpsInstance(self, name, apply=apply, whitelist=whitelist, routes=routes, workers=workers,
+                        templates=templates)
         self.fps.append(f)
         f.start(wait)
         return f
@@ -236,9 +237,10 @@ class FpsInstance(common.fpsharness.World):
     """One FPS (controller + its Squid, helpers and stunnel client), configured through the
     ConfigMap-like directory the kubelet way (fpsharness.World), started in its own session."""
 
-    def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1):
+    def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1, templates=None):
         super().__init__(name=f"fps-bench-{name}")
         self.env, self.name, self.apply, self.routes, self.workers = env, name, apply, routes, workers
+        self.templates = templates or ROOT / "squid-templates"  # a variant's copy, for A/B runs
         self.whitelist = list(whitelist if whitelist is not None else base_whitelist())
         self.admin_port = free_port()
         self.version = 1
@@ -296,7 +298,7 @@ default_route: direct
 
     def start(self, wait=120):
         self.kubelet_update(self.config, self.config_files())
-        env = dict(os.environ, FPS_TEMPLATES_DIR=str(ROOT / "squid-templates"),
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(self.templates),
                    FPS_STUNNEL_TEMPLATES_DIR=str(ROOT / "stunnel-conf"))
         self.proc = self.env.procs.spawn(
             f"controller-{self.name}",
