@@ -16,6 +16,7 @@ import argparse
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def main():
                 else:  # one FPS at a time: the others would share the CPU
                     f = env.start_fps(name=f"ab-{label}", routes=False, templates=what)
                     port = f.port
+                    if run == 0:
+                        ls = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
+                        log(f"{label}: {len(ls.stdout.splitlines())} listening socket(s) on port {port}")
                 try:
                     rec = loadrun.run_load(env, f"{label}-{run}", port, services.ORIGIN, wl, a.agents, a.duration,
                                            a.warmup, noauth=a.workload == "get1k-noauth")
@@ -90,7 +94,8 @@ def main():
             ok = statistics.median(r["ok_rps"] for r in rs)
             each = ", ".join(f"{r['rps']:,.0f}" for r in rs)
             print(f"{label:>16}: answers/s {rps:9,.0f} (each {each}) "
-                  f"2xx/s {ok:9,.0f}  vs base {rps / base:.3f}  failed {sum(r['errors_total'] for r in rs):,} "
+                  f"2xx/s {ok:9,.0f}  vs base {rps / base:.3f}  p99 {statistics.median(r['p99_ms'] for r in rs):.0f} ms "
+                  f"max {max(r['max_ms'] for r in rs):.0f} ms  failed {sum(r['errors_total'] for r in rs):,} "
                   f"{[r['errors'] for r in rs]} status {[r['status'] for r in rs]}")
     finally:
         env.close()

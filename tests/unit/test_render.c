@@ -72,7 +72,10 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	struct rendered r;
 	render_yaml(&r, "proxy: {bind: 127.0.0.1, port: 3128}\nauth: {enabled: false}\n",
 	            "{\"domains\": [\"secret-looking.example\", \"bad entry\"]}");
-	after(r.conf, "http_port 127.0.0.1:3128\n");
+	/* several listening sockets on the one port: Squid accepts one per socket per loop pass */
+	const char *port1 =
+	    after(r.conf, "\nhttp_port 127.0.0.1:3128 worker-queues\nhttp_port 127.0.0.1:3128 worker-queues\n");
+	assert_non_null(strstr(port1 + 1, "\nhttp_port 127.0.0.1:3128 worker-queues\n# "));
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
 	after(r.conf, "%DST /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot\n");
 	after(r.conf, "max_filedescriptors 4096\n");
