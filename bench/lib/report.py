@@ -153,6 +153,37 @@ def edits_table(live):
     return lines
 
 
+def availability_table(avail):
+    if not avail:
+        return []
+    lines = ["### (10) Ramp and (11) restart: availability", "",
+             "Ramp: loadgen opens all agents' connections at once (200 per 10 ms) against a running proxy, "
+             "nothing excluded. Restart: SIGTERM to the FPS controller under load, then started again on the same "
+             "state dir; *served again* counts from the SIGTERM.", "",
+             "| run | 2xx req/s | failed (by class) | every agent served after ms | longest gap without a 2xx ms | "
+             "p99 ms | max ms | Squid answering again after ms |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in avail:
+        av = r.get("availability") or {}
+        classes = dict(r["errors"])
+        for k, v in r["status"].items():
+            if not 200 <= int(k) < 300:
+                classes[f"http_{k}"] = v
+        d = r.get("during") or {}
+        if r["group"] == "restart":
+            served = f"{av.get('all_served_after_mark_ms', 0):,.0f} ({av.get('agents_served_after_mark', 0):,} agents)"
+            name = f"(11) restart, {TITLE.get(r['target'], r['target'])}"
+        else:
+            served = f"{av.get('all_served_ms', 0):,.0f} ({av.get('agents_served', 0):,} agents)"
+            name = f"(10) ramp, {TITLE.get(r['target'], r['target'])} #{r['rep']}"
+        fail = f"**{r['failed']:,}**" if r["failed"] and r["target"].startswith("fps") else f"{r['failed']:,}"
+        lines.append(f"| {name} | {r['ok_rps']:,.0f} | {fail}{' (' + _fmt_classes(classes) + ')' if r['failed'] else ''} | "
+                     f"{served} | {av.get('gap_max_ms', 0):,.0f} | {r['p99_ms']:.0f} | {r['max_ms']:.0f} | "
+                     f"{d.get('squid_answering_after_ms', '-')} |")
+    lines.append("")
+    return lines
+
+
 def latency_table(lat):
     if not lat:
         return []
@@ -182,13 +213,13 @@ def whitelisted_403(runs, live=None):
     return out
 
 
-def target_checks(summary, live, lat, runs=None):
+def target_checks(summary, live, lat, runs=None, avail=None):
     """The issue's targets, each with the measured margin."""
     out = []
     if runs is not None:
-        bad = whitelisted_403(runs, live)
+        bad = whitelisted_403(runs, list(live or []) + list(avail or []))
         out.append(("no 403 for a whitelisted host, in any run", not bad,
-                    "0 in %d runs" % (len(runs) + len(live or [])) if not bad else
+                    "0 in %d runs" % (len(runs) + len(live or []) + len(avail or [])) if not bad else
                     f"{sum(bad.values()):,} x 403 in " + ", ".join(f"{k} ({v:,})" for k, v in bad.items()) +
                     " (samples from Squid's logs in the JSON: `denied_403`)"))
     g = summary.get("get1k", {})
@@ -221,6 +252,14 @@ def target_checks(summary, live, lat, runs=None):
             out.append(("edit-to-enforced p99 < 1 s at 100,000 entries (live)", ok,
                         f"p99 {r['p99_ms']:.0f} ms (median {r['median_ms']:.0f}, {r['edits']} edits, "
                         f"{r.get('timeouts', 0)} timeouts)"))
+    ramp = [r for r in avail or [] if r["group"] == "ramp"]
+    fr, sr = ([r for r in ramp if r["target"] == t] for t in ("fps-direct", "squid"))
+    if fr:
+        served = lambda rs: max((r.get("availability") or {}).get("all_served_ms") or 0 for r in rs)
+        out.append((f"0 failed requests for FPS while {fr[0]['agents']} agents connect at once", all(r["failed"] == 0 for r in fr),
+                    f"{sum(r['failed'] for r in fr):,} failed over {len(fr)} runs, every agent served within "
+                    f"{served(fr):,.0f} ms (hand-written Squid, same runs: {sum(r['failed'] for r in sr):,} failed, "
+                    f"{served(sr):,.0f} ms)"))
     if tu and fd:
         r = tu["ok_rps"] / fd["ok_rps"]
         out.append(("tunnel route ≥ 80% of direct route", r >= 0.8,
@@ -246,6 +285,7 @@ def markdown(res):
         lines.append("")
     lines += ["## Results", ""]
     lines += throughput_tables(res.get("summary", {}), m["agents"])
+    lines += availability_table(res.get("availability"))
     lines += edits_table(res.get("live_edits"))
     lines += latency_table(res.get("edit_latency"))
     if res.get("failures"):

@@ -311,6 +311,16 @@ default_route: direct
             wait_port(self.tunnel_local, self.proc, timeout=30, what="FPS stunnel client")
         self.env.roots["fps:"] = self.proc.pid
 
+    def restart(self, wait=120):
+        """What an appliance restart does: SIGTERM to the controller (it stops its Squid and
+        stunnel), then the controller again on the same state dir. Returns the monotonic times
+        of the SIGTERM and of Squid answering again."""
+        t_term = time.monotonic()
+        self.env.procs.stop(self.proc, grace=30)
+        self.proc = None
+        self.start(wait)
+        return t_term, time.monotonic()
+
     def close(self):
         if self.proc is not None:
             self.env.procs.stop(self.proc, grace=30)
