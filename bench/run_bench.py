@@ -437,6 +437,10 @@ class Bench:
                 self.env.close()
         md = self.save(final=ok)
         print(md)
+        if not self.a.quick and Path(self.a.results).resolve() == RESULTS.resolve() and set(self.a.groups) >= {
+                "get1k", "ramp", "restart"}:
+            if report.update_readme(common.ROOT / "README.md", self.res):
+                log("README.md: benchmark block regenerated from this run")
         log(f"done in {time.monotonic() - self.t0:.0f}s: {self.out}/{self.ts}.md (and latest.md/json/png)")
         bad = report.whitelisted_403(self.res["runs"], self.res["live_edits"] + self.res.get("availability", []))
         if bad:

@@ -252,6 +252,12 @@ def target_checks(summary, live, lat, runs=None, avail=None):
             out.append(("edit-to-enforced p99 < 1 s at 100,000 entries (live)", ok,
                         f"p99 {r['p99_ms']:.0f} ms (median {r['median_ms']:.0f}, {r['edits']} edits, "
                         f"{r.get('timeouts', 0)} timeouts)"))
+    cg = summary.get("connect", {})
+    if cg.get("fps-direct") and cg.get("squid"):
+        a_, b_ = cg["fps-direct"], cg["squid"]
+        r = a_["ok_rps"] / b_["ok_rps"]
+        out.append(("FPS CONNECT+TLS ≥ 0.97x the hand-written Squid (same workers)", r >= 0.97,
+                    f"{a_['ok_rps']:,.0f} vs {b_['ok_rps']:,.0f} req/s = {r:.2f}x (1 run each)"))
     ramp = [r for r in avail or [] if r["group"] == "ramp"]
     fr, sr = ([r for r in ramp if r["target"] == t] for t in ("fps-direct", "squid"))
     if fr:
@@ -266,6 +272,48 @@ def target_checks(summary, live, lat, runs=None, avail=None):
                     f"{tu['ok_rps']:,.0f} vs {fd['ok_rps']:,.0f} req/s = {r:.1%}"
                     f" (failed {tu['failed_total']:,} vs {fd['failed_total']:,})"))
     return out
+
+
+README_BEGIN = "<!-- bench-table:begin (make bench regenerates this block from bench/results/latest.md) -->"
+README_END = "<!-- bench-table:end -->"
+
+
+def readme_block(res):
+    """The README's benchmark block: the targets, GET 1 KiB and availability, from one run."""
+    m = res["meta"]
+    lines = [README_BEGIN,
+             f"Latest full run {m['timestamp']} (git {m['git']}; 2 cores shared with other jobs, load average "
+             f"{m['loadavg_start']} at the start; {m['agents']} agents with their own credentials; every figure "
+             f"from this one run, see `bench/results/latest.md`):", "",
+             "| target | met | measured |", "|---|---|---|"]
+    for name, ok, how in res.get("targets") or []:
+        lines.append(f"| {name} | {'yes' if ok else '**MISSED**'} | {how} |")
+    lines.append("")
+    g = (res.get("summary") or {}).get("get1k", {})
+    if g:
+        lines += ["| GET 1 KiB, keep-alive | 2xx req/s | vs (2) | p99 ms | failed | proxy CPU µs/req |",
+                  "|---|---:|---:|---:|---|---:|"]
+        for t, title in TARGETS:
+            x = g.get(t)
+            if x:
+                lines.append(f"| {title} | {_n(x['ok_rps'])} | {_n(x['vs_squid'], '{:.2f}')} | {_n(x['p99_ms'], '{:.0f}')} | "
+                             f"{x['failed_total']:,}{' (' + _fmt_classes(x['failed_by_class']) + ')' if x['failed_total'] else ''} | "
+                             f"{_n(x['proxy_cpu_us_per_req'], '{:.0f}')} |")
+        lines.append("")
+    lines += availability_table(res.get("availability"))
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def update_readme(path, res):
+    """Replaces the block between the markers in README.md; False when the markers are missing."""
+    path = Path(path)
+    text = path.read_text()
+    i, j = text.find(README_BEGIN), text.find(README_END)
+    if i < 0 or j < i:
+        return False
+    path.write_text(text[:i] + readme_block(res) + text[j + len(README_END):])
+    return True
 
 
 def markdown(res):
