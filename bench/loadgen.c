@@ -1862,7 +1862,8 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 	lg_json_counts(f, s->connect_status, LG_STATUS_MAX);
 	fprintf(f,
 	        ",\n \"connections\": {\"opened\": %" PRIu64 ", \"connect_sent\": %" PRIu64 ", \"tunnels\": %" PRIu64
-	        "},\n \"availability\": {\"agents_served\": %" PRIu64 ", \"all_served_ms\": %.1f, \"gap_max_ms\": %.1f, "
+	        "},\n \"availability\": {\"agents_served\": %" PRIu64
+	        ", \"all_served_ms\": %.1f, \"gap_max_ms\": %.1f, "
 	        "\"gap_at_s\": %.3f, \"mark_s\": ",
 	        s->conns, s->connects_sent, s->tunnels, s->served, (double)s->served_last_us / 1000,
 	        (double)s->gap_max_us / 1000, (double)s->gap_at_us / 1e6);
@@ -1871,8 +1872,8 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 		fprintf(f, "%.3f", (double)(mark - t0) / 1e6);
 	else
 		fputs("null", f);
-	fprintf(f, ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f}}\n", s->mark_served,
-	        (double)s->mark_last_us / 1000);
+	fprintf(f, ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f}}\n",
+	        s->mark_served, (double)s->mark_last_us / 1000);
 }
 
 static void lg_report_human(const struct lg_config *c, const struct lg_stats *s, const struct lg_hist *all,

@@ -1,5 +1,6 @@
 """Behaviour under load that agents must never see: a whitelisted host denied because the
 helpers are busy (docs/operations.md, "Under load")."""
+import http.client
 import os
 import re
 import resource
@@ -161,3 +162,70 @@ def test_burst_larger_than_the_helper_queue_gets_no_403(world):
     assert early.get("403", 0) == 0, f"answered while the helpers were stopped: {early}"
     assert b.status == {"503": BURST}, b.status
     assert "queue full" not in (world.state / "run" / "cache.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def smp_world():
+    w = World("load-smp")
+    try:
+        w.set_hosts({"a.smp.test": "127.0.0.1", "b.smp.test": "127.0.0.1"})
+        w.http = w.origin(name="http")
+        w.write_config(smp_yaml(w), {"version": 1, "domains": ["a.smp.test", "b.smp.test"]})
+        w.start()
+        yield w
+    finally:
+        w.close()
+
+
+def smp_yaml(w):
+    return w.yaml().replace("proxy:\n", "proxy:\n  workers: 2\n", 1)
+
+
+def squid_kids(world):
+    """The SMP worker processes ("(squid-1)", "(squid-2)") of this instance."""
+    return sorted(helper_pids(world, "squid-1") + helper_pids(world, "squid-2"))
+
+
+def test_live_edit_reaches_every_smp_worker(smp_world):
+    """64 keep-alive connections spread over both workers (each worker listens on its own
+    sockets, the kernel spreads connections over them) are allowed to b.smp.test; the edit
+    removes it; every connection must then get 403 (which closes it), within 1 s."""
+    w = smp_world
+    kids = wait_for(lambda: len(squid_kids(w)) == 2 and squid_kids(w), what="2 Squid workers")
+    ppid = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    # every worker runs its own fps-acl children (Squid's coordinator starts a set too, unused)
+    wait_for(lambda: set(kids) <= {ppid(p) for p in helper_pids(w, "fps-acl")}, what="fps-acl under each worker")
+    url = f"http://b.smp.test:{w.http.port}/"
+
+    def ask(c):
+        c.request("GET", url, headers={"Host": f"b.smp.test:{w.http.port}"})
+        r = c.getresponse()
+        r.read()
+        return r.status
+
+    conns = [http.client.HTTPConnection("127.0.0.1", w.port, timeout=10) for _ in range(64)]
+    try:
+        assert [ask(c) for c in conns] == [200] * 64
+        out = subprocess.run(["ss", "-Htnp", "state", "established", f"sport = :{w.port}"], capture_output=True,
+                             text=True).stdout
+        holders = {int(p) for p in re.findall(r"pid=(\d+)", out)}
+        assert holders == set(kids), f"connections held by {holders}, workers {kids}"
+        t_edit = time.monotonic()
+        w.write_config(smp_yaml(w), {"version": 2, "domains": ["a.smp.test"]})
+        pending, last = set(range(64)), None
+        deadline = t_edit + 15
+        while pending and time.monotonic() < deadline:
+            for i in sorted(pending):
+                st = ask(conns[i])
+                assert st in (200, 403), st
+                if st == 403:  # the new verdict (Squid closes after an error answer)
+                    pending.discard(i)
+                    last = time.monotonic()
+        assert not pending, f"{len(pending)} connections still allowed after 15 s"
+    finally:
+        for c in conns:
+            c.close()
+    took = last - t_edit
+    print(f"edit reached every SMP worker after {took * 1000:.0f} ms")
+    # Live apply's promise (each fps-acl rechecks its snapshot at most every 100 ms).
+    assert took < 1.0, f"the edit reached every worker after {took * 1000:.0f} ms"
