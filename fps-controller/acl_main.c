@@ -1,5 +1,5 @@
 /*
- * fps-acl: Squid external ACL helper for the live whitelist (SPEC §7).
+ * fps-acl: Squid external ACL helper for the live whitelist (docs/configuration.md).
  * Squid sends "[ID ]host [...]" per destination (%DST); we answer "ID OK tag=<route>"
  * when the host is whitelisted, "ID ERR" when not. The policy comes from a
  * snapshot file the controller replaces atomically; we notice a new file by its

@@ -1,5 +1,5 @@
 /*
- * fps-auth: Squid basic-auth helper for the products' credential scheme (SPEC §5). Reads
+ * fps-auth: Squid basic-auth helper for the products' credential scheme (docs/agents.md). Reads
  * "[ID ]user password" lines on stdin, answers OK/ERR/BH on stdout, and follows key rotation in
  * the Secret mount without a Squid reconfigure. Logs go to stderr, i.e. Squid's cache.log.
  *

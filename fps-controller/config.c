@@ -1,6 +1,6 @@
 /*
  * config: fps.yaml is read with libyaml's document API (every node keeps its
- * line and column), walked against the schema of SPEC §3; whitelist.json with
+ * line and column), walked against the schema of docs/configuration.md; whitelist.json with
  * cJSON plus a small scanner that finds each entry's line, since cJSON keeps none.
  * Unknown keys and wrong types are errors: a typo must not silently become a default.
  */
@@ -122,6 +122,90 @@ bool cfg_uses_via(const struct fps_config *c, enum wl_via via)
 		if (c->entries[i].has_via && c->entries[i].via == via)
 			return true;
 	return false;
+}
+
+/* ---- the key table ------------------------------------------------------------------- */
+
+const struct cfg_key cfg_keys[] = {
+    {CFG_YAML_NAME, "proxy"},
+    {CFG_YAML_NAME, "proxy.bind"},
+    {CFG_YAML_NAME, "proxy.port"},
+    {CFG_YAML_NAME, "proxy.workers"},
+    {CFG_YAML_NAME, "proxy.connect_ports"},
+    {CFG_YAML_NAME, "proxy.safe_ports"},
+    {CFG_YAML_NAME, "proxy.blocked_networks"},
+    {CFG_YAML_NAME, "proxy.dns_nameservers"},
+    {CFG_YAML_NAME, "proxy.hosts_file"},
+    {CFG_YAML_NAME, "auth"},
+    {CFG_YAML_NAME, "auth.enabled"},
+    {CFG_YAML_NAME, "auth.realm"},
+    {CFG_YAML_NAME, "auth.credentials_ttl"},
+    {CFG_YAML_NAME, "auth.products"},
+    {CFG_YAML_NAME, "whitelist"},
+    {CFG_YAML_NAME, "whitelist.apply"},
+    {CFG_YAML_NAME, "whitelist.preset"},
+    {CFG_YAML_NAME, "upstream"},
+    {CFG_YAML_NAME, "upstream.host"},
+    {CFG_YAML_NAME, "upstream.port"},
+    {CFG_YAML_NAME, "upstream.username"},
+    {CFG_YAML_NAME, "tunnel"},
+    {CFG_YAML_NAME, "tunnel.server"},
+    {CFG_YAML_NAME, "tunnel.address"},
+    {CFG_YAML_NAME, "tunnel.port"},
+    {CFG_YAML_NAME, "tunnel.local_port"},
+    {CFG_YAML_NAME, "routes"},
+    {CFG_YAML_NAME, "routes[].via"},
+    {CFG_YAML_NAME, "routes[].domains"},
+    {CFG_YAML_NAME, "default_route"},
+    {CFG_YAML_NAME, "admin"},
+    {CFG_YAML_NAME, "admin.bind"},
+    {CFG_YAML_NAME, "admin.port"},
+    {CFG_JSON_NAME, "version"},
+    {CFG_JSON_NAME, "domains"},
+    {CFG_JSON_NAME, "domains[].domain"},
+    {CFG_JSON_NAME, "domains[].via"},
+    {CFG_SECRETS, "apikeys.json"},
+    {CFG_SECRETS, "upstream-password"},
+    {CFG_SECRETS, "tunnel-ca.pem"},
+    {CFG_SECRETS, "tunnel-client.pem"},
+    {CFG_SECRETS, "tunnel-client.key"},
+    {CFG_KEYS_NAME, "keys"},
+    {CFG_KEYS_NAME, "keys[].id"},
+    {CFG_KEYS_NAME, "keys[].key"},
+    {CFG_KEYS_NAME, "keys[].expires"},
+    {NULL, NULL},
+};
+
+bool cfg_key_known(const char *file, const char *path)
+{
+	for (const struct cfg_key *k = cfg_keys; k->file; k++)
+		if (strcmp(k->file, file) == 0 && strcmp(k->key, path) == 0)
+			return true;
+	return false;
+}
+
+/* The keys directly under prefix ("" for the top level; "routes[]" for a route), comma
+ * separated, for "expected one of" hints. */
+static void cfg_keys_under(const char *file, const char *prefix, char *out, size_t outlen)
+{
+	size_t plen = strlen(prefix), used = 0;
+	out[0] = '\0';
+	for (const struct cfg_key *k = cfg_keys; k->file; k++) {
+		if (strcmp(k->file, file) != 0)
+			continue;
+		const char *rest = k->key;
+		if (plen > 0) {
+			if (strncmp(rest, prefix, plen) != 0 || rest[plen] != '.')
+				continue;
+			rest += plen + 1;
+		}
+		if (strpbrk(rest, ".[") != NULL)
+			continue;
+		int n = snprintf(out + used, outlen - used, "%s%s", used ? ", " : "", rest);
+		if (n < 0 || (size_t)n >= outlen - used)
+			break;
+		used += (size_t)n;
+	}
 }
 
 /* ---- value checks shared by both files ------------------------------------------------- */
@@ -307,11 +391,22 @@ static const char *check_product(const char *in, char *canon, size_t len)
 typedef int (*section_fn)(struct ywalk *w, const char *key, const yaml_node_t *val, const yaml_node_t *keynode,
                           struct fps_config *c);
 
+/* path: the section's path in the key table ("" for the top level). */
+static int unknown_key(struct ywalk *w, const yaml_node_t *k, const char *path)
+{
+	char expected[512], msg[768];
+	cfg_keys_under(CFG_YAML_NAME, path, expected, sizeof(expected));
+	snprintf(msg, sizeof(msg), "unknown key '%s' in '%s' (expected one of: %s)", y_text(k),
+	         path[0] ? path : "top level", expected);
+	return err_set(w->e, w->file, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, "%s", msg);
+}
+
 /* Walks a mapping, rejecting duplicate keys, and hands each pair to fn. */
 static int y_mapping(struct ywalk *w, const yaml_node_t *n, const char *what, section_fn fn, struct fps_config *c)
 {
 	if (n->type != YAML_MAPPING_NODE)
 		return y_fail(w, n, "'%s' must be a mapping%s", what, "");
+	bool top = strcmp(what, "top level") == 0;
 	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
 		yaml_node_t *k = yaml_document_get_node(w->doc, p->key);
 		yaml_node_t *v = yaml_document_get_node(w->doc, p->value);
@@ -322,17 +417,14 @@ static int y_mapping(struct ywalk *w, const yaml_node_t *n, const char *what, se
 			if (k2->type == YAML_SCALAR_NODE && strcmp(y_text(k2), y_text(k)) == 0)
 				return y_fail(w, k, "duplicate key '%s' in '%s'", y_text(k), what);
 		}
+		char path[256];
+		snprintf(path, sizeof(path), "%s%s%s", top ? "" : what, top ? "" : ".", y_text(k));
+		if (!cfg_key_known(CFG_YAML_NAME, path))
+			return unknown_key(w, k, top ? "" : what);
 		if (fn(w, y_text(k), v, k, c) < 0)
 			return -1;
 	}
 	return 0;
-}
-
-static int unknown_key(struct ywalk *w, const yaml_node_t *k, const char *section, const char *expected)
-{
-	char msg[512];
-	snprintf(msg, sizeof(msg), "unknown key '%s' in '%s' (expected one of: %s)", y_text(k), section, expected);
-	return err_set(w->e, w->file, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, "%s", msg);
 }
 
 static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)
@@ -368,9 +460,7 @@ static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, con
 			return y_fail(w, v, "'hosts_file' must be an absolute path of [A-Za-z0-9/._-]%s", "", "");
 		return 0;
 	}
-	return unknown_key(w, k, "proxy",
-	                   "bind, port, workers, connect_ports, safe_ports, blocked_networks, dns_nameservers, "
-	                   "hosts_file");
+	return unknown_key(w, k, "proxy");
 }
 
 static int sec_auth(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)
@@ -388,7 +478,7 @@ static int sec_auth(struct ywalk *w, const char *key, const yaml_node_t *v, cons
 		return y_int(w, v, key, 1, 86400, &c->credentials_ttl);
 	if (strcmp(key, "products") == 0)
 		return y_str_list(w, v, key, &c->products, check_product);
-	return unknown_key(w, k, "auth", "enabled, realm, credentials_ttl, products");
+	return unknown_key(w, k, "auth");
 }
 
 static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
@@ -417,7 +507,7 @@ static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v,
 		}
 		return 0;
 	}
-	return unknown_key(w, k, "whitelist", "apply, preset");
+	return unknown_key(w, k, "whitelist");
 }
 
 static int sec_upstream(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
@@ -442,7 +532,7 @@ static int sec_upstream(struct ywalk *w, const char *key, const yaml_node_t *v, 
 			return y_fail(w, v, "'username' must be [A-Za-z0-9._@-]%s%s", "", "");
 		return 0;
 	}
-	return unknown_key(w, k, "upstream", "host, port, username");
+	return unknown_key(w, k, "upstream");
 }
 
 static int sec_tunnel(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k,
@@ -468,7 +558,7 @@ static int sec_tunnel(struct ywalk *w, const char *key, const yaml_node_t *v, co
 		return y_int(w, v, key, 1, 65535, &c->tunnel_port);
 	if (strcmp(key, "local_port") == 0)
 		return y_int(w, v, key, 1, 65535, &c->tunnel_local_port);
-	return unknown_key(w, k, "tunnel", "server, address, port, local_port");
+	return unknown_key(w, k, "tunnel");
 }
 
 static int sec_admin(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)
@@ -482,7 +572,7 @@ static int sec_admin(struct ywalk *w, const char *key, const yaml_node_t *v, con
 	}
 	if (strcmp(key, "port") == 0)
 		return y_int(w, v, key, 1, 65535, &c->admin_port);
-	return unknown_key(w, k, "admin", "bind, port");
+	return unknown_key(w, k, "admin");
 }
 
 static int y_via(struct ywalk *w, const yaml_node_t *v, enum wl_via *out)
@@ -515,14 +605,18 @@ static int y_routes(struct ywalk *w, const yaml_node_t *v, struct fps_config *c)
 		for (yaml_node_pair_t *p = r->data.mapping.pairs.start; p < r->data.mapping.pairs.top; p++) {
 			yaml_node_t *k = yaml_document_get_node(w->doc, p->key);
 			yaml_node_t *val = yaml_document_get_node(w->doc, p->value);
-			if (k->type == YAML_SCALAR_NODE && strcmp(y_text(k), "via") == 0 && !via_node)
-				via_node = val;
-			else if (k->type == YAML_SCALAR_NODE && strcmp(y_text(k), "domains") == 0 && !domains)
-				domains = val;
-			else if (k->type == YAML_SCALAR_NODE)
-				return unknown_key(w, k, "routes", "via, domains");
-			else
+			if (k->type != YAML_SCALAR_NODE)
 				return y_fail(w, k, "route keys must be strings%s%s", "", "");
+			char path[128];
+			snprintf(path, sizeof(path), "routes[].%s", y_text(k));
+			const yaml_node_t **slot = strcmp(y_text(k), "via") == 0       ? &via_node
+			                           : strcmp(y_text(k), "domains") == 0 ? &domains
+			                                                               : NULL;
+			if (slot == NULL || !cfg_key_known(CFG_YAML_NAME, path))
+				return unknown_key(w, k, "routes[]");
+			if (*slot != NULL)
+				return y_fail(w, k, "duplicate key '%s' in a route%s", y_text(k), "");
+			*slot = val;
 		}
 		if (via_node == NULL || domains == NULL)
 			return y_fail(w, r, "a route needs both 'via' and 'domains'%s%s", "", "");
@@ -570,7 +664,7 @@ static int sec_top(struct ywalk *w, const char *key, const yaml_node_t *v, const
 		return y_via(w, v, &c->default_route);
 	if (strcmp(key, "admin") == 0)
 		return y_mapping(w, v, key, sec_admin, c);
-	return unknown_key(w, k, "top level", "proxy, auth, whitelist, upstream, tunnel, routes, default_route, admin");
+	return unknown_key(w, k, "");
 }
 
 int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e)
@@ -710,8 +804,10 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 		goto out;
 	}
 	for (cJSON *it = root->child; it; it = it->next) {
-		if (strcmp(it->string, "version") != 0 && strcmp(it->string, "domains") != 0) {
-			rc = err_set(e, path, 0, 0, "unknown key '%s' (expected version, domains)", it->string);
+		if (!cfg_key_known(CFG_JSON_NAME, it->string)) {
+			char expected[256];
+			cfg_keys_under(CFG_JSON_NAME, "", expected, sizeof(expected));
+			rc = err_set(e, path, 0, 0, "unknown key '%s' (expected %s)", it->string, expected);
 			goto out;
 		}
 	}
@@ -762,9 +858,16 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 			name = d->valuestring;
 		} else if (cJSON_IsObject(d)) {
 			for (cJSON *f = d->child; f; f = f->next) {
-				if (strcmp(f->string, "domain") == 0 && cJSON_IsString(f)) {
+				char key[128];
+				snprintf(key, sizeof(key), "domains[].%s", f->string);
+				if (cfg_key_known(CFG_JSON_NAME, key) && !cJSON_IsString(f)) {
+					rc = err_set(e, path, line, col, "domains[%zu]: \"%s\" must be a string", idx,
+					             f->string);
+					goto out;
+				}
+				if (strcmp(f->string, "domain") == 0 && cfg_key_known(CFG_JSON_NAME, key)) {
 					name = f->valuestring;
-				} else if (strcmp(f->string, "via") == 0 && cJSON_IsString(f)) {
+				} else if (strcmp(f->string, "via") == 0 && cfg_key_known(CFG_JSON_NAME, key)) {
 					if (wl_via_parse(f->valuestring, &via) < 0) {
 						rc =
 						    err_set(e, path, line, col,
@@ -869,7 +972,7 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 				pw[--pwlen] = '\0';
 			c->upstream_password = pw;
 		}
-		if (read_optional(secrets_dir, "apikeys.json", &c->keys_text, &c->keys_len, &present, e) < 0)
+		if (read_optional(secrets_dir, CFG_KEYS_NAME, &c->keys_text, &c->keys_len, &present, e) < 0)
 			goto fail;
 	}
 

@@ -1,7 +1,7 @@
 /*
  * config: loads the ConfigMap (fps.yaml via libyaml, whitelist.json via cJSON)
  * and the Secret files into one struct, with strict types, documented defaults
- * (SPEC §3) and errors that point at file:line:col. No side effects.
+ * (docs/configuration.md) and errors that point at file:line:col. No side effects.
  */
 #ifndef FPS_CONFIG_H
 #define FPS_CONFIG_H
@@ -98,6 +98,23 @@ struct fps_config {
 	size_t yaml_len, json_len, keys_len;
 	char input_hash[65]; /* SHA-256 over every input, secrets included */
 };
+
+/*
+ * Every key the configuration accepts, in every file: the one list docs/configuration.md is
+ * checked against (`fps-controller keys` prints it; tests/integration/test_docs.py compares
+ * both ways) and the source of each "expected one of" hint. A mapping key that is not in this
+ * table is rejected as unknown before any section code sees it, so a new key needs a line here
+ * (and a row in docs/configuration.md) or it does not exist.
+ */
+struct cfg_key {
+	const char *file; /* CFG_YAML_NAME, CFG_JSON_NAME, CFG_SECRETS or CFG_KEYS_NAME */
+	const char *key;  /* dotted path; "[]" marks the items of a list: "routes[].via" */
+};
+#define CFG_SECRETS   "secrets" /* the files of the Secret directory */
+#define CFG_KEYS_NAME "apikeys.json"
+extern const struct cfg_key cfg_keys[]; /* ends with {NULL, NULL} */
+/* Is path a key of file? */
+bool cfg_key_known(const char *file, const char *path);
 
 void cfg_init_defaults(struct fps_config *c);
 void cfg_free(struct fps_config *c);

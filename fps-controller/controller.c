@@ -32,6 +32,7 @@
 #include "health.h"
 #include "inputs.h"
 #include "log.h"
+#include "preflight.h"
 #include "proc.h"
 #include "squid.h"
 #include "state.h"
@@ -47,7 +48,7 @@
 #define PUBLISH_MS        1000          /* the status snapshot is refreshed at least this often */
 #define PROBE_MS          10000         /* full tunnel check (TLS handshake, certificate) while it is up */
 #define PROBE_FAST_MS     1000          /* TCP reachability while up; full check while down */
-#define KEY_WARN_DAYS     10            /* SPEC §5: warn when the newest key expires within this */
+#define KEY_WARN_DAYS     10            /* docs/agents.md: warn when the newest key expires within this */
 #define LOG_ROTATE_BYTES  (64LL << 20)  /* Squid's logs live on the state emptyDir: keep them bounded */
 #define STATE_FULL_BYTES  (256LL << 10) /* less free than this on the state volume counts as full */
 #define STATE_ROOM_BYTES  (1LL << 20)   /* this much more free than at a failed write: retry it */
@@ -101,7 +102,14 @@ struct ctl {
 	char key_id[64][CRED_ID_MAX + 1];
 	bool key_expired[64]; /* already said so in the log */
 	size_t n_key_expiry;
-	int key_level; /* KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID: what the log last said */
+
+	char helper_dir[PATH_MAX]; /* where Squid runs fps-auth and fps-acl from (state_install_helpers) */
+	/* Why a child is not running, one line for the log, /status and /readyz: a
+	 * failed preflight (a path Squid's user cannot reach, a port in use) or the
+	 * first FATAL/ERROR line of cache.log when Squid exited. "" = none known. */
+	char squid_problem[512], stunnel_problem[512];
+	long long squid_log_off; /* cache.log size when the current Squid started */
+	int key_level;           /* KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID: what the log last said */
 	char keys_path[PATH_MAX + 16];
 
 	bool state_enospc;              /* the last write to the state volume failed: no space */
@@ -466,6 +474,13 @@ static void ctl_publish(struct ctl *x)
 		snprintf(s->squid.state, sizeof(s->squid.state), "%s", squid_pid ? "external" : "absent");
 	}
 	child_status(&s->stunnel, "stunnel", &x->stunnel, now, 0);
+	/* A problem stays visible until the child has run for a while again. */
+	if (x->squid.state == SUP_RUNNING && sup_now_ms() - x->squid.started_ms > 5000)
+		x->squid_problem[0] = '\0';
+	if (x->stunnel.state == SUP_RUNNING)
+		x->stunnel_problem[0] = '\0';
+	snprintf(s->squid.problem, sizeof(s->squid.problem), "%s", x->squid_problem);
+	snprintf(s->stunnel.problem, sizeof(s->stunnel.problem), "%s", x->stunnel_problem);
 	/* A full state volume: Squid drops log lines (on-error=drop) and new generations
 	 * cannot be written, while the active one keeps serving. Say so, and retry the
 	 * failed update as soon as space comes back. */
@@ -687,7 +702,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	                        .run_dir = x->st.run_dir,
 	                        .gen_dir = x->st.current,
 	                        .secrets_dir = x->st.secrets_dir,
-	                        .bin_dir = x->paths->bin_dir,
+	                        .bin_dir = x->helper_dir,
 	                        .generation = gen,
 	                        .max_fds = ctl_max_fds()};
 	struct render_out out, check;
@@ -840,6 +855,74 @@ fail_nofiles:
 	return -1;
 }
 
+/* ---- preflight: what must hold before a child starts (preflight.h) -------------------- */
+
+/* Logs a child's problem once, when it appears or changes; "" clears it. */
+static void ctl_set_problem(char *slot, size_t len, const char *name, const char *problem, bool gate)
+{
+	if (strcmp(slot, problem) == 0)
+		return;
+	if (problem[0] && gate)
+		log_error("%s not started: %s; retrying every %d s", name, problem, SUP_GATE_RETRY_MS / 1000);
+	else if (problem[0])
+		log_error("%s: %s", name, problem);
+	else if (slot[0])
+		log_info("%s: cleared: %s", name, slot);
+	snprintf(slot, len, "%s", problem);
+}
+
+static int ctl_squid_gate(struct sup_child *c, void *arg)
+{
+	struct ctl *x = arg;
+	char why[512] = "";
+	if (x->have_active && pf_port_free(x->active.bind, x->active.port, why, sizeof(why)) < 0) {
+		char msg[sizeof(why) + 32];
+		snprintf(msg, sizeof(msg), "proxy port %s", why);
+		snprintf(why, sizeof(why), "%s", msg);
+	} else if (state_check_squid_access(x->st.dir, x->helper_dir, x->have_active ? x->active.hosts_file : NULL, why,
+	                                    sizeof(why)) < 0) {
+		/* why says it */
+	}
+	if (why[0]) {
+		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, why, true);
+		return -1;
+	}
+	if (c->gated)
+		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, "", true);
+	char logpath[PATH_MAX + 16];
+	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	x->squid_log_off = file_size(logpath);
+	return 0;
+}
+
+static int ctl_stunnel_gate(struct sup_child *c, void *arg)
+{
+	struct ctl *x = arg;
+	char why[512] = "";
+	if (x->have_active && x->active.has_tunnel &&
+	    pf_port_free("127.0.0.1", x->active.tunnel_local_port, why, sizeof(why)) < 0) {
+		char msg[sizeof(why) + 32];
+		snprintf(msg, sizeof(msg), "tunnel client port %s", why);
+		ctl_set_problem(x->stunnel_problem, sizeof(x->stunnel_problem), c->name, msg, true);
+		return -1;
+	}
+	if (c->gated)
+		ctl_set_problem(x->stunnel_problem, sizeof(x->stunnel_problem), c->name, "", true);
+	return 0;
+}
+
+/* After an exit of Squid we did not ask for: the reason is in cache.log. */
+static void ctl_squid_exited(struct ctl *x)
+{
+	char logpath[PATH_MAX + 16], line[400], msg[512];
+	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	pf_first_error_line(logpath, x->squid_log_off, line, sizeof(line));
+	if (line[0] == '\0')
+		return;
+	snprintf(msg, sizeof(msg), "exited: %s (%s)", line, logpath);
+	ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), "squid", msg, false);
+}
+
 /* What is wrong with the inputs now, said until it is fixed: an error clears when its
  * cause does, even when the content that comes back is identical (so no reload). */
 static void ctl_input_errors(struct ctl *x, const char *cm_err, const char *sec_err)
@@ -963,8 +1046,12 @@ static void ctl_reap(struct ctl *x, long long now)
 	pid_t pid;
 	/* waitpid(-1): as PID 1 of a container we also reap orphans we never started. */
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (!sup_reap(&x->squid, pid, status, now))
+		if (sup_reap(&x->squid, pid, status, now)) {
+			if (x->squid.state == SUP_BACKOFF)
+				ctl_squid_exited(x);
+		} else {
 			sup_reap(&x->stunnel, pid, status, now);
+		}
 	}
 }
 
@@ -1128,6 +1215,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		log_error("%s", err_str(&e, buf, sizeof(buf)));
 		return 3;
 	}
+	if (state_install_helpers(&x.st, paths->bin_dir, x.helper_dir, sizeof(x.helper_dir), &e) < 0) {
+		log_error("%s", err_str(&e, buf, sizeof(buf)));
+		return 3;
+	}
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
 	snprintf(x.good_secrets_dir, sizeof(x.good_secrets_dir), "%s/last-good-secrets", x.st.dir);
 	x.tpaths = (struct tunnel_paths){
@@ -1136,6 +1227,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	char *targv[4];
 	tunnel_argv(&x.tpaths, targv);
 	sup_init(&x.stunnel, "stunnel", targv, 5000);
+	x.stunnel.gate = ctl_stunnel_gate;
+	x.stunnel.gate_arg = &x;
 
 	int sfd = ctl_signalfd();
 	if (sfd < 0) {
@@ -1190,6 +1283,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	x.squid_workers = cfg_workers(&x.active);
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
+	x.squid.gate = ctl_squid_gate;
+	x.squid.gate_arg = &x;
 	if (opts->mode == CTL_MODE_SUPERVISE) {
 		char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16];
 		snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x.st.run_dir);

@@ -281,7 +281,7 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	/* Absent when there is no valid key to count down (fps_auth_keys_valid is then 0). */
 	if (s->have_key_expiry && s->keys_valid > 0)
 		m_gauge(f, "fps_auth_key_expiry_seconds",
-		        "Seconds until the newest valid API key expires; SPEC: warn below 10 days (864000).",
+		        "Seconds until the newest valid API key expires; warn below 10 days (864000).",
 		        s->newest_key_expiry_unix - now_unix);
 
 	/* Squid's own figures */

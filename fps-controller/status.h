@@ -27,7 +27,8 @@ struct status_child {
 	int pid;             /* 0 = none */
 	double started_unix; /* when the current process started; 0 = not running */
 	unsigned restarts;
-	char state[16]; /* running, backoff, stopped, stopping, external */
+	char state[16];    /* running, backoff, stopped, stopping, external */
+	char problem[512]; /* why it is not running (preflight, cache.log FATAL); "" = none known */
 	/* Squid only: does it answer HTTP (health.h)? */
 	bool answering;
 	double silent_seconds; /* since the last answer (or since it started), 0 when answering */
@@ -76,7 +77,7 @@ struct fps_status {
 	struct status_path tunnel, upstream;
 	bool tunnel_needed; /* some route uses the tunnel: readiness depends on it */
 
-	/* credentials (SPEC §5) */
+	/* credentials (docs/agents.md) */
 	bool auth_enabled;
 	size_t keys_total, keys_valid;
 	bool have_key_expiry;

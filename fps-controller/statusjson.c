@@ -1,5 +1,5 @@
 /*
- * statusjson: /status for support engineers (SPEC §9). Every string from the snapshot is read
+ * statusjson: /status for support engineers (docs/operations.md). Every string from the snapshot is read
  * no further than its array and made valid UTF-8 before cJSON escapes it, so a rejected entry
  * full of quotes, control bytes or broken UTF-8 still yields a document any parser accepts.
  */
@@ -126,6 +126,7 @@ static void sj_child(cJSON *parent, const char *key, const struct status_child *
 		cJSON_AddNullToObject(o, "uptime_seconds");
 	}
 	cJSON_AddNumberToObject(o, "restarts", c->restarts);
+	sj_str_or_null(o, "problem", c->problem, sizeof(c->problem));
 	if (strcmp(key, "squid") == 0) {
 		cJSON_AddBoolToObject(o, "answering", c->answering);
 		cJSON_AddNumberToObject(o, "silent_seconds", floor(c->silent_seconds * 10) / 10);

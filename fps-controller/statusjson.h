@@ -1,5 +1,5 @@
 /*
- * statusjson: the /status document (SPEC §9) rendered with cJSON from a status snapshot.
+ * statusjson: the /status document (docs/operations.md) rendered with cJSON from a status snapshot.
  * Pure: the same snapshot and clock give the same text. The snapshot holds no secrets.
  */
 #ifndef FPS_STATUSJSON_H
@@ -7,7 +7,7 @@
 
 #include "status.h"
 
-#define STATUSJSON_KEY_WARN_DAYS 10 /* SPEC §5: warn when the newest key expires within this */
+#define STATUSJSON_KEY_WARN_DAYS 10 /* docs/agents.md: warn when the newest key expires within this */
 
 /* Returns malloc'd JSON (free with free()), or NULL on out of memory. */
 char *statusjson_render(const struct fps_status *s, double now_unix);

@@ -25,11 +25,19 @@ struct sup_child {
 	long long started_ms;  /* when the current process started (monotonic) */
 	long long deadline_ms; /* backoff end or kill deadline; 0 = none */
 	int backoff_ms;
+	/* Asked before every start: non-zero keeps the child down and retries after
+	 * SUP_GATE_RETRY_MS, at a fixed pace and without counting a restart (a port
+	 * another program holds is not a crash of ours). Optional. */
+	int (*gate)(struct sup_child *c, void *arg);
+	void *gate_arg;
+	bool gated;          /* the last start attempt was refused by the gate */
 	unsigned restarts;   /* unplanned exits that led to a restart */
 	unsigned hung_kills; /* SIGKILLs for not answering (SUP_EV_HUNG) */
 	int last_status;     /* wait status of the last exit */
 	int stop_grace_ms;   /* SIGTERM to SIGKILL */
 };
+
+#define SUP_GATE_RETRY_MS 2000
 
 void sup_init(struct sup_child *c, const char *name, char *const argv[], int stop_grace_ms);
 void sup_free(struct sup_child *c);

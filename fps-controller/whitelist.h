@@ -1,6 +1,6 @@
 /*
  * whitelist: turns the customer's entries and the operator's routes into a
- * policy: normalized names (SPEC §3), redundant entries folded under wildcards,
+ * policy: normalized names (docs/configuration.md), redundant entries folded under wildcards,
  * and a lookup that answers "allowed?" and "which route?" for a destination host.
  * The controller compiles it; fps-acl rebuilds the same policy from a snapshot.
  */

@@ -152,6 +152,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self):
+        """Uploads: answers with the size and SHA-256 of the body it read."""
+        n = int(self.headers.get("Content-Length", "0"))
+        data = self.rfile.read(n)
+        body = f"origin {self.server.name} received {len(data)} bytes sha256 {hashlib.sha256(data).hexdigest()}\n"
+        self.server.hits.append((self.headers.get("Host"), self.path))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    do_PUT = do_POST
+
     def log_message(self, *args):
         pass
 
@@ -319,6 +333,13 @@ class World:
 
     # ---- the controller -----------------------------------------------------------------
     def start(self, wait=True, extra_args=(), env_extra=None, prefix=()):
+        # Every controller gets an admin port of its own: the admin port is bound
+        # exclusively, so two worlds on the default 9090 would refuse each other.
+        cfg = self.config / "fps.yaml"
+        own_admin = cfg.exists() and any(l.startswith("admin:") for l in cfg.read_text().splitlines())
+        if "--admin" not in extra_args and not own_admin:
+            self.admin_port = getattr(self, "admin_port", None) or free_port()
+            extra_args = [*extra_args, "--admin", f"127.0.0.1:{self.admin_port}"]
         self.logf = open(self.log_path, "ab")
         env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES), **(env_extra or {}))
         self.proc = spawn(

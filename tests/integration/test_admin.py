@@ -1,4 +1,4 @@
-"""Admin endpoints (SPEC §9) of a running controller with real Squid: status codes and content
+"""Admin endpoints (docs/operations.md) of a running controller with real Squid: status codes and content
 types, `promtool check metrics`, metric and /status values across good and failed reloads and a
 Squid kill, 404/405, the per-address limit, and scrapes that keep working while a slow client
 holds a connection and the configuration reloads again and again."""

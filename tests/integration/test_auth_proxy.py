@@ -1,4 +1,4 @@
-"""The products' credential scheme through real Squid (SPEC §5, §6): fps-auth as Squid's
+"""The products' credential scheme through real Squid (docs/agents.md): fps-auth as Squid's
 basic-auth helper, keys rotated through a kubelet-style Secret swap with no reconfigure."""
 import json
 import ssl

@@ -1,4 +1,4 @@
-"""Routes (SPEC §3 routes/tunnel, §4, §6): direct, the customer's proxy (`upstream`) and the
+"""Routes (docs/configuration.md: routes, tunnel, secrets; docs/agents.md): direct, the customer's proxy (`upstream`) and the
 TLS tunnel, with real Squid, stunnel, curl and origins on loopback.
 
   agent curl -> FPS Squid -> stunnel client -> stunnel server -> cloud Squid -> origin   (tunnel)
@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -30,7 +31,7 @@ SERVER = "tunnel.fps.test"
 T, D, U, NW = "t.routes.test", "d.routes.test", "u.routes.test", "nw.routes.test"
 NAMES = {n: "127.0.0.1" for n in (T, D, U, NW, SERVER, "other.fps.test")}
 UP_USER, UP_PASS = "fps", "corp-s3cret"
-BAD = (502, 503)  # Squid's answers for a peer that cannot carry the request (SPEC §6)
+BAD = (502, 503)  # Squid's answers for a peer that cannot carry the request (docs/agents.md)
 
 
 def openssl(*args, cwd=None):
@@ -189,6 +190,15 @@ class Setup:
     def close(self):
         self.w.close()
 
+    def readyz(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
+
     # ---- agents ---------------------------------------------------------------------------
     def get(self, host, path):
         return curl(f"http://{host}:{self.http.port}{path}", self.w.proxy, timeout=15)
@@ -257,6 +267,9 @@ def fps(request, base):
     _, _, cloud, customer = base
     s = Setup(request.param, cloud, customer).start()
     s.mode = request.param
+    # Squid answering is not enough for the tunnel route: the stunnel client must be up
+    # and its server verified, which is what /readyz says when a route uses the tunnel.
+    wait_for(lambda: s.readyz() == 200, 60, what="/readyz 200 (tunnel up)")
     yield s
     s.close()
 

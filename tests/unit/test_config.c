@@ -1,6 +1,6 @@
 /*
  * Unit tests for config.c: defaults, strict types, and errors that point at
- * file:line:col (SPEC §3). Table-driven over small fps.yaml / whitelist.json texts.
+ * file:line:col (docs/configuration.md). Table-driven over small fps.yaml / whitelist.json texts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "config.h"
+#include "cred.h"
 
 struct yaml_case {
 	const char *text;
@@ -184,12 +188,184 @@ static void test_json_entry_positions(void **state)
 	cfg_free(&c);
 }
 
+/* Builds the YAML that sets path (e.g. "routes[].via") to a mapping no key accepts. */
+static void yaml_probe(const char *path, char *out, size_t outlen)
+{
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", path);
+	size_t used = 0;
+	int indent = 0;
+	for (char *seg = strtok(buf, "."); seg; seg = strtok(NULL, ".")) {
+		char *br = strstr(seg, "[]");
+		if (br)
+			*br = '\0';
+		used += (size_t)snprintf(out + used, outlen - used, "%*s%s:%s", indent, "", seg, "");
+		if (br) {
+			used += (size_t)snprintf(out + used, outlen - used, "\n%*s  -", indent, "");
+			indent += 4;
+			/* the next segment goes on the same line as the dash */
+			char *next = strtok(NULL, ".");
+			if (next == NULL)
+				break;
+			used += (size_t)snprintf(out + used, outlen - used, " %s:", next);
+			indent += 0;
+		} else {
+			indent += 2;
+		}
+		used += (size_t)snprintf(out + used, outlen - used, "\n");
+	}
+	/* replace the last newline by the value */
+	if (used > 0 && out[used - 1] == '\n')
+		used--;
+	snprintf(out + used, outlen - used, " {zz_probe: 1}\n");
+}
+
+/* Every key in the table reaches code that handles it: none is rejected as unknown. */
+static void test_key_table_keys_are_handled(void **state)
+{
+	(void)state;
+	size_t yaml_keys = 0, json_keys = 0;
+	for (const struct cfg_key *k = cfg_keys; k->file; k++) {
+		const char *leaf = strrchr(k->key, '.') ? strrchr(k->key, '.') + 1 : k->key;
+		char want_not[128], text[512];
+		snprintf(want_not, sizeof(want_not), "unknown key '%s'", leaf);
+		struct fps_config cfg;
+		struct fps_err e;
+		cfg_init_defaults(&cfg);
+		err_clear(&e);
+		if (strcmp(k->file, CFG_YAML_NAME) == 0) {
+			yaml_probe(k->key, text, sizeof(text));
+			int rc = cfg_parse_yaml(&cfg, text, strlen(text), "fps.yaml", &e);
+			if (rc != 0 && (strstr(e.msg, want_not) || strstr(e.msg, "unexpected key")))
+				fail_msg("%s: %s -> %s", k->key, text, e.msg);
+			yaml_keys++;
+		} else if (strcmp(k->file, CFG_JSON_NAME) == 0) {
+			if (strncmp(k->key, "domains[].", 10) == 0)
+				snprintf(text, sizeof(text), "{\"domains\": [{\"%s\": {}}]}", k->key + 10);
+			else
+				snprintf(text, sizeof(text), "{\"%s\": {}}", k->key);
+			int rc = cfg_parse_whitelist_json(&cfg, text, strlen(text), "whitelist.json", &e);
+			if (rc != 0 && (strstr(e.msg, "unknown key") || strstr(e.msg, "unexpected key")))
+				fail_msg("%s: %s -> %s", k->key, text, e.msg);
+			json_keys++;
+		}
+		cfg_free(&cfg);
+	}
+	assert_true(yaml_keys > 20);
+	assert_true(json_keys == 4);
+}
+
+/* The hint lists what the table lists. */
+static void test_unknown_key_hint_from_table(void **state)
+{
+	(void)state;
+	struct fps_config cfg;
+	struct fps_err e;
+	cfg_init_defaults(&cfg);
+	const char *text = "tunnel:\n  srever: x\n";
+	assert_int_equal(cfg_parse_yaml(&cfg, text, strlen(text), "fps.yaml", &e), -1);
+	assert_non_null(
+	    strstr(e.msg, "unknown key 'srever' in 'tunnel' (expected one of: server, address, port, local_port)"));
+	cfg_free(&cfg);
+	cfg_init_defaults(&cfg);
+	text = "routes:\n  - {via: direct, domain: [a.example]}\n";
+	assert_int_equal(cfg_parse_yaml(&cfg, text, strlen(text), "fps.yaml", &e), -1);
+	assert_non_null(strstr(e.msg, "unknown key 'domain' in 'routes[]' (expected one of: via, domains)"));
+	cfg_free(&cfg);
+	cfg_init_defaults(&cfg);
+	text = "{\"domains\": [{\"domain\": \"a.example\", \"via\": 3}]}";
+	assert_int_equal(cfg_parse_whitelist_json(&cfg, text, strlen(text), "whitelist.json", &e), -1);
+	assert_non_null(strstr(e.msg, "\"via\" must be a string"));
+	cfg_free(&cfg);
+}
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Every secret the table names is read: adding it changes the input hash. */
+static void test_key_table_secrets_are_read(void **state)
+{
+	(void)state;
+	char cdir[] = "/tmp/fps-test-cfg-XXXXXX", sdir[] = "/tmp/fps-test-sec-XXXXXX";
+	assert_non_null(mkdtemp(cdir));
+	assert_non_null(mkdtemp(sdir));
+	write_file(cdir, CFG_YAML_NAME, "proxy: {port: 3128}\n");
+	size_t n = 0;
+	for (const struct cfg_key *k = cfg_keys; k->file; k++) {
+		if (strcmp(k->file, CFG_SECRETS) != 0)
+			continue;
+		struct fps_config a, b;
+		struct fps_err e;
+		assert_int_equal(cfg_load(&a, cdir, sdir, &e), 0);
+		write_file(sdir, k->key, "x\n");
+		assert_int_equal(cfg_load(&b, cdir, sdir, &e), 0);
+		if (strcmp(a.input_hash, b.input_hash) == 0)
+			fail_msg("secret %s is not read", k->key);
+		cfg_free(&a);
+		cfg_free(&b);
+		char path[512];
+		snprintf(path, sizeof(path), "%s/%s", sdir, k->key);
+		unlink(path);
+		n++;
+	}
+	assert_int_equal(n, 5);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", cdir, CFG_YAML_NAME);
+	unlink(path);
+	rmdir(cdir);
+	rmdir(sdir);
+}
+
+/* Every apikeys.json member the table names is required by the loader. */
+static void test_key_table_apikeys_members_are_read(void **state)
+{
+	(void)state;
+	size_t n = 0;
+	for (const struct cfg_key *k = cfg_keys; k->file; k++) {
+		if (strcmp(k->file, CFG_KEYS_NAME) != 0)
+			continue;
+		const char *member = strncmp(k->key, "keys[].", 7) == 0 ? k->key + 7 : k->key;
+		char text[512];
+		if (strcmp(k->key, "keys") == 0)
+			snprintf(text, sizeof(text), "{\"other\": []}");
+		else
+			snprintf(text, sizeof(text), "{\"keys\": [{%s%s%s}]}",
+			         strcmp(member, "id") ? "\"id\": \"a\", " : "",
+			         strcmp(member, "key") ? "\"key\": \"secret-value\", " : "",
+			         strcmp(member, "expires") ? "\"expires\": \"2099-01-01T00:00:00Z\", " : "");
+		/* drop the trailing ", " inside the object */
+		char *tail = strstr(text, ", }");
+		if (tail)
+			memmove(tail, tail + 2, strlen(tail + 2) + 1);
+		struct cred_keys keys = {0};
+		struct fps_err e;
+		if (cred_keys_parse(text, strlen(text), CFG_KEYS_NAME, &keys, &e) == 0)
+			fail_msg("apikeys.json without '%s' was accepted: %s", k->key, text);
+		cred_keys_free(&keys);
+		n++;
+	}
+	assert_int_equal(n, 4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_yaml_table),           cmocka_unit_test(test_defaults),
-	    cmocka_unit_test(test_cidr_canonical),       cmocka_unit_test(test_json_table),
+	    cmocka_unit_test(test_yaml_table),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_cidr_canonical),
+	    cmocka_unit_test(test_json_table),
 	    cmocka_unit_test(test_json_entry_positions),
+	    cmocka_unit_test(test_key_table_keys_are_handled),
+	    cmocka_unit_test(test_unknown_key_hint_from_table),
+	    cmocka_unit_test(test_key_table_secrets_are_read),
+	    cmocka_unit_test(test_key_table_apikeys_members_are_read),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

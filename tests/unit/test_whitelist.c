@@ -1,5 +1,5 @@
 /*
- * Unit tests for whitelist.c: entry normalization (SPEC §3), folding, and the
+ * Unit tests for whitelist.c: entry normalization (docs/configuration.md), folding, and the
  * most-specific route lookup. Table-driven: input, expected output or reason.
  */
 #include <setjmp.h>
