@@ -1328,6 +1328,10 @@ static void ctl_replace_orphan(const char *name, const char *pidfile, const char
 		log_error("%s: orphan pid %d does not exit even after SIGKILL", name, (int)pid);
 	else
 		log_info("%s: orphan pid %d gone after %lld ms", name, (int)pid, sup_now_ms() - t0);
+	/* Killed, it left its pid file; unreaped (a zombie of an init that does not reap), it
+	 * would still look alive to the pid-file check of the Squid we start. */
+	if (proc_pidfile_owner(pidfile, conf) == 0)
+		unlink(pidfile);
 }
 
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
