@@ -205,7 +205,8 @@ def test_bounded_run_counts_agree_with_origin_log(loadgen, servers):
     wait_for(lambda: origin.accepted == r["connections"]["opened"], "origin to accept every connection")
     assert r["connections"]["opened"] == 20  # keep-alive: one connection per agent
     av = r["availability"]
-    assert av["agents_served"] == 20 and 0 < av["all_served_ms"] <= r["elapsed_s"] * 1000
+    # elapsed_s is printed to the millisecond and all_served_ms to a tenth: allow their rounding.
+    assert av["agents_served"] == 20 and 0 < av["all_served_ms"] <= r["elapsed_s"] * 1000 + 0.55
     assert av["mark_s"] is None and av["agents_served_after_mark"] == 0
 
 

@@ -3,6 +3,7 @@ orphaned Squid, a lost Secret mount, keys expiring with time, a tunnel outage, a
 that must not leave processes behind. Real Squid, real faults (a small tmpfs, SIGSTOP,
 SIGKILL, a removed directory)."""
 import json
+import errno
 import os
 import shutil
 import signal
@@ -270,14 +271,14 @@ def test_new_controller_replaces_the_orphaned_squid_of_a_killed_one():
 # ---- 1. a full state volume ----------------------------------------------------------------------
 
 def fill(path):
-    """Writes path until the volume has no space left."""
-    with open(path, "wb") as f:
-        try:
+    """Writes path until the volume has no space left (already full: creating it fails)."""
+    try:
+        with open(path, "ab") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
-        except OSError:
-            pass
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
 
 
 def test_full_state_volume_keeps_agents_served_and_an_edit_applies_after_space_returns():

@@ -39,9 +39,10 @@ def helper_pids(world, name):
 
 
 def mgr(world, page):
-    """A cache manager page (allowed from loopback before any helper is asked)."""
+    """A cache manager page, from the controller-only manager port (docs/security.md)."""
+    port = int((world.state / "run" / "mgr.port").read_text())
     out = subprocess.run(["curl", "-s", "-m", "5", "--noproxy", "*",
-                          f"http://127.0.0.1:{world.port}/squid-internal-mgr/{page}"],
+                          f"http://127.0.0.1:{port}/squid-internal-mgr/{page}"],
                          capture_output=True, text=True)
     return out.stdout
 
