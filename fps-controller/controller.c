@@ -943,6 +943,12 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 		char msg[sizeof(why) + 32];
 		snprintf(msg, sizeof(msg), "proxy port %s", why);
 		snprintf(why, sizeof(why), "%s", msg);
+	} else if (x->st.mgr_port > 0 && pf_port_free("127.0.0.1", x->st.mgr_port, why, sizeof(why)) < 0) {
+		/* The controller-only cache-manager port (<state>/run/mgr.port) */
+		char msg[sizeof(why) + 64];
+		snprintf(msg, sizeof(msg), "cache-manager port %s (remove %s/mgr.port to have another picked)", why,
+		         x->st.run_dir);
+		snprintf(why, sizeof(why), "%s", msg);
 	} else if (state_check_squid_access(x->st.dir, x->helper_dir, x->have_active ? x->active.hosts_file : NULL, why,
 	                                    sizeof(why)) < 0) {
 		/* why says it */
@@ -1322,6 +1328,10 @@ static void ctl_replace_orphan(const char *name, const char *pidfile, const char
 		log_error("%s: orphan pid %d does not exit even after SIGKILL", name, (int)pid);
 	else
 		log_info("%s: orphan pid %d gone after %lld ms", name, (int)pid, sup_now_ms() - t0);
+	/* Killed, it left its pid file; unreaped (a zombie of an init that does not reap), it
+	 * would still look alive to the pid-file check of the Squid we start. */
+	if (proc_pidfile_owner(pidfile, conf) == 0)
+		unlink(pidfile);
 }
 
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)

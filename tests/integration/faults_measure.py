@@ -150,8 +150,13 @@ def orphan():
         if alive:  # the before case: end the orphan and see how long agents wait
             os.kill(orphan_pid, signal.SIGKILL)
             t0 = time.monotonic()
-            wait_for(lambda: fresh_request(w.port, "a.allowed.test", w.origins[0].port, timeout=1) == "200", 120)
-            gap_after_kill = time.monotonic() - t0
+            try:
+                wait_for(lambda: fresh_request(w.port, "a.allowed.test", w.origins[0].port, timeout=1) == "200", 60)
+                gap_after_kill = time.monotonic() - t0
+            except AssertionError:
+                gap_after_kill = float("inf")
+                if "-v" in sys.argv:
+                    print(w.log()[-3000:])
         print(f"orphan: new controller's Squid died {restarts} times in 20 s; longest gap {gap:.2f} s "
               f"({fails} failed requests); squid.conf edit {edit}; orphan still running: {alive}"
               + (f"; after killing it, agents waited {gap_after_kill:.2f} s" if gap_after_kill is not None else ""))

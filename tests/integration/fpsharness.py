@@ -5,6 +5,7 @@ Everything a test needs lives in one world directory under /tmp (readable by Squ
 updated the way the kubelet does it, a Secret directory, the controller's state dir,
 a hosts file that maps test names to loopback, and origin servers on free ports.
 """
+import atexit
 import base64
 import hashlib
 import http.server
@@ -228,6 +229,31 @@ def curl(url, proxy, user=None, password=None, cacert=None, timeout=10, extra=()
     return int(code) if code.isdigit() else 0, body
 
 
+_INSTALL = None
+
+
+def reachable_install():
+    """The binaries and templates copied where any user can read them, as an image has them
+    in /usr/local: a controller started as another user (prefix) cannot reach a checkout
+    under a private directory such as /root. One copy per test session; (bin, templates)."""
+    global _INSTALL
+    if _INSTALL is None:
+        root = Path(tempfile.mkdtemp(prefix="fps-install-", dir="/tmp"))
+        (root / "bin").mkdir()
+        for b in ("fps-controller", "fps-acl", "fps-auth"):
+            shutil.copy2(BIN / b, root / "bin" / b)
+        shutil.copytree(TEMPLATES, root / "squid-templates")
+        shutil.copytree(TEMPLATES.parent / "stunnel-conf", root / "stunnel-conf")
+        for dirpath, _, filenames in os.walk(root):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                fp = Path(dirpath) / f
+                fp.chmod(fp.stat().st_mode | 0o444)
+        atexit.register(shutil.rmtree, root, True)
+        _INSTALL = (root / "bin", root / "squid-templates")
+    return _INSTALL
+
+
 class World:
     """One FPS instance and its surroundings."""
 
@@ -343,9 +369,10 @@ class World:
             self.admin_port = getattr(self, "admin_port", None) or free_port()
             extra_args = [*extra_args, "--admin", f"127.0.0.1:{self.admin_port}"]
         self.logf = open(self.log_path, "ab")
-        env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES), **(env_extra or {}))
+        bin_dir, templates = (reachable_install() if prefix else (BIN, TEMPLATES))
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(templates), **(env_extra or {}))
         self.proc = spawn(
-            [*prefix, str(BIN / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
+            [*prefix, str(bin_dir / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
              str(self.secrets), "--state-dir", str(self.state), *extra_args],
             stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         self.procs.append(self.proc)
