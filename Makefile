@@ -8,6 +8,13 @@ VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
             libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
+# What only the tests need on top: the clients docs/agents.md documents (each snippet is run),
+# and the browser the status page is tested in.
+TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
+             chromium
+# deploy/k8s is rendered by Debian 12's kubectl 1.20 (kustomize v2.0.3): unpacked from the
+# kubernetes-client package into build/ (any kubectl on PATH, e.g. a current one, is compared too).
+KUBECTL_DEB := build/kubernetes-client/usr/bin/kubectl
 
 WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-format-nonliteral -Wno-format-truncation
@@ -28,7 +35,7 @@ BINS     := fps-controller fps-acl fps-auth
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 
-.PHONY: all asan test unit integration lint format run deps bench-deps fuzz bench bench-quick clean compdb
+.PHONY: all asan test unit integration lint format run deps test-deps bench-deps image image-deps test-image fuzz bench bench-quick clean compdb
 
 all: $(addprefix build/,$(BINS))
 
@@ -82,17 +89,26 @@ build/obj build/asan/obj build/asan/tests:
 export ASAN_OPTIONS  ?= abort_on_error=1:detect_leaks=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
-test: all asan unit integration
+# `make test` alone on a fresh Debian 12 machine (as root) first installs what is missing.
+test: test-deps
+	@$(MAKE) --no-print-directory all asan unit integration test-image
 	@echo "make test: all suites passed"
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 # Integration tests drive the sanitizer binaries through real Squid, stunnel, curl and origins.
-integration: all asan
+integration: all asan $(KUBECTL_DEB)
 	$(MAKE) -C bench all asan
-	FPS_BIN_DIR=$(CURDIR)/build/asan LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
+	KUBECTL=$(CURDIR)/$(KUBECTL_DEB) FPS_BIN_DIR=$(CURDIR)/build/asan LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration tests/deploy bench/tests $(PYTEST_ARGS)
+
+$(KUBECTL_DEB):
+	@rm -rf build/kubernetes-client && mkdir -p build/kubernetes-client
+	@cd build/kubernetes-client && { apt-get download -q kubernetes-client 2>/dev/null || \
+		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get download -q kubernetes-client; }; } && \
+		dpkg-deb -x kubernetes-client_*.deb . && rm -f kubernetes-client_*.deb
+	@$@ version --client --short
 
 # ---- lint ----------------------------------------------------------------------------------
 LINT_FILES := $(wildcard $(SRC_DIR)/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/*.c)
@@ -108,21 +124,34 @@ compdb:
 	bear -- $(MAKE) -B all
 
 # ---- fuzzing (clang libFuzzer); FUZZ_SECONDS bounds each target ------------------------------
+# One target per parser of untrusted input: fps.yaml, whitelist.json, apikeys.json, the fps-auth
+# and fps-acl line protocols, the fps-acl snapshot. Each run keeps its corpus in build/fuzz/.
 FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_WARN := $(filter-out -Wno-format-truncation,$(WARN)) # a GCC-only option
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined $(WARN) $(DEFS) -I$(SRC_DIR) -o $@ $< $(LIB_SRCS) $(LIBS)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_WARN) $(DEFS) -I$(SRC_DIR) -o $@ $< $(LIB_SRCS) $(LIBS)
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do mkdir -p build/fuzz/corpus-$$(basename $$f); \
-		echo "== $$f ($(FUZZ_SECONDS)s)"; $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz/corpus-$$(basename $$f); done
+		echo "== $$f ($(FUZZ_SECONDS)s)"; $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz/corpus-$$(basename $$f) \
+		$$(ls -d tests/fuzz/seeds/$$(basename $$f) 2>/dev/null); done
 
 # ---- running the stack ---------------------------------------------------------------------
-deps:
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the Debian packages in $(1) that are missing (nothing when all are there, so no root
+# is needed then). The dpkg lock timeout waits for another apt instead of failing at once.
+define apt_install
+	@missing=""; for p in $(1); do [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; fi
+endef
+
+deps:
+	$(call apt_install,$(DEB_PKGS))
+test-deps:
+	$(call apt_install,$(DEB_PKGS) $(TEST_PKGS))
 
 run: deps all
 	exec examples/run.sh
@@ -130,14 +159,28 @@ run: deps all
 # The benchmark also needs an origin, the alternatives it compares against, and a plotter.
 BENCH_PKGS := nginx-light tinyproxy gnuplot-nox
 bench-deps: deps
-	@missing=""; for p in $(BENCH_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	$(call apt_install,$(BENCH_PKGS))
 
 bench: bench-deps all
 	$(MAKE) -C bench run
 bench-quick: bench-deps all
 	$(MAKE) -C bench quick
+
+# ---- the container image (Debian's podman, no registry: the base comes from debootstrap) -----
+# `make image` builds deploy/Dockerfile as $(IMAGE) (see deploy/image/build.sh).
+IMAGE      ?= localhost/fps:$(VERSION)
+IMAGE_PKGS := podman buildah debootstrap runc
+image-deps:
+	$(call apt_install,$(IMAGE_PKGS))
+image: image-deps
+	IMAGE=$(IMAGE) deploy/image/build.sh
+
+# Runs the image as deploy/k8s's DaemonSet runs it, supervise and sidecar layouts (root only).
+# Its own tag per checkout, so that two checkouts testing at once never test each other's image.
+TEST_IMAGE := localhost/fps-test:$(shell echo '$(CURDIR)' | cksum | cut -d' ' -f1)
+test-image: test-deps image-deps $(KUBECTL_DEB)
+	IMAGE=$(TEST_IMAGE) deploy/image/build.sh
+	FPS_IMAGE=$(TEST_IMAGE) KUBECTL=$(CURDIR)/$(KUBECTL_DEB) $(PYTHON) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

@@ -1,5 +1,5 @@
 /* loadgen: closed-loop HTTP/1.1 load generator for the FPS benchmarks. Each agent is one keep-alive
- * connection to the proxy with its own SPEC section 5 credentials, speaking absolute-URI GET or CONNECT + TLS;
+ * connection to the proxy with its own credentials (docs/agents.md), speaking absolute-URI GET or CONNECT + TLS;
  * it reports a log-linear latency histogram, counts by status and by error class, as text and JSON. */
 
 #include <arpa/inet.h>
@@ -547,7 +547,7 @@ more:
 	return LG_HTTP_MORE;
 }
 
-/* ---- credentials (SPEC section 5) ---------------------------------------------------------------- */
+/* ---- credentials (docs/agents.md) ---------------------------------------------------------------- */
 
 /* RFC 4122 namespace for URLs: the GUID of agent i is uuid5(NAMESPACE_URL, "fps-loadgen:agent:<i>"),
  * so runs are reproducible and a test can recompute every username with Python's uuid module. */

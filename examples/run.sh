@@ -5,17 +5,33 @@
 #   stunnel client. Ctrl-C stops everything.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUN=${FPS_RUN_DIR:-$ROOT/run}
 BIN=$ROOT/build
+# Squid drops to user `proxy`, which must reach the state directory and the hosts file. A
+# checkout under a private directory (/root is mode 0700, so is `mktemp -d`) is out of its
+# reach: then the run directory lives under /var/tmp instead (the controller itself copies
+# the helpers fps-auth/fps-acl where Squid can execute them).
+if [ -n "${FPS_RUN_DIR:-}" ]; then
+	RUN=$FPS_RUN_DIR
+elif [ "$(id -u)" != 0 ] || runuser -u proxy -- test -x "$ROOT"; then
+	RUN=$ROOT/run
+else
+	RUN=/var/tmp/fps-run-$(printf '%s' "$ROOT" | sha1sum | cut -c1-8)
+	echo "note: user proxy cannot enter $ROOT (a private directory): the run directory is $RUN"
+fi
 
 mkdir -p "$RUN"/{config,secrets,state,www,cloud}
 chmod 755 "$RUN" "$RUN"/www "$RUN"/config
 chmod 700 "$RUN"/secrets
 
-# Names the demo uses, all on loopback: Squid reads this hosts file (proxy.hosts_file).
+# Names the demo uses, all on loopback: Squid reads this hosts file (proxy.hosts_file) instead
+# of DNS, so a name you whitelist must be here too. Lines below the marker survive `make run`.
+MARK='# Your own names below this line (Squid reads this file when it starts):'
+mine=$(sed -n "/^$MARK\$/,\$p" "$RUN/hosts" 2>/dev/null | tail -n +2 | sed "/^$/d" || true)
 cat > "$RUN/hosts" <<HOSTS
 127.0.0.1 updates.example.test files.example.test a.cdn.example.test download.example-vendor.test
 127.0.0.1 api.example-vendor.test not-listed.example.test tunnel.fps.test
+$MARK
+${mine}
 HOSTS
 chmod 644 "$RUN/hosts"
 
@@ -67,6 +83,12 @@ FPS is starting on 127.0.0.1:8080 (admin on 127.0.0.1:9090). Try, in another she
 Edit the whitelist (it applies within a second, without restarting Squid):
 
   \$EDITOR $RUN/config/whitelist.json
+
+A name you whitelist must also resolve: the demo names are on 127.0.0.1 in $RUN/hosts, and any
+other name goes to the DNS server in fps.yaml (none answers in the demo, so such a name gets
+Squid's DNS error page, a 5xx, instead of the 200 or 403 you expect).
+To add one, append "127.0.0.1 NAME" to $RUN/hosts below the marker line and restart make run:
+Squid reads that file only when it starts.
 
 Logs: this terminal (controller), $RUN/state/run/access.log and cache.log (Squid).
 MSG

@@ -1,5 +1,5 @@
 /*
- * admin: the operator's HTTP endpoints (SPEC §9) on admin.bind:admin.port, served
+ * admin: the operator's HTTP endpoints (docs/operations.md) on admin.bind:admin.port, served
  * by libmicrohttpd in its own thread from the snapshot the control loop publishes
  * (status.h): /healthz, /readyz, /metrics, /status.
  */

@@ -1,5 +1,5 @@
 /*
- * cred: the credential scheme shipped products rely on (SPEC §5). Nothing here does I/O except
+ * cred: the credential scheme shipped products rely on (docs/agents.md). Nothing here does I/O except
  * cred_keys_load reading the file; key material never reaches an error message.
  */
 #include "cred.h"

@@ -1,5 +1,5 @@
 /*
- * cred: the products' credential scheme (SPEC §5) as pure functions: username rules, the
+ * cred: the products' credential scheme (docs/agents.md) as pure functions: username rules, the
  * password hex(SHA1(username || apikey)), the apikeys.json loader and constant-time verification.
  * Used by fps-auth for verdicts and by the controller for key-expiry reporting.
  */

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
@@ -25,7 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "compile.h"
+#include "state.h"
 #include "config.h"
 #include "cred.h"
 
@@ -539,7 +542,7 @@ static void dg_upstream_auth(struct dg *d, const struct fps_config *c, const str
 
 /* ---- the local proxy, end to end ------------------------------------------------------- */
 
-/* Computes the diagnose credentials (SPEC §5) from the first valid key. 0, or -1 with why set
+/* Computes the diagnose credentials (docs/agents.md) from the first valid key. 0, or -1 with why set
  * (a warning, not a failure: the self-test then runs without credentials). */
 static int dg_creds(const struct fps_config *c, const char *secrets_dir, char *pass, char *key_id, char *why,
                     size_t why_len)
@@ -704,6 +707,31 @@ static void dg_selftest(struct dg *d, const struct fps_config *c, const char *se
 	OPENSSL_cleanse(req, sizeof(req));
 }
 
+/* ---- the clock ---------------------------------------------------------------------------- */
+
+/* The system clock against the Date of the tunnel's (else the upstream's) answer. */
+static void dg_clock(struct dg *d, const struct fps_config *c)
+{
+	struct clock_check ck;
+	clock_check(c, &ck);
+	if (!ck.have) {
+		dg_add(d, "clock", "-", DG_SKIP, NULL, "not compared: %s", ck.error);
+		return;
+	}
+	if (ck.ok) {
+		dg_add(d, "clock", ck.reference, DG_OK, NULL, "system clock %+.0f s against %s (Date: %s)",
+		       ck.skew_seconds, ck.reference, ck.ref_date);
+		return;
+	}
+	dg_add(d, "clock", ck.reference, DG_FAIL,
+	       "set the appliance's time right (NTP on the host): until then keys may be refused and certificates "
+	       "rejected",
+	       "the system clock is %.0f s (%.1f days) %s %s (Date: %s): API keys and certificates are judged by "
+	       "this clock",
+	       fabs(ck.skew_seconds), fabs(ck.skew_seconds) / 86400, ck.skew_seconds > 0 ? "ahead of" : "behind",
+	       ck.reference, ck.ref_date);
+}
+
 /* ---- report ---------------------------------------------------------------------------- */
 
 static void dg_print_text(const struct dg *d, const char *config_dir, FILE *out)
@@ -763,7 +791,7 @@ static int dg_print_json(const struct dg *d, const char *config_dir, FILE *out)
 	return 0;
 }
 
-int diagnose_run(const char *config_dir, const char *secrets_dir, bool json, FILE *out)
+int diagnose_run(const char *config_dir, const char *secrets_dir, const char *state_dir, bool json, FILE *out)
 {
 	struct dg d = {0};
 	int rc = 0;
@@ -782,6 +810,18 @@ int diagnose_run(const char *config_dir, const char *secrets_dir, bool json, FIL
 	dg_add(&d, "config", config_dir, DG_OK, NULL, "loads: %zu whitelist entries, %zu routes, auth %s%s%s",
 	       c.n_entries, c.n_routes, c.auth_enabled ? "on" : "off", c.has_tunnel ? ", tunnel" : "",
 	       c.has_upstream ? ", upstream" : "");
+
+	dg_clock(&d, &c); /* first: a wrong clock explains refused keys and certificates below */
+	/* Squid drops to its own user: what it reads must be reachable by that user. */
+	char why[512];
+	if (state_check_squid_access(state_dir, NULL, c.hosts_file[0] ? c.hosts_file : NULL, why, sizeof(why)) < 0)
+		dg_add(&d, "squid.access", state_dir ? state_dir : c.hosts_file, DG_FAIL,
+		       "give Squid's user the missing permission (chmod o+x on the directory named, or move the "
+		       "directory: see docs/operations.md, Squid's user)",
+		       "%s", why);
+	else if (geteuid() == 0)
+		dg_add(&d, "squid.access", state_dir ? state_dir : c.hosts_file, DG_OK, NULL,
+		       "user proxy can reach the hosts file%s", state_dir ? " and the state directory" : "");
 
 	struct sockaddr_storage ss;
 	socklen_t sl = 0;

@@ -1,5 +1,5 @@
 /*
- * fps-controller: command line (SPEC §8). Maps every outcome to the fixed exit
+ * fps-controller: command line (fps-controller --help). Maps every outcome to the fixed exit
  * codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.
  */
 #include <getopt.h>
@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "controller.h"
+#include "deniedcli.h"
+#include "explain.h"
 #include "diagnose.h"
 #include "fsio.h"
 #include "log.h"
@@ -21,20 +24,25 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage:\n"
-	           "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
-	           "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
-	           "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
-	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
-	           "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
-	           "  fps-controller --version | --help\n"
-	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
-	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
+	fprintf(f,
+	        "usage:\n"
+	        "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
+	        "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
+	        "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
+	        "  fps-controller check  --config-dir D [--secrets-dir D]\n"
+	        "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
+	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
+	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
+	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
+	        "  fps-controller --version | --help\n"
+	        "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
+	        "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
 }
 
 struct args {
 	const char *config_dir, *secrets_dir, *state_dir, *out, *admin;
 	const char *mode, *log_format, *log_level;
+	const char *target; /* explain's HOST[:PORT] */
 	bool json;
 };
 
@@ -95,6 +103,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 			return -1;
 		}
 	}
+	if (strcmp(argv[1], "explain") == 0 && optind == argc - 1)
+		a->target = argv[optind++];
 	if (optind != argc) {
 		fprintf(stderr, "fps-controller: unexpected argument '%s'\n", argv[optind]);
 		return -1;
@@ -115,6 +125,15 @@ static int cmd_check(const struct args *a, const struct ctl_paths *paths)
 		return EXIT_INVALID;
 	}
 	ctl_report_entries(&cp, a->config_dir);
+	/* Valid, but Squid (running as its own user) could not read it where it is. */
+	char why[512];
+	if (state_check_squid_access(a->state_dir, NULL, c.hosts_file[0] ? c.hosts_file : NULL, why, sizeof(why)) < 0) {
+		fprintf(stderr, "%s: %s\n", a->config_dir, why);
+		render_free(&out);
+		compile_free(&cp);
+		cfg_free(&c);
+		return EXIT_INVALID;
+	}
 	printf("%s: valid: %zu entries (%zu direct, %zu upstream, %zu tunnel), %zu folded, %zu rejected\n",
 	       a->config_dir, cp.policy.n_entries, cp.by_route[WL_VIA_DIRECT], cp.by_route[WL_VIA_UPSTREAM],
 	       cp.by_route[WL_VIA_TUNNEL], cp.policy.n_folded, cp.n_rejected);
@@ -181,6 +200,11 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
+	if (strcmp(cmd, "keys") == 0) {
+		for (const struct cfg_key *k = cfg_keys; k->file; k++)
+			printf("%s\t%s\n", k->file, k->key);
+		return 0;
+	}
 	struct args a;
 	if (parse_args(argc, argv, &a) < 0) {
 		usage(stderr);
@@ -195,6 +219,12 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_init("fps-controller", lf, ll);
+	/* denied asks a running controller: no configuration needed */
+	if (strcmp(cmd, "denied") == 0)
+		return deniedcli_run(a.admin, a.json, stdout);
+	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
+	if (strcmp(cmd, "explain") == 0)
+		return explain_cli(a.admin ? NULL : a.config_dir, a.secrets_dir, a.admin, a.json, a.target, stdout);
 	if (a.json && strcmp(cmd, "diagnose") != 0) {
 		fprintf(stderr, "fps-controller %s: --json is for diagnose only\n", cmd);
 		return EXIT_USAGE;
@@ -205,7 +235,7 @@ int main(int argc, char **argv)
 	}
 	/* diagnose needs no templates or helpers: it only reads the config and probes. */
 	if (strcmp(cmd, "diagnose") == 0)
-		return diagnose_run(a.config_dir, a.secrets_dir, a.json, stdout);
+		return diagnose_run(a.config_dir, a.secrets_dir, a.state_dir, a.json, stdout);
 	struct ctl_paths paths;
 	struct fps_err e;
 	err_clear(&e);

@@ -1,6 +1,6 @@
 /*
  * tunnel: the stunnel client that carries `via: tunnel` routes to the cloud
- * (SPEC §3 tunnel, §4 secrets). Renders its config from stunnel-conf/, copies the
+ * (docs/configuration.md: tunnel, secrets). Renders its config from stunnel-conf/, copies the
  * tunnel certificates from the Secret where stunnel reads them, and checks the
  * tunnel server with the same verification stunnel uses (reporting likely TLS
  * interception with the issuer it saw).

@@ -614,7 +614,7 @@ shutdown_lifetime 0 seconds
 auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/passwd
 auth_param basic children 2
 auth_param basic realm FPS
-# Squid lowercases Basic usernames unless told otherwise, and SPEC section 5 hashes them as sent
+# Squid lowercases Basic usernames unless told otherwise, and the credential scheme (docs/agents.md) hashes them as sent
 auth_param basic casesensitive on
 acl authed proxy_auth REQUIRED
 http_access deny !authed

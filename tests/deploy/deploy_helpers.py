@@ -7,10 +7,10 @@ import functools
 import json
 import os
 import re
+import shutil
+import subprocess
 
 import yaml
-
-import deploy_kustomize
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -31,14 +31,38 @@ CONTROLLER = "fps"          # name of the controller container in base/daemonset
 WORKLOAD = ("DaemonSet", "fps")
 
 
+def kubectls() -> list[str]:
+    """The kubectl binaries the manifests are rendered with: $KUBECTL first (`make integration`
+    points it at Debian 12's kubectl 1.20, kustomize v2.0.3, the oldest the manifests support),
+    then $KUBECTL_ALT and the kubectl on PATH (a current kustomize, if there is one)."""
+    found = []
+    for exe in (os.environ.get("KUBECTL"), os.environ.get("KUBECTL_ALT"), shutil.which("kubectl")):
+        if exe and os.access(exe, os.X_OK) and os.path.realpath(exe) not in map(os.path.realpath, found):
+            found.append(exe)
+    return found
+
+
+def kustomize(path: str, exe: str | None = None) -> subprocess.CompletedProcess:
+    exe = exe or kubectls()[0]
+    return subprocess.run([exe, "kustomize", path], capture_output=True, text=True, timeout=120)
+
+
 @functools.lru_cache(maxsize=None)
 def _built(name: str) -> str:
     # Cache as YAML text so every caller gets a fresh, mutable copy.
-    return yaml.safe_dump_all(deploy_kustomize.build(BUILDS[name]))
+    assert kubectls(), "no kubectl: set $KUBECTL (make integration extracts Debian's kubernetes-client)"
+    run = kustomize(BUILDS[name])
+    assert run.returncode == 0, f"kubectl kustomize {BUILDS[name]}: {run.stderr}"
+    return run.stdout
+
+
+def res_id(obj: dict) -> tuple[str, str, str, str]:
+    md = obj.get("metadata") or {}
+    return (obj.get("apiVersion", ""), obj.get("kind", ""), md.get("namespace") or "", md.get("name", ""))
 
 
 def built(name: str) -> list[dict]:
-    return list(yaml.safe_load_all(_built(name)))
+    return [o for o in yaml.safe_load_all(_built(name)) if o]
 
 
 def find(objs: list[dict], kind: str, name: str) -> dict:

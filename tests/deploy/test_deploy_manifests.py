@@ -1,4 +1,4 @@
-"""3. Invariants on the built manifests: what SPEC.md section 10 and the operator notes require."""
+"""3. Invariants on the built manifests: what deploy/README.md and the operator notes require."""
 
 import os
 import re

@@ -1,4 +1,4 @@
-"""The products' credential scheme through real Squid (SPEC §5, §6): fps-auth as Squid's
+"""The products' credential scheme through real Squid (docs/agents.md): fps-auth as Squid's
 basic-auth helper, keys rotated through a kubelet-style Secret swap with no reconfigure."""
 import json
 import ssl
@@ -102,5 +102,5 @@ def test_key_rotation_through_secret_swap_without_reconfigure(world):
 def test_corrupt_keys_file_keeps_the_previous_keys(world):
     user, pw = agent_credentials(world.API_KEY)
     world.kubelet_update(world.secrets, {"apikeys.json": "{\"keys\": [ this is not json"})
-    wait_for(lambda: "API keys not updated" in world.log(), what="the keys error")
+    wait_for(lambda: "agents keep the last good keys" in world.log(), what="the keys error")
     assert world.get("a.allowed.test", user=user, password=pw)[0] == 200

@@ -1,4 +1,4 @@
-"""`fps-controller diagnose` (SPEC §1, §8) against real servers on loopback: a TLS server with a
+"""`fps-controller diagnose` (docs/operations.md) against real servers on loopback: a TLS server with a
 certificate from our CA, one from a rogue CA (an intercepting firewall), a closed port, an
 upstream proxy that accepts or refuses credentials, and the local proxy of a running FPS.
 

@@ -1,4 +1,4 @@
-"""Proxy policy as agents see it (SPEC §6), in both whitelist apply modes."""
+"""Proxy policy as agents see it (docs/agents.md), in both whitelist apply modes."""
 import ssl
 import subprocess
 

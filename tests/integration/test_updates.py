@@ -1,4 +1,4 @@
-"""Whitelist edits delivered the kubelet's way, in both apply modes (SPEC §3, §7)."""
+"""Whitelist edits delivered the kubelet's way, in both apply modes (docs/configuration.md: entries, apply modes)."""
 import json
 import os
 import time

@@ -44,7 +44,8 @@ static void render_yaml(struct rendered *r, const char *yaml, const char *json)
 	                        .secrets_dir = "/state/secrets",
 	                        .bin_dir = "/opt/fps/bin",
 	                        .generation = 7,
-	                        .max_fds = 4096};
+	                        .max_fds = 4096,
+	                        .mgr_port = 3130};
 	if (render_generation(&r->c, &r->cp, &rc, &r->out, &e) < 0)
 		fail_msg("render: %s", e.msg);
 	r->conf = r->out.files[0].data;
@@ -77,7 +78,8 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	    after(r.conf, "\nhttp_port 127.0.0.1:3128 worker-queues\nhttp_port 127.0.0.1:3128 worker-queues\n");
 	assert_non_null(strstr(port1 + 1, "\nhttp_port 127.0.0.1:3128 worker-queues\n# "));
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
-	after(r.conf, "%DST /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot\n");
+	after(r.conf, "%DST %PORT %un /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot "
+	              "--denied-dir /state/run/denied\n");
 	after(r.conf, "max_filedescriptors 4096\n");
 	/* a queue that cannot fill (a full one turns into 403s), every child started up front */
 	after(r.conf, "children-max=4 children-startup=4 children-idle=1 concurrency=256 queue-size=4096 %DST");
@@ -103,14 +105,15 @@ static void test_auth_block(void **state)
 	(void)state;
 	struct rendered r;
 	render_yaml(&r, "auth: {realm: Vendor Proxy, credentials_ttl: 60, products: [ApexOne, Deep-Sec]}\n", NULL);
-	after(r.conf,
-	      "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --keys /state/secrets/apikeys.json "
-	      "--products ApexOne,Deep-Sec\n");
+	after(r.conf, "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --extra-fields 1 --keys "
+	              "/state/secrets/apikeys.json --products ApexOne,Deep-Sec\n");
 	after(r.conf, "auth_param basic children 4 startup=4 idle=1 concurrency=256 queue-size=4096 "
 	              "on-persistent-overload=ERR\n");
 	after(r.conf, "auth_param basic realm Vendor Proxy\n");
 	after(r.conf, "auth_param basic credentialsttl 60 seconds\n");
 	after(r.conf, "auth_param basic casesensitive on\n");
+	/* one credential record per (user, password), not per user name */
+	after(r.conf, "auth_param basic key_extras \"%#{Proxy-Authorization}>h\"\n");
 	/* 407 before anything reveals policy */
 	const char *auth = after(r.conf, "http_access deny !fps_users");
 	assert_true(auth < after(r.conf, "http_access deny !fps_whitelist"));
