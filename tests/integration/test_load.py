@@ -47,10 +47,9 @@ def mgr(world, page):
     return out.stdout
 
 
-def requests_read(world):
-    """Requests Squid has parsed (its `counters` page): each one parsed has been checked as
-    far as the helper, so is either waiting for fps-acl or already answered."""
-    m = re.search(r"^client_http\.requests = (\d+)", mgr(world, "counters"), re.M)
+def fds_in_use(world):
+    """Descriptors Squid has open (its `info` page)."""
+    m = re.search(r"Number of file desc currently in use:\s*(\d+)", mgr(world, "info"))
     return int(m.group(1)) if m else 0
 
 
@@ -138,22 +137,26 @@ def test_burst_larger_than_the_helper_queue_gets_no_403(world):
         world.stopped.append(pid)
     req = (f"GET http://burst.allowed.test:{world.dead_port}/ HTTP/1.1\r\nHost: burst.allowed.test:"
            f"{world.dead_port}\r\nConnection: close\r\n\r\n").encode()
-    base = requests_read(world)
+    base = fds_in_use(world)
     b = Burst(world.port, req)
     progress = {}
     try:
-        polls = [0]
-
-        def all_read():
+        # Squid reads a connection's request in the loop pass after accepting it (the request
+        # is already there), and checks it as far as the helper at once: fps-acl's queue, or
+        # an answer. So: wait until every connection is accepted (or answered), then two more
+        # manager round trips, i.e. more loop passes, before looking at what was answered.
+        def all_accepted():
             b.pump(0.05)
-            n = requests_read(world)
-            polls[0] += 1  # each counters request counts itself
-            progress.update(read=n - base - polls[0], answered=dict(b.status), open=b.open)
-            return n - base - polls[0] >= BURST
+            n = fds_in_use(world) - base
+            progress.update(accepted=n, answered=dict(b.status), open=b.open)
+            return n + sum(b.status.values()) >= BURST
         try:
-            wait_for(all_read, timeout=120, interval=0.2, what=f"{BURST} requests read by Squid")
+            wait_for(all_accepted, timeout=25, interval=0.2, what=f"{BURST} connections accepted by Squid")
         except AssertionError as e:
             raise AssertionError(f"{e}: {progress}") from None
+        for _ in range(2):
+            mgr(world, "info")
+            b.pump(0.05)
         early = dict(b.status)
         for pid in world.stopped:
             os.kill(pid, signal.SIGCONT)
