@@ -104,6 +104,28 @@ int render_template(const char *tmpl, const char *tmpl_path, const struct render
 	return 0;
 }
 
+/* Listening sockets on the agents' port (per worker): the kernel spreads new connections
+ * over them and Squid accepts one per socket per event-loop pass. 1000 agents connecting
+ * within 50 ms waited up to 5 s with one socket, 1.8 s with 4, 1.4 s with 16 (bench). */
+#define RENDER_LISTEN_SOCKETS 8
+
+/* Helper children per helper (fps-auth, fps-acl) and requests in flight per child. */
+#define RENDER_HELPER_CHILDREN    4
+#define RENDER_HELPER_CONCURRENCY 256
+
+static long render_max_fds(const struct render_ctx *rc)
+{
+	return rc->max_fds > 0 ? rc->max_fds : 65536;
+}
+
+/* A helper queue that can never be full: Squid checks at most one request per client
+ * connection at a time (no pipeline prefetch), so it never has more lookups waiting
+ * than descriptors. A queued lookup costs a few hundred bytes only while it waits. */
+static long render_queue_size(const struct render_ctx *rc)
+{
+	return render_max_fds(rc);
+}
+
 /* Destinations that are never legitimate, whatever blocked_networks says (docs/security.md):
  * "this host" (0.0.0.0/8, ::) connects to the local host, loopback and link-local reach the
  * appliance itself and the cloud's metadata service. Squid keeps every IPv4 address as an
@@ -130,28 +152,6 @@ static void render_never(const struct fps_config *c, struct buf *b)
 		bprintf(b, "%s%s", i ? " " : "", never_always[i]);
 	for (size_t i = 0; !c->allow_loopback && i < sizeof(never_loopback) / sizeof(never_loopback[0]); i++)
 		bprintf(b, " %s", never_loopback[i]);
-}
-
-/* Listening sockets on the agents' port (per worker): the kernel spreads new connections
- * over them and Squid accepts one per socket per event-loop pass. 1000 agents connecting
- * within 50 ms waited up to 5 s with one socket, 1.8 s with 4, 1.4 s with 16 (bench). */
-#define RENDER_LISTEN_SOCKETS 8
-
-/* Helper children per helper (fps-auth, fps-acl) and requests in flight per child. */
-#define RENDER_HELPER_CHILDREN    4
-#define RENDER_HELPER_CONCURRENCY 256
-
-static long render_max_fds(const struct render_ctx *rc)
-{
-	return rc->max_fds > 0 ? rc->max_fds : 65536;
-}
-
-/* A helper queue that can never be full: Squid checks at most one request per client
- * connection at a time (no pipeline prefetch), so it never has more lookups waiting
- * than descriptors. A queued lookup costs a few hundred bytes only while it waits. */
-static long render_queue_size(const struct render_ctx *rc)
-{
-	return render_max_fds(rc);
 }
 
 static void join_ports(struct buf *b, const int *ports, size_t n)
@@ -395,13 +395,14 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		char report[PATH_MAX + 32] = "";
 		if (!rc->no_denied_report)
 			snprintf(report, sizeof(report), " --denied-dir %s/denied", rc->run_dir);
-		bprintf(
-		    &wl,
-		    "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=%d children-startup=%d "
-		    "children-idle=1 concurrency=%d queue-size=%ld %%DST%s %s/fps-acl --snapshot %s/acl.snapshot%s\n"
-		    "acl fps_whitelist external fps_acl\n",
-		    RENDER_HELPER_CHILDREN, RENDER_HELPER_CHILDREN, RENDER_HELPER_CONCURRENCY, render_queue_size(rc),
-		    rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir, report);
+		bprintf(&wl,
+		        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=%d children-startup=%d "
+		        "children-idle=1 concurrency=%d queue-size=%ld %%DST%s %s/fps-acl --snapshot "
+		        "%s/acl.snapshot%s\n"
+		        "acl fps_whitelist external fps_acl\n",
+		        RENDER_HELPER_CHILDREN, RENDER_HELPER_CHILDREN, RENDER_HELPER_CONCURRENCY,
+		        render_queue_size(rc), rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir,
+		        report);
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
 		for (int v = 0; v < WL_VIA_COUNT; v++)
 			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v),

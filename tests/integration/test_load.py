@@ -39,19 +39,18 @@ def helper_pids(world, name):
 
 
 def mgr(world, page):
-    """A cache manager page, from the controller-only manager port (docs/security.md)."""
-    port = int((world.state / "run" / "mgr.port").read_text())
+    """A cache manager page, from the controller-only manager port (run/mgr.port)."""
+    port = (world.state / "run" / "mgr.port").read_text().strip()
     out = subprocess.run(["curl", "-s", "-m", "5", "--noproxy", "*",
                           f"http://127.0.0.1:{port}/squid-internal-mgr/{page}"],
                          capture_output=True, text=True)
     return out.stdout
 
 
-def helper_counts(text):
-    def num(key):
-        m = re.search(rf"{key}:\s*(\d+)", text)
-        return int(m.group(1)) if m else 0
-    return {"sent": num("requests sent"), "replies": num("replies received"), "queued": num("queue length")}
+def fds_in_use(world):
+    """Descriptors Squid has open (its `info` page)."""
+    m = re.search(r"Number of file desc currently in use:\s*(\d+)", mgr(world, "info"))
+    return int(m.group(1)) if m else 0
 
 
 class Burst:
@@ -138,19 +137,26 @@ def test_burst_larger_than_the_helper_queue_gets_no_403(world):
         world.stopped.append(pid)
     req = (f"GET http://burst.allowed.test:{world.dead_port}/ HTTP/1.1\r\nHost: burst.allowed.test:"
            f"{world.dead_port}\r\nConnection: close\r\n\r\n").encode()
+    base = fds_in_use(world)
     b = Burst(world.port, req)
     progress = {}
     try:
-        def all_waiting():
+        # Squid reads a connection's request in the loop pass after accepting it (the request
+        # is already there), and checks it as far as the helper at once: fps-acl's queue, or
+        # an answer. So: wait until every connection is accepted (or answered), then two more
+        # manager round trips, i.e. more loop passes, before looking at what was answered.
+        def all_accepted():
             b.pump(0.05)
-            c = helper_counts(mgr(world, "external_acl"))
-            waiting = c["sent"] - c["replies"] + c["queued"]
-            progress.update(c, answered=dict(b.status), open=b.open)
-            return waiting + sum(b.status.values()) >= BURST
+            n = fds_in_use(world) - base
+            progress.update(accepted=n, answered=dict(b.status), open=b.open)
+            return n + sum(b.status.values()) >= BURST
         try:
-            wait_for(all_waiting, timeout=120, interval=0.2, what=f"{BURST} requests read by Squid")
+            wait_for(all_accepted, timeout=25, interval=0.2, what=f"{BURST} connections accepted by Squid")
         except AssertionError as e:
             raise AssertionError(f"{e}: {progress}") from None
+        for _ in range(2):
+            mgr(world, "info")
+            b.pump(0.05)
         early = dict(b.status)
         for pid in world.stopped:
             os.kill(pid, signal.SIGCONT)
