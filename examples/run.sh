@@ -5,8 +5,19 @@
 #   stunnel client. Ctrl-C stops everything.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUN=${FPS_RUN_DIR:-$ROOT/run}
 BIN=$ROOT/build
+# Squid drops to user `proxy`, which must reach the state directory and the hosts file. A
+# checkout under a private directory (/root is mode 0700, so is `mktemp -d`) is out of its
+# reach: then the run directory lives under /var/tmp instead (the controller itself copies
+# the helpers fps-auth/fps-acl where Squid can execute them).
+if [ -n "${FPS_RUN_DIR:-}" ]; then
+	RUN=$FPS_RUN_DIR
+elif [ "$(id -u)" != 0 ] || runuser -u proxy -- test -x "$ROOT"; then
+	RUN=$ROOT/run
+else
+	RUN=/var/tmp/fps-run-$(printf '%s' "$ROOT" | sha1sum | cut -c1-8)
+	echo "note: user proxy cannot enter $ROOT (a private directory): the run directory is $RUN"
+fi
 
 mkdir -p "$RUN"/{config,secrets,state,www,cloud}
 chmod 755 "$RUN" "$RUN"/www "$RUN"/config
@@ -73,11 +84,12 @@ Edit the whitelist (it applies within a second, without restarting Squid):
 
   \$EDITOR $RUN/config/whitelist.json
 
-A name you whitelist must also resolve: the demo names are on 127.0.0.1 in $RUN/hosts, and any
-other name goes to the DNS server in fps.yaml (none answers in the demo, so such a name gets
-Squid's DNS error page, a 5xx, instead of the 200 or 403 you expect).
-To add one, append "127.0.0.1 NAME" to $RUN/hosts below the marker line and restart make run:
-Squid reads that file only when it starts.
+Squid resolves the demo names through $RUN/hosts (proxy.hosts_file, all on 127.0.0.1):
+a name you add to the whitelist also needs a line there, or Squid answers 503 (it cannot
+resolve the name). Squid reads that file when it starts: add the line, then restart
+\`make run\` (your config edits, and lines you add at the end of that file, are kept):
+
+  echo '127.0.0.1 new-name.example.test' >> $RUN/hosts
 
 Logs: this terminal (controller), $RUN/state/run/access.log and cache.log (Squid).
 MSG

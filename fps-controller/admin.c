@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "preflight.h"
 #include "metrics.h"
 #include "status.h"
 #include "statusjson.h"
@@ -114,8 +115,9 @@ static void admin_not_ready(const struct fps_status *s, long long beat_age, char
 	if (beat_age < 0 || beat_age > ADMIN_HEALTHY_MS)
 		snprintf(why, len, "control loop not running (last seen %lld ms ago)", beat_age);
 	else if (!s->squid.up)
-		snprintf(why, len, "squid is not running (state %s, pid %d, %u restarts)",
-		         s->squid.state[0] ? s->squid.state : "unknown", s->squid.pid, s->squid.restarts);
+		snprintf(why, len, "squid is not running (state %s, pid %d, %u restarts)%s%s",
+		         s->squid.state[0] ? s->squid.state : "unknown", s->squid.pid, s->squid.restarts,
+		         s->squid.problem[0] ? ": " : "", s->squid.problem);
 	else if (!s->squid_runs_active)
 		snprintf(why, len, "squid does not run the active generation %llu yet", s->generation);
 	else if (s->tunnel_needed && !s->tunnel.up)
@@ -255,18 +257,39 @@ int admin_start(const char *bind_addr, int port, struct fps_err *e)
 	} else {
 		return err_set(e, NULL, 0, 0, "admin bind address '%s' is not an IPv4 or IPv6 literal", addr);
 	}
-	errno = 0;
+	/* The socket is ours, bound without SO_REUSEPORT: a second controller on the
+	 * same port must fail here, not share the port with us (the kernel would spread
+	 * probes and scrapes between the two). SO_REUSEADDR only allows a quick restart. */
+	char where[96];
+	snprintf(where, sizeof(where), "%s%s%s:%d", strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "",
+	         port);
+	int lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0)
+		return err_set(e, NULL, 0, 0, "%s: socket: %s", where, strerror(errno));
+	int one = 1;
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	socklen_t sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	if (bind(lfd, (struct sockaddr *)&ss, sl) < 0 || listen(lfd, ADMIN_BACKLOG) < 0) {
+		int err = errno;
+		close(lfd);
+		char owner[256] = "";
+		if (err == EADDRINUSE && pf_port_free(addr, port, owner, sizeof(owner)) < 0 && strstr(owner, " by "))
+			return err_set(e, NULL, 0, 0, "%s: address already in use%s", where, strstr(owner, " by "));
+		if (err == EADDRINUSE)
+			return err_set(e, NULL, 0, 0, "%s: address already in use", where);
+		return err_set(e, NULL, 0, 0, "%s: cannot listen: %s", where, strerror(err));
+	}
 	admin_daemon = MHD_start_daemon(
 	    flags, (uint16_t)port, NULL, NULL, admin_handle, NULL, MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
-	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT,
+	    MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)ADMIN_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
 	    (unsigned int)ADMIN_CONN_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT,
-	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)ADMIN_STACK_SIZE, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-	    (unsigned int)ADMIN_BACKLOG, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)ADMIN_STACK_SIZE, MHD_OPTION_END);
 	if (admin_daemon == NULL) {
-		int err = errno;
-		return err_set(e, NULL, 0, 0, "admin: cannot listen on %s:%d%s%s", addr, port, err ? ": " : "",
-		               err ? strerror(err) : "");
+		close(lfd);
+		return err_set(e, NULL, 0, 0, "%s: the admin server did not start", where);
 	}
 	log_info("admin endpoints on http://%s%s%s:%d/ (healthz, readyz, metrics, status)",
 	         strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "", port);

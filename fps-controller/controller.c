@@ -29,6 +29,7 @@
 #include "cred.h"
 #include "fsio.h"
 #include "log.h"
+#include "preflight.h"
 #include "squid.h"
 #include "state.h"
 #include "status.h"
@@ -89,6 +90,13 @@ struct ctl {
 	double last_reload_unix, last_success_unix;
 	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
 	size_t n_key_expiry;
+
+	char helper_dir[PATH_MAX]; /* where Squid runs fps-auth and fps-acl from (state_install_helpers) */
+	/* Why a child is not running, one line for the log, /status and /readyz: a
+	 * failed preflight (a path Squid's user cannot reach, a port in use) or the
+	 * first FATAL/ERROR line of cache.log when Squid exited. "" = none known. */
+	char squid_problem[512], stunnel_problem[512];
+	long long squid_log_off; /* cache.log size when the current Squid started */
 };
 
 static double wall_now(void)
@@ -413,6 +421,13 @@ static void ctl_publish(struct ctl *x)
 		snprintf(s->squid.state, sizeof(s->squid.state), "%s", squid_pid ? "external" : "absent");
 	}
 	child_status(&s->stunnel, "stunnel", &x->stunnel, now, 0);
+	/* A problem stays visible until the child has run for a while again. */
+	if (x->squid.state == SUP_RUNNING && sup_now_ms() - x->squid.started_ms > 5000)
+		x->squid_problem[0] = '\0';
+	if (x->stunnel.state == SUP_RUNNING)
+		x->stunnel_problem[0] = '\0';
+	snprintf(s->squid.problem, sizeof(s->squid.problem), "%s", x->squid_problem);
+	snprintf(s->stunnel.problem, sizeof(s->stunnel.problem), "%s", x->stunnel_problem);
 	if (x->have_active) {
 		snprintf(s->proxy_addr, sizeof(s->proxy_addr), "%s",
 		         strcmp(x->active.bind, "0.0.0.0") == 0 ? "127.0.0.1"
@@ -565,7 +580,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	                        .run_dir = x->st.run_dir,
 	                        .gen_dir = x->st.current,
 	                        .secrets_dir = x->st.secrets_dir,
-	                        .bin_dir = x->paths->bin_dir,
+	                        .bin_dir = x->helper_dir,
 	                        .generation = gen,
 	                        .max_fds = ctl_max_fds()};
 	struct render_out out, check;
@@ -715,6 +730,74 @@ fail_nofiles:
 	return -1;
 }
 
+/* ---- preflight: what must hold before a child starts (preflight.h) -------------------- */
+
+/* Logs a child's problem once, when it appears or changes; "" clears it. */
+static void ctl_set_problem(char *slot, size_t len, const char *name, const char *problem, bool gate)
+{
+	if (strcmp(slot, problem) == 0)
+		return;
+	if (problem[0] && gate)
+		log_error("%s not started: %s; retrying every %d s", name, problem, SUP_GATE_RETRY_MS / 1000);
+	else if (problem[0])
+		log_error("%s: %s", name, problem);
+	else if (slot[0])
+		log_info("%s: cleared: %s", name, slot);
+	snprintf(slot, len, "%s", problem);
+}
+
+static int ctl_squid_gate(struct sup_child *c, void *arg)
+{
+	struct ctl *x = arg;
+	char why[512] = "";
+	if (x->have_active && pf_port_free(x->active.bind, x->active.port, why, sizeof(why)) < 0) {
+		char msg[sizeof(why) + 32];
+		snprintf(msg, sizeof(msg), "proxy port %s", why);
+		snprintf(why, sizeof(why), "%s", msg);
+	} else if (state_check_squid_access(x->st.dir, x->helper_dir, x->have_active ? x->active.hosts_file : NULL, why,
+	                                    sizeof(why)) < 0) {
+		/* why says it */
+	}
+	if (why[0]) {
+		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, why, true);
+		return -1;
+	}
+	if (c->gated)
+		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, "", true);
+	char logpath[PATH_MAX + 16];
+	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	x->squid_log_off = file_size(logpath);
+	return 0;
+}
+
+static int ctl_stunnel_gate(struct sup_child *c, void *arg)
+{
+	struct ctl *x = arg;
+	char why[512] = "";
+	if (x->have_active && x->active.has_tunnel &&
+	    pf_port_free("127.0.0.1", x->active.tunnel_local_port, why, sizeof(why)) < 0) {
+		char msg[sizeof(why) + 32];
+		snprintf(msg, sizeof(msg), "tunnel client port %s", why);
+		ctl_set_problem(x->stunnel_problem, sizeof(x->stunnel_problem), c->name, msg, true);
+		return -1;
+	}
+	if (c->gated)
+		ctl_set_problem(x->stunnel_problem, sizeof(x->stunnel_problem), c->name, "", true);
+	return 0;
+}
+
+/* After an exit of Squid we did not ask for: the reason is in cache.log. */
+static void ctl_squid_exited(struct ctl *x)
+{
+	char logpath[PATH_MAX + 16], line[400], msg[512];
+	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	pf_first_error_line(logpath, x->squid_log_off, line, sizeof(line));
+	if (line[0] == '\0')
+		return;
+	snprintf(msg, sizeof(msg), "exited: %s (%s)", line, logpath);
+	ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), "squid", msg, false);
+}
+
 /* ---- the loop ------------------------------------------------------------------------- */
 
 static void ctl_reap(struct ctl *x, long long now)
@@ -723,8 +806,12 @@ static void ctl_reap(struct ctl *x, long long now)
 	pid_t pid;
 	/* waitpid(-1): as PID 1 of a container we also reap orphans we never started. */
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (!sup_reap(&x->squid, pid, status, now))
+		if (sup_reap(&x->squid, pid, status, now)) {
+			if (x->squid.state == SUP_BACKOFF)
+				ctl_squid_exited(x);
+		} else {
 			sup_reap(&x->stunnel, pid, status, now);
+		}
 	}
 }
 
@@ -840,6 +927,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		log_error("%s", err_str(&e, buf, sizeof(buf)));
 		return 3;
 	}
+	if (state_install_helpers(&x.st, paths->bin_dir, x.helper_dir, sizeof(x.helper_dir), &e) < 0) {
+		log_error("%s", err_str(&e, buf, sizeof(buf)));
+		return 3;
+	}
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
 	x.tpaths = (struct tunnel_paths){
 	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
@@ -847,6 +938,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	char *targv[4];
 	tunnel_argv(&x.tpaths, targv);
 	sup_init(&x.stunnel, "stunnel", targv, 5000);
+	x.stunnel.gate = ctl_stunnel_gate;
+	x.stunnel.gate_arg = &x;
 
 	int sfd = ctl_signalfd();
 	if (sfd < 0) {
@@ -892,6 +985,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	x.squid_workers = cfg_workers(&x.active);
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
+	x.squid.gate = ctl_squid_gate;
+	x.squid.gate_arg = &x;
 	if (opts->mode == CTL_MODE_SUPERVISE) {
 		sup_event(&x.squid, SUP_EV_START, sup_now_ms());
 		x.squid_gen = x.generation;

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "compile.h"
+#include "state.h"
 #include "config.h"
 #include "cred.h"
 
@@ -763,7 +764,7 @@ static int dg_print_json(const struct dg *d, const char *config_dir, FILE *out)
 	return 0;
 }
 
-int diagnose_run(const char *config_dir, const char *secrets_dir, bool json, FILE *out)
+int diagnose_run(const char *config_dir, const char *secrets_dir, const char *state_dir, bool json, FILE *out)
 {
 	struct dg d = {0};
 	int rc = 0;
@@ -782,6 +783,17 @@ int diagnose_run(const char *config_dir, const char *secrets_dir, bool json, FIL
 	dg_add(&d, "config", config_dir, DG_OK, NULL, "loads: %zu whitelist entries, %zu routes, auth %s%s%s",
 	       c.n_entries, c.n_routes, c.auth_enabled ? "on" : "off", c.has_tunnel ? ", tunnel" : "",
 	       c.has_upstream ? ", upstream" : "");
+
+	/* Squid drops to its own user: what it reads must be reachable by that user. */
+	char why[512];
+	if (state_check_squid_access(state_dir, NULL, c.hosts_file[0] ? c.hosts_file : NULL, why, sizeof(why)) < 0)
+		dg_add(&d, "squid.access", state_dir ? state_dir : c.hosts_file, DG_FAIL,
+		       "give Squid's user the missing permission (chmod o+x on the directory named, or move the "
+		       "directory: see docs/operations.md, Squid's user)",
+		       "%s", why);
+	else if (geteuid() == 0)
+		dg_add(&d, "squid.access", state_dir ? state_dir : c.hosts_file, DG_OK, NULL,
+		       "user proxy can reach the hosts file%s", state_dir ? " and the state directory" : "");
 
 	struct sockaddr_storage ss;
 	socklen_t sl = 0;

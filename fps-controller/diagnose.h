@@ -18,6 +18,7 @@
 /* Writes a report (human text, or one JSON document) to out. Returns 0 when every check
  * passed (warnings allowed), 1 when a problem was found (the config included), 3 on a
  * runtime failure of diagnose itself. secrets_dir may be NULL. */
-int diagnose_run(const char *config_dir, const char *secrets_dir, bool json, FILE *out);
+/* state_dir (may be NULL): also check that Squid's user can reach it. */
+int diagnose_run(const char *config_dir, const char *secrets_dir, const char *state_dir, bool json, FILE *out);
 
 #endif

@@ -117,6 +117,15 @@ static int cmd_check(const struct args *a, const struct ctl_paths *paths)
 		return EXIT_INVALID;
 	}
 	ctl_report_entries(&cp, a->config_dir);
+	/* Valid, but Squid (running as its own user) could not read it where it is. */
+	char why[512];
+	if (state_check_squid_access(a->state_dir, NULL, c.hosts_file[0] ? c.hosts_file : NULL, why, sizeof(why)) < 0) {
+		fprintf(stderr, "%s: %s\n", a->config_dir, why);
+		render_free(&out);
+		compile_free(&cp);
+		cfg_free(&c);
+		return EXIT_INVALID;
+	}
 	printf("%s: valid: %zu entries (%zu direct, %zu upstream, %zu tunnel), %zu folded, %zu rejected\n",
 	       a->config_dir, cp.policy.n_entries, cp.by_route[WL_VIA_DIRECT], cp.by_route[WL_VIA_UPSTREAM],
 	       cp.by_route[WL_VIA_TUNNEL], cp.policy.n_folded, cp.n_rejected);
@@ -212,7 +221,7 @@ int main(int argc, char **argv)
 	}
 	/* diagnose needs no templates or helpers: it only reads the config and probes. */
 	if (strcmp(cmd, "diagnose") == 0)
-		return diagnose_run(a.config_dir, a.secrets_dir, a.json, stdout);
+		return diagnose_run(a.config_dir, a.secrets_dir, a.state_dir, a.json, stdout);
 	struct ctl_paths paths;
 	struct fps_err e;
 	err_clear(&e);

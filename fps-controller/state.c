@@ -18,6 +18,7 @@
 
 #include "fsio.h"
 #include "log.h"
+#include "preflight.h"
 
 static int mkdir_owned(const struct state *s, const char *path, mode_t mode, bool owner_squid, struct fps_err *e)
 {
@@ -209,4 +210,86 @@ void state_prune(const struct state *s, unsigned long long keep1, unsigned long 
 int state_write_secret(const struct state *s, const char *name, const char *data, size_t len, struct fps_err *e)
 {
 	return write_in(s, s->secrets_dir, name, data, len, e);
+}
+
+bool state_squid_user(uid_t *uid, gid_t *gid)
+{
+	if (geteuid() != 0)
+		return false;
+	struct passwd *pw = getpwnam("proxy");
+	if (pw == NULL)
+		return false;
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	return true;
+}
+
+static const char *const state_helper_names[] = {"fps-auth", "fps-acl"};
+
+int state_install_helpers(const struct state *s, const char *bin_dir, char *out, size_t len, struct fps_err *e)
+{
+	snprintf(out, len, "%s", bin_dir);
+	if (!s->as_root)
+		return 0;
+	bool reachable = true;
+	for (size_t i = 0; i < 2 && reachable; i++) {
+		char path[PATH_MAX + 16];
+		snprintf(path, sizeof(path), "%s/%s", bin_dir, state_helper_names[i]);
+		reachable = pf_user_can_exec(s->squid_uid, s->squid_gid, path);
+	}
+	if (reachable)
+		return 0;
+	char dir[PATH_MAX + 8];
+	snprintf(dir, sizeof(dir), "%s/bin", s->dir);
+	if (mkdir_owned(s, dir, 0750, false, e) < 0)
+		return -1;
+	for (size_t i = 0; i < 2; i++) {
+		char from[PATH_MAX + 16], to[PATH_MAX + 24], *data = NULL;
+		size_t n = 0;
+		snprintf(from, sizeof(from), "%s/%s", bin_dir, state_helper_names[i]);
+		snprintf(to, sizeof(to), "%s/%s", dir, state_helper_names[i]);
+		if (fsio_read(from, (size_t)256 << 20, &data, &n, e) < 0)
+			return -1;
+		int rc = fsio_write_atomic(to, data, n, 0750, s->squid_gid, e);
+		free(data);
+		if (rc < 0)
+			return -1;
+	}
+	log_info("helpers: user proxy cannot execute %s/fps-auth and fps-acl: Squid runs copies from %s", bin_dir, dir);
+	snprintf(out, len, "%s", dir);
+	return 0;
+}
+
+int state_check_squid_access(const char *state_dir, const char *helper_dir, const char *hosts_file, char *why,
+                             size_t len)
+{
+	why[0] = '\0';
+	uid_t uid;
+	gid_t gid;
+	if (!state_squid_user(&uid, &gid))
+		return 0;
+	char run[PATH_MAX + 8], cur[PATH_MAX + 16], conf[PATH_MAX + 32], errors[PATH_MAX + 32], keys[PATH_MAX + 32],
+	    snap[PATH_MAX + 32], auth[PATH_MAX + 16], acl[PATH_MAX + 16];
+	const char *sd = state_dir ? state_dir : "";
+	snprintf(run, sizeof(run), "%s/run", sd);
+	snprintf(cur, sizeof(cur), "%s/current", sd);
+	snprintf(conf, sizeof(conf), "%s/squid.conf", cur);
+	snprintf(errors, sizeof(errors), "%s/errors", cur);
+	snprintf(snap, sizeof(snap), "%s/acl.snapshot", cur);
+	snprintf(keys, sizeof(keys), "%s/secrets/apikeys.json", sd);
+	snprintf(auth, sizeof(auth), "%s/fps-auth", helper_dir ? helper_dir : "");
+	snprintf(acl, sizeof(acl), "%s/fps-acl", helper_dir ? helper_dir : "");
+	bool st = state_dir && state_dir[0], hd = helper_dir && helper_dir[0];
+	struct pf_path need[] = {
+	    {st ? sd : NULL, PF_EXEC, "the state directory"},
+	    {st ? run : NULL, PF_WRITE | PF_EXEC, "Squid's log and pid directory"},
+	    {st ? conf : NULL, PF_READ, "the active squid.conf"},
+	    {st ? errors : NULL, PF_READ | PF_EXEC, "the error pages"},
+	    {st ? snap : NULL, PF_READ, "fps-acl's whitelist snapshot"},
+	    {st ? keys : NULL, PF_READ, "fps-auth's copy of the API keys"},
+	    {hd ? auth : NULL, PF_EXEC, "the auth helper"},
+	    {hd ? acl : NULL, PF_EXEC, "the whitelist helper"},
+	    {hosts_file, PF_READ, "proxy.hosts_file"},
+	};
+	return pf_user_access(uid, gid, need, sizeof(need) / sizeof(need[0]), true, why, len);
 }

@@ -51,4 +51,20 @@ int state_write_secret(const struct state *s, const char *name, const char *data
  * error_directory set, Squid looks for every page there. */
 int state_link_error_templates(const char *errors_dir, struct fps_err *e);
 
+/* Squid's unprivileged user when we run as root (Squid drops to it after binding);
+ * false when we are not root, and Squid then runs as us. */
+bool state_squid_user(uid_t *uid, gid_t *gid);
+
+/* Where Squid will run the helpers from: bin_dir itself when Squid's user may
+ * execute fps-auth and fps-acl there, else copies in <state>/bin (a checkout under
+ * a private directory, such as /root, is not reachable by `proxy`). */
+int state_install_helpers(const struct state *s, const char *bin_dir, char *out, size_t len, struct fps_err *e);
+
+/* Checks that Squid's user can reach everything Squid and its helpers use: the
+ * state directory, its run/ (written), the active generation, the keys copy, the
+ * helpers in helper_dir and the hosts file (any of which may be NULL). Returns 0,
+ * or -1 with why = one line naming the path, the user and the missing permission. */
+int state_check_squid_access(const char *state_dir, const char *helper_dir, const char *hosts_file, char *why,
+                             size_t len);
+
 #endif

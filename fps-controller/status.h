@@ -27,7 +27,8 @@ struct status_child {
 	int pid;             /* 0 = none */
 	double started_unix; /* when the current process started; 0 = not running */
 	unsigned restarts;
-	char state[16]; /* running, backoff, stopped, stopping, external */
+	char state[16];    /* running, backoff, stopped, stopping, external */
+	char problem[512]; /* why it is not running (preflight, cache.log FATAL); "" = none known */
 };
 
 struct status_path {

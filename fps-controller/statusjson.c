@@ -126,6 +126,7 @@ static void sj_child(cJSON *parent, const char *key, const struct status_child *
 		cJSON_AddNullToObject(o, "uptime_seconds");
 	}
 	cJSON_AddNumberToObject(o, "restarts", c->restarts);
+	sj_str_or_null(o, "problem", c->problem, sizeof(c->problem));
 }
 
 static cJSON *sj_path(cJSON *parent, const char *key, const struct status_path *p)

@@ -37,6 +37,13 @@ typedef void (*sup_action)(struct sup_child *c, long long now);
 
 static void act_spawn(struct sup_child *c, long long now)
 {
+	if (c->gate && c->gate(c, c->gate_arg) != 0) {
+		c->gated = true;
+		c->state = SUP_BACKOFF;
+		c->deadline_ms = now + SUP_GATE_RETRY_MS;
+		return;
+	}
+	c->gated = false;
 	pid_t pid = proc_spawn(c->argv);
 	if (pid < 0) {
 		log_error_errno("%s: cannot start %s", c->name, c->argv[0]);

@@ -26,7 +26,15 @@ struct sup_child {
 	unsigned restarts; /* unplanned exits that led to a restart */
 	int last_status;   /* wait status of the last exit */
 	int stop_grace_ms; /* SIGTERM to SIGKILL */
+	/* Asked before every start: non-zero keeps the child down and retries after
+	 * SUP_GATE_RETRY_MS, at a fixed pace and without counting a restart (a port
+	 * another program holds is not a crash of ours). Optional. */
+	int (*gate)(struct sup_child *c, void *arg);
+	void *gate_arg;
+	bool gated; /* the last start attempt was refused by the gate */
 };
+
+#define SUP_GATE_RETRY_MS 2000
 
 void sup_init(struct sup_child *c, const char *name, char *const argv[], int stop_grace_ms);
 void sup_free(struct sup_child *c);

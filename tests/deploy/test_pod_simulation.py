@@ -172,7 +172,22 @@ class Pod:
         self.origin = None
 
         # One local dir per volume (of any container), mapped from its mountPath.
-        mapping = {IMAGE_BIN_DIR: os.path.abspath(BIN_DIR)}
+        # The image's /usr/local/bin and templates, copied where the pod's user can reach them
+        # as it can in the image: the checkout itself may be private (/root is mode 0700).
+        image = os.path.join(self.root, "image")
+        os.makedirs(os.path.join(image, "bin"))
+        for b in ("fps-controller", "fps-acl", "fps-auth"):
+            shutil.copy2(os.path.join(BIN_DIR, b), os.path.join(image, "bin", b))
+            os.chmod(os.path.join(image, "bin", b), 0o755)
+        self.templates = os.path.join(image, "squid-templates")
+        shutil.copytree(TEMPLATES, self.templates)
+        shutil.copytree(os.path.join(REPO, "stunnel-conf"), os.path.join(image, "stunnel-conf"))
+        for dirpath, dirnames, filenames in os.walk(image):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                fp = os.path.join(dirpath, f)
+                os.chmod(fp, os.stat(fp).st_mode | 0o444)
+        mapping = {IMAGE_BIN_DIR: os.path.join(image, "bin")}
         self.local = {}
         for c in self.spec["containers"]:
             for m in c.get("volumeMounts", []):
@@ -219,7 +234,7 @@ class Pod:
                 cmd += ["--admin", f"127.0.0.1:{admin_port}"]
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": self.tmp_dir, "TMPDIR": self.tmp_dir, "LANG": "C.UTF-8",
-               "FPS_TEMPLATES_DIR": TEMPLATES}
+               "FPS_TEMPLATES_DIR": self.templates}
         env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
         for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
             if var in os.environ:

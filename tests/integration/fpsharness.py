@@ -251,6 +251,13 @@ class World:
 
     # ---- the controller -----------------------------------------------------------------
     def start(self, wait=True, extra_args=(), env_extra=None):
+        # Every controller gets an admin port of its own: the admin port is bound
+        # exclusively, so two worlds on the default 9090 would refuse each other.
+        cfg = self.config / "fps.yaml"
+        own_admin = cfg.exists() and any(l.startswith("admin:") for l in cfg.read_text().splitlines())
+        if "--admin" not in extra_args and not own_admin:
+            self.admin_port = getattr(self, "admin_port", None) or free_port()
+            extra_args = [*extra_args, "--admin", f"127.0.0.1:{self.admin_port}"]
         self.logf = open(self.log_path, "ab")
         env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES), **(env_extra or {}))
         self.proc = subprocess.Popen(

@@ -4,7 +4,7 @@ import os
 import signal
 import subprocess
 
-from fpsharness import BIN, TEMPLATES, World, wait_for
+from fpsharness import BIN, TEMPLATES, World, free_port, wait_for
 
 NAMES = {"a.allowed.test": "127.0.0.1", "b.other.test": "127.0.0.1"}
 
@@ -55,7 +55,7 @@ def test_start_with_invalid_config_and_no_last_good_exits_1():
     try:
         w.write_config("proxy:\n  port: eighty\n")
         p = subprocess.run([str(BIN / "fps-controller"), "run", "--config-dir", str(w.config), "--secrets-dir",
-                            str(w.secrets), "--state-dir", str(w.state)],
+                            str(w.secrets), "--state-dir", str(w.state), "--admin", f"127.0.0.1:{free_port()}"],
                            capture_output=True, text=True, timeout=60,
                            env=dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES)))
         assert p.returncode == 1
