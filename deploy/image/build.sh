@@ -43,6 +43,8 @@ SLIM
 	find "$tmp/root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
 	rm -rf "$tmp"/root/usr/share/{man,groff,info,lintian,locale}/* \
 		"$tmp"/root/var/lib/apt/lists/* "$tmp"/root/var/cache/apt/*.bin "$tmp"/root/var/log/*.log
+	# Some postinst scripts (openjdk's update-alternatives) fail without this directory.
+	mkdir -p "$tmp/root/usr/share/man/man1"
 	tar -C "$tmp/root" -c . | "${PODMAN[@]}" import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE"
 	rm -rf "$tmp"
 	trap - EXIT
