@@ -9,8 +9,9 @@ PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
             libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
 # What only the tests need on top: the clients docs/agents.md documents (each snippet is run),
-# and ss (iproute2), which a minimal Debian lacks.
-TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici iproute2
+# the browser the status page is tested in, and ss (iproute2), which a minimal Debian lacks.
+TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
+             chromium iproute2
 # deploy/k8s is rendered by Debian 12's kubectl 1.20 (kustomize v2.0.3): unpacked from the
 # kubernetes-client package into build/ (any kubectl on PATH, e.g. a current one, is compared too).
 KUBECTL_DEB := build/kubernetes-client/usr/bin/kubectl
@@ -123,15 +124,19 @@ compdb:
 	bear -- $(MAKE) -B all
 
 # ---- fuzzing (clang libFuzzer); FUZZ_SECONDS bounds each target ------------------------------
+# One target per parser of untrusted input: fps.yaml, whitelist.json, apikeys.json, the fps-auth
+# and fps-acl line protocols, the fps-acl snapshot. Each run keeps its corpus in build/fuzz/.
 FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_WARN := $(filter-out -Wno-format-truncation,$(WARN)) # a GCC-only option
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(HDRS)
 	@mkdir -p build/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined $(WARN) $(DEFS) -I$(SRC_DIR) -o $@ $< $(LIB_SRCS) $(LIBS)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_WARN) $(DEFS) -I$(SRC_DIR) -o $@ $< $(LIB_SRCS) $(LIBS)
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do mkdir -p build/fuzz/corpus-$$(basename $$f); \
-		echo "== $$f ($(FUZZ_SECONDS)s)"; $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz/corpus-$$(basename $$f); done
+		echo "== $$f ($(FUZZ_SECONDS)s)"; $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 build/fuzz/corpus-$$(basename $$f) \
+		$$(ls -d tests/fuzz/seeds/$$(basename $$f) 2>/dev/null); done
 
 # ---- running the stack ---------------------------------------------------------------------
 # Installs the Debian packages in $(1) that are missing (nothing when all are there, so no root

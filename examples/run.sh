@@ -84,12 +84,11 @@ Edit the whitelist (it applies within a second, without restarting Squid):
 
   \$EDITOR $RUN/config/whitelist.json
 
-Squid resolves the demo names through $RUN/hosts (proxy.hosts_file, all on 127.0.0.1):
-a name you add to the whitelist also needs a line there, or Squid answers 503 (it cannot
-resolve the name). Squid reads that file when it starts: add the line, then restart
-\`make run\` (your config edits, and lines you add at the end of that file, are kept):
-
-  echo '127.0.0.1 new-name.example.test' >> $RUN/hosts
+A name you whitelist must also resolve: the demo names are on 127.0.0.1 in $RUN/hosts, and any
+other name goes to the DNS server in fps.yaml (none answers in the demo, so such a name gets
+Squid's DNS error page, a 5xx, instead of the 200 or 403 you expect).
+To add one, append "127.0.0.1 NAME" to $RUN/hosts below the marker line and restart make run:
+Squid reads that file only when it starts.
 
 Logs: this terminal (controller), $RUN/state/run/access.log and cache.log (Squid).
 MSG

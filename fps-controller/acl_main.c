@@ -5,9 +5,13 @@
  * snapshot file the controller replaces atomically; we notice a new file by its
  * identity (inode, size, mtime) and reload it, so whitelist edits need no Squid
  * reconfigure. A bad line gets "BH"; a bad snapshot keeps the previous policy.
+ * With --denied-dir, Squid also passes the port and the user ("ID host port user"), and
+ * each denial is counted (denied.h) and written there at most once a second, after the
+ * answers of a batch went out, so the report never delays a verdict.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,13 +19,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aclproto.h"
+#include "denied.h"
 #include "fsio.h"
 #include "log.h"
 #include "snapshot.h"
 #include "whitelist.h"
 
 #define ACL_LINE_MAX   4096
-#define ACL_RECHECK_NS (100 * 1000000LL) /* look at the snapshot's identity at most every 100 ms */
+#define ACL_RECHECK_NS (100 * 1000000LL)  /* look at the snapshot's identity at most every 100 ms */
+#define ACL_DENIED_NS  (1000 * 1000000LL) /* write the denied report at most once a second */
 
 struct acl_state {
 	const char *path;
@@ -31,7 +38,21 @@ struct acl_state {
 	struct stat id;     /* identity of the file the policy came from */
 	struct stat bad_id; /* identity of the last file that failed to load (logged once) */
 	long long last_check;
+
+	/* denied-destination report (NULL dir: off) */
+	const char *denied_dir;
+	struct denied_table denied;
+	bool denied_dirty;
+	long long denied_written; /* monotonic ns of the last write */
+	double start_unix;
 };
+
+static double wall_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static long long now_ns(void)
 {
@@ -87,55 +108,43 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 	log_info("snapshot %s: generation %llu, %zu entries, %zu routes", st->path, gen, np.n_entries, np.n_routes);
 }
 
-/* In-place %XX decoding of a Squid-escaped field; -1 on a bad escape or a NUL. */
-static int url_unescape(char *s)
+static void acl_count_denied(struct acl_state *st, const struct aclproto_denial *d, bool would)
 {
-	char *o = s;
-	for (char *p = s; *p; p++) {
-		if (*p == '%') {
-			int hi, lo;
-			if (sscanf(p + 1, "%1x%1x", (unsigned *)&hi, (unsigned *)&lo) != 2)
-				return -1;
-			int v = hi * 16 + lo;
-			if (v == 0)
-				return -1;
-			*o++ = (char)v;
-			p += 2;
-		} else {
-			*o++ = *p;
-		}
-	}
-	*o = '\0';
-	return 0;
+	unsigned port = 0;
+	if (d->port && strspn(d->port, "0123456789") == strlen(d->port) && strlen(d->port) <= 5)
+		port = (unsigned)atoi(d->port);
+	if (port > 65535)
+		port = 0;
+	/* %un is URL-escaped; a product name is [A-Za-z0-9._-], which Squid leaves as it is */
+	char product[DENIED_PRODUCT_MAX + 1] = "";
+	denied_product(d->user, product, sizeof(product));
+	denied_add(&st->denied, d->host, port, product, wall_now(), 1, would);
+	st->denied_dirty = true;
 }
 
-/* Answers one request line into out; returns the bytes written. */
-static size_t acl_answer(struct acl_state *st, char *line, char *out, size_t outlen)
+static void acl_denied_flush(struct acl_state *st, bool force)
 {
-	char *save = NULL;
-	char *tok1 = strtok_r(line, " \t\r", &save);
-	char *tok2 = tok1 ? strtok_r(NULL, " \t\r", &save) : NULL;
-	/* With concurrency Squid prefixes a numeric channel ID. Squid's %DST never
-	 * is a bare number, so a numeric first token followed by another is the ID. */
-	const char *id = NULL, *host = tok1;
-	if (tok1 && tok2 && strspn(tok1, "0123456789") == strlen(tok1)) {
-		id = tok1;
-		host = tok2;
+	if (!st->denied_dir || !st->denied_dirty)
+		return;
+	long long now = now_ns();
+	if (!force && now - st->denied_written < ACL_DENIED_NS)
+		return;
+	st->denied_written = now;
+	st->denied_dirty = false;
+	static bool warned;
+	if (denied_write(st->denied_dir, &st->denied, (int)getpid(), st->start_unix, st->generation) < 0 && !warned) {
+		log_warn("denied report: cannot write into %s: %s (keeps counting)", st->denied_dir, strerror(errno));
+		warned = true;
 	}
-	const char *sep = id ? " " : "";
-	id = id ? id : "";
-	if (host == NULL)
-		return (size_t)snprintf(out, outlen, "%s%sBH message=\"empty request\"\n", id, sep);
-	char norm[WL_NAME_MAX + 8];
-	bool is_ip;
-	if (url_unescape((char *)host) < 0 || wl_host_normalize(host, norm, sizeof(norm), &is_ip) < 0)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"malformed host\"\n", id, sep);
-	if (!st->loaded)
-		return (size_t)snprintf(out, outlen, "%s%sERR message=\"no whitelist loaded\"\n", id, sep);
-	enum wl_via via;
-	if (wl_lookup(&st->policy, norm, is_ip, &via))
-		return (size_t)snprintf(out, outlen, "%s%sOK tag=%s\n", id, sep, wl_via_name(via));
-	return (size_t)snprintf(out, outlen, "%s%sERR message=\"not in whitelist\"\n", id, sep);
+}
+
+/* Milliseconds until the pending denied report may be written; -1 when none is pending. */
+static int acl_denied_wait_ms(const struct acl_state *st)
+{
+	if (!st->denied_dir || !st->denied_dirty)
+		return -1;
+	long long left = st->denied_written + ACL_DENIED_NS - now_ns();
+	return left <= 0 ? 0 : (int)(left / 1000000) + 1;
 }
 
 static int write_all(const char *p, size_t len)
@@ -154,24 +163,29 @@ static int write_all(const char *p, size_t len)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: fps-acl --snapshot FILE\n"
-	           "Squid external ACL helper: answers OK tag=<route> for whitelisted destinations.\n");
+	fprintf(f, "usage: fps-acl --snapshot FILE [--denied-dir DIR]\n"
+	           "Squid external ACL helper: answers OK tag=<route> for whitelisted destinations.\n"
+	           "With --denied-dir, lines are \"[ID ]host port user\" and denials are counted into DIR.\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"snapshot", required_argument, NULL, 's'},
+	    {"denied-dir", required_argument, NULL, 'd'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct acl_state st = {0};
 	int c;
-	while ((c = getopt_long(argc, argv, "s:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:d:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			st.path = optarg;
+			break;
+		case 'd':
+			st.denied_dir = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -190,12 +204,25 @@ int main(int argc, char **argv)
 	}
 	log_init("fps-acl", LOG_FMT_TEXT, LOG_LVL_INFO);
 	acl_maybe_reload(&st, true);
+	st.start_unix = wall_now();
+	if (st.denied_dir && denied_init(&st.denied, DENIED_CAP, st.start_unix) < 0) {
+		log_warn("denied report: out of memory: not counting");
+		st.denied_dir = NULL;
+	}
 
 	static char in[65536];
 	static char out[65536 * 2];
 	size_t have = 0;
 	bool discarding = false; /* inside an over-long line: drop bytes up to its newline */
 	for (;;) {
+		int wait = acl_denied_wait_ms(&st);
+		if (wait >= 0) { /* a report is pending: write it when due, even if Squid goes quiet */
+			struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+			if (poll(&pfd, 1, wait) == 0) {
+				acl_denied_flush(&st, false);
+				continue;
+			}
+		}
 		ssize_t n = read(STDIN_FILENO, in + have, sizeof(in) - 1 - have);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -218,7 +245,11 @@ int main(int argc, char **argv)
 			} else if (i - start > ACL_LINE_MAX) {
 				o += (size_t)snprintf(out + o, sizeof(out) - o, "BH message=\"line too long\"\n");
 			} else {
-				o += acl_answer(&st, in + start, out + o, sizeof(out) - o);
+				struct aclproto_denial d;
+				o += aclproto_answer_ex(st.loaded ? &st.policy : NULL, in + start, out + o,
+				                        sizeof(out) - o, &d);
+				if (d.denied && st.denied_dir)
+					acl_count_denied(&st, &d, st.policy.report_mode);
 			}
 			start = i + 1;
 			if (sizeof(out) - o < 512) {
@@ -228,7 +259,8 @@ int main(int argc, char **argv)
 			}
 		}
 		if (o > 0 && write_all(out, o) < 0)
-			return 0;
+			break;
+		acl_denied_flush(&st, false); /* after the answers went out */
 		memmove(in, in + start, have - start);
 		have -= start;
 		if (have == sizeof(in) - 1) { /* a line longer than the buffer */
@@ -236,6 +268,9 @@ int main(int argc, char **argv)
 			have = 0;
 		}
 	}
+	acl_denied_flush(&st, true); /* Squid closed our stdin: the last counts still reach the controller */
+	if (st.denied_dir)
+		denied_free(&st.denied);
 	if (st.loaded)
 		wl_policy_free(&st.policy);
 	return 0;

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,22 +23,48 @@
 #include "log.h"
 #include "preflight.h"
 #include "metrics.h"
+#include "explain.h"
 #include "status.h"
+#include "statuspage.h"
 #include "statusjson.h"
 
 /* Simultaneous connections, each with its own thread. libmicrohttpd closes a connection over
  * the limit at once (it does not leave it in the backlog), so the limit is sized for a burst of
- * scrapes and probes rather than for the few clients expected. */
-#define ADMIN_CONN_LIMIT   256
-#define ADMIN_PER_IP_LIMIT 64          /* one address cannot take every slot */
-#define ADMIN_STACK_SIZE   (512 << 10) /* handlers keep big data on the heap */
-#define ADMIN_CONN_TIMEOUT 10          /* seconds of inactivity before a connection is closed */
-#define ADMIN_MEM_LIMIT    8192        /* bytes per connection for the request line and headers */
-#define ADMIN_HEALTHY_MS   5000        /* /healthz: the loop must have been seen this recently */
-#define ADMIN_BACKLOG      256
+ * scrapes and probes rather than for the few clients expected.
+ *
+ * There is no per-address limit: the kubelet probes from 127.0.0.1 (hostNetwork), like every
+ * local process, so a per-address limit let one local client starve the probes. Instead a
+ * connection without a request in progress for more than ADMIN_IDLE_GRACE_MS is "slow" (a
+ * client sending a header byte a second stays slow however long it trickles), and when more
+ * than ADMIN_SLOW_MAX are slow the oldest of them are closed, checked at every new connection
+ * and every ADMIN_SWEEP_MS: a burst of fresh connections is never touched, a few slow clients
+ * are kept, and a flood of slow ones costs the flooder its oldest connections instead of
+ * filling the slots the probes need. */
+#define ADMIN_CONN_LIMIT    512
+#define ADMIN_SLOW_MAX      64
+#define ADMIN_IDLE_GRACE_MS 2000
+#define ADMIN_SWEEP_MS      250
+#define ADMIN_STACK_SIZE    (256 << 10) /* handlers keep big data on the heap */
+#define ADMIN_CONN_TIMEOUT  10          /* seconds of inactivity before a connection is closed */
+#define ADMIN_MEM_LIMIT     8192        /* bytes per connection for the request line and headers */
+#define ADMIN_HEALTHY_MS    5000        /* /healthz: the loop must have been seen this recently */
+#define ADMIN_BACKLOG       256
 
 static struct MHD_Daemon *admin_daemon;
 static atomic_llong admin_last_beat_ms; /* monotonic; 0 = never */
+
+/* Every open connection, for closing the oldest idle ones (see ADMIN_IDLE_MAX). */
+struct admin_conn {
+	bool used, busy, evicted;
+	int fd;
+	long long since_ms; /* accepted, or finished its last request */
+};
+static struct admin_conn admin_conns[ADMIN_CONN_LIMIT];
+static pthread_mutex_t admin_conns_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t admin_sweep_cv = PTHREAD_COND_INITIALIZER;
+static bool admin_sweep_stop;
+static pthread_t admin_sweeper;
+static bool admin_sweeper_running;
 
 static long long admin_now_ms(void)
 {
@@ -118,6 +145,9 @@ static void admin_not_ready(const struct fps_status *s, long long beat_age, char
 		snprintf(why, len, "squid is not running (state %s, pid %d, %u restarts)%s%s",
 		         s->squid.state[0] ? s->squid.state : "unknown", s->squid.pid, s->squid.restarts,
 		         s->squid.problem[0] ? ": " : "", s->squid.problem);
+	else if (!s->squid.answering)
+		snprintf(why, len, "squid pid %d does not answer HTTP (silent for %.1f s: %s)", s->squid.pid,
+		         s->squid.silent_seconds, s->squid.answer_error[0] ? s->squid.answer_error : "no answer yet");
 	else if (!s->squid_runs_active)
 		snprintf(why, len, "squid does not run the active generation %llu yet", s->generation);
 	else if (s->tunnel_needed && !s->tunnel.up)
@@ -157,11 +187,162 @@ static enum MHD_Result admin_status(struct MHD_Connection *conn, const struct fp
 	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 }
 
-enum admin_path { ADMIN_HEALTHZ, ADMIN_READYZ, ADMIN_METRICS, ADMIN_STATUS, ADMIN_UNKNOWN };
+/* Closes the oldest slow connections beyond ADMIN_SLOW_MAX; called with admin_conns_mu held.
+ * shutdown() only: the connection's own thread sees the end of input and closes the socket
+ * after its CLOSED notification, which takes this mutex first, so the fd is never a reused one. */
+static void admin_evict_slow(void)
+{
+	long long now = admin_now_ms();
+	for (;;) {
+		size_t slow = 0;
+		struct admin_conn *oldest = NULL;
+		for (size_t i = 0; i < ADMIN_CONN_LIMIT; i++) {
+			struct admin_conn *c = &admin_conns[i];
+			if (!c->used || c->busy || c->evicted || now - c->since_ms <= ADMIN_IDLE_GRACE_MS)
+				continue;
+			slow++;
+			if (oldest == NULL || c->since_ms < oldest->since_ms)
+				oldest = c;
+		}
+		if (slow <= ADMIN_SLOW_MAX || oldest == NULL)
+			return;
+		shutdown(oldest->fd, SHUT_RDWR);
+		oldest->evicted = true;
+	}
+}
+
+/* At the connection limit libmicrohttpd accepts nothing, so no new connection would trigger
+ * the check: this thread repeats it every ADMIN_SWEEP_MS. */
+static void *admin_sweep(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&admin_conns_mu);
+	while (!admin_sweep_stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += ADMIN_SWEEP_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&admin_sweep_cv, &admin_conns_mu, &until);
+		admin_evict_slow();
+	}
+	pthread_mutex_unlock(&admin_conns_mu);
+	return NULL;
+}
+
+static void admin_notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                    enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	pthread_mutex_lock(&admin_conns_mu);
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		*socket_context = NULL;
+		for (size_t i = 0; ci != NULL && i < ADMIN_CONN_LIMIT; i++) {
+			if (!admin_conns[i].used) {
+				admin_conns[i] =
+				    (struct admin_conn){.used = true, .fd = ci->connect_fd, .since_ms = admin_now_ms()};
+				*socket_context = &admin_conns[i];
+				break;
+			}
+		}
+		admin_evict_slow();
+	} else if (*socket_context != NULL) {
+		((struct admin_conn *)*socket_context)->used = false;
+		*socket_context = NULL;
+	}
+	pthread_mutex_unlock(&admin_conns_mu);
+}
+
+/* A request arrived (busy = true) or was answered (false: idle again, from now). */
+static void admin_conn_busy(struct MHD_Connection *conn, bool busy)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	if (ci == NULL || ci->socket_context == NULL)
+		return;
+	pthread_mutex_lock(&admin_conns_mu);
+	struct admin_conn *c = ci->socket_context;
+	c->busy = busy;
+	c->since_ms = admin_now_ms();
+	pthread_mutex_unlock(&admin_conns_mu);
+}
+
+static void admin_request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                                    enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)con_cls;
+	(void)toe;
+	admin_conn_busy(conn, false);
+}
+
+/* GET /denied: the denied report; ?format=whitelist: the whitelist.json fragment. */
+static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	const char *fmt = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "format");
+	bool whitelist = fmt && strcmp(fmt, "whitelist") == 0;
+	if (fmt && !whitelist && strcmp(fmt, "json") != 0)
+		return admin_text(conn, MHD_HTTP_BAD_REQUEST, "format is json or whitelist\n");
+	char *body = statusjson_render_denied(s, whitelist);
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
+}
+
+/* GET /: the status page for a browser. The CSP keeps it self-contained. */
+static enum MHD_Result admin_page(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = statuspage_render(s, admin_wall());
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(r, "Content-Security-Policy", STATUSPAGE_CSP);
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* GET /explain?host=H&port=P: the verdict for one destination against the active generation. */
+static enum MHD_Result admin_explain(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = NULL;
+	int code = explain_admin(s, MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "host"),
+	                         MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "port"), &body);
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, (unsigned)code, code == 200 ? "application/json" : "text/plain; charset=utf-8", body,
+	                   strlen(body));
+}
+
+enum admin_path {
+	ADMIN_HEALTHZ,
+	ADMIN_READYZ,
+	ADMIN_METRICS,
+	ADMIN_STATUS,
+	ADMIN_DENIED,
+	ADMIN_EXPLAIN,
+	ADMIN_PAGE,
+	ADMIN_UNKNOWN
+};
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status"};
+	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -179,9 +360,11 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	(void)con_cls;
 	/* Answered on the first call: no endpoint reads a body, and a request that carries
 	 * one gets its 404/405 at once (libmicrohttpd then closes the connection). */
+	admin_conn_busy(conn, true);
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
-		return admin_text(conn, MHD_HTTP_NOT_FOUND, "not found: try /healthz, /readyz, /metrics, /status\n");
+		return admin_text(conn, MHD_HTTP_NOT_FOUND,
+		                  "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
@@ -202,6 +385,15 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_STATUS:
 		ret = admin_status(conn, s, have);
+		break;
+	case ADMIN_DENIED:
+		ret = admin_denied(conn, s, have);
+		break;
+	case ADMIN_EXPLAIN:
+		ret = admin_explain(conn, s, have);
+		break;
+	case ADMIN_PAGE:
+		ret = admin_page(conn, s, have);
 		break;
 	default:
 		break;
@@ -284,13 +476,18 @@ int admin_start(const char *bind_addr, int port, struct fps_err *e)
 	admin_daemon = MHD_start_daemon(
 	    flags, (uint16_t)port, NULL, NULL, admin_handle, NULL, MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONN_LIMIT,
-	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)ADMIN_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned int)ADMIN_CONN_TIMEOUT, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT,
-	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)ADMIN_STACK_SIZE, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_CONNECTION, admin_notify_connection, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+	    admin_request_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_MEM_LIMIT, MHD_OPTION_THREAD_STACK_SIZE,
+	    (size_t)ADMIN_STACK_SIZE, MHD_OPTION_END);
 	if (admin_daemon == NULL) {
 		close(lfd);
 		return err_set(e, NULL, 0, 0, "%s: the admin server did not start", where);
 	}
+	admin_sweep_stop = false;
+	admin_sweeper_running = pthread_create(&admin_sweeper, NULL, admin_sweep, NULL) == 0;
+	if (!admin_sweeper_running)
+		log_warn("admin: no sweeper thread: slow connections are closed only when new ones arrive");
 	log_info("admin endpoints on http://%s%s%s:%d/ (healthz, readyz, metrics, status)",
 	         strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "", port);
 	return 0;
@@ -300,6 +497,14 @@ void admin_stop(void)
 {
 	if (admin_daemon == NULL)
 		return;
+	if (admin_sweeper_running) {
+		pthread_mutex_lock(&admin_conns_mu);
+		admin_sweep_stop = true;
+		pthread_cond_signal(&admin_sweep_cv);
+		pthread_mutex_unlock(&admin_conns_mu);
+		pthread_join(admin_sweeper, NULL);
+		admin_sweeper_running = false;
+	}
 	MHD_stop_daemon(admin_daemon);
 	admin_daemon = NULL;
 }

@@ -178,12 +178,13 @@ struct helper {
 	enum authproto_ids ids;
 	struct out_buf out;
 	struct authproto_req req;
+	unsigned extras; /* --extra-fields: Squid's key_extras after the password, ignored */
 };
 
 static int answer_line(struct helper *h, const char *line, size_t len)
 {
 	const char *why = NULL;
-	if (authproto_parse(line, len, h->ids, &h->req, &why) != 0)
+	if (authproto_parse_extras(line, len, h->ids, h->extras, &h->req, &why) != 0)
 		return out_reply(&h->out, h->req.id, AUTHPROTO_BH, why);
 
 	keys_refresh(&h->ks, false);
@@ -270,7 +271,7 @@ static int serve(struct helper *h)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: fps-auth --keys FILE [--products A,B] [--concurrency auto|on|off]\n"
+	fprintf(f, "usage: fps-auth --keys FILE [--products A,B] [--concurrency auto|on|off] [--extra-fields N]\n"
 	           "       fps-auth --version | --help\n"
 	           "Squid basic-auth helper: reads \"[ID ]user password\" lines on stdin, answers OK/ERR/BH.\n");
 }
@@ -278,9 +279,13 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"keys", required_argument, NULL, 'k'},        {"products", required_argument, NULL, 'p'},
-	    {"concurrency", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},           {NULL, 0, NULL, 0},
+	    {"keys", required_argument, NULL, 'k'},
+	    {"products", required_argument, NULL, 'p'},
+	    {"concurrency", required_argument, NULL, 'c'},
+	    {"extra-fields", required_argument, NULL, 'x'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	static struct helper h;
 	const char *keys = NULL, *products = NULL;
@@ -307,6 +312,13 @@ int main(int argc, char **argv)
 				fprintf(stderr, "fps-auth: --concurrency: expected auto, on or off\n");
 				return EXIT_USAGE;
 			}
+			break;
+		case 'x':
+			if (strcmp(optarg, "0") != 0 && strcmp(optarg, "1") != 0 && strcmp(optarg, "2") != 0) {
+				fprintf(stderr, "fps-auth: --extra-fields: expected 0, 1 or 2\n");
+				return EXIT_USAGE;
+			}
+			h.extras = (unsigned)(optarg[0] - '0');
 			break;
 		case 'h':
 			usage(stdout);

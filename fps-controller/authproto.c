@@ -79,6 +79,12 @@ void authproto_peek_id(const char *line, size_t len, enum authproto_ids ids, cha
 
 int authproto_parse(const char *line, size_t len, enum authproto_ids ids, struct authproto_req *req, const char **why)
 {
+	return authproto_parse_extras(line, len, ids, 0, req, why);
+}
+
+int authproto_parse_extras(const char *line, size_t len, enum authproto_ids ids, unsigned extras,
+                           struct authproto_req *req, const char **why)
+{
 	req->id[0] = req->user[0] = req->pass[0] = '\0';
 	authproto_peek_id(line, len, ids, req->id);
 	if (len > AUTHPROTO_LINE_MAX) {
@@ -89,8 +95,13 @@ int authproto_parse(const char *line, size_t len, enum authproto_ids ids, struct
 		len--;
 
 	/* Squid escapes everything outside printable ASCII, so a raw one means a broken sender. */
-	const char *field[4];
-	size_t flen[4];
+	enum { MAX_FIELDS = 6 };
+	if (extras > 2) {
+		*why = "too many extra fields";
+		return -1;
+	}
+	const char *field[MAX_FIELDS];
+	size_t flen[MAX_FIELDS];
 	size_t nf = 0;
 	size_t start = 0;
 	for (size_t i = 0; i <= len; i++) {
@@ -103,7 +114,7 @@ int authproto_parse(const char *line, size_t len, enum authproto_ids ids, struct
 			if (c != ' ')
 				continue;
 		}
-		if (nf == 4) {
+		if (nf == 4 + extras) {
 			*why = "too many fields";
 			return -1;
 		}
@@ -122,10 +133,10 @@ int authproto_parse(const char *line, size_t len, enum authproto_ids ids, struct
 		has_id = false;
 		break;
 	default:
-		has_id = nf == 3 && authproto_is_id(field[0], flen[0]);
+		has_id = nf == 3 + extras && authproto_is_id(field[0], flen[0]);
 		break;
 	}
-	if (nf != (has_id ? 3u : 2u)) {
+	if (nf != (has_id ? 3u : 2u) + extras) {
 		*why = has_id ? "expected: ID user password" : "expected: user password";
 		return -1;
 	}

@@ -41,6 +41,11 @@ enum authproto_verdict { AUTHPROTO_OK, AUTHPROTO_ERR, AUTHPROTO_BH };
  * a decoded field over AUTHPROTO_FIELD_MAX.
  */
 int authproto_parse(const char *line, size_t len, enum authproto_ids ids, struct authproto_req *req, const char **why);
+/* The same for lines that end with `extras` more fields (0..2), which are checked for their
+ * bytes like the others and then ignored: Squid appends `auth_param basic key_extras` there
+ * (FPS keys Squid's credential cache by the whole credentials that way; docs/security.md). */
+int authproto_parse_extras(const char *line, size_t len, enum authproto_ids ids, unsigned extras,
+                           struct authproto_req *req, const char **why);
 
 /* The channel ID a line starts with ("17 ..." -> "17"), for answering a line that cannot be
  * parsed or was too long to keep. With AUTHPROTO_IDS_OFF, or no leading digits, id = "". */

@@ -48,6 +48,7 @@ int compile_config(const struct fps_config *c, struct compiled *out, struct fps_
 {
 	memset(out, 0, sizeof(*out));
 	wl_policy_init(&out->policy, c->default_route);
+	out->policy.report_mode = c->whitelist_report;
 	/* Route order decides ties: fps.yaml's routes first, then per-entry "via"
 	 * from whitelist.json, each in the order written. */
 	for (size_t i = 0; i < c->n_routes; i++)

@@ -14,10 +14,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
 
+#include "cred.h"
 #include "fsio.h"
+
+#define CFG_STR2(x)        #x
+#define CFG_STR(x)         CFG_STR2(x)
+#define CFG_MAX_ROUTES_STR CFG_STR(CFG_MAX_ROUTES)
 
 static void strv_free(struct strv *s)
 {
@@ -87,8 +93,11 @@ void cfg_free(struct fps_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
+/* -1 out of memory, -2 over CFG_MAX_ENTRIES */
 static int entry_push(struct fps_config *c, const char *raw, const char *file, int line, int col, int index)
 {
+	if (c->n_entries >= CFG_MAX_ENTRIES)
+		return -2;
 	if (c->n_entries == c->cap_entries) {
 		size_t ncap = c->cap_entries ? c->cap_entries * 2 : 256;
 		struct cfg_entry *nv = realloc(c->entries, ncap * sizeof(*nv));
@@ -134,6 +143,7 @@ const struct cfg_key cfg_keys[] = {
     {CFG_YAML_NAME, "proxy.connect_ports"},
     {CFG_YAML_NAME, "proxy.safe_ports"},
     {CFG_YAML_NAME, "proxy.blocked_networks"},
+    {CFG_YAML_NAME, "proxy.allow_loopback_destinations"},
     {CFG_YAML_NAME, "proxy.dns_nameservers"},
     {CFG_YAML_NAME, "proxy.hosts_file"},
     {CFG_YAML_NAME, "auth"},
@@ -143,6 +153,7 @@ const struct cfg_key cfg_keys[] = {
     {CFG_YAML_NAME, "auth.products"},
     {CFG_YAML_NAME, "whitelist"},
     {CFG_YAML_NAME, "whitelist.apply"},
+    {CFG_YAML_NAME, "whitelist.mode"},
     {CFG_YAML_NAME, "whitelist.preset"},
     {CFG_YAML_NAME, "upstream"},
     {CFG_YAML_NAME, "upstream.host"},
@@ -270,10 +281,11 @@ struct ywalk {
 	struct fps_err *e;
 };
 
+/* a and b may be input text: each is quoted as a bounded, escaped excerpt. */
 static int y_fail(struct ywalk *w, const yaml_node_t *n, const char *fmt, const char *a, const char *b)
 {
-	char msg[768];
-	snprintf(msg, sizeof(msg), fmt, a, b);
+	char msg[768], qa[ERR_QUOTE_BUF], qb[ERR_QUOTE_BUF];
+	snprintf(msg, sizeof(msg), fmt, err_quote(a, qa), err_quote(b, qb));
 	return err_set(w->e, w->file, n ? (int)n->start_mark.line + 1 : 0, n ? (int)n->start_mark.column + 1 : 0, "%s",
 	               msg);
 }
@@ -394,9 +406,9 @@ typedef int (*section_fn)(struct ywalk *w, const char *key, const yaml_node_t *v
 /* path: the section's path in the key table ("" for the top level). */
 static int unknown_key(struct ywalk *w, const yaml_node_t *k, const char *path)
 {
-	char expected[512], msg[768];
+	char expected[512], msg[768], q[ERR_QUOTE_BUF];
 	cfg_keys_under(CFG_YAML_NAME, path, expected, sizeof(expected));
-	snprintf(msg, sizeof(msg), "unknown key '%s' in '%s' (expected one of: %s)", y_text(k),
+	snprintf(msg, sizeof(msg), "unknown key '%s' in '%s' (expected one of: %s)", err_quote(y_text(k), q),
 	         path[0] ? path : "top level", expected);
 	return err_set(w->e, w->file, (int)k->start_mark.line + 1, (int)k->start_mark.column + 1, "%s", msg);
 }
@@ -451,6 +463,8 @@ static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, con
 		return y_port_list(w, v, key, c->safe_ports, &c->n_safe_ports);
 	if (strcmp(key, "blocked_networks") == 0)
 		return y_str_list(w, v, key, &c->blocked_networks, check_cidr);
+	if (strcmp(key, "allow_loopback_destinations") == 0)
+		return y_bool(w, v, key, &c->allow_loopback);
 	if (strcmp(key, "dns_nameservers") == 0)
 		return y_str_list(w, v, key, &c->dns_nameservers, check_ip);
 	if (strcmp(key, "hosts_file") == 0) {
@@ -501,10 +515,25 @@ static int sec_whitelist(struct ywalk *w, const char *key, const yaml_node_t *v,
 			yaml_node_t *item = yaml_document_get_node(w->doc, *it);
 			if (item->type != YAML_SCALAR_NODE)
 				return y_fail(w, item, "'preset' items must be strings%s%s", "", "");
-			if (entry_push(c, y_text(item), CFG_YAML_NAME, (int)item->start_mark.line + 1,
-			               (int)item->start_mark.column + 1, idx++) < 0)
+			int rc = entry_push(c, y_text(item), CFG_YAML_NAME, (int)item->start_mark.line + 1,
+			                    (int)item->start_mark.column + 1, idx++);
+			if (rc == -2)
+				return err_set(w->e, w->file, (int)item->start_mark.line + 1,
+				               (int)item->start_mark.column + 1, "more than %d whitelist entries",
+				               CFG_MAX_ENTRIES);
+			if (rc < 0)
 				return err_set(w->e, w->file, 0, 0, "out of memory");
 		}
+		return 0;
+	}
+	if (strcmp(key, "mode") == 0) {
+		if (y_plain(v) && strcmp(y_text(v), "enforce") == 0)
+			c->whitelist_report = false;
+		else if (y_plain(v) && strcmp(y_text(v), "report") == 0)
+			c->whitelist_report = true;
+		else
+			return y_fail(w, v, "'mode' must be 'enforce' or 'report'%s%s", "", "");
+		c->whitelist_mode_line = (int)v->start_mark.line + 1;
 		return 0;
 	}
 	return unknown_key(w, k, "whitelist");
@@ -585,6 +614,8 @@ static int y_via(struct ywalk *w, const yaml_node_t *v, enum wl_via *out)
 
 static int route_push(struct fps_config *c, const struct cfg_route *r)
 {
+	if (c->n_routes >= CFG_MAX_ROUTES)
+		return -2;
 	struct cfg_route *nv = realloc(c->routes, (c->n_routes + 1) * sizeof(*nv));
 	if (nv == NULL)
 		return -1;
@@ -635,7 +666,10 @@ static int y_routes(struct ywalk *w, const yaml_node_t *v, struct fps_config *c)
 			char note[128];
 			if (wl_normalize(y_text(dn), cr.name, &cr.kind, note, sizeof(note)) == WL_NORM_REJECT)
 				return y_fail(w, dn, "route domain '%s': %s", y_text(dn), note);
-			if (route_push(c, &cr) < 0)
+			int rc = route_push(c, &cr);
+			if (rc == -2)
+				return y_fail(w, dn, "more than %s route domains%s", CFG_MAX_ROUTES_STR, "");
+			if (rc < 0)
 				return err_set(w->e, w->file, 0, 0, "out of memory");
 		}
 	}
@@ -667,10 +701,120 @@ static int sec_top(struct ywalk *w, const char *key, const yaml_node_t *v, const
 	return unknown_key(w, k, "");
 }
 
+/* An anchor seen in the event stream and the number of nodes under it. */
+struct y_anchor {
+	char *name;
+	unsigned long long nodes;
+};
+
+#define CFG_YAML_MAX_ANCHORS 256
+
+/*
+ * Walks fps.yaml's event stream before any document is built and refuses what would cost more
+ * than any real configuration: nesting deeper than CFG_YAML_MAX_DEPTH (libyaml's scanner does
+ * work quadratic in the depth, and a document of 100,000 '[' kept the loop busy for half a
+ * minute), more than CFG_YAML_MAX_NODES nodes counting each alias as the copy it stands for
+ * (an anchored list of 1,000 names aliased 3,000 times is 3 million routes), and more than
+ * CFG_YAML_MAX_ANCHORS anchors. A syntax error is left to the loader, which reports it.
+ */
+static int y_prescan(const char *text, size_t len, const char *path, struct fps_err *e)
+{
+	yaml_parser_t p;
+	if (!yaml_parser_initialize(&p))
+		return err_set(e, path, 0, 0, "cannot initialize YAML parser");
+	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+	struct y_anchor anchors[CFG_YAML_MAX_ANCHORS];
+	size_t n_anchors = 0;
+	struct {
+		char *anchor;
+		unsigned long long first;
+	} open[CFG_YAML_MAX_DEPTH];
+	int depth = 0, rc = 0;
+	unsigned long long nodes = 0;
+	for (bool done = false; !done && rc == 0;) {
+		yaml_event_t ev;
+		if (!yaml_parser_parse(&p, &ev))
+			break;
+		int line = (int)ev.start_mark.line + 1, col = (int)ev.start_mark.column + 1;
+		const unsigned char *anchor = NULL;
+		char *closed_anchor = NULL; /* of a collection that ends here, freed below */
+		unsigned long long size = 0;
+		switch (ev.type) {
+		case YAML_SCALAR_EVENT:
+			nodes++;
+			anchor = ev.data.scalar.anchor;
+			size = 1;
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT: {
+			const unsigned char *a = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
+			                                                              : ev.data.mapping_start.anchor;
+			if (depth == CFG_YAML_MAX_DEPTH) {
+				rc = err_set(e, path, line, col, "nested deeper than %d levels", CFG_YAML_MAX_DEPTH);
+				break;
+			}
+			nodes++;
+			open[depth].anchor = a ? strdup((const char *)a) : NULL;
+			open[depth].first = nodes;
+			depth++;
+			break;
+		}
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			if (depth > 0) {
+				depth--;
+				closed_anchor = open[depth].anchor;
+				if (closed_anchor) {
+					anchor = (const unsigned char *)closed_anchor;
+					size = nodes - open[depth].first + 1;
+				}
+			}
+			break;
+		case YAML_ALIAS_EVENT:
+			for (size_t i = n_anchors; i-- > 0;) {
+				if (strcmp(anchors[i].name, (const char *)ev.data.alias.anchor) == 0) {
+					nodes += anchors[i].nodes;
+					break;
+				}
+			}
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		default:
+			break;
+		}
+		if (rc == 0 && anchor) {
+			if (n_anchors == CFG_YAML_MAX_ANCHORS)
+				rc = err_set(e, path, line, col, "more than %d YAML anchors", CFG_YAML_MAX_ANCHORS);
+			else if ((anchors[n_anchors].name = strdup((const char *)anchor)) == NULL)
+				rc = err_set(e, path, 0, 0, "out of memory");
+			else
+				anchors[n_anchors++].nodes = size;
+		}
+		if (rc == 0 && nodes > CFG_YAML_MAX_NODES)
+			rc = err_set(e, path, line, col,
+			             "more than %d YAML nodes (an alias counts as a copy of its anchor)",
+			             CFG_YAML_MAX_NODES);
+		free(closed_anchor);
+		yaml_event_delete(&ev);
+	}
+	while (depth > 0)
+		free(open[--depth].anchor);
+	for (size_t i = 0; i < n_anchors; i++)
+		free(anchors[i].name);
+	yaml_parser_delete(&p);
+	return rc;
+}
+
 int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e)
 {
 	yaml_parser_t parser;
 	yaml_document_t doc;
+	if (len > CFG_YAML_MAX_SIZE)
+		return err_set(e, path, 0, 0, "larger than the limit of %u bytes", CFG_YAML_MAX_SIZE);
+	if (y_prescan(text, len, path, e) < 0)
+		return -1;
 	if (!yaml_parser_initialize(&parser))
 		return err_set(e, path, 0, 0, "cannot initialize YAML parser");
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
@@ -773,8 +917,63 @@ static size_t *json_domain_offsets(const char *text, size_t len, size_t expect)
 	return offs;
 }
 
+/* Values (not keys) cJSON would build: a whole entry as an object is 3, so this bounds cJSON's
+ * tree (about 80 bytes a node) before it is built. */
+#define CFG_JSON_MAX_VALUES (3 * CFG_MAX_ENTRIES + 16)
+
+/*
+ * One pass over whitelist.json before cJSON builds anything: nesting depth and the number of
+ * values are bounded, so that a file of 8 MB of "[1,1,..." or of '[' is refused at the byte that
+ * crosses the limit (named by line and column) instead of costing a tree of millions of nodes.
+ * Syntax is cJSON's business; this only counts.
+ */
+static int json_prescan(const char *text, size_t len, const char *path, struct fps_err *e)
+{
+	size_t depth = 0, values = 0;
+	for (size_t i = 0; i < len; i++) {
+		char ch = text[i];
+		size_t at = i;
+		if (ch == '"') {
+			for (i++; i < len && text[i] != '"'; i++)
+				if (text[i] == '\\')
+					i++;
+			size_t j = i + 1;
+			while (j < len && isspace((unsigned char)text[j]))
+				j++;
+			if (j < len && text[j] == ':')
+				continue; /* a key, stored in its value's node */
+			values++;
+		} else if (ch == '[' || ch == '{') {
+			values++;
+			if (++depth > CFG_JSON_MAX_DEPTH) {
+				int line, col;
+				err_text_pos(text, at, &line, &col);
+				return err_set(e, path, line, col, "nested deeper than %d levels", CFG_JSON_MAX_DEPTH);
+			}
+		} else if (ch == ']' || ch == '}') {
+			if (depth > 0)
+				depth--;
+		} else if (ch == '-' || isdigit((unsigned char)ch) || ch == 't' || ch == 'f' || ch == 'n') {
+			values++;
+			while (i + 1 < len && (isalnum((unsigned char)text[i + 1]) || strchr("+-.", text[i + 1])))
+				i++;
+		}
+		if (values > CFG_JSON_MAX_VALUES) {
+			int line, col;
+			err_text_pos(text, at, &line, &col);
+			return err_set(e, path, line, col, "more than %d values (at most %d whitelist entries)",
+			               CFG_JSON_MAX_VALUES, CFG_MAX_ENTRIES);
+		}
+	}
+	return 0;
+}
+
 int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e)
 {
+	if (len > CFG_JSON_MAX_SIZE)
+		return err_set(e, path, 0, 0, "larger than the limit of %u bytes", CFG_JSON_MAX_SIZE);
+	if (json_prescan(text, len, path, e) < 0)
+		return -1;
 	/* cJSON's strings are NUL-terminated: "a.test\u0000x" would silently become
 	 * "a.test". A NUL has no business in a whitelist, so the file is malformed. */
 	if (memchr(text, '\0', len) != NULL)
@@ -805,9 +1004,10 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 	}
 	for (cJSON *it = root->child; it; it = it->next) {
 		if (!cfg_key_known(CFG_JSON_NAME, it->string)) {
-			char expected[256];
+			char expected[256], q[ERR_QUOTE_BUF];
 			cfg_keys_under(CFG_JSON_NAME, "", expected, sizeof(expected));
-			rc = err_set(e, path, 0, 0, "unknown key '%s' (expected %s)", it->string, expected);
+			rc = err_set(e, path, 0, 0, "unknown key '%s' (expected %s)", err_quote(it->string, q),
+			             expected);
 			goto out;
 		}
 	}
@@ -869,19 +1069,21 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 					name = f->valuestring;
 				} else if (strcmp(f->string, "via") == 0 && cfg_key_known(CFG_JSON_NAME, key)) {
 					if (wl_via_parse(f->valuestring, &via) < 0) {
+						char q[ERR_QUOTE_BUF];
 						rc =
 						    err_set(e, path, line, col,
 						            "domains[%zu]: unknown via '%s' (expected direct, upstream "
 						            "or tunnel)",
-						            idx, f->valuestring);
+						            idx, err_quote(f->valuestring, q));
 						goto out;
 					}
 					has_via = true;
 				} else {
+					char q[ERR_QUOTE_BUF];
 					rc = err_set(e, path, line, col,
 					             "domains[%zu]: unexpected key '%s' (expected \"domain\": string, "
 					             "\"via\": string)",
-					             idx, f->string);
+					             idx, err_quote(f->string, q));
 					goto out;
 				}
 			}
@@ -894,7 +1096,13 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 			    err_set(e, path, line, col, "domains[%zu]: must be a string or {\"domain\", \"via\"}", idx);
 			goto out;
 		}
-		if (entry_push(c, name, CFG_JSON_NAME, line, col, (int)idx) < 0) {
+		int pushed = entry_push(c, name, CFG_JSON_NAME, line, col, (int)idx);
+		if (pushed == -2) {
+			rc = err_set(e, path, line, col, "more than %d whitelist entries (fps.yaml presets included)",
+			             CFG_MAX_ENTRIES);
+			goto out;
+		}
+		if (pushed < 0) {
 			rc = err_set(e, path, 0, 0, "out of memory");
 			goto out;
 		}
@@ -910,14 +1118,16 @@ out:
 
 /* ---- the whole load ------------------------------------------------------------------ */
 
-static int read_optional(const char *dir, const char *name, char **text, size_t *len, bool *present, struct fps_err *e)
+static int read_optional(const char *dir, const char *name, size_t max, char **text, size_t *len, bool *present,
+                         struct fps_err *e)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	*present = fsio_exists(path);
+	struct stat sb;
+	*present = lstat(path, &sb) == 0;
 	if (!*present)
 		return 0;
-	return fsio_read(path, CFG_MAX_FILESIZE, text, len, e);
+	return fsio_read_within(dir, name, max, text, len, e);
 }
 
 int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_dir, struct fps_err *e)
@@ -930,11 +1140,11 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 	bool present;
 
 	snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
-	if (fsio_read(path, CFG_MAX_FILESIZE, &c->yaml_text, &c->yaml_len, e) < 0)
+	if (fsio_read_within(config_dir, CFG_YAML_NAME, CFG_YAML_MAX_SIZE, &c->yaml_text, &c->yaml_len, e) < 0)
 		goto fail;
 	if (cfg_parse_yaml(c, c->yaml_text, c->yaml_len, path, e) < 0)
 		goto fail;
-	if (read_optional(config_dir, CFG_JSON_NAME, &c->json_text, &c->json_len, &present, e) < 0)
+	if (read_optional(config_dir, CFG_JSON_NAME, CFG_JSON_MAX_SIZE, &c->json_text, &c->json_len, &present, e) < 0)
 		goto fail;
 	if (present) {
 		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_JSON_NAME);
@@ -942,6 +1152,12 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 			goto fail;
 	}
 
+	if (c->whitelist_report && c->apply == CFG_APPLY_RECONFIGURE) {
+		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
+		err_set(e, path, c->whitelist_mode_line, 0,
+		        "whitelist.mode 'report' needs whitelist.apply 'live' (fps-acl decides and counts)");
+		goto fail;
+	}
 	if (c->has_upstream && c->upstream_host[0] == '\0') {
 		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
 		err_set(e, path, 0, 0, "'upstream' needs 'host'");
@@ -965,14 +1181,15 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 	if (secrets_dir && secrets_dir[0]) {
 		char *pw = NULL;
 		size_t pwlen = 0;
-		if (read_optional(secrets_dir, "upstream-password", &pw, &pwlen, &present, e) < 0)
+		if (read_optional(secrets_dir, "upstream-password", CFG_SECRET_MAX_SIZE, &pw, &pwlen, &present, e) < 0)
 			goto fail;
 		if (present) {
 			while (pwlen > 0 && (pw[pwlen - 1] == '\n' || pw[pwlen - 1] == '\r'))
 				pw[--pwlen] = '\0';
 			c->upstream_password = pw;
 		}
-		if (read_optional(secrets_dir, CFG_KEYS_NAME, &c->keys_text, &c->keys_len, &present, e) < 0)
+		if (read_optional(secrets_dir, CFG_KEYS_NAME, CRED_KEYS_FILE_MAX, &c->keys_text, &c->keys_len, &present,
+		                  e) < 0)
 			goto fail;
 	}
 
@@ -982,7 +1199,8 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 	size_t tls_len[3] = {0, 0, 0};
 	static const char *const tls_names[3] = {"tunnel-ca.pem", "tunnel-client.pem", "tunnel-client.key"};
 	for (size_t i = 0; i < 3 && secrets_dir && secrets_dir[0]; i++) {
-		if (read_optional(secrets_dir, tls_names[i], &tls[i], &tls_len[i], &present, e) < 0) {
+		if (read_optional(secrets_dir, tls_names[i], CFG_SECRET_MAX_SIZE, &tls[i], &tls_len[i], &present, e) <
+		    0) {
 			for (size_t j = 0; j < i; j++)
 				free(tls[j]);
 			goto fail;

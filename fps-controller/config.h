@@ -13,10 +13,19 @@
 #include "err.h"
 #include "whitelist.h"
 
-#define CFG_MAX_PORTS    64
-#define CFG_YAML_NAME    "fps.yaml"
-#define CFG_JSON_NAME    "whitelist.json"
-#define CFG_MAX_FILESIZE (64u << 20) /* 100,000 entries are ~3 MB; leave room */
+#define CFG_MAX_PORTS 64
+#define CFG_YAML_NAME "fps.yaml"
+#define CFG_JSON_NAME "whitelist.json"
+/* Input bounds (docs/configuration.md, "Limits"): the worst accepted input must fit the pod's
+ * memory limit with room to spare, and anything larger is refused before it is parsed. */
+#define CFG_YAML_MAX_SIZE   (1u << 20) /* fps.yaml bytes */
+#define CFG_YAML_MAX_DEPTH  32         /* nested collections in fps.yaml (the schema needs 4) */
+#define CFG_YAML_MAX_NODES  100000     /* nodes in fps.yaml, every alias counted as a copy */
+#define CFG_JSON_MAX_SIZE   (8u << 20) /* whitelist.json bytes (100,000 entries are ~3 MB) */
+#define CFG_JSON_MAX_DEPTH  16         /* nested arrays/objects in whitelist.json (the schema needs 3) */
+#define CFG_MAX_ENTRIES     200000     /* whitelist entries, presets and whitelist.json together */
+#define CFG_MAX_ROUTES      20000      /* route domains */
+#define CFG_SECRET_MAX_SIZE (1u << 20) /* upstream-password, tunnel certificates and key */
 
 enum cfg_apply { CFG_APPLY_LIVE, CFG_APPLY_RECONFIGURE };
 
@@ -54,7 +63,8 @@ struct fps_config {
 	size_t n_connect_ports;
 	int safe_ports[CFG_MAX_PORTS];
 	size_t n_safe_ports;
-	struct strv blocked_networks; /* canonical CIDR text */
+	struct strv blocked_networks; /* canonical CIDR text; added to the built-in never-allowed ones */
+	bool allow_loopback;          /* proxy.allow_loopback_destinations: re-allows 127.0.0.0/8, ::1 */
 	struct strv dns_nameservers;
 	char hosts_file[PATH_MAX];
 
@@ -66,6 +76,8 @@ struct fps_config {
 
 	/* whitelist */
 	enum cfg_apply apply;
+	bool whitelist_report; /* whitelist.mode: report (allow and count what enforce would deny) */
+	int whitelist_mode_line;
 	struct cfg_entry *entries; /* presets first, then whitelist.json */
 	size_t n_entries, cap_entries;
 	bool has_whitelist_json;

@@ -9,12 +9,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -27,9 +29,13 @@
 
 #include "admin.h"
 #include "cred.h"
+#include "denied.h"
 #include "fsio.h"
+#include "health.h"
+#include "inputs.h"
 #include "log.h"
 #include "preflight.h"
+#include "proc.h"
 #include "squid.h"
 #include "state.h"
 #include "status.h"
@@ -37,14 +43,18 @@
 #include "tunnel.h"
 #include "watch.h"
 
-#define DEBOUNCE_QUIET_MS 50           /* trailing edge: apply once events stop for this long */
-#define DEBOUNCE_MAX_MS   300          /* ...but never later than this after the first event */
-#define RECHECK_MS        10000        /* re-read inputs even without events (missed or odd edits) */
-#define CONFIRM_MS        60000        /* how long Squid may take to accept again after a reconfigure */
-#define PUBLISH_MS        1000         /* the status snapshot is refreshed at least this often */
-#define PROBE_MS          10000        /* tunnel and upstream checks */
-#define KEY_WARN_DAYS     10           /* docs/agents.md: warn when the newest key expires within this */
-#define LOG_ROTATE_BYTES  (64LL << 20) /* Squid's logs live on the state emptyDir: keep them bounded */
+#define DEBOUNCE_QUIET_MS 50            /* trailing edge: apply once events stop for this long */
+#define DEBOUNCE_MAX_MS   300           /* ...but never later than this after the first event */
+#define RECHECK_MS        10000         /* re-read inputs even without events (missed or odd edits) */
+#define CONFIRM_MS        60000         /* how long Squid may take to accept again after a reconfigure */
+#define PUBLISH_MS        1000          /* the status snapshot is refreshed at least this often */
+#define PROBE_MS          10000         /* full tunnel check (TLS handshake, certificate) while it is up */
+#define PROBE_FAST_MS     1000          /* TCP reachability while up; full check while down */
+#define KEY_WARN_DAYS     10            /* docs/agents.md: warn when the newest key expires within this */
+#define LOG_ROTATE_BYTES  (64LL << 20)  /* Squid's logs live on the state emptyDir: keep them bounded */
+#define STATE_FULL_BYTES  (256LL << 10) /* less free than this on the state volume counts as full */
+#define STATE_ROOM_BYTES  (1LL << 20)   /* this much more free than at a failed write: retry it */
+#define SQUID_HANG_MS     30000         /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
  * filtered server may take seconds, and the loop must not wait for it. */
@@ -59,6 +69,8 @@ struct probe {
 	char stunnel_templates[PATH_MAX];
 	char secrets_dir[PATH_MAX];
 	struct status_path tunnel, upstream;
+	struct clock_check clock;
+	int notify_fd; /* eventfd: a path went up or down (the loop publishes at once) */
 };
 
 struct ctl {
@@ -88,7 +100,10 @@ struct ctl {
 	unsigned sidecar_restarts;
 	double sidecar_started;
 	double last_reload_unix, last_success_unix;
-	time_t key_expiry[64]; /* of the published keys: validity is recounted as time passes */
+	char good_secrets_dir[PATH_MAX + 32]; /* <state>/last-good-secrets: the Secret last in force */
+	time_t key_expiry[64];                /* of the published keys: validity is recounted as time passes */
+	char key_id[64][CRED_ID_MAX + 1];
+	bool key_expired[64]; /* already said so in the log */
 	size_t n_key_expiry;
 
 	char helper_dir[PATH_MAX]; /* where Squid runs fps-auth and fps-acl from (state_install_helpers) */
@@ -97,6 +112,25 @@ struct ctl {
 	 * first FATAL/ERROR line of cache.log when Squid exited. "" = none known. */
 	char squid_problem[512], stunnel_problem[512];
 	long long squid_log_off; /* cache.log size when the current Squid started */
+	/* Squid's stdout/stderr come through a pipe the loop relays to ours: Squid's early
+	 * FATAL lines (pid file, ports, config) are written there, not to cache.log. */
+	int squid_out[2];
+	char squid_out_line[1024]; /* a partial line */
+	size_t squid_out_len;
+	char squid_fatal[400]; /* the first FATAL (or ERROR) line since Squid started */
+	int key_level;         /* KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID: what the log last said */
+	char keys_path[PATH_MAX + 16];
+
+	bool state_enospc;              /* the last write to the state volume failed: no space */
+	unsigned long long enospc_free; /* bytes free when it failed */
+	bool state_full_logged;         /* what the log last said about the volume */
+	bool retry_reload;              /* space came back: retry the update that failed */
+	int health_fd;                  /* eventfd: Squid's answer or a path's state flipped (health.c, the prober) */
+	pid_t health_pid;               /* the Squid the probe's `since` refers to */
+	pid_t hung_pid;                 /* the Squid last killed for not answering (once per process) */
+	long long hang_ms;
+	struct denied_collector denied; /* the helpers' denied-destination files, merged */
+	bool have_denied;
 };
 
 static double wall_now(void)
@@ -145,6 +179,13 @@ found:
 }
 
 /* 65536 descriptors, or the hard limit Squid will inherit if that is lower. */
+/* The benchmark compares the denied report on and off in one run (bench/ab_denied.py). */
+static bool ctl_no_denied_report(void)
+{
+	const char *v = getenv("FPS_DENIED_REPORT");
+	return v && strcmp(v, "off") == 0;
+}
+
 static long ctl_max_fds(void)
 {
 	struct rlimit rl;
@@ -193,7 +234,9 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .secrets_dir = sec,
 	                        .bin_dir = paths->bin_dir,
 	                        .generation = 0,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .mgr_port = state_pick_loopback_port(),
+	                        .no_denied_report = ctl_no_denied_report()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -213,6 +256,12 @@ static void ctl_fail(struct ctl *x, const struct fps_err *e, const char *stage, 
 	if (quiet_if_same && strcmp(msg, x->last_error) == 0)
 		return;
 	snprintf(x->last_error, sizeof(x->last_error), "%s: %s", stage, buf);
+	if (strstr(buf, strerror(ENOSPC))) {
+		unsigned long long total = 0;
+		x->state_enospc = true;
+		if (state_volume(&x->st, &x->enospc_free, &total) < 0)
+			x->enospc_free = 0;
+	}
 	x->reloads_failed++;
 	x->last_reload_unix = wall_now();
 	log_error("reload failed (%s), generation %llu stays active: %s", stage, x->generation, buf);
@@ -303,6 +352,43 @@ static int ctl_confirm_squid(struct ctl *x, off_t log_offset, struct fps_err *e)
 
 /* ---- status ------------------------------------------------------------------------- */
 
+enum { KEYS_OK, KEYS_EXPIRING, KEYS_NONE_VALID };
+
+/* Keys expire with time, not with an edit: every publish (once a second) recounts them
+ * and logs each threshold the moment it is crossed, once: a key expired, the newest key
+ * expires within KEY_WARN_DAYS, no key is valid. `announce` logs the current level even
+ * if it did not change (a new apikeys.json was just published). */
+static void ctl_key_clock(struct ctl *x, bool announce)
+{
+	time_t now = time(NULL), newest = 0;
+	size_t valid = 0;
+	for (size_t i = 0; i < x->n_key_expiry; i++) {
+		if (x->key_expiry[i] > now) {
+			valid++;
+			if (x->key_expiry[i] > newest)
+				newest = x->key_expiry[i];
+		} else if (!x->key_expired[i]) {
+			x->key_expired[i] = true;
+			if (!announce)
+				log_warn("API key '%s' in %s expired just now", x->key_id[i], x->keys_path);
+		}
+	}
+	if (x->n_key_expiry == 0 && !announce)
+		return;
+	int level = valid == 0 ? KEYS_NONE_VALID : newest - now < KEY_WARN_DAYS * 86400 ? KEYS_EXPIRING : KEYS_OK;
+	if (level == x->key_level && !announce)
+		return;
+	x->key_level = level;
+	if (level == KEYS_NONE_VALID)
+		log_error("NO VALID API KEY in %s: every agent will get 407 until a key is added", x->keys_path);
+	else if (level == KEYS_EXPIRING)
+		log_warn("the newest API key in %s expires in %.1f days: issue the next key", x->keys_path,
+		         (double)(newest - now) / 86400.0);
+	else if (!announce)
+		log_info("API keys in %s: the newest expires in %.1f days", x->keys_path,
+		         (double)(newest - now) / 86400.0);
+}
+
 /* Parses the keys the way fps-auth will; warns about the newest key's expiry. */
 static int ctl_check_keys(struct ctl *x, const struct fps_config *c, const char *config_dir)
 {
@@ -321,18 +407,19 @@ static int ctl_check_keys(struct ctl *x, const struct fps_config *c, const char 
 	}
 	time_t now = time(NULL), newest = cred_newest_expiry(&keys);
 	x->n_key_expiry = 0;
-	for (size_t i = 0; i < keys.n && i < sizeof(x->key_expiry) / sizeof(x->key_expiry[0]); i++)
-		x->key_expiry[x->n_key_expiry++] = keys.v[i].expires;
+	for (size_t i = 0; i < keys.n && i < sizeof(x->key_expiry) / sizeof(x->key_expiry[0]); i++) {
+		x->key_expiry[x->n_key_expiry] = keys.v[i].expires;
+		snprintf(x->key_id[x->n_key_expiry], sizeof(x->key_id[0]), "%s", keys.v[i].id);
+		x->key_expired[x->n_key_expiry] = false;
+		x->n_key_expiry++;
+	}
 	x->pub.keys_total = keys.n;
 	x->pub.keys_valid = cred_keys_valid(&keys, now);
 	x->pub.have_key_expiry = newest > 0;
 	x->pub.newest_key_expiry_unix = (double)newest;
 	x->pub.keys_error[0] = '\0';
-	if (x->pub.keys_valid == 0)
-		log_error("NO VALID API KEY in %s: every agent will get 407 until a key is added", path);
-	else if (newest - now < KEY_WARN_DAYS * 86400)
-		log_warn("the newest API key in %s expires in %.1f days: issue the next key", path,
-		         (double)(newest - now) / 86400.0);
+	snprintf(x->keys_path, sizeof(x->keys_path), "%s", path);
+	ctl_key_clock(x, true);
 	cred_keys_free(&keys);
 	return 0;
 }
@@ -357,21 +444,6 @@ static void ctl_record_compiled(struct ctl *x, const struct compiled *cp)
 	}
 }
 
-static bool tcp_accepts(const char *host, int port)
-{
-	char portstr[16];
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai = NULL;
-	if (getaddrinfo(host, portstr, &hints, &ai) != 0)
-		return false;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok = fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
-	if (fd >= 0)
-		close(fd);
-	freeaddrinfo(ai);
-	return ok;
-}
-
 static void child_status(struct status_child *out, const char *name, const struct sup_child *c, double start_wall,
                          long long start_mono)
 {
@@ -393,6 +465,11 @@ static void ctl_publish(struct ctl *x)
 	snprintf(s->config_hash, sizeof(s->config_hash), "%s", x->active_hash);
 	snprintf(s->apply_mode, sizeof(s->apply_mode), "%s",
 	         x->have_active && x->active.apply == CFG_APPLY_RECONFIGURE ? "reconfigure" : "live");
+	s->report_mode = x->have_active && x->active.whitelist_report;
+	if (x->generation > 0) {
+		state_gen_dir(&x->st, x->generation, s->input_dir, sizeof(s->input_dir));
+		strncat(s->input_dir, "/input", sizeof(s->input_dir) - strlen(s->input_dir) - 1);
+	}
 	s->have_version = x->have_active && x->active.has_version;
 	s->whitelist_version = x->have_active ? x->active.whitelist_version : 0;
 	s->last_reload_unix = x->last_reload_unix;
@@ -403,6 +480,7 @@ static void ctl_publish(struct ctl *x)
 	s->last_success_unix = x->last_success_unix;
 	s->auth_enabled = x->have_active && x->active.auth_enabled;
 	/* A key expires with time, not with an edit: recount at every publish. */
+	ctl_key_clock(x, false);
 	s->keys_valid = 0;
 	for (size_t i = 0; i < x->n_key_expiry; i++)
 		if ((double)x->key_expiry[i] > now)
@@ -428,6 +506,24 @@ static void ctl_publish(struct ctl *x)
 		x->stunnel_problem[0] = '\0';
 	snprintf(s->squid.problem, sizeof(s->squid.problem), "%s", x->squid_problem);
 	snprintf(s->stunnel.problem, sizeof(s->stunnel.problem), "%s", x->stunnel_problem);
+	/* A full state volume: Squid drops log lines (on-error=drop) and new generations
+	 * cannot be written, while the active one keeps serving. Say so, and retry the
+	 * failed update as soon as space comes back. */
+	s->have_state_volume = state_volume(&x->st, &s->state_free_bytes, &s->state_total_bytes) == 0;
+	s->state_full = x->state_enospc || (s->have_state_volume && s->state_free_bytes < STATE_FULL_BYTES);
+	if (s->state_full != x->state_full_logged) {
+		if (s->state_full)
+			log_error("state volume %s is full (%llu bytes free): Squid drops log lines, generation %llu "
+			          "stays active, updates wait for space",
+			          x->st.dir, s->state_free_bytes, x->generation);
+		else
+			log_info("state volume %s has room again (%llu bytes free)", x->st.dir, s->state_free_bytes);
+		x->state_full_logged = s->state_full;
+	}
+	if (x->state_enospc && s->have_state_volume && s->state_free_bytes >= x->enospc_free + STATE_ROOM_BYTES) {
+		x->enospc_free = s->state_free_bytes;
+		x->retry_reload = true;
+	}
 	if (x->have_active) {
 		snprintf(s->proxy_addr, sizeof(s->proxy_addr), "%s",
 		         strcmp(x->active.bind, "0.0.0.0") == 0 ? "127.0.0.1"
@@ -435,17 +531,42 @@ static void ctl_publish(struct ctl *x)
 		                                                : x->active.bind);
 		s->proxy_port = x->active.port;
 	}
-	/* Ready means: Squid runs the active generation and accepts connections. */
-	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 &&
-	                       tcp_accepts(s->proxy_addr, s->proxy_port);
+	/* Ready means: Squid runs the active generation and answers HTTP (a TCP connect alone
+	 * succeeds for a stopped Squid: the kernel completes it). */
+	struct health_state h;
+	health_target(s->proxy_addr, s->proxy_port, squid_pid != x->health_pid);
+	x->health_pid = squid_pid;
+	health_get(&h);
+	long long mono = sup_now_ms(), from = h.last_ok_ms > h.since_ms ? h.last_ok_ms : h.since_ms;
+	s->squid.answering = squid_pid != 0 && h.answering;
+	s->squid.silent_seconds = s->squid.answering ? 0 : (double)(mono - from) / 1000.0;
+	snprintf(s->squid.answer_error, sizeof(s->squid.answer_error), "%s", s->squid.answering ? "" : h.error);
+	s->squid.hung_kills = x->squid.hung_kills;
+	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 && h.answering;
+	s->mgr_port = x->st.mgr_port;
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
 	s->upstream = x->probe.upstream;
+	s->clock = x->probe.clock;
 	pthread_mutex_unlock(&x->probe.mu);
+	if (x->have_active && !x->active.has_tunnel && !x->active.has_upstream) {
+		memset(&s->clock, 0, sizeof(s->clock));
+		snprintf(s->clock.error, sizeof(s->clock.error),
+		         "no reference: neither a tunnel nor an upstream is configured");
+	}
 	if (x->have_active && x->active.has_tunnel && !s->stunnel.up) {
 		s->tunnel.up = false;
 		snprintf(s->tunnel.error, sizeof(s->tunnel.error), "stunnel is not running (%s)", s->stunnel.state);
+	}
+	if (x->have_denied) {
+		denied_collect(&x->denied);
+		const struct denied_table *v = &x->denied.view;
+		s->denied.since = v->since;
+		s->denied.total = v->total;
+		s->denied.distinct = v->n;
+		s->denied.truncated = v->evicted > 0;
+		s->denied.n_top = denied_top(v, s->denied.top, DENIED_TOP_MAX);
 	}
 	status_publish(s);
 }
@@ -479,33 +600,87 @@ static void probe_upstream(const struct fps_config *c, struct status_path *st)
 	freeaddrinfo(ai);
 }
 
+/* Can a TCP connection to the tunnel server be opened within PROBE_FAST_MS? The cheap
+ * check between full handshakes: a stopped or unreachable server shows within a second
+ * instead of at the next full check. */
+static bool probe_tunnel_reachable(const struct fps_config *c)
+{
+	char portstr[16];
+	snprintf(portstr, sizeof(portstr), "%d", c->tunnel_port);
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	if (getaddrinfo(c->tunnel_address[0] ? c->tunnel_address : c->tunnel_server, portstr, &hints, &ai) != 0)
+		return false;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = {.tv_sec = PROBE_FAST_MS / 1000, .tv_usec = (PROBE_FAST_MS % 1000) * 1000};
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	bool ok = fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return ok;
+}
+
+/* The tunnel is checked every PROBE_FAST_MS: a full TLS check while it is down (so
+ * recovery shows within about a second) and every PROBE_MS while it is up, with a TCP
+ * connect in between (a failure triggers the full check at once). The upstream check
+ * is a TCP connect, every PROBE_FAST_MS. */
 static void *probe_main(void *arg)
 {
 	struct probe *p = arg;
+	long long next_full = 0;
 	pthread_mutex_lock(&p->mu);
 	while (!p->quit) {
 		struct fps_config cfg = p->cfg;
+		bool kicked = p->kick, was_up = p->tunnel.up, was_up_upstream = p->upstream.up;
+		struct status_path t = p->tunnel, u = {0};
 		p->kick = false;
 		pthread_mutex_unlock(&p->mu);
-		struct status_path t = {0}, u = {0};
-		if (cfg.has_tunnel) {
+		long long now = sup_now_ms();
+		bool full = kicked || !was_up || now >= next_full;
+		if (cfg.has_tunnel && !full && !probe_tunnel_reachable(&cfg))
+			full = true;
+		if (cfg.has_tunnel && full) {
 			tunnel_probe(&cfg, &p->paths, 5000, &t);
 			t.configured = true;
 			t.checked_unix = wall_now();
+			next_full = now + PROBE_MS;
+		} else if (!cfg.has_tunnel) {
+			memset(&t, 0, sizeof(t));
 		}
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
+		/* The clock against a reference we trust: after each change, then once a minute. */
+		static double clock_at;
+		struct clock_check ck;
+		bool clock_due = kicked || wall_now() - clock_at >= CLOCK_PERIOD_S;
+		if (clock_due) {
+			clock_check(&cfg, &ck);
+			clock_at = wall_now();
+			if (ck.have && !ck.ok)
+				log_warn(
+				    "clock: the system clock is %.0f s %s %s (Date: %s): API keys and certificates are "
+				    "judged by this clock",
+				    fabs(ck.skew_seconds), ck.skew_seconds > 0 ? "ahead of" : "behind", ck.reference,
+				    ck.ref_date);
+		}
 		pthread_mutex_lock(&p->mu);
-		bool was_up = p->tunnel.up;
+		if (clock_due)
+			p->clock = ck;
 		p->tunnel = t;
 		p->upstream = u;
 		if (cfg.has_tunnel && t.up && !was_up)
 			log_info("tunnel to %s is up", t.target);
+		if ((t.up != was_up || u.up != was_up_upstream) && p->notify_fd >= 0) {
+			uint64_t one = 1;
+			if (write(p->notify_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+				log_warn_errno("probe: cannot wake the control loop");
+		}
 		if (p->quit)
 			break;
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += PROBE_MS / 1000;
+		until.tv_sec += PROBE_FAST_MS / 1000;
 		while (!p->quit && !p->kick)
 			if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != 0)
 				break;
@@ -549,25 +724,29 @@ static void probe_stop(struct probe *p)
 		pthread_join(p->thread, NULL);
 }
 
-static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
+/* The pipeline for one pair of inputs (a ConfigMap directory, a Secret directory).
+ * Returns 0 when a new generation is active, 1 when the inputs equal the active ones,
+ * -1 when it failed before anything changed (*stage and *e say where and why: the caller
+ * decides whom to blame), -2 when it failed after activation (already recorded). */
+static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_dir, bool quiet_if_same,
+                     struct fps_err *ep, const char **stagep)
 {
 	struct fps_config c;
 	struct fps_err e;
 	err_clear(&e);
-	if (cfg_load(&c, config_dir, x->opts->secrets_dir, &e) < 0) {
-		ctl_fail(x, &e, "load", quiet_if_same);
+	*stagep = "load";
+	if (cfg_load(&c, config_dir, secrets_dir, ep) < 0)
 		return -1;
-	}
 	if (x->have_active && strcmp(c.input_hash, x->active_hash) == 0) {
 		if (!quiet_if_same)
 			log_debug("inputs unchanged (hash %.12s): nothing to do", c.input_hash);
 		cfg_free(&c);
-		return 0;
+		return 1;
 	}
 	struct compiled cp;
-	if (compile_config(&c, &cp, &e) < 0) {
+	if (compile_config(&c, &cp, ep) < 0) {
 		cfg_free(&c);
-		ctl_fail(x, &e, "compile", quiet_if_same);
+		*stagep = "compile";
 		return -1;
 	}
 	ctl_report_entries(&cp, config_dir);
@@ -582,7 +761,9 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	                        .secrets_dir = x->st.secrets_dir,
 	                        .bin_dir = x->helper_dir,
 	                        .generation = gen,
-	                        .max_fds = ctl_max_fds()};
+	                        .max_fds = ctl_max_fds(),
+	                        .mgr_port = x->st.mgr_port,
+	                        .no_denied_report = ctl_no_denied_report()};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";
@@ -626,6 +807,7 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	bool tunnel_changed = false;
 	if (c.has_tunnel) {
 		stage = "tunnel";
+		x->tpaths.secrets_dir = secrets_dir; /* the Secret in use: the mount or its last good copy */
 		if (tunnel_prepare(&c, &x->tpaths, &tunnel_changed, &e) < 0)
 			goto fail;
 		/* stunnel's files are not part of a generation: if this update fails
@@ -689,8 +871,14 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 	x->have_active = true;
 	x->reloads_ok++;
 	x->last_error[0] = '\0';
+	x->state_enospc = false;
 	x->last_reload_unix = x->last_success_unix = wall_now();
 	ctl_record_compiled(x, &cp);
+	if (c.whitelist_report)
+		log_warn(
+		    "generation %llu: whitelist.mode is report: destinations not in the whitelist are ALLOWED "
+		    "(on the %s route) and counted in /denied; set whitelist.mode: enforce once the list is complete",
+		    gen, wl_via_name(c.default_route));
 	probe_update(&x->probe, &x->active);
 	state_prune(&x->st, gen, prev);
 	log_info(
@@ -716,7 +904,7 @@ fail_activated:
 	render_free(&check);
 	compile_free(&cp);
 	ctl_fail(x, &e, stage, quiet_if_same);
-	return -1;
+	return -2;
 fail:
 	render_free(&out);
 	render_free(&check);
@@ -726,7 +914,8 @@ fail:
 fail_nofiles:
 	compile_free(&cp);
 	cfg_free(&c);
-	ctl_fail(x, &e, stage, quiet_if_same);
+	*ep = e;
+	*stagep = stage;
 	return -1;
 }
 
@@ -754,6 +943,12 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 		char msg[sizeof(why) + 32];
 		snprintf(msg, sizeof(msg), "proxy port %s", why);
 		snprintf(why, sizeof(why), "%s", msg);
+	} else if (x->st.mgr_port > 0 && pf_port_free("127.0.0.1", x->st.mgr_port, why, sizeof(why)) < 0) {
+		/* The controller-only cache-manager port (<state>/run/mgr.port) */
+		char msg[sizeof(why) + 64];
+		snprintf(msg, sizeof(msg), "cache-manager port %s (remove %s/mgr.port to have another picked)", why,
+		         x->st.run_dir);
+		snprintf(why, sizeof(why), "%s", msg);
 	} else if (state_check_squid_access(x->st.dir, x->helper_dir, x->have_active ? x->active.hosts_file : NULL, why,
 	                                    sizeof(why)) < 0) {
 		/* why says it */
@@ -764,10 +959,72 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 	}
 	if (c->gated)
 		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, "", true);
+	/* A pid file that names a live process other than a Squid on our config is stale:
+	 * the state volume outlived a container or host restart and the number was reused.
+	 * Squid would refuse to start on it ("Squid is already running") forever. */
+	char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16], *text = NULL;
+	snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x->st.run_dir);
+	snprintf(conf, sizeof(conf), "%s/squid.conf", x->st.current);
+	struct fps_err pe;
+	if (fsio_read(pidfile, 64, &text, NULL, &pe) == 0) {
+		pid_t pid = (pid_t)strtol(text, NULL, 10);
+		free(text);
+		if (pid > 0 && kill(pid, 0) == 0 && proc_pidfile_owner(pidfile, conf) == 0) {
+			log_warn(
+			    "squid: %s names pid %d, which is not a Squid of this state directory: removing the stale "
+			    "pid file",
+			    pidfile, (int)pid);
+			unlink(pidfile);
+		}
+	}
 	char logpath[PATH_MAX + 16];
 	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
 	x->squid_log_off = file_size(logpath);
+	x->squid_fatal[0] = '\0';
 	return 0;
+}
+
+static void ctl_squid_out_line(struct ctl *x, const char *line)
+{
+	const char *m = strstr(line, "FATAL");
+	bool fatal = m != NULL;
+	if (m == NULL)
+		m = strstr(line, "ERROR");
+	if (m == NULL || (x->squid_fatal[0] && (!fatal || strstr(x->squid_fatal, "FATAL"))))
+		return;
+	const char *bar = strstr(line, "| ");
+	const char *start = bar && bar < m ? bar + 2 : line;
+	size_t o = 0;
+	for (const char *p = start; *p && o + 1 < sizeof(x->squid_fatal); p++)
+		x->squid_fatal[o++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+	x->squid_fatal[o] = '\0';
+}
+
+/* Relays what Squid wrote to its stdout/stderr to ours, unchanged, and keeps its first
+ * FATAL/ERROR line for ctl_squid_exited(). */
+static void ctl_squid_out(struct ctl *x)
+{
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(x->squid_out[0], buf, sizeof(buf))) > 0) {
+		ssize_t off = 0;
+		while (off < n) {
+			ssize_t w = write(STDERR_FILENO, buf + off, (size_t)(n - off));
+			if (w <= 0)
+				break;
+			off += w;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n' || x->squid_out_len + 1 >= sizeof(x->squid_out_line)) {
+				x->squid_out_line[x->squid_out_len] = '\0';
+				ctl_squid_out_line(x, x->squid_out_line);
+				x->squid_out_len = 0;
+				if (buf[i] == '\n')
+					continue;
+			}
+			x->squid_out_line[x->squid_out_len++] = buf[i];
+		}
+	}
 }
 
 static int ctl_stunnel_gate(struct sup_child *c, void *arg)
@@ -791,11 +1048,131 @@ static void ctl_squid_exited(struct ctl *x)
 {
 	char logpath[PATH_MAX + 16], line[400], msg[512];
 	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	if (x->squid_out[0] >= 0)
+		ctl_squid_out(x); /* what it said just before it died */
 	pf_first_error_line(logpath, x->squid_log_off, line, sizeof(line));
-	if (line[0] == '\0')
+	if (x->squid_fatal[0] && (strstr(x->squid_fatal, "FATAL") || line[0] == '\0'))
+		snprintf(msg, sizeof(msg), "exited: %s (Squid's stderr)", x->squid_fatal);
+	else if (line[0])
+		snprintf(msg, sizeof(msg), "exited: %s (%s)", line, logpath);
+	else
 		return;
-	snprintf(msg, sizeof(msg), "exited: %s (%s)", line, logpath);
 	ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), "squid", msg, false);
+}
+
+/* What is wrong with the inputs now, said until it is fixed: an error clears when its
+ * cause does, even when the content that comes back is identical (so no reload). */
+static void ctl_input_errors(struct ctl *x, const char *cm_err, const char *sec_err)
+{
+	char msg[sizeof(x->last_error)];
+	snprintf(msg, sizeof(msg), "%s%s%s%s", cm_err, cm_err[0] && sec_err[0] ? "; " : "",
+	         sec_err[0] ? "secrets: " : "", sec_err);
+	if (strcmp(msg, x->last_error) == 0)
+		return;
+	if (msg[0] == '\0') {
+		log_info("inputs valid again (the error \"%.200s\" is gone): generation %llu in force", x->last_error,
+		         x->generation);
+		x->last_error[0] = '\0';
+		x->last_reload_unix = wall_now();
+		return;
+	}
+	snprintf(x->last_error, sizeof(x->last_error), "%s", msg);
+	x->reloads_failed++;
+	x->last_reload_unix = wall_now();
+	log_error("%s; generation %llu in force with the last good %s", msg, x->generation,
+	          cm_err[0] && sec_err[0] ? "ConfigMap and Secret"
+	          : cm_err[0]             ? "ConfigMap (Secret updates still apply)"
+	                                  : "Secret (agents keep the last good keys; ConfigMap updates still apply)");
+}
+
+/* The last good ConfigMap: the input copy of the generation in force (at start-up, of
+ * the one `current` points at). "" when there is none, or when it is config_dir. */
+static void ctl_good_configmap(struct ctl *x, const char *config_dir, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (x->generation == 0)
+		return;
+	char dir[PATH_MAX], yaml[PATH_MAX + 32];
+	state_gen_dir(&x->st, x->generation, dir, sizeof(dir));
+	snprintf(buf, len, "%s/input", dir);
+	snprintf(yaml, sizeof(yaml), "%s/" CFG_YAML_NAME, buf);
+	if (!fsio_exists(yaml) || strcmp(buf, config_dir) == 0)
+		buf[0] = '\0';
+}
+
+/* Every change: the ConfigMap and the Secret are separate inputs, each with its last
+ * good copy. A Secret that is missing or unreadable is an error while the last good one
+ * stays in force; an update that fails is retried with the last good ConfigMap (so a
+ * valid Secret update applies while the ConfigMap is broken) and then with the last
+ * good Secret (so a valid ConfigMap update applies while the Secret is broken). */
+static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
+{
+	struct fps_err e, e2;
+	err_clear(&e);
+	err_clear(&e2);
+	const char *stage = "load", *stage2 = "load";
+	char sec_err[1024] = "", cm_err[1024] = "", buf[1600];
+	const char *fresh = x->opts->secrets_dir && x->opts->secrets_dir[0] ? x->opts->secrets_dir : NULL;
+	char good_sec_files[PATH_MAX + 16];
+	snprintf(good_sec_files, sizeof(good_sec_files), "%s", x->good_secrets_dir);
+	const char *good_sec = fresh && fsio_exists(good_sec_files) ? x->good_secrets_dir : NULL;
+	const char *sec = fresh;
+	if (fresh && inputs_check_secrets(fresh, &e) < 0) {
+		err_str(&e, sec_err, sizeof(sec_err));
+		if (good_sec == NULL) {
+			ctl_fail(x, &e, "secrets", quiet_if_same);
+			return -1;
+		}
+		sec = good_sec;
+	}
+	bool had_active = x->have_active;
+	char good_cm[PATH_MAX];
+	ctl_good_configmap(x, config_dir, good_cm, sizeof(good_cm));
+	int rc = ctl_apply(x, config_dir, sec, quiet_if_same, &e, &stage);
+	/* Only a stage that judges content can blame an input; a full disk is nobody's input. */
+	bool content = rc == -1 && (strcmp(stage, "load") == 0 || strcmp(stage, "compile") == 0 ||
+	                            strcmp(stage, "render") == 0 || strcmp(stage, "squid -k parse") == 0 ||
+	                            (strcmp(stage, "tunnel") == 0 && !strstr(e.msg, strerror(ENOSPC))));
+	if (content && good_cm[0]) {
+		int rc2 = ctl_apply(x, good_cm, sec, quiet_if_same, &e2, &stage2);
+		if (rc2 >= 0) {
+			snprintf(cm_err, sizeof(cm_err), "%s: %s", stage, err_str(&e, buf, sizeof(buf)));
+			if (!had_active)
+				log_error("CONFIGURATION IN %s IS INVALID: starting on the last good generation (%s)",
+				          config_dir, good_cm);
+			rc = rc2;
+		} else if (rc2 == -2) {
+			return -1;
+		}
+	}
+	if (content && rc == -1 && sec == fresh && good_sec) {
+		int rc3 = ctl_apply(x, config_dir, good_sec, quiet_if_same, &e2, &stage2);
+		if (rc3 >= 0) {
+			snprintf(sec_err, sizeof(sec_err), "%s: %s", stage, err_str(&e, buf, sizeof(buf)));
+			sec = good_sec;
+			rc = rc3;
+		} else if (rc3 == -2) {
+			return -1;
+		}
+	}
+	if (rc == -1) {
+		ctl_fail(x, &e, stage, quiet_if_same);
+		return -1;
+	}
+	if (rc == -2)
+		return -1;
+	if (sec == fresh && fresh && (rc == 0 || good_sec == NULL)) {
+		/* This Secret is in force: it is the last good one now. */
+		if (inputs_save_secrets(fresh, x->good_secrets_dir, &e) < 0)
+			log_warn("cannot keep a copy of the Secret in force: %s", err_str(&e, buf, sizeof(buf)));
+	}
+	/* /status auth.error: what is wrong with apikeys.json, while it is. */
+	if (strstr(sec_err, "apikeys.json"))
+		snprintf(x->pub.keys_error, sizeof(x->pub.keys_error), "%s", sec_err);
+	else if (sec == fresh)
+		x->pub.keys_error[0] = '\0';
+	ctl_input_errors(x, cm_err, sec_err);
+	return 0;
 }
 
 /* ---- the loop ------------------------------------------------------------------------- */
@@ -865,6 +1242,29 @@ static void ctl_rotate_logs(struct ctl *x)
 	}
 }
 
+/* A Squid that runs but has answered no HTTP for hang_ms (stopped, wedged, deadlocked)
+ * serves nobody: kill it once and let the supervisor restart it like a crash. Sidecar
+ * mode only reports it (the other container's liveness probe owns that Squid). */
+static void ctl_check_hung(struct ctl *x, long long now)
+{
+	if (x->opts->mode != CTL_MODE_SUPERVISE || x->squid.state != SUP_RUNNING || x->squid.pid == x->hung_pid ||
+	    x->squid.pid != x->health_pid)
+		return;
+	struct health_state h;
+	health_get(&h);
+	if (h.answering)
+		return;
+	long long from = h.last_ok_ms > h.since_ms ? h.last_ok_ms : h.since_ms;
+	if (x->squid.started_ms > from)
+		from = x->squid.started_ms;
+	if (now - from < x->hang_ms)
+		return;
+	log_error("squid: pid %d answered no HTTP for %lld ms (bound %lld ms): %s", (int)x->squid.pid, now - from,
+	          x->hang_ms, h.error[0] ? h.error : "no answer");
+	x->hung_pid = x->squid.pid;
+	sup_event(&x->squid, SUP_EV_HUNG, now);
+}
+
 /* Sidecar mode: Squid belongs to another container. Notice when its pid changes
  * (it was restarted) and tell it about a generation it has not loaded yet. */
 static void ctl_watch_sidecar(struct ctl *x)
@@ -909,6 +1309,27 @@ static void ctl_admin_addr(const struct ctl *x, char *addr, size_t len, int *por
 	*port = atoi(colon + 1);
 }
 
+/* A controller that was killed (kill -9, systemd KillMode=process) leaves its Squid and
+ * stunnel running; their pid files in our state directory say so. A second copy would
+ * die on the pid file (Squid) or the port (stunnel) and back off forever, so the orphan
+ * is replaced, deliberately: stopped (Squid with SIGINT, which skips shutdown_lifetime)
+ * and then ours starts on the current generation, supervised like any child. The gap is
+ * one Squid start (docs/operations.md, "Faults"). Only a process whose command line
+ * names our own config file in this state directory is touched. */
+static void ctl_replace_orphan(const char *name, const char *pidfile, const char *conf, int sig)
+{
+	pid_t pid = proc_pidfile_owner(pidfile, conf);
+	if (pid == 0)
+		return;
+	long long t0 = sup_now_ms();
+	log_warn("%s: pid %d from %s is still running (a previous controller's); replacing it", name, (int)pid,
+	         pidfile);
+	if (proc_end(pid, sig, 10000) < 0)
+		log_error("%s: orphan pid %d does not exit even after SIGKILL", name, (int)pid);
+	else
+		log_info("%s: orphan pid %d gone after %lld ms", name, (int)pid, sup_now_ms() - t0);
+}
+
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 {
 	static struct ctl x; /* large (the status snapshot): not on the stack */
@@ -932,6 +1353,11 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		return 3;
 	}
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
+	snprintf(x.good_secrets_dir, sizeof(x.good_secrets_dir), "%s/last-good-secrets", x.st.dir);
+	if (denied_collector_init(&x.denied, x.st.denied_dir, wall_now()) == 0)
+		x.have_denied = true;
+	else
+		log_warn("denied report: out of memory: /denied stays empty");
 	x.tpaths = (struct tunnel_paths){
 	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
 	x.probe.paths = x.tpaths;
@@ -944,6 +1370,15 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	int sfd = ctl_signalfd();
 	if (sfd < 0) {
 		log_error_errno("signalfd");
+		return 3;
+	}
+	/* After the signal mask: threads inherit it. */
+	const char *hang = getenv("FPS_SQUID_HANG_MS"); /* tests use a short bound */
+	x.hang_ms = hang && atoll(hang) > 0 ? atoll(hang) : SQUID_HANG_MS;
+	x.health_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	x.probe.notify_fd = x.health_fd;
+	if (x.health_fd < 0 || health_start(x.health_fd) < 0) {
+		log_error_errno("health probe");
 		return 3;
 	}
 	x.generation = state_current_gen(&x.st);
@@ -987,7 +1422,22 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	sup_init(&x.squid, "squid", argv, 10000);
 	x.squid.gate = ctl_squid_gate;
 	x.squid.gate_arg = &x;
+	x.squid_out[0] = x.squid_out[1] = -1;
+	if (pipe2(x.squid_out, O_CLOEXEC) == 0) {
+		fcntl(x.squid_out[0], F_SETFL, fcntl(x.squid_out[0], F_GETFL) | O_NONBLOCK);
+		x.squid.out_fd = x.squid_out[1];
+	} else {
+		log_warn_errno("pipe for Squid's stderr (it goes to ours directly)");
+		x.squid_out[0] = x.squid_out[1] = -1;
+	}
 	if (opts->mode == CTL_MODE_SUPERVISE) {
+		char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16];
+		snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x.st.run_dir);
+		snprintf(conf, sizeof(conf), "%s/squid.conf", x.st.current);
+		ctl_replace_orphan("squid", pidfile, conf, SIGINT);
+		snprintf(pidfile, sizeof(pidfile), "%s/stunnel.pid", x.tunnel_dir);
+		snprintf(conf, sizeof(conf), "%s/stunnel.conf", x.tunnel_dir);
+		ctl_replace_orphan("stunnel", pidfile, conf, SIGTERM);
 		sup_event(&x.squid, SUP_EV_START, sup_now_ms());
 		x.squid_gen = x.generation;
 	}
@@ -1003,6 +1453,12 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
 	ev.data.fd = w.fd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, w.fd, &ev);
+	ev.data.fd = x.health_fd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, x.health_fd, &ev);
+	if (x.squid_out[0] >= 0) {
+		ev.data.fd = x.squid_out[0];
+		epoll_ctl(ep, EPOLL_CTL_ADD, x.squid_out[0], &ev);
+	}
 
 	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
 	         opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
@@ -1028,6 +1484,11 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 			ctl_rotate_logs(&x);
 			ctl_publish(&x);
 			publish_at = now + PUBLISH_MS;
+			if (watch_rearm(&w))
+				x.retry_reload = true; /* a directory came back: read it */
+			if (x.retry_reload && !stopping && debounce_at == 0)
+				debounce_at = now;
+			x.retry_reload = false;
 		}
 		long long next = min_deadline(min_deadline(debounce_at, recheck_at), sup_deadline(&x.squid));
 		next = min_deadline(min_deadline(next, sup_deadline(&x.stunnel)), publish_at);
@@ -1057,6 +1518,12 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 						sup_event(&x.stunnel, SUP_EV_STOP, now);
 					}
 				}
+			} else if (evs[i].data.fd == x.squid_out[0]) {
+				ctl_squid_out(&x);
+			} else if (evs[i].data.fd == x.health_fd) {
+				uint64_t flips;
+				if (read(x.health_fd, &flips, sizeof(flips)) > 0)
+					publish_at = now; /* readiness follows Squid's answer at once */
 			} else if (evs[i].data.fd == w.fd && watch_drain(&w) && !stopping) {
 				if (burst_start == 0)
 					burst_start = now;
@@ -1067,6 +1534,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		}
 		sup_tick(&x.squid, now);
 		sup_tick(&x.stunnel, now);
+		if (!stopping)
+			ctl_check_hung(&x, now);
 		if (x.squid.state == SUP_RUNNING && x.squid.started_ms == now)
 			x.squid_gen = x.generation; /* a restarted Squid reads `current` */
 		if (!stopping && debounce_at && now >= debounce_at) {
@@ -1083,13 +1552,22 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	}
 	log_info("stopped (generation %llu)", x.generation);
 	admin_stop();
+	health_stop();
+	close(x.health_fd);
 	probe_stop(&x.probe);
 	watch_close(&w);
 	close(ep);
 	close(sfd);
+	if (x.squid_out[0] >= 0) {
+		ctl_squid_out(&x);
+		close(x.squid_out[0]);
+		close(x.squid_out[1]);
+	}
 	sup_free(&x.squid);
 	sup_free(&x.stunnel);
 	if (x.have_active)
 		cfg_free(&x.active);
+	if (x.have_denied)
+		denied_collector_free(&x.denied);
 	return exit_code;
 }

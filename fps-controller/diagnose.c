@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
@@ -25,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "compile.h"
 #include "state.h"
 #include "config.h"
@@ -705,6 +707,31 @@ static void dg_selftest(struct dg *d, const struct fps_config *c, const char *se
 	OPENSSL_cleanse(req, sizeof(req));
 }
 
+/* ---- the clock ---------------------------------------------------------------------------- */
+
+/* The system clock against the Date of the tunnel's (else the upstream's) answer. */
+static void dg_clock(struct dg *d, const struct fps_config *c)
+{
+	struct clock_check ck;
+	clock_check(c, &ck);
+	if (!ck.have) {
+		dg_add(d, "clock", "-", DG_SKIP, NULL, "not compared: %s", ck.error);
+		return;
+	}
+	if (ck.ok) {
+		dg_add(d, "clock", ck.reference, DG_OK, NULL, "system clock %+.0f s against %s (Date: %s)",
+		       ck.skew_seconds, ck.reference, ck.ref_date);
+		return;
+	}
+	dg_add(d, "clock", ck.reference, DG_FAIL,
+	       "set the appliance's time right (NTP on the host): until then keys may be refused and certificates "
+	       "rejected",
+	       "the system clock is %.0f s (%.1f days) %s %s (Date: %s): API keys and certificates are judged by "
+	       "this clock",
+	       fabs(ck.skew_seconds), fabs(ck.skew_seconds) / 86400, ck.skew_seconds > 0 ? "ahead of" : "behind",
+	       ck.reference, ck.ref_date);
+}
+
 /* ---- report ---------------------------------------------------------------------------- */
 
 static void dg_print_text(const struct dg *d, const char *config_dir, FILE *out)
@@ -784,6 +811,7 @@ int diagnose_run(const char *config_dir, const char *secrets_dir, const char *st
 	       c.n_entries, c.n_routes, c.auth_enabled ? "on" : "off", c.has_tunnel ? ", tunnel" : "",
 	       c.has_upstream ? ", upstream" : "");
 
+	dg_clock(&d, &c); /* first: a wrong clock explains refused keys and certificates below */
 	/* Squid drops to its own user: what it reads must be reachable by that user. */
 	char why[512];
 	if (state_check_squid_access(state_dir, NULL, c.hosts_file[0] ? c.hosts_file : NULL, why, sizeof(why)) < 0)

@@ -4,6 +4,7 @@
 #include "err.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,18 +13,47 @@ void err_clear(struct fps_err *e)
 	memset(e, 0, sizeof(*e));
 }
 
+/* Copies in to out (cap bytes with the NUL), control and non-ASCII bytes as \xNN; stops at
+ * max input bytes. Returns the input bytes consumed. */
+static size_t err_escape(const char *in, size_t max, char *out, size_t cap)
+{
+	size_t o = 0, i = 0;
+	for (; i < max && in[i]; i++) {
+		unsigned char c = (unsigned char)in[i];
+		bool plain = c >= 0x20 && c < 0x7f;
+		if (o + (plain ? 1 : 4) >= cap)
+			break;
+		if (plain)
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+	}
+	out[o] = '\0';
+	return i;
+}
+
 int err_set(struct fps_err *e, const char *file, int line, int col, const char *fmt, ...)
 {
 	if (e == NULL)
 		return -1;
-	snprintf(e->file, sizeof(e->file), "%s", file ? file : "");
+	char tmp[sizeof(e->msg)];
+	err_escape(file ? file : "", sizeof(e->file), e->file, sizeof(e->file));
 	e->line = line;
 	e->col = col;
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
+	err_escape(tmp, sizeof(tmp), e->msg, sizeof(e->msg));
 	return -1;
+}
+
+const char *err_quote(const char *s, char buf[ERR_QUOTE_BUF])
+{
+	size_t used = err_escape(s ? s : "", ERR_QUOTE_MAX, buf, ERR_QUOTE_BUF - 3);
+	if (s && s[used] != '\0')
+		strcat(buf, "...");
+	return buf;
 }
 
 const char *err_str(const struct fps_err *e, char *buf, size_t len)

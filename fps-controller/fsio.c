@@ -17,9 +17,29 @@
 
 int fsio_read(const char *path, size_t max, char **out, size_t *outlen, struct fps_err *e)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return err_set(e, path, 0, 0, "cannot open: %s", strerror(errno));
+	struct stat sb;
+	if (fstat(fd, &sb) < 0) {
+		int saved = errno;
+		close(fd);
+		return err_set(e, path, 0, 0, "cannot stat: %s", strerror(saved));
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return err_set(e, path, 0, 0, "not a regular file (%s)",
+		               S_ISDIR(sb.st_mode)    ? "a directory"
+		               : S_ISFIFO(sb.st_mode) ? "a FIFO"
+		               : S_ISSOCK(sb.st_mode) ? "a socket"
+		                                      : "a device");
+	}
+	if ((unsigned long long)sb.st_size > (unsigned long long)max) {
+		close(fd);
+		return err_set(e, path, 0, 0, "file of %lld bytes is larger than the limit of %zu bytes",
+		               (long long)sb.st_size, max);
+	}
 	size_t cap = 4096, len = 0;
 	char *buf = malloc(cap);
 	if (buf == NULL) {
@@ -31,7 +51,7 @@ int fsio_read(const char *path, size_t max, char **out, size_t *outlen, struct f
 			if (cap > max) {
 				free(buf);
 				close(fd);
-				return err_set(e, path, 0, 0, "file larger than %zu bytes", max);
+				return err_set(e, path, 0, 0, "file larger than the limit of %zu bytes", max);
 			}
 			char *nb = realloc(buf, cap * 2);
 			if (nb == NULL) {
@@ -58,12 +78,31 @@ int fsio_read(const char *path, size_t max, char **out, size_t *outlen, struct f
 	close(fd);
 	if (len > max) {
 		free(buf);
-		return err_set(e, path, 0, 0, "file larger than %zu bytes", max);
+		return err_set(e, path, 0, 0, "file larger than the limit of %zu bytes", max);
 	}
 	buf[len] = '\0';
 	*out = buf;
 	if (outlen)
 		*outlen = len;
+	return 0;
+}
+
+int fsio_read_within(const char *dir, const char *name, size_t max, char **out, size_t *outlen, struct fps_err *e)
+{
+	char path[PATH_MAX], rdir[PATH_MAX], rfile[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
+		return err_set(e, dir, 0, 0, "path too long");
+	if (realpath(dir, rdir) == NULL)
+		return err_set(e, dir, 0, 0, "cannot resolve: %s", strerror(errno));
+	if (realpath(path, rfile) == NULL)
+		return err_set(e, path, 0, 0, "cannot open: %s", strerror(errno));
+	size_t dl = strlen(rdir);
+	if (strncmp(rfile, rdir, dl) != 0 || (rfile[dl] != '/' && strcmp(rdir, "/") != 0))
+		return err_set(e, path, 0, 0, "refused: it resolves to a file outside %s", dir);
+	if (fsio_read(rfile, max, out, outlen, e) < 0) {
+		snprintf(e->file, sizeof(e->file), "%s", path); /* the name the user knows */
+		return -1;
+	}
 	return 0;
 }
 

@@ -11,8 +11,14 @@
 
 #include "err.h"
 
-/* Reads a whole file (following symlinks) into a NUL-terminated buffer. */
+/* Reads a whole file (following symlinks) into a NUL-terminated buffer. Only a regular file is
+ * read: a FIFO, device, socket or directory is refused without blocking (opened O_NONBLOCK,
+ * checked with fstat), and a file over max bytes is refused before it is read. */
 int fsio_read(const char *path, size_t max, char **out, size_t *outlen, struct fps_err *e);
+/* fsio_read of dir/name, refused unless the file it resolves to (symlinks followed) lies
+ * inside dir: a ConfigMap or Secret entry that links elsewhere is never read (its content
+ * could otherwise surface in error messages). The kubelet's ..data links stay inside. */
+int fsio_read_within(const char *dir, const char *name, size_t max, char **out, size_t *outlen, struct fps_err *e);
 /* Writes data to path.tmp, fsyncs, sets mode and group, renames over path.
  * gid (gid_t)-1 leaves the group alone. */
 int fsio_write_atomic(const char *path, const void *data, size_t len, mode_t mode, gid_t gid, struct fps_err *e);

@@ -89,11 +89,19 @@ static void log_emit(enum log_level lvl, int errnum, const char *fmt, va_list ap
 		json_put_escaped(stderr, msg);
 		fputs("\"}\n", stderr);
 	} else {
-		/* Text lines stay one line each: newlines inside a message are escaped. */
+		/* Text lines stay one line each and carry no terminal controls: every control byte
+		 * (CR, ESC, DEL, ...) and every byte outside ASCII is written as an escape, because
+		 * messages quote configuration and peers, which an attacker may write. */
 		fprintf(stderr, "%s.%03ldZ %-5s %s: ", when, ts.tv_nsec / 1000000, level_names[lvl], log_program);
-		for (const char *p = msg; *p; p++) {
+		for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
 			if (*p == '\n')
 				fputs("\\n", stderr);
+			else if (*p == '\r')
+				fputs("\\r", stderr);
+			else if (*p == '\t')
+				fputs("\\t", stderr);
+			else if (*p < 0x20 || *p >= 0x7f)
+				fprintf(stderr, "\\x%02x", *p);
 			else
 				fputc(*p, stderr);
 		}

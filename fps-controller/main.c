@@ -11,6 +11,8 @@
 
 #include "config.h"
 #include "controller.h"
+#include "deniedcli.h"
+#include "explain.h"
 #include "diagnose.h"
 #include "fsio.h"
 #include "log.h"
@@ -22,21 +24,25 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage:\n"
-	           "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
-	           "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
-	           "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
-	           "  fps-controller check  --config-dir D [--secrets-dir D]\n"
-	           "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
-	           "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
-	           "  fps-controller --version | --help\n"
-	           "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
-	           "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
+	fprintf(f,
+	        "usage:\n"
+	        "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
+	        "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
+	        "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
+	        "  fps-controller check  --config-dir D [--secrets-dir D]\n"
+	        "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
+	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
+	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
+	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
+	        "  fps-controller --version | --help\n"
+	        "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
+	        "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
 }
 
 struct args {
 	const char *config_dir, *secrets_dir, *state_dir, *out, *admin;
 	const char *mode, *log_format, *log_level;
+	const char *target; /* explain's HOST[:PORT] */
 	bool json;
 };
 
@@ -97,6 +103,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 			return -1;
 		}
 	}
+	if (strcmp(argv[1], "explain") == 0 && optind == argc - 1)
+		a->target = argv[optind++];
 	if (optind != argc) {
 		fprintf(stderr, "fps-controller: unexpected argument '%s'\n", argv[optind]);
 		return -1;
@@ -211,6 +219,12 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_init("fps-controller", lf, ll);
+	/* denied asks a running controller: no configuration needed */
+	if (strcmp(cmd, "denied") == 0)
+		return deniedcli_run(a.admin, a.json, stdout);
+	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
+	if (strcmp(cmd, "explain") == 0)
+		return explain_cli(a.admin ? NULL : a.config_dir, a.secrets_dir, a.admin, a.json, a.target, stdout);
 	if (a.json && strcmp(cmd, "diagnose") != 0) {
 		fprintf(stderr, "fps-controller %s: --json is for diagnose only\n", cmd);
 		return EXIT_USAGE;

@@ -238,6 +238,21 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	        (double)s->folded);
 	m_gauge(f, "fps_whitelist_rejected_entries", "Whitelist entries rejected as invalid (see /status for why).",
 	        (double)s->n_rejected);
+	m_gauge(f, "fps_whitelist_report_mode",
+	        "1 when whitelist.mode is report (unlisted destinations allowed and counted), 0 when enforce.",
+	        s->report_mode);
+	if (s->clock.have)
+		m_gauge(
+		    f, "fps_clock_skew_seconds",
+		    "System clock minus the reference's Date (tunnel, else upstream); keys and certificates are judged "
+		    "by this clock.",
+		    s->clock.skew_seconds);
+	/* denied report: totals only, never a host label (cardinality stays bounded) */
+	m_counter(f, "fps_whitelist_denied_requests_total",
+	          "Requests denied as not whitelisted (in report mode: would have been), since the controller started.",
+	          (double)s->denied.total);
+	m_gauge(f, "fps_whitelist_denied_hosts", "Distinct denied destinations (host:port) tracked (see /denied).",
+	        (double)s->denied.distinct);
 	if (s->have_version) {
 		m_gauge(f, "fps_whitelist_version", "The version number of the customer's whitelist.json in force.",
 		        (double)s->whitelist_version);
@@ -247,9 +262,22 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 		m_labeled(f, "fps_whitelist_info", "version", v, sizeof(v), 1);
 	}
 
+	/* the state volume */
+	if (s->have_state_volume) {
+		m_gauge(f, "fps_state_volume_free_bytes", "Bytes free on the state volume (--state-dir).",
+		        (double)s->state_free_bytes);
+		m_gauge(f, "fps_state_volume_full",
+		        "1 when the state volume is full: Squid drops log lines, new generations cannot be written.",
+		        s->state_full);
+	}
+
 	/* children */
 	m_gauge(f, "fps_squid_up", "1 when Squid is running.", s->squid.up);
 	m_counter(f, "fps_squid_restarts_total", "Times Squid was restarted after it died.", s->squid.restarts);
+	m_gauge(f, "fps_squid_answering", "1 when Squid answered the controller's last HTTP probe (every 0.5 s).",
+	        s->squid.answering);
+	m_counter(f, "fps_squid_hung_kills_total", "Times Squid was killed (and restarted) for answering no HTTP.",
+	          s->squid.hung_kills);
 	m_gauge(f, "fps_stunnel_up", "1 when the stunnel client is running.", s->stunnel.up);
 	m_counter(f, "fps_stunnel_restarts_total", "Times the stunnel client was restarted after it died.",
 	          s->stunnel.restarts);
@@ -446,9 +474,8 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 		char *eol = strpbrk(resp, "\r\n");
 		if (eol)
 			*eol = '\0';
-		snprintf(err, errlen,
-		         "%s:%d answered '%.80s' (is `http_access allow localhost manager` in squid.conf?)", addr, port,
-		         resp);
+		snprintf(err, errlen, "%s:%d answered '%.80s' (is Squid's cache-manager port allowed in squid.conf?)",
+		         addr, port, resp);
 		free(resp);
 		close(fd);
 		return NULL;
@@ -497,14 +524,16 @@ static char *m_dup(const char *s)
 void metrics_squid_pages(const struct fps_status *s, char **counters, char **info)
 {
 	*counters = *info = NULL;
-	if (s->proxy_port <= 0)
+	if (s->mgr_port <= 0)
 		return;
+	/* Squid's cache manager answers only on the controller's own loopback port. */
 	char addr[64];
-	snprintf(addr, sizeof(addr), "%s", metrics_mgr_host(s->proxy_addr));
+	snprintf(addr, sizeof(addr), "127.0.0.1");
+	const int port = s->mgr_port;
 
 	pthread_mutex_lock(&m_cache.mu);
 	long long now = m_now_ms();
-	bool same = m_cache.fetched_ms != 0 && m_cache.port == s->proxy_port && strcmp(m_cache.addr, addr) == 0;
+	bool same = m_cache.fetched_ms != 0 && m_cache.port == port && strcmp(m_cache.addr, addr) == 0;
 	bool fresh = same && now - m_cache.fetched_ms < METRICS_SQUID_CACHE_MS;
 	if (!fresh && m_cache.fetching && !same) {
 		/* Nothing usable yet: wait for the fetch in flight (bounded by its timeouts). */
@@ -514,7 +543,7 @@ void metrics_squid_pages(const struct fps_status *s, char **counters, char **inf
 		while (m_cache.fetching)
 			if (pthread_cond_timedwait(&m_cache.done, &m_cache.mu, &until) != 0)
 				break;
-		same = m_cache.fetched_ms != 0 && m_cache.port == s->proxy_port && strcmp(m_cache.addr, addr) == 0;
+		same = m_cache.fetched_ms != 0 && m_cache.port == port && strcmp(m_cache.addr, addr) == 0;
 		fresh = same;
 	}
 	if (!fresh && !m_cache.fetching) {
@@ -522,11 +551,9 @@ void metrics_squid_pages(const struct fps_status *s, char **counters, char **inf
 		pthread_mutex_unlock(&m_cache.mu);
 		/* Outside the lock: other scrapes meanwhile serve the previous pages. */
 		char err[256] = "";
-		char *c =
-		    metrics_squid_fetch(addr, s->proxy_port, "counters", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err));
+		char *c = metrics_squid_fetch(addr, port, "counters", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err));
 		char *i =
-		    c ? metrics_squid_fetch(addr, s->proxy_port, "info", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err))
-		      : NULL;
+		    c ? metrics_squid_fetch(addr, port, "info", METRICS_SQUID_TIMEOUT_MS, err, sizeof(err)) : NULL;
 		if (i == NULL) {
 			free(c);
 			c = NULL;
@@ -538,7 +565,7 @@ void metrics_squid_pages(const struct fps_status *s, char **counters, char **inf
 		m_cache.info = i;
 		snprintf(m_cache.error, sizeof(m_cache.error), "%s", err);
 		snprintf(m_cache.addr, sizeof(m_cache.addr), "%s", addr);
-		m_cache.port = s->proxy_port;
+		m_cache.port = port;
 		m_cache.fetched_ms = m_now_ms();
 		m_cache.fetching = false;
 		same = true;

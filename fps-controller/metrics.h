@@ -31,7 +31,7 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 const char *metrics_mgr_host(const char *bind_addr);
 
 /*
- * For the admin thread: the cached cache-manager pages for s->proxy_addr:proxy_port, fetched
+ * For the admin thread: the cached cache-manager pages from 127.0.0.1:s->mgr_port, fetched
  * again when older than METRICS_SQUID_CACHE_MS. Only one thread fetches at a time; the others
  * use the previous result meanwhile. *counters and *info are malloc'd copies or NULL.
  */

@@ -295,6 +295,17 @@ int pf_port_free(const char *addr, int port, char *why, size_t len)
 
 /* ---- logs ------------------------------------------------------------------------------- */
 
+static void pf_clean_line(const char *buf, const char *mark, char *line, size_t len)
+{
+	/* "2026/12/01 19:40:00| ERROR: ..." (or "kid1| ..."): drop the prefix. */
+	const char *bar = strstr(buf, "| ");
+	const char *start = bar && bar < mark ? bar + 2 : buf;
+	size_t o = 0;
+	for (const char *p = start; *p && *p != '\n' && o + 1 < len; p++)
+		line[o++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
+	line[o] = '\0';
+}
+
 void pf_first_error_line(const char *path, long long offset, char *line, size_t len)
 {
 	line[0] = '\0';
@@ -305,21 +316,16 @@ void pf_first_error_line(const char *path, long long offset, char *line, size_t 
 		fclose(f);
 		return;
 	}
+	/* The first FATAL says why Squid stopped; an ERROR only when there is none. */
 	char buf[2048];
 	while (fgets(buf, sizeof(buf), f)) {
 		const char *m = strstr(buf, "FATAL");
-		if (m == NULL)
-			m = strstr(buf, "ERROR");
-		if (m == NULL)
-			continue;
-		/* "2026/12/01 19:40:00| ERROR: ..." (or "kid1| ..."): drop the prefix. */
-		const char *bar = strstr(buf, "| ");
-		const char *start = bar && bar < m ? bar + 2 : buf;
-		size_t o = 0;
-		for (const char *p = start; *p && *p != '\n' && o + 1 < len; p++)
-			line[o++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
-		line[o] = '\0';
-		break;
+		if (m) {
+			pf_clean_line(buf, m, line, len);
+			break;
+		}
+		if (line[0] == '\0' && (m = strstr(buf, "ERROR")) != NULL)
+			pf_clean_line(buf, m, line, len);
 	}
 	fclose(f);
 }

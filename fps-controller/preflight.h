@@ -39,8 +39,9 @@ bool pf_user_can_exec(uid_t uid, gid_t gid, const char *path);
  * 1234 (nc)". */
 int pf_port_free(const char *addr, int port, char *why, size_t len);
 
-/* The first line of a log at or after offset that carries FATAL or ERROR (Squid's
- * cache.log), without its timestamp and control characters; "" if none. */
+/* The first line of a log at or after offset that carries FATAL, else the first with
+ * ERROR (Squid's cache.log), without its timestamp and with control characters as '?';
+ * "" if none. */
 void pf_first_error_line(const char *path, long long offset, char *line, size_t len);
 
 #endif

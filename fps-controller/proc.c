@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -26,7 +27,7 @@ static void child_reset_signals(void)
 		signal(s, SIG_DFL);
 }
 
-pid_t proc_spawn(char *const argv[])
+pid_t proc_spawn(char *const argv[], int out_fd)
 {
 	pid_t pid = fork();
 	if (pid != 0)
@@ -36,6 +37,10 @@ pid_t proc_spawn(char *const argv[])
 	if (devnull >= 0) {
 		dup2(devnull, STDIN_FILENO);
 		close(devnull);
+	}
+	if (out_fd >= 0) {
+		dup2(out_fd, STDOUT_FILENO);
+		dup2(out_fd, STDERR_FILENO);
 	}
 	execve(argv[0], argv, environ);
 	_exit(127);
@@ -115,4 +120,78 @@ int proc_run(char *const argv[], int timeout_ms, char **out, size_t cap)
 	else
 		free(buf);
 	return status;
+}
+
+/* Alive and not a zombie. A zombie that is our child is reaped here. */
+static bool proc_alive(pid_t pid)
+{
+	int status;
+	if (waitpid(pid, &status, WNOHANG) == pid)
+		return false;
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return false;
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	const char *paren = strrchr(buf, ')');
+	return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
+}
+
+pid_t proc_pidfile_owner(const char *pidfile, const char *needle)
+{
+	char buf[64];
+	int fd = open(pidfile, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	long pid = strtol(buf, NULL, 10);
+	if (pid <= 1 || pid == (long)getpid() || !proc_alive((pid_t)pid))
+		return 0;
+	/* /proc/PID/cmdline: NUL-separated arguments; a match on any of them. */
+	char path[64], cmd[8192];
+	snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, cmd, sizeof(cmd) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	cmd[n] = '\0';
+	for (ssize_t i = 0; i < n; i++)
+		if (cmd[i] == '\0')
+			cmd[i] = ' ';
+	return strstr(cmd, needle) ? (pid_t)pid : 0;
+}
+
+static bool proc_wait_gone(pid_t pid, int ms)
+{
+	for (int waited = 0; waited < ms; waited += 20) {
+		if (!proc_alive(pid))
+			return true;
+		struct timespec ts = {0, 20 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return !proc_alive(pid);
+}
+
+int proc_end(pid_t pid, int sig, int grace_ms)
+{
+	if (kill(pid, sig) < 0 && errno == ESRCH)
+		return 0;
+	if (proc_wait_gone(pid, grace_ms))
+		return 0;
+	kill(pid, SIGKILL);
+	return proc_wait_gone(pid, 5000) ? 0 : -1;
 }

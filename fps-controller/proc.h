@@ -9,11 +9,19 @@
 #include <sys/types.h>
 
 /* Forks and execs argv[0] (a path) with argv; stdin from /dev/null, stdout and
- * stderr inherited (so children's logs land in ours). Returns the pid or -1. */
-pid_t proc_spawn(char *const argv[]);
+ * stderr to out_fd, or inherited when it is -1 (so children's logs land in ours).
+ * Returns the pid or -1. */
+pid_t proc_spawn(char *const argv[], int out_fd);
 
 /* Runs argv to completion, capturing stdout+stderr (up to cap bytes) into a
  * malloc'd *out. Kills it after timeout_ms. Returns the wait status or -1. */
 int proc_run(char *const argv[], int timeout_ms, char **out, size_t cap);
+
+/* The pid recorded in pidfile, if that process is alive (not a zombie) and its command
+ * line contains needle (e.g. the config path only our own children are given); else 0. */
+pid_t proc_pidfile_owner(const char *pidfile, const char *needle);
+/* Sends sig to pid and waits up to grace_ms for it to be gone (reaping it if it is our
+ * child), then SIGKILL and up to 5 s more. Returns 0 once it is gone, -1 if it is not. */
+int proc_end(pid_t pid, int sig, int grace_ms);
 
 #endif

@@ -104,6 +104,34 @@ int render_template(const char *tmpl, const char *tmpl_path, const struct render
 	return 0;
 }
 
+/* Destinations that are never legitimate, whatever blocked_networks says (docs/security.md):
+ * "this host" (0.0.0.0/8, ::) connects to the local host, loopback and link-local reach the
+ * appliance itself and the cloud's metadata service. Squid keeps every IPv4 address as an
+ * IPv4-mapped IPv6 one, so 127.0.0.0/8 also matches an AAAA record of ::ffff:127.0.0.1 (a
+ * test covers each spelling); written out, the mapped ranges would make Squid's dst ACL
+ * misparse their masks. */
+static const char *const never_always[] = {"0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10"};
+/* Loopback: refused too unless proxy.allow_loopback_destinations re-allows it (tests, demos). */
+static const char *const never_loopback[] = {"127.0.0.0/8", "::1/128"};
+
+size_t render_never_networks(const struct fps_config *c, const char **out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < sizeof(never_always) / sizeof(never_always[0]) && n < max; i++)
+		out[n++] = never_always[i];
+	for (size_t i = 0; !c->allow_loopback && i < sizeof(never_loopback) / sizeof(never_loopback[0]) && n < max; i++)
+		out[n++] = never_loopback[i];
+	return n;
+}
+
+static void render_never(const struct fps_config *c, struct buf *b)
+{
+	for (size_t i = 0; i < sizeof(never_always) / sizeof(never_always[0]); i++)
+		bprintf(b, "%s%s", i ? " " : "", never_always[i]);
+	for (size_t i = 0; !c->allow_loopback && i < sizeof(never_loopback) / sizeof(never_loopback[0]); i++)
+		bprintf(b, " %s", never_loopback[i]);
+}
+
 static void join_ports(struct buf *b, const int *ports, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -122,8 +150,8 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	/* Sized for ~1000 agents: fps-auth answers about a million verdicts a second, so
 	 * one child with concurrency keeps up and the others are headroom; a full queue
 	 * answers ERR instead of killing Squid (the default on-persistent-overload is "die"). */
-	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --keys %s/apikeys.json", rc->bin_dir,
-	        rc->secrets_dir);
+	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --extra-fields 1 --keys %s/apikeys.json",
+	        rc->bin_dir, rc->secrets_dir);
 	if (c->products.n > 0) {
 		bprintf(auth, " --products ");
 		for (size_t i = 0; i < c->products.n; i++)
@@ -135,6 +163,14 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	        "auth_param basic realm %s\n"
 	        "auth_param basic credentialsttl %d seconds\n"
 	        "auth_param basic casesensitive on\n"
+	        /* Squid keeps one credential record per cache key, by default the user name: a
+	         * wrong password sent under an agent's name then overwrote the agent's own record
+	         * and its correct password got the wrong one's verdict. With the whole credentials
+	         * in the key, each (user, password) pair has its own record (fps-auth ignores this
+	         * extra field). Records of wrong passwords are dropped after a minute. */
+	        "auth_param basic key_extras \"%%#{Proxy-Authorization}>h\"\n"
+	        "authenticate_ttl 60 seconds\n"
+	        "authenticate_cache_garbage_interval 60 seconds\n"
 	        "acl fps_users proxy_auth REQUIRED",
 	        c->realm, c->credentials_ttl);
 	bprintf(access, "http_access deny !fps_users");
@@ -169,6 +205,8 @@ static void render_peer(struct buf *b, const char *name, const char *host, int p
 {
 	bprintf(b, "cache_peer %s parent %d 0 no-query no-digest no-netdb-exchange name=%s%s%s\n", host, port, name,
 	        login ? " login=" : "", login ? login : "");
+	/* First rule for every peer: the controller's cache-manager port never reaches one. */
+	bprintf(b, "cache_peer_access %s deny fps_mgr_port\n", name);
 }
 
 static int render_routes(const struct fps_config *c, const struct compiled *cp, struct buf *b)
@@ -287,10 +325,12 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	if (fsio_read(tmpl_path, 1u << 20, &tmpl, NULL, e) < 0)
 		return -1;
 
-	struct buf http_port = {0}, maxfd = {0}, workers = {0}, dns = {0}, cports = {0}, sports = {0}, blocked = {0};
+	struct buf http_port = {0}, mgr_port = {0}, maxfd = {0}, workers = {0}, dns = {0}, cports = {0}, sports = {0},
+	           blocked = {0}, never = {0};
 	struct buf auth = {0}, auth_access = {0}, allow = {0}, wl = {0}, routes = {0}, list = {0};
 	bool v6 = strchr(c->bind, ':') != NULL;
 	bprintf(&http_port, v6 ? "[%s]:%d" : "%s:%d", c->bind, c->port);
+	bprintf(&mgr_port, "%d", rc->mgr_port);
 	bprintf(&maxfd, "%ld", rc->max_fds > 0 ? rc->max_fds : 65536);
 	int nworkers = cfg_workers(c);
 	if (nworkers > 1)
@@ -310,16 +350,24 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		bprintf(&blocked, "0.0.0.0/32"); /* an empty dst ACL is an error; this one never matches a real peer */
 	for (size_t i = 0; i < c->blocked_networks.n; i++)
 		bprintf(&blocked, "%s%s", i ? " " : "", c->blocked_networks.v[i]);
+	render_never(c, &never);
 	render_auth(c, rc, &auth, &auth_access, &allow);
 
 	if (c->apply == CFG_APPLY_LIVE) {
 		/* cache=0: every request asks fps-acl (microseconds), so an edit is enforced
-		 * as soon as the snapshot is swapped, not when a cached verdict expires. */
+		 * as soon as the snapshot is swapped, not when a cached verdict expires.
+		 * %PORT %un feed the denied report (docs/operations.md): %un is the
+		 * authenticated user, URL-escaped, "-" without auth; unlike %LOGIN it never
+		 * makes Squid ask for credentials itself. */
+		char report[PATH_MAX + 32] = "";
+		if (!rc->no_denied_report)
+			snprintf(report, sizeof(report), " --denied-dir %s/denied", rc->run_dir);
 		bprintf(&wl,
 		        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 children-startup=1 "
-		        "children-idle=1 concurrency=256 queue-size=8192 %%DST %s/fps-acl --snapshot %s/acl.snapshot\n"
+		        "children-idle=1 concurrency=256 queue-size=8192 %%DST%s %s/fps-acl --snapshot "
+		        "%s/acl.snapshot%s\n"
 		        "acl fps_whitelist external fps_acl\n",
-		        rc->bin_dir, rc->gen_dir);
+		        rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir, report);
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
 		for (int v = 0; v < WL_VIA_COUNT; v++)
 			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v),
@@ -345,6 +393,7 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	const struct render_var vars[] = {
 	    {"VERSION", FPS_VERSION},
 	    {"HTTP_PORT", bstr(&http_port)},
+	    {"MGR_PORT", bstr(&mgr_port)},
 	    {"WORKERS", bstr(&workers)},
 	    {"MAX_FDS", bstr(&maxfd)},
 	    {"RUN_DIR", rc->run_dir},
@@ -356,14 +405,17 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	    {"CONNECT_PORTS", bstr(&cports)},
 	    {"SAFE_PORTS", bstr(&sports)},
 	    {"BLOCKED_NETWORKS", bstr(&blocked)},
+	    {"NEVER_NETWORKS", bstr(&never)},
 	    {"WHITELIST", bstr(&wl)},
 	    {"ALLOW", bstr(&allow)},
 	    {"ROUTES", bstr(&routes)},
 	};
 	int rc_ = 0;
-	struct buf *all[] = {&http_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
-	                     &auth,      &auth_access, &allow,   &wl,  &routes, &list};
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+	if (rc->mgr_port <= 0 || rc->mgr_port > 65535 || rc->mgr_port == c->port)
+		rc_ = err_set(e, NULL, 0, 0, "no usable cache-manager port (%d)", rc->mgr_port);
+	struct buf *all[] = {&http_port, &mgr_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
+	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && rc_ == 0; i++)
 		if (all[i]->failed)
 			rc_ = err_set(e, NULL, 0, 0, "out of memory rendering squid.conf");
 	char *conf = NULL;

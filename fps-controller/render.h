@@ -7,6 +7,7 @@
 #ifndef FPS_RENDER_H
 #define FPS_RENDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "compile.h"
@@ -20,7 +21,9 @@ struct render_ctx {
 	const char *secrets_dir;   /* the copies of secrets Squid's helpers read */
 	const char *bin_dir;       /* fps-acl and fps-auth */
 	unsigned long long generation;
-	long max_fds; /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
+	long max_fds;          /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
+	int mgr_port;          /* the loopback port only the controller's cache-manager scrape uses */
+	bool no_denied_report; /* FPS_DENIED_REPORT=off: only for the benchmark's on/off comparison */
 };
 
 #define RENDER_MAX_FILES 8
@@ -35,6 +38,10 @@ struct render_out {
 	struct render_file files[RENDER_MAX_FILES]; /* files[0] is squid.conf */
 	size_t n_files;
 };
+
+/* The never-allowed destination networks squid.conf refuses whatever blocked_networks says
+ * (loopback unless proxy.allow_loopback_destinations); returns how many were put in out. */
+size_t render_never_networks(const struct fps_config *c, const char **out, size_t max);
 
 int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
                       struct render_out *out, struct fps_err *e);

@@ -61,6 +61,8 @@ int snapshot_render(const struct wl_policy *p, unsigned long long generation, ch
 	int rc = sb_add(&b, "fps-acl-snapshot 1", NULL, NULL, NULL);
 	rc |= sb_add(&b, "generation", gen, NULL, NULL);
 	rc |= sb_add(&b, "default", wl_via_name(p->default_via), NULL, NULL);
+	if (p->report_mode)
+		rc |= sb_add(&b, "mode", "report", NULL, NULL);
 	for (size_t i = 0; i < p->n_routes && rc == 0; i++)
 		rc |=
 		    sb_add(&b, "R", wl_via_name(p->routes[i].via), wl_kind_name(p->routes[i].kind), p->routes[i].name);
@@ -113,6 +115,11 @@ int snapshot_parse(const char *text, size_t len, const char *path, struct wl_pol
 		int ok = 1;
 		if (nf == 2 && strcmp(f[0], "generation") == 0) {
 			*generation = strtoull(f[1], NULL, 10);
+		} else if (nf == 2 && strcmp(f[0], "mode") == 0) {
+			if (strcmp(f[1], "report") == 0)
+				p->report_mode = true;
+			else if (strcmp(f[1], "enforce") != 0)
+				ok = 0;
 		} else if (nf == 2 && strcmp(f[0], "default") == 0) {
 			if (wl_via_parse(f[1], &p->default_via) < 0)
 				ok = 0;

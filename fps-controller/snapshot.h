@@ -7,6 +7,7 @@
  *   fps-acl-snapshot 1
  *   generation <n>
  *   default <via>
+ *   mode report                       (only in whitelist.mode report)
  *   W <exact|wildcard|ip> <name>
  *   R <via> <exact|wildcard|ip> <name>
  *   end

@@ -6,6 +6,7 @@
  */
 #include "state.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
@@ -13,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fsio.h"
@@ -39,6 +43,56 @@ static int mkdir_owned(const struct state *s, const char *path, mode_t mode, boo
 	if (s->as_root && chown(path, owner_squid ? s->squid_uid : 0, s->squid_gid) < 0)
 		return err_set(e, path, 0, 0, "chown: %s", strerror(errno));
 	return 0;
+}
+
+int state_pick_loopback_port(void)
+{
+	int low = 32768;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+	if (f) {
+		if (fscanf(f, "%d", &low) != 1 || low < 2048)
+			low = 32768;
+		fclose(f);
+	}
+	unsigned seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+	for (int tries = 0; tries < 200; tries++) {
+		int port = 1024 + (int)(rand_r(&seed) % (unsigned)(low - 1024));
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return 0;
+		struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		int ok = bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+		close(fd);
+		if (ok)
+			return port;
+	}
+	return 0;
+}
+
+/* The cache-manager port stays the same across controller restarts (a sidecar Squid keeps
+ * listening on it): reuse the recorded one, else pick one and record it. */
+static int state_mgr_port(struct state *s, struct fps_err *e)
+{
+	char path[PATH_MAX + 16], *text = NULL;
+	snprintf(path, sizeof(path), "%s/mgr.port", s->run_dir);
+	struct fps_err ignored;
+	if (fsio_read(path, 64, &text, NULL, &ignored) == 0) {
+		char *end;
+		long v = strtol(text, &end, 10);
+		bool ok = v > 0 && v < 65536 && (*end == '\n' || *end == '\0');
+		free(text);
+		if (ok) {
+			s->mgr_port = (int)v;
+			return 0;
+		}
+	}
+	s->mgr_port = state_pick_loopback_port();
+	if (s->mgr_port == 0)
+		return err_set(e, NULL, 0, 0, "no free loopback port for Squid's cache manager");
+	char buf[16];
+	int n = snprintf(buf, sizeof(buf), "%d\n", s->mgr_port);
+	return fsio_write_atomic(path, buf, (size_t)n, 0644, (gid_t)-1, e);
 }
 
 int state_open(struct state *s, const char *dir, struct fps_err *e)
@@ -68,7 +122,11 @@ int state_open(struct state *s, const char *dir, struct fps_err *e)
 	if (mkdir_owned(s, dir, 0750, false, e) < 0 || mkdir_owned(s, gen, 0750, false, e) < 0 ||
 	    mkdir_owned(s, s->run_dir, 0750, true, e) < 0 || mkdir_owned(s, s->secrets_dir, 0750, false, e) < 0)
 		return -1;
-	return 0;
+	/* fps-acl (Squid's user) writes the denied report here; the controller merges it */
+	snprintf(s->denied_dir, sizeof(s->denied_dir), "%s/denied", s->run_dir);
+	if (mkdir_owned(s, s->denied_dir, 0750, true, e) < 0)
+		return -1;
+	return state_mgr_port(s, e);
 }
 
 void state_gen_dir(const struct state *s, unsigned long long gen, char *buf, size_t len)
@@ -292,4 +350,13 @@ int state_check_squid_access(const char *state_dir, const char *helper_dir, cons
 	    {hosts_file, PF_READ, "proxy.hosts_file"},
 	};
 	return pf_user_access(uid, gid, need, sizeof(need) / sizeof(need[0]), true, why, len);
+}
+int state_volume(const struct state *s, unsigned long long *free_bytes, unsigned long long *total_bytes)
+{
+	struct statvfs v;
+	if (statvfs(s->dir, &v) < 0)
+		return -1;
+	*free_bytes = (unsigned long long)v.f_bavail * v.f_frsize;
+	*total_bytes = (unsigned long long)v.f_blocks * v.f_frsize;
+	return 0;
 }

@@ -5,7 +5,8 @@
  * The inputs copy is the "last known good" a restart falls back on.
  *
  *   <state>/current -> gen/<N>     <state>/gen/<N>/{squid.conf,acl.snapshot,...,input/}
- *   <state>/run/                   Squid's pid file, cache.log, access.log
+ *   <state>/run/                   Squid's pid file, cache.log, access.log, mgr.port
+ *   <state>/run/denied/            fps-acl's denied-destination files (denied.h)
  *   <state>/secrets/apikeys.json   the keys, readable by Squid's helpers and nobody else
  */
 #ifndef FPS_STATE_H
@@ -24,12 +25,19 @@ struct state {
 	char current[PATH_MAX]; /* <dir>/current */
 	char run_dir[PATH_MAX];
 	char secrets_dir[PATH_MAX];
-	uid_t squid_uid; /* who Squid's workers and helpers run as */
+	char denied_dir[PATH_MAX + 8]; /* <run>/denied: fps-acl's denied-report files */
+	uid_t squid_uid;               /* who Squid's workers and helpers run as */
 	gid_t squid_gid;
 	bool as_root;
+	int mgr_port; /* Squid's loopback port for the controller's cache-manager scrape */
 };
 
 int state_open(struct state *s, const char *dir, struct fps_err *e);
+/* Free and total bytes of the volume holding the state directory; -1 when unknown. */
+int state_volume(const struct state *s, unsigned long long *free_bytes, unsigned long long *total_bytes);
+/* A loopback port nothing listens on, below the kernel's ephemeral range (so no outgoing
+ * connection takes it between now and Squid's bind); 0 if none was found. */
+int state_pick_loopback_port(void);
 /* Generation number `current` points at, 0 if none. */
 unsigned long long state_current_gen(const struct state *s);
 /* Highest generation directory present (0 if none). */

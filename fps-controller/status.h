@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "clock.h"
+#include "denied.h"
 #include "whitelist.h"
 
 #define STATUS_MAX_REJECTED 200 /* kept for /status; the count is exact */
@@ -29,6 +31,11 @@ struct status_child {
 	unsigned restarts;
 	char state[16];    /* running, backoff, stopped, stopping, external */
 	char problem[512]; /* why it is not running (preflight, cache.log FATAL); "" = none known */
+	/* Squid only: does it answer HTTP (health.h)? */
+	bool answering;
+	double silent_seconds; /* since the last answer (or since it started), 0 when answering */
+	char answer_error[160];
+	unsigned hung_kills; /* killed for not answering */
 };
 
 struct status_path {
@@ -42,6 +49,16 @@ struct status_path {
 	char peer_subject[256];
 };
 
+/* The denied-destination report, merged over every fps-acl process (denied.h). */
+struct status_denied {
+	double since; /* counting started (the controller's start); 0 = report off */
+	unsigned long long total;
+	size_t distinct;
+	bool truncated; /* some table evicted entries: the tail and the counts are estimates */
+	size_t n_top;
+	struct denied_entry top[DENIED_TOP_MAX];
+};
+
 struct fps_status {
 	/* build */
 	char version[32];
@@ -52,6 +69,8 @@ struct fps_status {
 	char config_hash[65];
 	bool squid_runs_active; /* Squid was (re)configured with the active generation and accepts */
 	char apply_mode[16];    /* live | reconfigure */
+	bool report_mode;       /* whitelist.mode: report */
+	char input_dir[4096];   /* the active generation's copy of its inputs (GET /explain) */
 	bool have_version;
 	long long whitelist_version;
 	double last_reload_unix; /* last attempt; 0 = none */
@@ -79,9 +98,18 @@ struct fps_status {
 	double newest_key_expiry_unix; /* expiry of the newest valid key */
 	char keys_error[256];
 
+	struct status_denied denied;
+	struct clock_check clock; /* the system clock against the tunnel's / upstream's Date */
+
+	/* the state volume (--state-dir): Squid's logs and every generation live there */
+	bool have_state_volume;
+	unsigned long long state_free_bytes, state_total_bytes;
+	bool state_full; /* a write failed for lack of space, or almost nothing is free */
+
 	/* Squid's own proxy address, for the cache manager and diagnose */
 	char proxy_addr[64];
 	int proxy_port;
+	int mgr_port; /* Squid's cache manager, on 127.0.0.1 (0 = unknown) */
 };
 
 /* Publishing side (control loop) and reading side (admin thread). */

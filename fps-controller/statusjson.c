@@ -59,13 +59,13 @@ static size_t sj_utf8_len(const unsigned char *p, size_t n)
 	return need;
 }
 
-/* Adds a string member read from a fixed array of max bytes; invalid UTF-8 becomes U+FFFD. */
-static void sj_str(cJSON *o, const char *key, const char *v, size_t max)
+/* A string read from a fixed array of max bytes; invalid UTF-8 becomes U+FFFD. */
+static cJSON *sj_clean(const char *v, size_t max)
 {
 	size_t n = strnlen(v, max);
 	char *clean = malloc(n * 3 + 1);
 	if (clean == NULL)
-		return;
+		return NULL;
 	size_t o_len = 0;
 	const unsigned char *p = (const unsigned char *)v;
 	for (size_t i = 0; i < n;) {
@@ -81,8 +81,17 @@ static void sj_str(cJSON *o, const char *key, const char *v, size_t max)
 		}
 	}
 	clean[o_len] = '\0';
-	cJSON_AddStringToObject(o, key, clean);
+	cJSON *str = cJSON_CreateString(clean);
 	free(clean);
+	return str;
+}
+
+/* Adds a string member read from a fixed array of max bytes (see sj_clean). */
+static void sj_str(cJSON *o, const char *key, const char *v, size_t max)
+{
+	cJSON *str = sj_clean(v, max);
+	if (str)
+		cJSON_AddItemToObject(o, key, str);
 }
 
 #define SJ_STR(o, key, field) sj_str((o), (key), (field), sizeof(field))
@@ -127,6 +136,12 @@ static void sj_child(cJSON *parent, const char *key, const struct status_child *
 	}
 	cJSON_AddNumberToObject(o, "restarts", c->restarts);
 	sj_str_or_null(o, "problem", c->problem, sizeof(c->problem));
+	if (strcmp(key, "squid") == 0) {
+		cJSON_AddBoolToObject(o, "answering", c->answering);
+		cJSON_AddNumberToObject(o, "silent_seconds", floor(c->silent_seconds * 10) / 10);
+		sj_str_or_null(o, "answer_error", c->answer_error, sizeof(c->answer_error));
+		cJSON_AddNumberToObject(o, "hung_kills", c->hung_kills);
+	}
 }
 
 static cJSON *sj_path(cJSON *parent, const char *key, const struct status_path *p)
@@ -142,6 +157,70 @@ static cJSON *sj_path(cJSON *parent, const char *key, const struct status_path *
 	return o;
 }
 
+static cJSON *sj_denied(const struct status_denied *d)
+{
+	cJSON *o = cJSON_CreateObject();
+	if (o == NULL)
+		return NULL;
+	sj_time(o, "since", d->since);
+	cJSON_AddNumberToObject(o, "total", (double)d->total);
+	cJSON_AddNumberToObject(o, "distinct", (double)d->distinct);
+	cJSON_AddBoolToObject(o, "truncated", d->truncated);
+	cJSON *arr = cJSON_AddArrayToObject(o, "top");
+	size_t n = d->n_top < DENIED_TOP_MAX ? d->n_top : DENIED_TOP_MAX;
+	for (size_t i = 0; arr && i < n; i++) {
+		const struct denied_entry *e = &d->top[i];
+		cJSON *x = cJSON_CreateObject();
+		if (x == NULL)
+			break;
+		SJ_STR(x, "host", e->host);
+		if (e->port > 0)
+			cJSON_AddNumberToObject(x, "port", e->port);
+		else
+			cJSON_AddNullToObject(x, "port");
+		cJSON_AddNumberToObject(x, "count", (double)e->count);
+		sj_time(x, "first_seen", e->first_seen);
+		sj_time(x, "last_seen", e->last_seen);
+		cJSON *pr = cJSON_AddArrayToObject(x, "products");
+		for (unsigned k = 0; pr && k < e->n_products && k < DENIED_PRODUCTS; k++) {
+			cJSON *str = sj_clean(e->products[k], sizeof(e->products[k]));
+			if (str)
+				cJSON_AddItemToArray(pr, str);
+		}
+		cJSON_AddBoolToObject(x, "more_products", e->more_products);
+		cJSON_AddBoolToObject(x, "would_deny", e->would_deny);
+		cJSON_AddItemToArray(arr, x);
+	}
+	return o;
+}
+
+char *statusjson_render_denied(const struct fps_status *s, bool whitelist)
+{
+	cJSON *root;
+	if (!whitelist) {
+		root = sj_denied(&s->denied);
+	} else {
+		root = cJSON_CreateObject();
+		cJSON *arr = root ? cJSON_AddArrayToObject(root, "domains") : NULL;
+		size_t n = s->denied.n_top < DENIED_TOP_MAX ? s->denied.n_top : DENIED_TOP_MAX;
+		for (size_t i = 0; arr && i < n; i++) {
+			bool seen = false; /* one line per host, whatever the ports */
+			for (size_t j = 0; j < i && !seen; j++)
+				seen = strcmp(s->denied.top[j].host, s->denied.top[i].host) == 0;
+			if (!seen) {
+				cJSON *str = sj_clean(s->denied.top[i].host, sizeof(s->denied.top[i].host));
+				if (str)
+					cJSON_AddItemToArray(arr, str);
+			}
+		}
+	}
+	if (root == NULL)
+		return NULL;
+	char *text = cJSON_Print(root);
+	cJSON_Delete(root);
+	return text;
+}
+
 char *statusjson_render(const struct fps_status *s, double now)
 {
 	cJSON *root = cJSON_CreateObject();
@@ -152,6 +231,7 @@ char *statusjson_render(const struct fps_status *s, double now)
 	cJSON_AddNumberToObject(root, "generation", (double)s->generation);
 	sj_str_or_null(root, "config_hash", s->config_hash, sizeof(s->config_hash));
 	SJ_STR(root, "apply_mode", s->apply_mode);
+	cJSON_AddStringToObject(root, "whitelist_mode", s->report_mode ? "report" : "enforce");
 	if (s->have_version)
 		cJSON_AddNumberToObject(root, "whitelist_version", (double)s->whitelist_version);
 	else
@@ -210,6 +290,24 @@ char *statusjson_render(const struct fps_status *s, double now)
 		sj_str_or_null(tu, "subject", s->tunnel.peer_subject, sizeof(s->tunnel.peer_subject));
 	}
 	sj_path(root, "upstream", &s->upstream);
+	cJSON *ck = cJSON_AddObjectToObject(root, "clock");
+	if (ck) {
+		const struct clock_check *c = &s->clock;
+		sj_time(ck, "checked", c->checked_unix);
+		sj_str_or_null(ck, "reference", c->reference, sizeof(c->reference));
+		sj_str_or_null(ck, "reference_date", c->ref_date, sizeof(c->ref_date));
+		if (c->have) {
+			cJSON_AddNumberToObject(ck, "skew_seconds", c->skew_seconds);
+			cJSON_AddBoolToObject(ck, "ok", c->ok);
+		} else {
+			cJSON_AddNullToObject(ck, "skew_seconds");
+			cJSON_AddNullToObject(ck, "ok");
+		}
+		sj_str_or_null(ck, "error", c->error, sizeof(c->error));
+	}
+	cJSON *dn = sj_denied(&s->denied);
+	if (dn)
+		cJSON_AddItemToObject(root, "denied", dn);
 
 	cJSON *au = cJSON_AddObjectToObject(root, "auth");
 	if (au) {
@@ -233,6 +331,13 @@ char *statusjson_render(const struct fps_status *s, double now)
 			         left / 86400.0);
 		sj_str_or_null(au, "warning", warn, sizeof(warn));
 		sj_str_or_null(au, "error", s->keys_error, sizeof(s->keys_error));
+	}
+
+	cJSON *sv = cJSON_AddObjectToObject(root, "state_volume");
+	if (sv && s->have_state_volume) {
+		cJSON_AddBoolToObject(sv, "full", s->state_full);
+		cJSON_AddNumberToObject(sv, "free_bytes", (double)s->state_free_bytes);
+		cJSON_AddNumberToObject(sv, "total_bytes", (double)s->state_total_bytes);
 	}
 
 	char *text = cJSON_Print(root);

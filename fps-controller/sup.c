@@ -44,7 +44,7 @@ static void act_spawn(struct sup_child *c, long long now)
 		return;
 	}
 	c->gated = false;
-	pid_t pid = proc_spawn(c->argv);
+	pid_t pid = proc_spawn(c->argv, c->out_fd);
 	if (pid < 0) {
 		log_error_errno("%s: cannot start %s", c->name, c->argv[0]);
 		c->state = SUP_BACKOFF;
@@ -98,6 +98,14 @@ static void act_kill(struct sup_child *c, long long now)
 	c->deadline_ms = now + 5000;
 }
 
+static void act_hung(struct sup_child *c, long long now)
+{
+	(void)now;
+	log_error("%s: pid %d is not answering: SIGKILL; it is restarted when it has exited", c->name, (int)c->pid);
+	kill(c->pid, SIGKILL);
+	c->hung_kills++;
+}
+
 static void act_stopped(struct sup_child *c, long long now)
 {
 	(void)now;
@@ -110,7 +118,7 @@ static void act_stopped(struct sup_child *c, long long now)
 
 static const sup_action actions[SUP_STATE_COUNT][SUP_EV_COUNT] = {
     [SUP_STOPPED] = {[SUP_EV_START] = act_spawn},
-    [SUP_RUNNING] = {[SUP_EV_EXIT] = act_crashed, [SUP_EV_STOP] = act_term},
+    [SUP_RUNNING] = {[SUP_EV_EXIT] = act_crashed, [SUP_EV_STOP] = act_term, [SUP_EV_HUNG] = act_hung},
     [SUP_BACKOFF] = {[SUP_EV_TIMER] = act_spawn, [SUP_EV_STOP] = act_stopped},
     [SUP_STOPPING] = {[SUP_EV_EXIT] = act_stopped, [SUP_EV_TIMER] = act_kill},
 };
@@ -143,6 +151,7 @@ void sup_init(struct sup_child *c, const char *name, char *const argv[], int sto
 	snprintf(c->name, sizeof(c->name), "%s", name);
 	c->backoff_ms = BACKOFF_MIN_MS;
 	c->stop_grace_ms = stop_grace_ms;
+	c->out_fd = -1;
 	sup_set_argv(c, argv);
 }
 

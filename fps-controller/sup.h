@@ -13,7 +13,9 @@
 #define SUP_MAX_ARGS 16
 
 enum sup_state { SUP_STOPPED, SUP_RUNNING, SUP_BACKOFF, SUP_STOPPING, SUP_STATE_COUNT };
-enum sup_event { SUP_EV_START, SUP_EV_EXIT, SUP_EV_TIMER, SUP_EV_STOP, SUP_EV_COUNT };
+/* SUP_EV_HUNG: the child runs but does not do its job (Squid answers no HTTP): SIGKILL it,
+ * and its exit restarts it like any crash. */
+enum sup_event { SUP_EV_START, SUP_EV_EXIT, SUP_EV_TIMER, SUP_EV_STOP, SUP_EV_HUNG, SUP_EV_COUNT };
 
 struct sup_child {
 	char name[32];
@@ -23,15 +25,17 @@ struct sup_child {
 	long long started_ms;  /* when the current process started (monotonic) */
 	long long deadline_ms; /* backoff end or kill deadline; 0 = none */
 	int backoff_ms;
-	unsigned restarts; /* unplanned exits that led to a restart */
-	int last_status;   /* wait status of the last exit */
-	int stop_grace_ms; /* SIGTERM to SIGKILL */
 	/* Asked before every start: non-zero keeps the child down and retries after
 	 * SUP_GATE_RETRY_MS, at a fixed pace and without counting a restart (a port
 	 * another program holds is not a crash of ours). Optional. */
 	int (*gate)(struct sup_child *c, void *arg);
 	void *gate_arg;
-	bool gated; /* the last start attempt was refused by the gate */
+	bool gated;          /* the last start attempt was refused by the gate */
+	int out_fd;          /* the child's stdout and stderr; -1 (sup_init) = ours */
+	unsigned restarts;   /* unplanned exits that led to a restart */
+	unsigned hung_kills; /* SIGKILLs for not answering (SUP_EV_HUNG) */
+	int last_status;     /* wait status of the last exit */
+	int stop_grace_ms;   /* SIGTERM to SIGKILL */
 };
 
 #define SUP_GATE_RETRY_MS 2000

@@ -24,7 +24,9 @@ int watch_open(struct watch *w, const char *const dirs[], int n, struct fps_err 
 	for (int i = 0; i < n && i < WATCH_MAX_DIRS; i++) {
 		snprintf(w->dirs[i], sizeof(w->dirs[i]), "%s", dirs[i]);
 		w->wd[i] = inotify_add_watch(w->fd, dirs[i], WATCH_MASK);
-		if (w->wd[i] < 0)
+		/* A directory missing at start-up (a Secret mount not there yet) is an input
+		 * error the pipeline reports; it is watched once it appears. */
+		if (w->wd[i] < 0 && errno != ENOENT)
 			return err_set(e, dirs[i], 0, 0, "cannot watch: %s", strerror(errno));
 		w->n++;
 	}
@@ -54,18 +56,25 @@ bool watch_drain(struct watch *w)
 			p += sizeof(*ev) + ev->len;
 		}
 	}
-	/* A directory that went away (a volume remounted, a test tree recreated) is
-	 * watched again as soon as it is back. */
+	return watch_rearm(w) || changed;
+}
+
+bool watch_rearm(struct watch *w)
+{
+	/* A directory that went away (a volume remounted, a Secret mount removed) is watched
+	 * again as soon as it is back. No event says it is back: the loop calls this every
+	 * second. */
+	bool back = false;
 	for (int i = 0; i < w->n; i++) {
 		if (w->wd[i] >= 0)
 			continue;
 		w->wd[i] = inotify_add_watch(w->fd, w->dirs[i], WATCH_MASK);
 		if (w->wd[i] >= 0) {
 			log_info("watch: watching %s again", w->dirs[i]);
-			changed = true;
+			back = true;
 		}
 	}
-	return changed;
+	return back;
 }
 
 void watch_close(struct watch *w)

@@ -24,6 +24,8 @@ int watch_open(struct watch *w, const char *const dirs[], int n, struct fps_err 
 /* Drains pending events; returns true if any concerned a watched directory.
  * Re-adds a watch whose directory was removed and came back. */
 bool watch_drain(struct watch *w);
+/* Re-adds the watch of any directory that was removed and is back; true if one was. */
+bool watch_rearm(struct watch *w);
 void watch_close(struct watch *w);
 
 #endif

@@ -285,8 +285,17 @@ int wl_host_normalize(const char *host, char *out, size_t outlen, bool *is_ip)
 	size_t len = strlen(host);
 	if (len == 0 || len >= outlen)
 		return -1;
-	for (size_t i = 0; i < len; i++)
-		out[i] = (char)tolower((unsigned char)host[i]);
+	/* The name is judged exactly as Squid will resolve it: nothing is decoded, and a byte
+	 * that cannot be in a host name (a '%' escape, a space, a control byte) is no match
+	 * for any entry, so it is refused rather than interpreted. */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)host[i];
+		if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_')
+			return -1;
+		if (ch == '.' && (i == 0 || host[i - 1] == '.')) /* an empty label */
+			return -1;
+		out[i] = (char)tolower(ch);
+	}
 	if (len > 1 && out[len - 1] == '.')
 		len--;
 	out[len] = '\0';
@@ -403,7 +412,11 @@ int wl_policy_finish(struct wl_policy *p)
 		if (e->kind == WL_WILD && htab_put(&p->wild, e->name, strlen(e->name), WL_WILD) < 0)
 			return -1;
 	}
-	size_t kept = 0;
+	/* Names are freed only after the pass: the wildcard set and `seen` point at entries'
+	 * names, and a wildcard covered by a wider one is dropped while still in the set. */
+	bool *dropped = calloc(p->n_entries ? p->n_entries : 1, sizeof(*dropped));
+	if (dropped == NULL)
+		return -1;
 	struct htab seen;
 	htab_init(&seen);
 	for (size_t i = 0; i < p->n_entries; i++) {
@@ -417,19 +430,24 @@ int wl_policy_finish(struct wl_policy *p)
 		else
 			drop = covered_by_wild(&p->wild, e->name, true) ||
 			       htab_put(&seen, e->name, strlen(e->name), 0) == 0;
-		if (drop) {
-			free(e->name);
-			p->n_folded++;
-		} else {
-			p->entries[kept++] = *e;
-		}
+		dropped[i] = drop;
 	}
 	htab_free(&seen);
+	htab_free(&p->wild);
+	htab_init(&p->wild);
+	size_t kept = 0;
+	for (size_t i = 0; i < p->n_entries; i++) {
+		if (dropped[i]) {
+			free(p->entries[i].name);
+			p->n_folded++;
+		} else {
+			p->entries[kept++] = p->entries[i];
+		}
+	}
+	free(dropped);
 	p->n_entries = kept;
 	if (p->n_entries > 1)
 		qsort(p->entries, p->n_entries, sizeof(*p->entries), pattern_cmp);
-	htab_free(&p->wild);
-	htab_init(&p->wild);
 	return wl_policy_index(p);
 }
 

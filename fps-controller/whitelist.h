@@ -33,6 +33,7 @@ enum wl_norm wl_normalize(const char *raw, char *out, enum wl_kind *kind, char *
 /* Normalizes a destination host as Squid hands it over (%DST): case, trailing
  * dot, IPv6 brackets. Returns -1 if it cannot be a host at all. */
 int wl_host_normalize(const char *host, char *out, size_t outlen, bool *is_ip);
+/* (-1 also for a name with a byte outside [A-Za-z0-9._-]: nothing is decoded.) */
 
 struct wl_pattern {
 	char *name;
@@ -46,7 +47,8 @@ struct wl_policy {
 	struct wl_pattern *routes; /* in the order listed: first listed wins a tie */
 	size_t n_routes, cap_routes;
 	enum wl_via default_via;
-	size_t n_folded; /* entries dropped as covered by a wildcard or duplicated */
+	bool report_mode; /* whitelist.mode report: fps-acl allows the unlisted on default_via, counted */
+	size_t n_folded;  /* entries dropped as covered by a wildcard or duplicated */
 	struct htab exact, wild, route_exact, route_wild;
 };
 

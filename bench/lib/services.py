@@ -258,6 +258,7 @@ class FpsInstance(common.fpsharness.World):
   workers: {self.workers}
   safe_ports: [80, 443, {e.http_port}]
   connect_ports: [443, {e.https_port}]
+  allow_loopback_destinations: true
   blocked_networks: ["169.254.0.0/16"]
   dns_nameservers: [127.0.0.1]
   hosts_file: {e.hosts}

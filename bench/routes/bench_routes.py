@@ -187,6 +187,7 @@ http_access deny all
   workers: 1
   safe_ports: [80, {po}]
   connect_ports: [443, {pt}]
+  allow_loopback_destinations: true
   blocked_networks: ["169.254.0.0/16"]
   dns_nameservers: [127.0.0.1]
   hosts_file: {hosts}

@@ -288,6 +288,7 @@ def run_pod(overlay):
             "bind": "127.0.0.1", "port": proxy_port, "hosts_file": hosts,
             "dns_nameservers": ["127.0.0.1"],
             "blocked_networks": ["169.254.0.0/16"],      # not the origin's 127.0.0.2
+            "allow_loopback_destinations": True,         # the origin is on loopback
             "safe_ports": [80, 443, origin_port],
         })
         cfg["admin"] = {"bind": "127.0.0.1", "port": admin_port}

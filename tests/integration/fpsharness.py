@@ -5,6 +5,7 @@ Everything a test needs lives in one world directory under /tmp (readable by Squ
 updated the way the kubelet does it, a Secret directory, the controller's state dir,
 a hosts file that maps test names to loopback, and origin servers on free ports.
 """
+import atexit
 import base64
 import hashlib
 import http.server
@@ -46,6 +47,86 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---- processes: every fixture starts its programs in a process group of their own and stops
+# the whole group on every path out; the session ends by checking that nothing is left.
+_STARTED_DIRS = []  # test-world directories created in this session (the leak check's needles)
+
+
+def register_dir(d):
+    _STARTED_DIRS.append(str(Path(d).resolve()))
+    return d
+
+
+def spawn(args, **kw):
+    """Popen in a new session (so a new process group, pgid = pid): stop_group() then stops
+    the program and everything it started, even children that outlived it."""
+    return subprocess.Popen(args, start_new_session=True, **kw)
+
+
+def stop_group(proc, sig=signal.SIGTERM, timeout=30):
+    """Stops proc with sig (SIGKILL after timeout), then SIGKILLs whatever is left of its
+    process group. Returns proc's exit code. Safe to call twice and on a dead proc."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return proc.returncode
+
+
+def _proc_refs(pid):
+    """cmdline and cwd of pid ("" when gone or not ours to read)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "", ""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        cwd = ""
+    return cmd, cwd
+
+
+def leaked_processes(needles=None):
+    """Processes (other than this one and its ancestors) whose command line refers to this
+    checkout's binaries or to a world directory this session created, or whose working
+    directory is in such a world directory (Squid's is its run directory)."""
+    dirs = list(_STARTED_DIRS if needles is None else needles)
+    bins = [str(ROOT / "build"), str(BIN.resolve())] if needles is None else []
+    mine = set()
+    pid = os.getpid()
+    while pid > 1:
+        mine.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in mine:
+            continue
+        try:
+            if Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+        except (OSError, IndexError):
+            continue
+        cmd, cwd = _proc_refs(entry)
+        words = cmd.split()
+        refers = lambda n: any(x == n or x.startswith(n + "/") or ("=" + n) in x for x in words)
+        inside = lambda n: cwd == n or cwd.startswith(n + "/")
+        if any(refers(n) or inside(n) for n in dirs) or any(refers(n) for n in bins):
+            found.append((int(entry), cmd.strip()))
+    return found
 
 
 def wait_for(pred, timeout=15.0, interval=0.02, what="condition"):
@@ -148,6 +229,31 @@ def curl(url, proxy, user=None, password=None, cacert=None, timeout=10, extra=()
     return int(code) if code.isdigit() else 0, body
 
 
+_INSTALL = None
+
+
+def reachable_install():
+    """The binaries and templates copied where any user can read them, as an image has them
+    in /usr/local: a controller started as another user (prefix) cannot reach a checkout
+    under a private directory such as /root. One copy per test session; (bin, templates)."""
+    global _INSTALL
+    if _INSTALL is None:
+        root = Path(tempfile.mkdtemp(prefix="fps-install-", dir="/tmp"))
+        (root / "bin").mkdir()
+        for b in ("fps-controller", "fps-acl", "fps-auth"):
+            shutil.copy2(BIN / b, root / "bin" / b)
+        shutil.copytree(TEMPLATES, root / "squid-templates")
+        shutil.copytree(TEMPLATES.parent / "stunnel-conf", root / "stunnel-conf")
+        for dirpath, _, filenames in os.walk(root):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                fp = Path(dirpath) / f
+                fp.chmod(fp.stat().st_mode | 0o444)
+        atexit.register(shutil.rmtree, root, True)
+        _INSTALL = (root / "bin", root / "squid-templates")
+    return _INSTALL
+
+
 class World:
     """One FPS instance and its surroundings."""
 
@@ -155,6 +261,7 @@ class World:
 
     def __init__(self, name="fps"):
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
+        register_dir(self.dir)
         os.chmod(self.dir, 0o755)
         self.config = self.dir / "config"
         self.secrets = self.dir / "secrets"
@@ -168,6 +275,7 @@ class World:
         self.port = free_port()
         self.proxy = f"127.0.0.1:{self.port}"
         self.proc = None
+        self.procs = []  # every controller this world started (a test may start several)
         self._gen = 0
         self.origins = []
         self.hosts_map = {}
@@ -227,7 +335,7 @@ class World:
             shutil.rmtree(old, ignore_errors=True)
 
     def yaml(self, apply="live", whitelist_preset=(), extra="", auth=False, safe_ports=None, connect_ports=None,
-             blocked=("169.254.0.0/16", "127.0.0.99/32")):
+             blocked=("169.254.0.0/16", "127.0.0.99/32"), allow_loopback=True):
         ports = [80, 443] + [o.port for o in self.origins]
         sp = safe_ports if safe_ports is not None else ports
         cp = connect_ports if connect_ports is not None else [443] + [o.port for o in self.origins]
@@ -236,6 +344,8 @@ class World:
             f"proxy:\n  bind: 127.0.0.1\n  port: {self.port}\n"
             f"  safe_ports: {list(sp)}\n  connect_ports: {list(cp)}\n"
             f"  blocked_networks: {list(blocked)}\n"
+            # The origins are on loopback, which FPS refuses unless re-allowed (docs/security.md).
+            f"  allow_loopback_destinations: {'true' if allow_loopback else 'false'}\n"
             f"  dns_nameservers: [127.0.0.1]\n  hosts_file: {self.hosts}\n"
             f"auth:\n  enabled: {'true' if auth else 'false'}\n"
             f"whitelist:\n  apply: {apply}\n  preset:{preset}\n" + extra)
@@ -250,7 +360,7 @@ class World:
         self.kubelet_update(self.config, files)
 
     # ---- the controller -----------------------------------------------------------------
-    def start(self, wait=True, extra_args=(), env_extra=None):
+    def start(self, wait=True, extra_args=(), env_extra=None, prefix=()):
         # Every controller gets an admin port of its own: the admin port is bound
         # exclusively, so two worlds on the default 9090 would refuse each other.
         cfg = self.config / "fps.yaml"
@@ -259,13 +369,19 @@ class World:
             self.admin_port = getattr(self, "admin_port", None) or free_port()
             extra_args = [*extra_args, "--admin", f"127.0.0.1:{self.admin_port}"]
         self.logf = open(self.log_path, "ab")
-        env = dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES), **(env_extra or {}))
-        self.proc = subprocess.Popen(
-            [str(BIN / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
+        bin_dir, templates = (reachable_install() if prefix else (BIN, TEMPLATES))
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(templates), **(env_extra or {}))
+        self.proc = spawn(
+            [*prefix, str(bin_dir / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
              str(self.secrets), "--state-dir", str(self.state), *extra_args],
             stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+        self.procs.append(self.proc)
         if wait:
-            self.wait_serving()
+            try:
+                self.wait_serving()
+            except BaseException:
+                self.stop()  # a failed start leaves nothing running, whoever forgets close()
+                raise
         return self.proc
 
     def wait_serving(self, timeout=30):
@@ -286,14 +402,10 @@ class World:
             raise AssertionError(f"{e}\n--- controller log ---\n{self.log()[-3000:]}\n--- cache.log ---\n{tail}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode if self.proc else None
+        """SIGTERM the controller (a clean shutdown stops Squid and stunnel), then SIGKILL
+        whatever is left in its process group: an orphaned Squid from a controller that was
+        killed, helpers still exiting."""
+        rc = stop_group(self.proc)
         if getattr(self, "logf", None):
             self.logf.close()
         return rc
@@ -320,7 +432,11 @@ class World:
                         what=f"{host} -> {status}")
 
     def close(self):
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            for p in self.procs:
+                stop_group(p, signal.SIGKILL)
         for o in self.origins:
             o.stop()
         # Squid's helpers may still be exiting; the directory is only a temp dir.

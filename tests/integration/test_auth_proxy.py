@@ -102,5 +102,5 @@ def test_key_rotation_through_secret_swap_without_reconfigure(world):
 def test_corrupt_keys_file_keeps_the_previous_keys(world):
     user, pw = agent_credentials(world.API_KEY)
     world.kubelet_update(world.secrets, {"apikeys.json": "{\"keys\": [ this is not json"})
-    wait_for(lambda: "API keys not updated" in world.log(), what="the keys error")
+    wait_for(lambda: "agents keep the last good keys" in world.log(), what="the keys error")
     assert world.get("a.allowed.test", user=user, password=pw)[0] == 200

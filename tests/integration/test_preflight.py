@@ -5,6 +5,7 @@ admin port another program holds, and Squid exiting at start."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -149,13 +150,37 @@ def test_second_controller_on_the_same_admin_port_exits_3():
 
 def test_squid_exiting_at_start_is_reported_with_its_fatal_line():
     w = make_world("fatal")
-    # Squid cannot open its access log: it exits at start with a FATAL line in cache.log.
-    (w.state / "run" / "access.log").mkdir(parents=True)
+    # Squid cannot write its pid file: it exits at start with a FATAL line on stderr
+    # (written before cache.log is open), relayed by the controller and kept in /status.
+    (w.state / "run" / "squid.pid").mkdir(parents=True)
     try:
         w.start(wait=False, extra_args=["--admin", f"127.0.0.1:{w.admin_port}"])
         wait_for(lambda: "FATAL" in squid_problem(w.admin_port), 30, what="Squid's FATAL line in /status")
         problem = squid_problem(w.admin_port)
-        assert "access.log" in problem and "cache.log" in problem, problem
-        assert any("squid: exited: FATAL" in l for l in w.log().splitlines()), w.log()
+        assert problem.startswith("exited: FATAL: failed to open ") and "squid.pid" in problem, problem
+        assert any(l.startswith("FATAL") or "| FATAL: failed to open" in l for l in w.log().splitlines()), w.log()
+        assert any("squid: exited: FATAL: failed to open" in l for l in w.log().splitlines()), w.log()
+        readyz = subprocess.run(["curl", "-s", f"http://127.0.0.1:{w.admin_port}/readyz"], capture_output=True,
+                                text=True).stdout
+        assert "FATAL: failed to open" in readyz, readyz
     finally:
+        w.close()
+
+
+def test_stale_squid_pid_file_naming_another_process_is_removed():
+    """The state volume outlives a container restart; the pid in squid.pid now belongs to
+    another process. Squid alone would refuse to start ("Squid is already running")."""
+    w = make_world("stalepid")
+    (w.state / "run").mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        (w.state / "run" / "squid.pid").write_text(f"{other.pid}\n")
+        w.start(extra_args=["--admin", f"127.0.0.1:{w.admin_port}"])
+        assert w.get("a.allowed.test")[0] == 200
+        assert other.poll() is None  # not ours: left alone
+        assert "removing the stale pid file" in w.log()
+        assert "Squid is already running" not in w.log()
+    finally:
+        other.kill()
+        other.wait()
         w.close()

@@ -15,13 +15,14 @@ import signal
 import socket
 import ssl
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from fpsharness import ROOT, World, curl, free_port, make_ca_and_cert, wait_for
+from fpsharness import ROOT, World, curl, free_port, make_ca_and_cert, register_dir, spawn, stop_group, wait_for
 
 RUN_CLOUD = ROOT / "examples" / "cloud" / "run-cloud.sh"
 os.environ.setdefault("FPS_STUNNEL_TEMPLATES_DIR", str(ROOT / "stunnel-conf"))
@@ -51,6 +52,7 @@ class Cloud:
     def __init__(self, d, hosts, name=SERVER, env=None):
         self.dir = Path(d)
         self.dir.mkdir(parents=True, exist_ok=True)
+        register_dir(self.dir)
         os.chmod(self.dir, 0o755)
         self.name, self.hosts, self.env = name, hosts, env or {}
         self.tls_port, self.squid_port = free_port(), free_port()
@@ -59,20 +61,22 @@ class Cloud:
     def start(self):
         env = dict(os.environ, FPS_CLOUD_HOSTS_FILE=str(self.hosts), **self.env)
         self.log = open(self.dir / "run-cloud.out", "ab")
-        self.proc = subprocess.Popen([str(RUN_CLOUD), str(self.dir), str(self.tls_port), str(self.squid_port),
-                                      self.name], stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = spawn([str(RUN_CLOUD), str(self.dir), str(self.tls_port), str(self.squid_port), self.name],
+                          stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
         def up():
             if self.proc.poll() is not None:
                 raise AssertionError(f"run-cloud.sh exited {self.proc.returncode}: {self.output()}")
             return listening(self.squid_port) and listening(self.tls_port)
-        wait_for(up, 30, what="cloud side listening")
+        try:
+            wait_for(up, 30, what="cloud side listening")
+        except BaseException:
+            stop_group(self.proc)
+            raise
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
+        stop_group(self.proc)
         wait_for(lambda: not listening(self.tls_port), 10, what="cloud stunnel closed")
 
     @property
@@ -94,6 +98,7 @@ class Customer:
     def __init__(self, d, hosts):
         self.dir = Path(d)
         self.dir.mkdir(parents=True, exist_ok=True)
+        register_dir(self.dir)
         os.chmod(self.dir, 0o777)
         self.port = free_port()
         hashed = subprocess.run(["openssl", "passwd", "-apr1", UP_PASS], check=True, capture_output=True,
@@ -126,15 +131,17 @@ http_access deny all
 
     def start(self):
         self.log = open(self.dir / "squid.out", "ab")
-        self.proc = subprocess.Popen(["squid", "-N", "-f", str(self.dir / "squid.conf")], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        wait_for(lambda: listening(self.port), 30, what="customer squid listening")
+        self.proc = spawn(["squid", "-N", "-f", str(self.dir / "squid.conf")], stdout=self.log,
+                          stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: listening(self.port), 30, what="customer squid listening")
+        except BaseException:
+            stop_group(self.proc)
+            raise
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
+        stop_group(self.proc)
         wait_for(lambda: not listening(self.port), 10, what="customer squid closed")
 
     def access(self):
@@ -173,11 +180,24 @@ class Setup:
         w.write_config(w.yaml(apply=mode, whitelist_preset=[T, D, U], extra=extra))
 
     def start(self):
-        self.w.start()
+        try:
+            self.w.start()
+        except BaseException:
+            self.w.close()
+            raise
         return self
 
     def close(self):
         self.w.close()
+
+    def readyz(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
 
     # ---- agents ---------------------------------------------------------------------------
     def get(self, host, path):
@@ -230,12 +250,16 @@ def base(tmp_path_factory):
     hosts = d / "hosts"
     hosts.write_text("".join(f"{ip} {n}\n" for n, ip in NAMES.items()))
     os.chmod(hosts, 0o644)
-    cloud = Cloud(d / "cloud", hosts).start()
-    customer = Customer(d / "customer", hosts).start()
-    yield d, hosts, cloud, customer
-    cloud.stop()
-    customer.stop()
-    subprocess.run(["rm", "-rf", str(d)])
+    register_dir(d)
+    cloud, customer = Cloud(d / "cloud", hosts), Customer(d / "customer", hosts)
+    try:
+        cloud.start()
+        customer.start()
+        yield d, hosts, cloud, customer
+    finally:
+        stop_group(cloud.proc)
+        stop_group(customer.proc)
+        subprocess.run(["rm", "-rf", str(d)])
 
 
 @pytest.fixture(scope="module", params=["live", "reconfigure"])
@@ -243,6 +267,9 @@ def fps(request, base):
     _, _, cloud, customer = base
     s = Setup(request.param, cloud, customer).start()
     s.mode = request.param
+    # Squid answering is not enough for the tunnel route: the stunnel client must be up
+    # and its server verified, which is what /readyz says when a route uses the tunnel.
+    wait_for(lambda: s.readyz() == 200, 60, what="/readyz 200 (tunnel up)")
     yield s
     s.close()
 
@@ -314,8 +341,9 @@ def test_routed_name_not_whitelisted_is_still_denied(fps):
 
 def test_wrong_upstream_password_is_an_error_not_a_direct_path(base):
     _, _, cloud, customer = base
-    s = Setup("live", cloud, customer, password="not-the-password").start()
+    s = None
     try:
+        s = Setup("live", cloud, customer, password="not-the-password").start()
         path = uniq("badpw")
         status, _ = s.get(U, path)
         assert status != 200
@@ -324,7 +352,8 @@ def test_wrong_upstream_password_is_an_error_not_a_direct_path(base):
         logged(customer.access, f"GET http://{U}:{s.http.port}{path}", what="the request reaching the customer")
         assert s.get(D, path)[0] == 200  # the direct route is unaffected
     finally:
-        s.close()
+        if s:
+            s.close()
 
 
 def rogue_cloud(base, tag, name=SERVER, ca_from=None, ca_name="Corp Firewall CA"):
@@ -354,8 +383,9 @@ def assert_tunnel_refused(s, rogue):
 def test_tunnel_server_from_another_ca_is_reported_as_interception(base):
     _, _, cloud, customer = base
     rogue = rogue_cloud(base, "ca")
-    s = Setup("live", cloud, customer, tunnel_port=rogue.tls_port, tunnel_ca=cloud.ca).start()
+    s = None
     try:
+        s = Setup("live", cloud, customer, tunnel_port=rogue.tls_port, tunnel_ca=cloud.ca).start()
         assert_tunnel_refused(s, rogue)
         st = wait_for(lambda: (t := s.tunnel_status()).get("interception") and t, 30,
                       what="/status reporting interception")
@@ -364,30 +394,34 @@ def test_tunnel_server_from_another_ca_is_reported_as_interception(base):
         assert "likely TLS interception" in st["error"]
         assert "Corp Firewall CA" in s.w.log() and "likely TLS interception" in s.w.log()
     finally:
-        s.close()
+        if s:
+            s.close()
         rogue.stop()
 
 
 def test_tunnel_server_with_our_ca_but_wrong_name_is_refused(base):
     _, _, cloud, customer = base
     rogue = rogue_cloud(base, "name", name="other.fps.test", ca_from=cloud.dir)
-    s = Setup("live", cloud, customer, tunnel_port=rogue.tls_port, tunnel_ca=cloud.ca).start()
+    s = None
     try:
+        s = Setup("live", cloud, customer, tunnel_port=rogue.tls_port, tunnel_ca=cloud.ca).start()
         assert_tunnel_refused(s, rogue)
         st = wait_for(lambda: (t := s.tunnel_status()).get("error") and t, 30, what="/status tunnel error")
         assert st["up"] is False
         assert st["interception"] is False
         assert "other.fps.test" in st["error"] and SERVER in st["error"]
     finally:
-        s.close()
+        if s:
+            s.close()
         rogue.stop()
 
 
 def test_tunnel_down_gives_502_direct_works_and_recovery_is_automatic(base):
     d, hosts, _, customer = base
     cloud = Cloud(d / "cloud-down", hosts).start()
-    s = Setup("live", cloud, customer).start()
+    s = None
     try:
+        s = Setup("live", cloud, customer).start()
         assert s.get(T, uniq("before"))[0] == 200
         wait_for(lambda: s.tunnel_status().get("up") is True, 30, what="/status tunnel up")
         cloud.stop()
@@ -402,15 +436,17 @@ def test_tunnel_down_gives_502_direct_works_and_recovery_is_automatic(base):
         assert s.https(T, uniq("backs"))[0] == 200
         wait_for(lambda: s.tunnel_status().get("up") is True, 30, what="/status tunnel up again")
     finally:
-        s.close()
+        if s:
+            s.close()
         cloud.stop()
 
 
 def test_upstream_down_gives_502_direct_works_and_recovery_is_automatic(base):
     d, hosts, cloud, _ = base
     customer = Customer(d / "customer-down", hosts).start()
-    s = Setup("live", cloud, customer).start()
+    s = None
     try:
+        s = Setup("live", cloud, customer).start()
         assert s.get(U, uniq("before"))[0] == 200
         customer.stop()
         path = uniq("down")
@@ -421,7 +457,8 @@ def test_upstream_down_gives_502_direct_works_and_recovery_is_automatic(base):
         customer.start()
         wait_for(lambda: s.get(U, uniq("back"))[0] == 200, 60, what="the upstream route recovering")
     finally:
-        s.close()
+        if s:
+            s.close()
         customer.stop()
 
 
@@ -508,5 +545,6 @@ def test_client_certificate_rotation_reloads_stunnel_and_keeps_open_tunnels(base
     finally:
         if tunnel:
             tunnel.close()
-        s.close()
+        if s:
+            s.close()
         cloud.stop()

@@ -201,14 +201,36 @@ static void test_bh_reason_never_quotes_the_line(void **state)
 	}
 }
 
+/* Squid's key_extras (the whole Proxy-Authorization header, URL-encoded) after the password. */
+static void test_key_extras_field_is_ignored(void **state)
+{
+	(void)state;
+	struct authproto_req req;
+	const char *why = NULL;
+	const char *line = "7 user p%20w Basic%20dXNlcjpwIHc%3D";
+	assert_int_equal(authproto_parse_extras(line, strlen(line), ON, 1, &req, &why), 0);
+	assert_string_equal(req.id, "7");
+	assert_string_equal(req.user, "user");
+	assert_string_equal(req.pass, "p w");
+	/* Without the extra field the line is one field short; with two it is one too many. */
+	assert_int_equal(authproto_parse_extras("7 user pw", 9, ON, 1, &req, &why), -1);
+	line = "7 user pw a b";
+	assert_int_equal(authproto_parse_extras(line, strlen(line), ON, 1, &req, &why), -1);
+	/* The extra field is held to the same bytes as the others. */
+	line = "7 user pw a\x01b";
+	assert_int_equal(authproto_parse_extras(line, strlen(line), ON, 1, &req, &why), -1);
+	line = "user pw extra";
+	assert_int_equal(authproto_parse_extras(line, strlen(line), AUTO, 1, &req, &why), 0);
+	assert_string_equal(req.id, "");
+	assert_string_equal(req.pass, "pw");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_parse_table),
-	    cmocka_unit_test(test_field_limits),
-	    cmocka_unit_test(test_peek_id),
-	    cmocka_unit_test(test_format_table),
-	    cmocka_unit_test(test_bh_reason_never_quotes_the_line),
+	    cmocka_unit_test(test_parse_table),  cmocka_unit_test(test_key_extras_field_is_ignored),
+	    cmocka_unit_test(test_field_limits), cmocka_unit_test(test_peek_id),
+	    cmocka_unit_test(test_format_table), cmocka_unit_test(test_bh_reason_never_quotes_the_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

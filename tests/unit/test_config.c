@@ -7,8 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -51,6 +55,13 @@ static const struct yaml_case yaml_cases[] = {
     {"proxy: {port: 1\n", 2, 1, "not valid YAML"},
     {"", 1, 1, "empty file"},
     {"---\nproxy: {}\n---\nauth: {}\n", 3, 1, "more than one YAML document"},
+    {"proxy:\n  allow_loopback_destinations: true\n", 0, 0, NULL},
+    {"proxy:\n  allow_loopback_destinations: 127.0.0.1\n", 2, 32, "true or false"},
+    /* small, legitimate aliases */
+    {"whitelist:\n  preset: &v [a.example, b.example]\nroutes:\n  - {via: direct, domains: *v}\n", 0, 0, NULL},
+    /* input quoted in errors: bounded and escaped */
+    {"proxy:\n  \"k\\e[2J\\r0123456789012345678901234567890123456789\": 1\n", 2, 3,
+     "unknown key 'k\\x1b[2J\\x0d0123456789012345678901234567890123...' in 'proxy'"},
 };
 
 static void test_yaml_table(void **state)
@@ -76,6 +87,61 @@ static void test_yaml_table(void **state)
 		}
 		cfg_free(&cfg);
 	}
+}
+
+static int parse_yaml(const char *text, struct fps_err *e)
+{
+	struct fps_config cfg;
+	cfg_init_defaults(&cfg);
+	err_clear(e);
+	int rc = cfg_parse_yaml(&cfg, text, strlen(text), "fps.yaml", e);
+	cfg_free(&cfg);
+	return rc;
+}
+
+/* Resource bombs are refused from the event stream, before a document is built. */
+static void test_yaml_bombs(void **state)
+{
+	(void)state;
+	struct fps_err e;
+	size_t n = 100000;
+	char *text = malloc(n + 16);
+	assert_non_null(text);
+	memcpy(text, "proxy: ", 7);
+	memset(text + 7, '[', n);
+	text[7 + n] = '\0';
+	assert_int_equal(parse_yaml(text, &e), -1);
+	assert_non_null(strstr(e.msg, "nested deeper than 32 levels"));
+	assert_int_equal(e.line, 1);
+	assert_int_equal(e.col, 7 + 31 + 1); /* the mapping is the first level */
+	free(text);
+
+	/* 1,000 anchored names aliased by 3,000 routes: 3 million route domains. */
+	size_t cap = 200000, o = 0;
+	text = malloc(cap);
+	assert_non_null(text);
+	o += (size_t)snprintf(text + o, cap - o, "whitelist:\n  preset: &n [");
+	for (int i = 0; i < 1000; i++)
+		o += (size_t)snprintf(text + o, cap - o, "%sn%d.example", i ? ", " : "", i);
+	o += (size_t)snprintf(text + o, cap - o, "]\nroutes:\n");
+	for (int i = 0; i < 3000 && o + 64 < cap; i++)
+		o += (size_t)snprintf(text + o, cap - o, "  - {via: direct, domains: *n}\n");
+	assert_int_equal(parse_yaml(text, &e), -1);
+	assert_non_null(strstr(e.msg, "more than 100000 YAML nodes"));
+	assert_true(e.line > 3);
+	free(text);
+
+	/* Too many anchors. */
+	o = 0;
+	text = malloc(cap);
+	assert_non_null(text);
+	o += (size_t)snprintf(text + o, cap - o, "whitelist:\n  preset:\n");
+	for (int i = 0; i < 300; i++)
+		o += (size_t)snprintf(text + o, cap - o, "    - &a%d n%d.example\n", i, i);
+	assert_int_equal(parse_yaml(text, &e), -1);
+	assert_non_null(strstr(e.msg, "more than 256 YAML anchors"));
+	assert_int_equal(e.line, 3 + 256);
+	free(text);
 }
 
 static void test_defaults(void **state)
@@ -186,6 +252,108 @@ static void test_json_entry_positions(void **state)
 	assert_true(c.entries[2].has_via);
 	assert_int_equal(c.entries[2].via, WL_VIA_UPSTREAM);
 	cfg_free(&c);
+}
+
+static int parse_json(const char *text, size_t len, struct fps_err *e)
+{
+	struct fps_config cfg;
+	cfg_init_defaults(&cfg);
+	err_clear(e);
+	int rc = cfg_parse_whitelist_json(&cfg, text, len, "whitelist.json", e);
+	cfg_free(&cfg);
+	return rc;
+}
+
+static void test_json_bombs(void **state)
+{
+	(void)state;
+	struct fps_err e;
+	size_t n = 100000, cap = 8u << 20;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	/* deep nesting, refused at the 17th level */
+	size_t o = (size_t)snprintf(text, cap, "{\n \"domains\": ");
+	memset(text + o, '[', n);
+	o += n;
+	assert_int_equal(parse_json(text, o, &e), -1);
+	assert_non_null(strstr(e.msg, "nested deeper than 16 levels"));
+	assert_int_equal(e.line, 2);
+	assert_int_equal(e.col, 13 + 15);
+	/* millions of small values */
+	o = (size_t)snprintf(text, cap, "{\"domains\": [1");
+	while (o + 3 < cap)
+		o += (size_t)snprintf(text + o, cap - o, ",1");
+	assert_int_equal(parse_json(text, o, &e), -1);
+	assert_non_null(strstr(e.msg, "more than 600016 values"));
+	/* one entry too many */
+	o = (size_t)snprintf(text, cap, "{\"domains\": [");
+	for (int i = 0; i <= CFG_MAX_ENTRIES; i++)
+		o += (size_t)snprintf(text + o, cap - o, "%s\"a.test\"", i ? "," : "");
+	o += (size_t)snprintf(text + o, cap - o, "]}");
+	assert_int_equal(parse_json(text, o, &e), -1);
+	assert_non_null(strstr(e.msg, "more than 200000 whitelist entries"));
+	assert_int_equal(e.line, 1);
+	/* the limit itself is accepted */
+	o = (size_t)snprintf(text, cap, "{\"domains\": [");
+	for (int i = 0; i < CFG_MAX_ENTRIES; i++)
+		o += (size_t)snprintf(text + o, cap - o, "%s\"a.test\"", i ? "," : "");
+	o += (size_t)snprintf(text + o, cap - o, "]}");
+	assert_int_equal(parse_json(text, o, &e), 0);
+	free(text);
+}
+
+/* Only regular files inside the config directory are read, never blocking. */
+static void test_input_files(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/fps-test-config-XXXXXX", path[256], outside[] = "/tmp/fps-test-outside-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	int ofd = mkstemp(outside);
+	assert_true(ofd >= 0);
+	assert_int_equal(write(ofd, "secret: first line of another file\n", 35), 35);
+	close(ofd);
+	struct fps_config c;
+	struct fps_err e;
+
+	snprintf(path, sizeof(path), "%s/fps.yaml", dir);
+	assert_int_equal(mkfifo(path, 0600), 0); /* would block open() without O_NONBLOCK */
+	err_clear(&e);
+	assert_int_equal(cfg_load(&c, dir, NULL, &e), -1);
+	assert_non_null(strstr(e.msg, "not a regular file (a FIFO)"));
+	assert_string_equal(e.file, path);
+	unlink(path);
+
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_int_equal(cfg_load(&c, dir, NULL, &e), -1);
+	assert_non_null(strstr(e.msg, "not a regular file (a directory)"));
+	rmdir(path);
+
+	assert_int_equal(symlink(outside, path), 0);
+	assert_int_equal(cfg_load(&c, dir, NULL, &e), -1);
+	assert_non_null(strstr(e.msg, "resolves to a file outside"));
+	assert_null(strstr(e.msg, "secret"));
+	unlink(path);
+
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("proxy: {port: 8080}\n", f);
+	fclose(f);
+	char json[256];
+	snprintf(json, sizeof(json), "%s/whitelist.json", dir);
+	int fd = open(json, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)CFG_JSON_MAX_SIZE + 1), 0); /* sparse: costs no disk */
+	close(fd);
+	assert_int_equal(cfg_load(&c, dir, NULL, &e), -1);
+	assert_non_null(strstr(e.msg, "larger than the limit of 8388608 bytes"));
+	assert_string_equal(e.file, json);
+	unlink(json);
+
+	assert_int_equal(cfg_load(&c, dir, NULL, &e), 0);
+	cfg_free(&c);
+	unlink(path);
+	rmdir(dir);
+	unlink(outside);
 }
 
 /* Builds the YAML that sets path (e.g. "routes[].via") to a mapping no key accepts. */
@@ -358,6 +526,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_yaml_table),
+	    cmocka_unit_test(test_yaml_bombs),
+	    cmocka_unit_test(test_json_bombs),
+	    cmocka_unit_test(test_input_files),
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_cidr_canonical),
 	    cmocka_unit_test(test_json_table),

@@ -44,7 +44,8 @@ static void render_yaml(struct rendered *r, const char *yaml, const char *json)
 	                        .secrets_dir = "/state/secrets",
 	                        .bin_dir = "/opt/fps/bin",
 	                        .generation = 7,
-	                        .max_fds = 4096};
+	                        .max_fds = 4096,
+	                        .mgr_port = 3130};
 	if (render_generation(&r->c, &r->cp, &rc, &r->out, &e) < 0)
 		fail_msg("render: %s", e.msg);
 	r->conf = r->out.files[0].data;
@@ -74,7 +75,8 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	            "{\"domains\": [\"secret-looking.example\", \"bad entry\"]}");
 	after(r.conf, "http_port 127.0.0.1:3128\n");
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
-	after(r.conf, "%DST /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot\n");
+	after(r.conf, "%DST %PORT %un /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot "
+	              "--denied-dir /state/run/denied\n");
 	after(r.conf, "max_filedescriptors 4096\n");
 	assert_null(strstr(r.conf, "secret-looking"));
 	assert_null(strstr(r.conf, "bad entry"));
@@ -97,13 +99,14 @@ static void test_auth_block(void **state)
 	(void)state;
 	struct rendered r;
 	render_yaml(&r, "auth: {realm: Vendor Proxy, credentials_ttl: 60, products: [ApexOne, Deep-Sec]}\n", NULL);
-	after(r.conf,
-	      "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --keys /state/secrets/apikeys.json "
-	      "--products ApexOne,Deep-Sec\n");
+	after(r.conf, "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --extra-fields 1 --keys "
+	              "/state/secrets/apikeys.json --products ApexOne,Deep-Sec\n");
 	after(r.conf, "on-persistent-overload=ERR");
 	after(r.conf, "auth_param basic realm Vendor Proxy\n");
 	after(r.conf, "auth_param basic credentialsttl 60 seconds\n");
 	after(r.conf, "auth_param basic casesensitive on\n");
+	/* one credential record per (user, password), not per user name */
+	after(r.conf, "auth_param basic key_extras \"%#{Proxy-Authorization}>h\"\n");
 	/* 407 before anything reveals policy */
 	const char *auth = after(r.conf, "http_access deny !fps_users");
 	assert_true(auth < after(r.conf, "http_access deny !fps_whitelist"));

@@ -269,6 +269,61 @@ static void test_rfc3339(void **state)
 	}
 }
 
+/* /status denied and GET /denied: the shape, and the whitelist fragment one line per host. */
+static void test_denied_report_and_fragment(void **state)
+{
+	(void)state;
+	struct fps_status *s = base_status();
+	s->denied.since = NOW - 600;
+	s->denied.total = 9;
+	s->denied.distinct = 3;
+	s->denied.n_top = 3;
+	const char *hosts[] = {"x.example", "x.example", "y.example"};
+	unsigned ports[] = {443, 80, 0};
+	for (int i = 0; i < 3; i++) {
+		struct denied_entry *e = &s->denied.top[i];
+		snprintf(e->host, sizeof(e->host), "%s", hosts[i]);
+		e->port = ports[i];
+		e->count = (unsigned long long)(5 - 2 * i);
+		e->first_seen = NOW - 500;
+		e->last_seen = NOW - 1;
+	}
+	snprintf(s->denied.top[0].products[0], sizeof(s->denied.top[0].products[0]), "ApexOne");
+	s->denied.top[0].n_products = 1;
+	char *text = statusjson_render_denied(s, false);
+	cJSON *d = cJSON_Parse(text);
+	assert_non_null(d);
+	assert_int_equal(cJSON_GetObjectItem(d, "total")->valueint, 9);
+	assert_false(cJSON_IsTrue(cJSON_GetObjectItem(d, "truncated")));
+	assert_string_equal(cJSON_GetObjectItem(d, "since")->valuestring, "2026-11-24T01:56:40Z");
+	cJSON *top = cJSON_GetObjectItem(d, "top");
+	assert_int_equal(cJSON_GetArraySize(top), 3);
+	cJSON *e0 = cJSON_GetArrayItem(top, 0);
+	assert_string_equal(cJSON_GetObjectItem(e0, "host")->valuestring, "x.example");
+	assert_int_equal(cJSON_GetObjectItem(e0, "port")->valueint, 443);
+	assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(e0, "products"), 0)->valuestring, "ApexOne");
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(top, 2), "port")));
+	cJSON_Delete(d);
+	free(text);
+	text = statusjson_render_denied(s, true);
+	d = cJSON_Parse(text);
+	cJSON *dom = cJSON_GetObjectItem(d, "domains");
+	assert_int_equal(cJSON_GetArraySize(dom), 2);
+	assert_string_equal(cJSON_GetArrayItem(dom, 0)->valuestring, "x.example");
+	assert_string_equal(cJSON_GetArrayItem(dom, 1)->valuestring, "y.example");
+	cJSON_Delete(d);
+	free(text);
+	/* /status carries the same object */
+	text = statusjson_render(s, NOW);
+	d = cJSON_Parse(text);
+	assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "denied"), "distinct")->valueint, 3);
+	assert_string_equal(cJSON_GetObjectItem(d, "whitelist_mode")->valuestring, "enforce");
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "clock"), "ok")));
+	cJSON_Delete(d);
+	free(text);
+	free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -277,6 +332,7 @@ int main(void)
 	    cmocka_unit_test(test_rejected_entries_escaped),
 	    cmocka_unit_test(test_key_expiry_warning),
 	    cmocka_unit_test(test_rfc3339),
+	    cmocka_unit_test(test_denied_report_and_fragment),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

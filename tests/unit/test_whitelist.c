@@ -141,6 +141,25 @@ static void test_folding(void **state)
 	wl_policy_free(&p);
 }
 
+/* Found by fuzz_whitelist_json: a wildcard listed before the wider one that covers it was
+ * freed while the wildcard set still pointed at its name; a later name under it read freed
+ * memory (ASan: heap-use-after-free in htab_get). */
+static void test_folding_a_covered_wildcard_listed_first(void **state)
+{
+	(void)state;
+	struct wl_policy p;
+	wl_policy_init(&p, WL_VIA_DIRECT);
+	add(&p, "*.b.example.com");
+	add(&p, "*.example.com");
+	add(&p, "x.b.example.com");
+	add(&p, "*.c.b.example.com");
+	assert_int_equal(wl_policy_finish(&p), 0);
+	assert_int_equal(p.n_entries, 1);
+	assert_int_equal(p.n_folded, 3);
+	assert_true(wl_lookup(&p, "y.b.example.com", false, NULL));
+	wl_policy_free(&p);
+}
+
 struct lookup_case {
 	const char *host;
 	bool allowed;
@@ -198,6 +217,22 @@ static void test_lookup_and_routes(void **state)
 	assert_int_equal(wl_host_normalize("API.Example-Vendor.com.", host, sizeof(host), &is_ip), 0);
 	assert_false(is_ip);
 	assert_true(wl_lookup(&p, host, false, NULL));
+	/* Names are judged as Squid sends them: an escape is not decoded, it is refused. */
+	const char *bad[] = {"allowed%2etest",
+	                     "%61pi.example-vendor.com",
+	                     "api.example-vendor.com%00",
+	                     "a b",
+	                     "a\x1b.test",
+	                     "a/b.test",
+	                     "a:b.test",
+	                     "[a.test]",
+	                     "a.test\\",
+	                     "..api.example-vendor.com",
+	                     ".api.example-vendor.com",
+	                     "api..example-vendor.com"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (wl_host_normalize(bad[i], host, sizeof(host), &is_ip) != -1)
+			fail_msg("'%s' was accepted as a host name", bad[i]);
 	wl_policy_free(&p);
 }
 
@@ -265,6 +300,7 @@ int main(void)
 	    cmocka_unit_test(test_normalize_table),
 	    cmocka_unit_test(test_length_limits),
 	    cmocka_unit_test(test_folding),
+	    cmocka_unit_test(test_folding_a_covered_wildcard_listed_first),
 	    cmocka_unit_test(test_lookup_and_routes),
 	    cmocka_unit_test(test_snapshot_round_trip),
 	    cmocka_unit_test(test_hundred_thousand_entries),

@@ -1,0 +1,148 @@
+/*
+ * adminclient: HTTP/1.0 GET against the admin port (libmicrohttpd answers 1.0 without
+ * chunking and closes), bounded in time and size.
+ */
+#include "adminclient.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADMINCLIENT_MAX_BODY (8u << 20)
+
+static long long ac_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ac_split(const char *admin, char *host, size_t hlen, char *port, size_t plen)
+{
+	const char *colon = strrchr(admin, ':');
+	if (colon == NULL || colon[1] == '\0')
+		return -1;
+	size_t n = (size_t)(colon - admin);
+	const char *h = admin;
+	if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+		h++;
+		n -= 2;
+	}
+	if (n == 0 || n >= hlen || strlen(colon + 1) >= plen)
+		return -1;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	snprintf(port, plen, "%s", colon + 1);
+	return 0;
+}
+
+static int ac_wait(int fd, short events, long long deadline)
+{
+	long long left = deadline - ac_now_ms();
+	if (left <= 0)
+		return -1;
+	struct pollfd p = {.fd = fd, .events = events};
+	int r = poll(&p, 1, (int)left);
+	return r > 0 ? 0 : -1;
+}
+
+int adminclient_get(const char *admin, const char *path, int timeout_ms, char **body, char *err, size_t errlen)
+{
+	*body = NULL;
+	char host[128], port[16];
+	if (ac_split(admin, host, sizeof(host), port, sizeof(port)) < 0) {
+		snprintf(err, errlen, "admin address '%s' is not ADDR:PORT", admin);
+		return -1;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+	struct addrinfo *ai = NULL;
+	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL) {
+		snprintf(err, errlen, "admin address '%s' is not a numeric ADDR:PORT", admin);
+		return -1;
+	}
+	long long deadline = ac_now_ms() + timeout_ms;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int rc = -1;
+	char *buf = NULL;
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		goto out;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+		snprintf(err, errlen, "cannot connect to %s: %s", admin, strerror(errno));
+		goto out;
+	}
+	if (ac_wait(fd, POLLOUT, deadline) < 0) {
+		snprintf(err, errlen, "cannot connect to %s: timed out", admin);
+		goto out;
+	}
+	int soerr = 0;
+	socklen_t sl = sizeof(soerr);
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+	if (soerr != 0) {
+		snprintf(err, errlen, "cannot connect to %s: %s (is the controller running? --admin ADDR:PORT)", admin,
+		         strerror(soerr));
+		goto out;
+	}
+	char req[2048];
+	int rl = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
+	if (rl < 0 || (size_t)rl >= sizeof(req) || write(fd, req, (size_t)rl) != rl) {
+		snprintf(err, errlen, "cannot send the request to %s", admin);
+		goto out;
+	}
+	size_t len = 0, cap = 65536;
+	buf = malloc(cap + 1);
+	if (buf == NULL)
+		goto out;
+	for (;;) {
+		if (ac_wait(fd, POLLIN, deadline) < 0) {
+			snprintf(err, errlen, "%s did not answer in time", admin);
+			goto out;
+		}
+		if (len == cap) {
+			if (cap >= ADMINCLIENT_MAX_BODY) {
+				snprintf(err, errlen, "answer from %s too large", admin);
+				goto out;
+			}
+			char *nb = realloc(buf, cap * 2 + 1);
+			if (nb == NULL)
+				goto out;
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "reading from %s: %s", admin, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	int status = 0;
+	char *sep = strstr(buf, "\r\n\r\n");
+	if (sscanf(buf, "HTTP/%*d.%*d %d", &status) != 1 || sep == NULL) {
+		snprintf(err, errlen, "%s did not answer HTTP", admin);
+		goto out;
+	}
+	sep += 4;
+	memmove(buf, sep, strlen(sep) + 1);
+	*body = buf;
+	buf = NULL;
+	rc = status;
+out:
+	free(buf);
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return rc;
+}

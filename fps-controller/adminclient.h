@@ -1,0 +1,16 @@
+/*
+ * adminclient: the commands that ask a running controller (`fps-controller denied`,
+ * `explain --admin`) fetch its admin endpoints with this one small HTTP/1.0 GET.
+ */
+#ifndef FPS_ADMINCLIENT_H
+#define FPS_ADMINCLIENT_H
+
+#include <stddef.h>
+
+#define ADMINCLIENT_DEFAULT "127.0.0.1:9090"
+
+/* GETs http://<admin><path>; admin is ADDR:PORT or [V6]:PORT (numeric). Returns the HTTP
+ * status with *body (malloc'd, NUL-terminated), or -1 with err saying why. */
+int adminclient_get(const char *admin, const char *path, int timeout_ms, char **body, char *err, size_t errlen);
+
+#endif
