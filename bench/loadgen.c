@@ -124,6 +124,9 @@ struct lg_stats {
 	uint64_t status[LG_STATUS_MAX];
 	uint64_t connect_status[LG_STATUS_MAX];
 	struct lg_hist hist[LG_H_COUNT];
+	/* availability: agents with a 2xx since the start (and when the last got its first), the
+	 * longest time without any 2xx after the warmup, agents served again after a SIGUSR1 mark */
+	uint64_t served, served_last_us, gap_max_us, gap_at_us, mark_served, mark_last_us;
 };
 
 /* ---- HTTP/1.1 response parser ------------------------------------------------------------- */
@@ -175,6 +178,8 @@ struct lg_agent {
 	uint32_t ev;                             /* epoll interest; 0 = not registered */
 	bool claimed, sent, recycle, in_connect; /* sent: the claimed request is on the wire */
 	uint64_t t_conn, t_req, deadline;
+	uint64_t mark_done; /* the mark (SIGUSR1 time) this agent has had a 2xx after; 0 none */
+	bool served;
 	unsigned rr, tunnel_reqs;
 	const struct lg_url *url; /* origin of the current tunnel or direct connection */
 	char *auth;
@@ -208,9 +213,13 @@ struct lg_thread {
 	size_t recycle_cursor;
 	uint64_t last_tick;
 	struct lg_stats st;
+	uint64_t last_ok; /* time of this thread's latest 2xx */
 };
 
 static volatile sig_atomic_t lg_interrupted;
+/* SIGUSR1 marks a moment (e.g. the proxy restarted): the report then says when every agent
+ * had a 2xx again after it. Set from the signal handler, read by the event loops. */
+static atomic_uint_fast64_t lg_mark_us;
 
 static uint64_t lg_now_us(void)
 {
@@ -766,6 +775,8 @@ static void lg_cli_usage(FILE *f)
 	      "  --insecure               do not verify the origin's certificate\n"
 	      "  --cafile FILE            CA bundle to verify the origin [system default]\n"
 	      "  --json FILE              write the JSON result there ['-' = stdout, the default]\n"
+	      "  SIGUSR1 marks a moment (say, the proxy restarted): \"availability\" then reports when\n"
+	      "  every agent had a 2xx again after it, beside the longest time without any 2xx\n"
 	      "  --help\n",
 	      f);
 }
@@ -1516,6 +1527,25 @@ static void lg_agent_response_done(struct lg_thread *t, struct lg_agent *a, uint
 		}
 		return;
 	}
+	if (h->status >= 200 && h->status < 300) {
+		if (!a->served) {
+			a->served = true;
+			t->st.served++;
+			t->st.served_last_us = now - t->run->t0;
+		}
+		uint64_t mark = atomic_load(&lg_mark_us);
+		if (mark && now > mark && a->mark_done != mark) {
+			a->mark_done = mark;
+			t->st.mark_served++;
+			if (now - mark > t->st.mark_last_us)
+				t->st.mark_last_us = now - mark;
+		}
+		if (rec && t->last_ok && now - t->last_ok > t->st.gap_max_us) {
+			t->st.gap_max_us = now - t->last_ok;
+			t->st.gap_at_us = t->last_ok - t->run->t0;
+		}
+		t->last_ok = now;
+	}
 	if (rec) {
 		t->st.requests++;
 		t->st.body_bytes += h->body_bytes;
@@ -1773,7 +1803,7 @@ static const char *lg_mode_name(enum lg_mode m)
 }
 
 static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_stats *s, const struct lg_hist *all,
-                           double elapsed, bool interrupted)
+                           double elapsed, bool interrupted, uint64_t t0)
 {
 	uint64_t errs = 0,
 	         cerrs = s->err[LG_ERR_CONNECT_REFUSED] + s->err[LG_ERR_CONNECT_OTHER] + s->err[LG_ERR_CONNECT_TIMEOUT];
@@ -1832,8 +1862,18 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 	lg_json_counts(f, s->connect_status, LG_STATUS_MAX);
 	fprintf(f,
 	        ",\n \"connections\": {\"opened\": %" PRIu64 ", \"connect_sent\": %" PRIu64 ", \"tunnels\": %" PRIu64
-	        "}}\n",
-	        s->conns, s->connects_sent, s->tunnels);
+	        "},\n \"availability\": {\"agents_served\": %" PRIu64
+	        ", \"all_served_ms\": %.1f, \"gap_max_ms\": %.1f, "
+	        "\"gap_at_s\": %.3f, \"mark_s\": ",
+	        s->conns, s->connects_sent, s->tunnels, s->served, (double)s->served_last_us / 1000,
+	        (double)s->gap_max_us / 1000, (double)s->gap_at_us / 1e6);
+	uint64_t mark = atomic_load(&lg_mark_us);
+	if (mark)
+		fprintf(f, "%.3f", (double)(mark - t0) / 1e6);
+	else
+		fputs("null", f);
+	fprintf(f, ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f}}\n",
+	        s->mark_served, (double)s->mark_last_us / 1000);
 }
 
 static void lg_report_human(const struct lg_config *c, const struct lg_stats *s, const struct lg_hist *all,
@@ -1867,6 +1907,12 @@ static void lg_on_signal(int sig)
 {
 	(void)sig;
 	lg_interrupted = 1;
+}
+
+static void lg_on_mark(int sig)
+{
+	(void)sig;
+	atomic_store(&lg_mark_us, lg_now_us()); /* clock_gettime is async-signal-safe */
 }
 
 static SSL_CTX *lg_tls_ctx(const struct lg_config *c)
@@ -1974,6 +2020,9 @@ int main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	struct sigaction sm = {.sa_handler = lg_on_mark, .sa_flags = SA_RESTART};
+	sigemptyset(&sm.sa_mask);
+	sigaction(SIGUSR1, &sm, NULL);
 	signal(SIGPIPE, SIG_IGN); /* OpenSSL writes with write(2), which would raise it */
 	lg_raise_nofile(cfg.agents);
 
@@ -2038,11 +2087,21 @@ int main(int argc, char **argv)
 		}
 		for (int k = 0; k < LG_H_COUNT; k++)
 			lg_hist_merge(&total->hist[k], &s->hist[k]);
+		total->served += s->served;
+		total->mark_served += s->mark_served;
+		if (s->served_last_us > total->served_last_us)
+			total->served_last_us = s->served_last_us;
+		if (s->mark_last_us > total->mark_last_us)
+			total->mark_last_us = s->mark_last_us;
+		if (s->gap_max_us > total->gap_max_us) { /* per thread: with --threads 1, of the whole run */
+			total->gap_max_us = s->gap_max_us;
+			total->gap_at_us = s->gap_at_us;
+		}
 	}
 	lg_hist_merge(all, &total->hist[LG_H_GET]);
 	lg_hist_merge(all, &total->hist[LG_H_TUNNEL]);
 	lg_report_human(&cfg, total, all, elapsed);
-	lg_report_json(out ? out : stdout, &cfg, total, all, elapsed, lg_interrupted != 0);
+	lg_report_json(out ? out : stdout, &cfg, total, all, elapsed, lg_interrupted != 0, run.t0);
 	exit_code = LG_EXIT_OK;
 	if (out && fclose(out) != 0) {
 		fprintf(stderr, "loadgen: --json %s: %s\n", cfg.json_path, strerror(errno));

@@ -8,9 +8,11 @@ and against what users would run instead, in one run, all on loopback.
   (3) tinyproxy: BasicAuth + Filter                 live apply vs apply: reconfigure
   (4) FPS direct route                          (8) edit-to-enforced latency (bench/edit_latency.py)
                                                 (9) CONNECT + TLS, and an 80/20 GET/CONNECT mix
+                                                (10) ramp: 1000 agents connect at once
+                                                (11) restart: SIGTERM FPS under load, start again
 
   bench/run_bench.py [--quick] [--agents N] [--duration S] [--reps N] [--workers N]
-                     [--groups get1k,connect,get100k,edits,latency] [--no-profile] [--keep]
+                     [--groups get1k,connect,get100k,ramp,restart,edits,latency] [--no-profile] [--keep]
 
 Writes bench/results/<timestamp>.{json,md,png} and latest.{json,md,png}; prints the tables.
 Everything it starts runs in its own process group and is stopped on exit, failure or Ctrl-C.
@@ -50,7 +52,7 @@ def parse_args():
     ap.add_argument("--edit-entries", type=int, default=10, help="whitelist size in (7) [10]")
     ap.add_argument("--lat-entries", default="10,100000")
     ap.add_argument("--lat-edits", type=int, default=None, help="edits per configuration in (8) [20; quick 4]")
-    ap.add_argument("--groups", default="get1k,connect,get100k,edits,latency")
+    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,edits,latency")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf runs (full mode only anyway)")
     ap.add_argument("--settle", type=float, default=None, help="pause between runs [0.5]")
     ap.add_argument("--quiet-budget", type=float, default=None,
@@ -141,7 +143,8 @@ class Bench:
     def save(self, final=False):
         r = self.res
         r["summary"] = report.aggregate(r["runs"])
-        r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"])
+        r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"], r["runs"],
+                                            r.get("availability"))
         r["meta"]["elapsed_s"] = round(time.monotonic() - self.t0, 1)
         r["meta"]["loadavg_end"] = common.loadavg()
         r["meta"]["partial"] = not final
@@ -210,9 +213,13 @@ class Bench:
         self.wait_quiet()
         port, host = self.target(t)
         label = f"{group}-{t}-r{rep}" if not perf else f"profile-{t}"
+        fps = self.fps if t.startswith("fps-") else None
+        marks = fps.log_marks() if fps else None
         rec = loadrun.run_load(self.env, label, port, host, workload, a.agents, a.duration, a.warmup,
                                a.tunnel_rate, perf=perf)
         rec.update(group=group, target=t, rep=rep)
+        if fps and rec["status"].get("403"):
+            rec["denied_403"] = fps.denials_since(marks)  # the evidence: which rule, what Squid logged
         time.sleep(a.settle)
         return rec
 
@@ -293,6 +300,56 @@ class Bench:
                 log(f"profile {t}: {e}")
         self.save()
 
+    # ---- availability: a connect storm, and a restart under load ----------------------------
+    def availability(self):
+        """(10) ramp: 1000 agents connect within ~50 ms (what every appliance restart causes),
+        FPS beside the hand-written Squid, no warmup excluded; (11) restart: SIGTERM to FPS under
+        load and the controller started again on the same state dir."""
+        a = self.a
+        out = self.res.setdefault("availability", [])
+        if "ramp" in a.groups:
+            dur = 6  # longer than loadgen's 5 s timeout, so an agent never served counts as failed
+            for rep in range(1, (1 if a.quick else 2) + 1):
+                for t in ("squid", "fps-direct"):
+                    self.wait_quiet()
+                    port, host = self.target(t)
+                    try:
+                        rec = loadrun.run_load(self.env, f"ramp-{t}-r{rep}", port, host, "get1k", a.agents, dur, 0)
+                    except Exception as e:
+                        log(f"ramp/{t}: FAILED: {e}")
+                        self.res["failures"].append({"group": "ramp", "target": t, "rep": rep, "error": str(e)[-1000:]})
+                        continue
+                    rec.update(group="ramp", target=t, rep=rep)
+                    out.append(rec)
+                    time.sleep(a.settle)
+                    self.save()
+        if "restart" in a.groups and self.fps is not None:
+            f = self.fps
+            dur = 8 if a.quick else 20
+            at = 3.0
+            box = {}
+
+            def during(stop):
+                if stop.wait(a.warmup + at):
+                    return {}
+                box["lg"].send_signal(signal.SIGUSR1)  # mark: "every agent served again" counts from here
+                t_term, t_up = f.restart()
+                return {"restart_at_s": a.warmup + at, "squid_answering_after_ms": round((t_up - t_term) * 1000)}
+            self.wait_quiet()
+            marks = f.log_marks()
+            try:
+                rec = loadrun.run_load(self.env, "restart-fps-direct", f.port, services.ORIGIN, "get1k", a.agents, dur,
+                                       a.warmup, during=during, on_start=lambda lg: box.update(lg=lg))
+                rec.update(group="restart", target="fps-direct", rep=1)
+                if rec["status"].get("403"):
+                    rec["denied_403"] = f.denials_since(marks)
+                out.append(rec)
+            except Exception as e:
+                log(f"restart: FAILED: {e}")
+                self.res["failures"].append({"group": "restart", "target": "fps-direct", "rep": 1,
+                                             "error": str(e)[-1000:]})
+            self.save()
+
     def live_edits(self):
         a = self.a
         if self.fps is not None:
@@ -331,15 +388,21 @@ class Bench:
                         stop.wait()
                         return {"edits": 0, "prober": prober.finish()}
                     self.wait_quiet()
+                    marks = f.log_marks()
                     rec = loadrun.run_load(self.env, "edits-control", f.port, services.ORIGIN, "get1k", a.agents,
                                            a.edits_duration, a.warmup, during=control)
+                    if rec["status"].get("403"):
+                        rec["denied_403"] = f.denials_since(marks)
                     rec.update(group="edits", target="fps-control", apply="none (control)",
                                whitelist_entries=a.edit_entries)
                     self.res["live_edits"].append(rec)
                     time.sleep(a.settle)
                 self.wait_quiet()
+                marks = f.log_marks()
                 rec = loadrun.run_load(self.env, f"edits-{apply}", f.port, services.ORIGIN, "get1k", a.agents,
                                        a.edits_duration, a.warmup, during=during)
+                if rec["status"].get("403"):
+                    rec["denied_403"] = f.denials_since(marks)
                 rec.update(group="edits", target=f"fps-{apply}", apply=apply, whitelist_entries=a.edit_entries)
                 self.res["live_edits"].append(rec)
             finally:
@@ -362,6 +425,7 @@ class Bench:
             self.setup()
             self.throughput()
             self.profile()
+            self.availability()
             if "edits" in self.a.groups:
                 self.live_edits()
             if "latency" in self.a.groups:
@@ -373,7 +437,16 @@ class Bench:
                 self.env.close()
         md = self.save(final=ok)
         print(md)
+        if not self.a.quick and Path(self.a.results).resolve() == RESULTS.resolve() and set(self.a.groups) >= {
+                "get1k", "ramp", "restart"}:
+            if report.update_readme(common.ROOT / "README.md", self.res):
+                log("README.md: benchmark block regenerated from this run")
         log(f"done in {time.monotonic() - self.t0:.0f}s: {self.out}/{self.ts}.md (and latest.md/json/png)")
+        bad = report.whitelisted_403(self.res["runs"], self.res["live_edits"] + self.res.get("availability", []))
+        if bad:
+            log(f"FAILED: a whitelisted host was denied (403) in {', '.join(f'{k} ({v})' for k, v in bad.items())}")
+            return 1
+        return 0
 
 
 def rereport(path):
@@ -381,7 +454,8 @@ def rereport(path):
     path = Path(path)
     res = json.loads(path.read_text())
     res["summary"] = report.aggregate(res["runs"])
-    res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"])
+    res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"], res["runs"],
+                                          res.get("availability"))
     md = report.markdown(res)
     path.write_text(json.dumps(res, indent=1))
     path.with_suffix(".md").write_text(md)
@@ -403,7 +477,7 @@ def main():
     signal.signal(signal.SIGHUP, on_term)
     b = Bench(a)
     try:
-        b.run()
+        return b.run()
     except KeyboardInterrupt:
         log("interrupted: partial results kept")
         b.save()

@@ -132,6 +132,28 @@ static void render_never(const struct fps_config *c, struct buf *b)
 		bprintf(b, " %s", never_loopback[i]);
 }
 
+/* Listening sockets on the agents' port (per worker): the kernel spreads new connections
+ * over them and Squid accepts one per socket per event-loop pass. 1000 agents connecting
+ * within 50 ms waited up to 5 s with one socket, 1.8 s with 4, 1.4 s with 16 (bench). */
+#define RENDER_LISTEN_SOCKETS 8
+
+/* Helper children per helper (fps-auth, fps-acl) and requests in flight per child. */
+#define RENDER_HELPER_CHILDREN    4
+#define RENDER_HELPER_CONCURRENCY 256
+
+static long render_max_fds(const struct render_ctx *rc)
+{
+	return rc->max_fds > 0 ? rc->max_fds : 65536;
+}
+
+/* A helper queue that can never be full: Squid checks at most one request per client
+ * connection at a time (no pipeline prefetch), so it never has more lookups waiting
+ * than descriptors. A queued lookup costs a few hundred bytes only while it waits. */
+static long render_queue_size(const struct render_ctx *rc)
+{
+	return render_max_fds(rc);
+}
+
 static void join_ports(struct buf *b, const int *ports, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -148,8 +170,12 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 		return;
 	}
 	/* Sized for ~1000 agents: fps-auth answers about a million verdicts a second, so
-	 * one child with concurrency keeps up and the others are headroom; a full queue
-	 * answers ERR instead of killing Squid (the default on-persistent-overload is "die"). */
+	 * one child with concurrency keeps up and the others are headroom. All children
+	 * start with Squid: a child forked by a busy Squid (hundreds of MB, thousands of
+	 * descriptors) stalls its event loop while 1000 agents reconnect. The queue holds
+	 * one lookup per descriptor Squid may open, so it cannot fill (a request is checked
+	 * once at a time per connection); on-persistent-overload=ERR instead of the default
+	 * "die" should a helper stop answering altogether. */
 	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --extra-fields 1 --keys %s/apikeys.json",
 	        rc->bin_dir, rc->secrets_dir);
 	if (c->products.n > 0) {
@@ -158,7 +184,7 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 			bprintf(auth, "%s%s", i ? "," : "", c->products.v[i]);
 	}
 	bprintf(auth,
-	        "\nauth_param basic children 4 startup=1 idle=1 concurrency=256 queue-size=8192 "
+	        "\nauth_param basic children %d startup=%d idle=1 concurrency=%d queue-size=%ld "
 	        "on-persistent-overload=ERR\n"
 	        "auth_param basic realm %s\n"
 	        "auth_param basic credentialsttl %d seconds\n"
@@ -172,6 +198,7 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	        "authenticate_ttl 60 seconds\n"
 	        "authenticate_cache_garbage_interval 60 seconds\n"
 	        "acl fps_users proxy_auth REQUIRED",
+	        RENDER_HELPER_CHILDREN, RENDER_HELPER_CHILDREN, RENDER_HELPER_CONCURRENCY, render_queue_size(rc),
 	        c->realm, c->credentials_ttl);
 	bprintf(access, "http_access deny !fps_users");
 	bprintf(allow, "http_access allow fps_tagged fps_users");
@@ -329,9 +356,11 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	           blocked = {0}, never = {0};
 	struct buf auth = {0}, auth_access = {0}, allow = {0}, wl = {0}, routes = {0}, list = {0};
 	bool v6 = strchr(c->bind, ':') != NULL;
-	bprintf(&http_port, v6 ? "[%s]:%d" : "%s:%d", c->bind, c->port);
+	for (int i = 0; i < RENDER_LISTEN_SOCKETS; i++)
+		bprintf(&http_port, v6 ? "%shttp_port [%s]:%d worker-queues" : "%shttp_port %s:%d worker-queues",
+		        i ? "\n" : "", c->bind, c->port);
 	bprintf(&mgr_port, "%d", rc->mgr_port);
-	bprintf(&maxfd, "%ld", rc->max_fds > 0 ? rc->max_fds : 65536);
+	bprintf(&maxfd, "%ld", render_max_fds(rc));
 	int nworkers = cfg_workers(c);
 	if (nworkers > 1)
 		bprintf(&workers, "workers %d", nworkers);
@@ -356,18 +385,23 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	if (c->apply == CFG_APPLY_LIVE) {
 		/* cache=0: every request asks fps-acl (microseconds), so an edit is enforced
 		 * as soon as the snapshot is swapped, not when a cached verdict expires.
+		 * When this helper's queue is full, Squid 5.7 (external_acl.cc, "queue full.
+		 * Request rejected") makes the ACL DUNNO, which ends http_access with a deny:
+		 * a 403 for a whitelisted host. So the queue holds one lookup per descriptor
+		 * (render_queue_size) and all children start with Squid, as for fps-auth.
 		 * %PORT %un feed the denied report (docs/operations.md): %un is the
 		 * authenticated user, URL-escaped, "-" without auth; unlike %LOGIN it never
 		 * makes Squid ask for credentials itself. */
 		char report[PATH_MAX + 32] = "";
 		if (!rc->no_denied_report)
 			snprintf(report, sizeof(report), " --denied-dir %s/denied", rc->run_dir);
-		bprintf(&wl,
-		        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 children-startup=1 "
-		        "children-idle=1 concurrency=256 queue-size=8192 %%DST%s %s/fps-acl --snapshot "
-		        "%s/acl.snapshot%s\n"
-		        "acl fps_whitelist external fps_acl\n",
-		        rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir, report);
+		bprintf(
+		    &wl,
+		    "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=%d children-startup=%d "
+		    "children-idle=1 concurrency=%d queue-size=%ld %%DST%s %s/fps-acl --snapshot %s/acl.snapshot%s\n"
+		    "acl fps_whitelist external fps_acl\n",
+		    RENDER_HELPER_CHILDREN, RENDER_HELPER_CHILDREN, RENDER_HELPER_CONCURRENCY, render_queue_size(rc),
+		    rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir, report);
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
 		for (int v = 0; v < WL_VIA_COUNT; v++)
 			bprintf(&wl, "acl fps_via_%s tag %s\n", wl_via_name((enum wl_via)v),
@@ -392,7 +426,7 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	snprintf(gen, sizeof(gen), "%llu", rc->generation);
 	const struct render_var vars[] = {
 	    {"VERSION", FPS_VERSION},
-	    {"HTTP_PORT", bstr(&http_port)},
+	    {"HTTP_PORTS", bstr(&http_port)},
 	    {"MGR_PORT", bstr(&mgr_port)},
 	    {"WORKERS", bstr(&workers)},
 	    {"MAX_FDS", bstr(&maxfd)},

@@ -30,7 +30,7 @@ def workload_args(env, workload, host, tunnel_rate):
 
 
 def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, tunnel_rate=200, during=None,
-             outdir=None, perf=None):
+             outdir=None, perf=None, noauth=False, extra=(), on_start=None):
     """Runs loadgen for warmup+duration seconds; CPU and peak RSS are taken over the measured
     part (after the warmup). `during(stop_event)` runs in a thread meanwhile (edits, probers)
     and its return value lands in the record as "during". Returns a flat record."""
@@ -39,13 +39,15 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
     if proxy_port is None:
         argv += ["--direct"]
     else:
-        argv += ["--proxy", f"127.0.0.1:{proxy_port}", "--apikey", services.APIKEY]
-    argv += workload_args(env, workload, host, tunnel_rate)
+        argv += ["--proxy", f"127.0.0.1:{proxy_port}"] + (["--no-auth"] if noauth else ["--apikey", services.APIKEY])
+    argv += workload_args(env, workload, host, tunnel_rate) + list(extra)
     t_start = time.time()
     la = common.loadavg()
     import tempfile
     fout, ferr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     lg = subprocess.Popen(argv, stdout=fout, stderr=ferr)
+    if on_start is not None:
+        on_start(lg)  # e.g. to signal it (SIGUSR1 marks a moment in its availability figures)
     watchdog = threading.Timer(duration + warmup + 120, lg.kill)
     watchdog.start()
     box, stop = {}, threading.Event()
@@ -121,7 +123,7 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
         "max_ms": lat["max"] / 1000,
         "status": status, "non2xx": non2xx, "errors": errors, "errors_total": r["errors_total"],
         "failed": non2xx + r["errors_total"], "proxy_connect_status": r.get("proxy_connect_status") or {},
-        "connections": r.get("connections"), "cpu_s": {k: v for k, v in cpu.items() if abs(v) >= 0.01},
+        "connections": r.get("connections"), "availability": r.get("availability"), "cpu_s": {k: v for k, v in cpu.items() if abs(v) >= 0.01},
         "rss_mb": rss, "loadgen_cpu_s": round(ru.ru_utime + ru.ru_stime - lg_before, 2),
         # CPU the box spent outside this benchmark's processes in the window (other jobs).
         "box_busy_s": round(busy, 2), **mid,

@@ -153,6 +153,37 @@ def edits_table(live):
     return lines
 
 
+def availability_table(avail):
+    if not avail:
+        return []
+    lines = ["### (10) Ramp and (11) restart: availability", "",
+             "Ramp: loadgen opens all agents' connections at once (200 per 10 ms) against a running proxy, "
+             "nothing excluded. Restart: SIGTERM to the FPS controller under load, then started again on the same "
+             "state dir; *served again* counts from the SIGTERM.", "",
+             "| run | 2xx req/s | failed (by class) | every agent served after ms | longest gap without a 2xx ms | "
+             "p99 ms | max ms | Squid answering again after ms |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in avail:
+        av = r.get("availability") or {}
+        classes = dict(r["errors"])
+        for k, v in r["status"].items():
+            if not 200 <= int(k) < 300:
+                classes[f"http_{k}"] = v
+        d = r.get("during") or {}
+        if r["group"] == "restart":
+            served = f"{av.get('all_served_after_mark_ms', 0):,.0f} ({av.get('agents_served_after_mark', 0):,} agents)"
+            name = f"(11) restart, {TITLE.get(r['target'], r['target'])}"
+        else:
+            served = f"{av.get('all_served_ms', 0):,.0f} ({av.get('agents_served', 0):,} agents)"
+            name = f"(10) ramp, {TITLE.get(r['target'], r['target'])} #{r['rep']}"
+        fail = f"**{r['failed']:,}**" if r["failed"] and r["target"].startswith("fps") else f"{r['failed']:,}"
+        lines.append(f"| {name} | {r['ok_rps']:,.0f} | {fail}{' (' + _fmt_classes(classes) + ')' if r['failed'] else ''} | "
+                     f"{served} | {av.get('gap_max_ms', 0):,.0f} | {r['p99_ms']:.0f} | {r['max_ms']:.0f} | "
+                     f"{d.get('squid_answering_after_ms', '-')} |")
+    lines.append("")
+    return lines
+
+
 def latency_table(lat):
     if not lat:
         return []
@@ -171,9 +202,26 @@ def latency_table(lat):
     return lines
 
 
-def target_checks(summary, live, lat):
+def whitelisted_403(runs, live=None):
+    """{label: 403 count} over every load run: agents only ask for whitelisted hosts, so
+    each 403 is a whitelisted host denied (the edit scenarios toggle another name)."""
+    out = {}
+    for r in list(runs or []) + list(live or []):
+        n = int(r.get("status", {}).get("403", 0))
+        if n:
+            out[r["label"]] = n
+    return out
+
+
+def target_checks(summary, live, lat, runs=None, avail=None):
     """The issue's targets, each with the measured margin."""
     out = []
+    if runs is not None:
+        bad = whitelisted_403(runs, list(live or []) + list(avail or []))
+        out.append(("no 403 for a whitelisted host, in any run", not bad,
+                    "0 in %d runs" % (len(runs) + len(live or []) + len(avail or [])) if not bad else
+                    f"{sum(bad.values()):,} x 403 in " + ", ".join(f"{k} ({v:,})" for k, v in bad.items()) +
+                    " (samples from Squid's logs in the JSON: `denied_403`)"))
     g = summary.get("get1k", {})
     fd, sq, tp, tu = (g.get(k) for k in ("fps-direct", "squid", "tinyproxy", "fps-tunnel"))
     if fd and sq:
@@ -204,12 +252,68 @@ def target_checks(summary, live, lat):
             out.append(("edit-to-enforced p99 < 1 s at 100,000 entries (live)", ok,
                         f"p99 {r['p99_ms']:.0f} ms (median {r['median_ms']:.0f}, {r['edits']} edits, "
                         f"{r.get('timeouts', 0)} timeouts)"))
+    cg = summary.get("connect", {})
+    if cg.get("fps-direct") and cg.get("squid"):
+        a_, b_ = cg["fps-direct"], cg["squid"]
+        r = a_["ok_rps"] / b_["ok_rps"]
+        out.append(("FPS CONNECT+TLS ≥ 0.97x the hand-written Squid (same workers)", r >= 0.97,
+                    f"{a_['ok_rps']:,.0f} vs {b_['ok_rps']:,.0f} req/s = {r:.2f}x (1 run each)"))
+    ramp = [r for r in avail or [] if r["group"] == "ramp"]
+    fr, sr = ([r for r in ramp if r["target"] == t] for t in ("fps-direct", "squid"))
+    if fr:
+        served = lambda rs: max((r.get("availability") or {}).get("all_served_ms") or 0 for r in rs)
+        out.append((f"0 failed requests for FPS while {fr[0]['agents']} agents connect at once", all(r["failed"] == 0 for r in fr),
+                    f"{sum(r['failed'] for r in fr):,} failed over {len(fr)} runs, every agent served within "
+                    f"{served(fr):,.0f} ms (hand-written Squid, same runs: {sum(r['failed'] for r in sr):,} failed, "
+                    f"{served(sr):,.0f} ms)"))
     if tu and fd:
         r = tu["ok_rps"] / fd["ok_rps"]
         out.append(("tunnel route ≥ 80% of direct route", r >= 0.8,
                     f"{tu['ok_rps']:,.0f} vs {fd['ok_rps']:,.0f} req/s = {r:.1%}"
                     f" (failed {tu['failed_total']:,} vs {fd['failed_total']:,})"))
     return out
+
+
+README_BEGIN = "<!-- bench-table:begin (make bench regenerates this block from bench/results/latest.md) -->"
+README_END = "<!-- bench-table:end -->"
+
+
+def readme_block(res):
+    """The README's benchmark block: the targets, GET 1 KiB and availability, from one run."""
+    m = res["meta"]
+    lines = [README_BEGIN,
+             f"Latest full run {m['timestamp']} (git {m['git']}; 2 cores shared with other jobs, load average "
+             f"{m['loadavg_start']} at the start; {m['agents']} agents with their own credentials; every figure "
+             f"from this one run, see `bench/results/latest.md`):", "",
+             "| target | met | measured |", "|---|---|---|"]
+    for name, ok, how in res.get("targets") or []:
+        lines.append(f"| {name} | {'yes' if ok else '**MISSED**'} | {how} |")
+    lines.append("")
+    g = (res.get("summary") or {}).get("get1k", {})
+    if g:
+        lines += ["| GET 1 KiB, keep-alive | 2xx req/s | vs (2) | p99 ms | failed | proxy CPU µs/req |",
+                  "|---|---:|---:|---:|---|---:|"]
+        for t, title in TARGETS:
+            x = g.get(t)
+            if x:
+                lines.append(f"| {title} | {_n(x['ok_rps'])} | {_n(x['vs_squid'], '{:.2f}')} | {_n(x['p99_ms'], '{:.0f}')} | "
+                             f"{x['failed_total']:,}{' (' + _fmt_classes(x['failed_by_class']) + ')' if x['failed_total'] else ''} | "
+                             f"{_n(x['proxy_cpu_us_per_req'], '{:.0f}')} |")
+        lines.append("")
+    lines += availability_table(res.get("availability"))
+    lines.append(README_END)
+    return "\n".join(lines)
+
+
+def update_readme(path, res):
+    """Replaces the block between the markers in README.md; False when the markers are missing."""
+    path = Path(path)
+    text = path.read_text()
+    i, j = text.find(README_BEGIN), text.find(README_END)
+    if i < 0 or j < i:
+        return False
+    path.write_text(text[:i] + readme_block(res) + text[j + len(README_END):])
+    return True
 
 
 def markdown(res):
@@ -229,6 +333,7 @@ def markdown(res):
         lines.append("")
     lines += ["## Results", ""]
     lines += throughput_tables(res.get("summary", {}), m["agents"])
+    lines += availability_table(res.get("availability"))
     lines += edits_table(res.get("live_edits"))
     lines += latency_table(res.get("edit_latency"))
     if res.get("failures"):

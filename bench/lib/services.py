@@ -225,8 +225,9 @@ http_access deny all
         self.roots["cloud:"] = p.pid
 
     # ---- FPS ------------------------------------------------------------------------------
-    def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120):
-        f = FpsInstance(self, name, apply=apply, whitelist=whitelist, routes=routes, workers=workers)
+    def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120, templates=None):
+        f = FpsInstance(self, name, apply=apply, whitelist=whitelist, routes=routes, workers=workers,
+                        templates=templates)
         self.fps.append(f)
         f.start(wait)
         return f
@@ -236,9 +237,10 @@ class FpsInstance(common.fpsharness.World):
     """One FPS (controller + its Squid, helpers and stunnel client), configured through the
     ConfigMap-like directory the kubelet way (fpsharness.World), started in its own session."""
 
-    def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1):
+    def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1, templates=None):
         super().__init__(name=f"fps-bench-{name}")
         self.env, self.name, self.apply, self.routes, self.workers = env, name, apply, routes, workers
+        self.templates = templates or ROOT / "squid-templates"  # a variant's copy, for A/B runs
         self.whitelist = list(whitelist if whitelist is not None else base_whitelist())
         self.admin_port = free_port()
         self.version = 1
@@ -297,7 +299,7 @@ default_route: direct
 
     def start(self, wait=120):
         self.kubelet_update(self.config, self.config_files())
-        env = dict(os.environ, FPS_TEMPLATES_DIR=str(ROOT / "squid-templates"),
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(self.templates),
                    FPS_STUNNEL_TEMPLATES_DIR=str(ROOT / "stunnel-conf"))
         self.proc = self.env.procs.spawn(
             f"controller-{self.name}",
@@ -310,6 +312,16 @@ default_route: direct
             wait_port(self.tunnel_local, self.proc, timeout=30, what="FPS stunnel client")
         self.env.roots["fps:"] = self.proc.pid
 
+    def restart(self, wait=120):
+        """What an appliance restart does: SIGTERM to the controller (it stops its Squid and
+        stunnel), then the controller again on the same state dir. Returns the monotonic times
+        of the SIGTERM and of Squid answering again."""
+        t_term = time.monotonic()
+        self.env.procs.stop(self.proc, grace=30)
+        self.proc = None
+        self.start(wait)
+        return t_term, time.monotonic()
+
     def close(self):
         if self.proc is not None:
             self.env.procs.stop(self.proc, grace=30)
@@ -319,6 +331,32 @@ default_route: direct
         if self in self.env.fps:
             self.env.fps.remove(self)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- evidence for denials (a 403 for a whitelisted host fails the bench) --------------
+    def _logs(self):
+        run = self.state / "run"
+        return {"access": run / "access.log", "cache": run / "cache.log"}
+
+    def log_marks(self):
+        """Where Squid's logs end now, so denials_since() reads only what a run added."""
+        return {k: (p.stat().st_size if p.exists() else 0) for k, p in self._logs().items()}
+
+    def denials_since(self, marks, keep=5):
+        """The 403 lines of the access log and the WARNING/ERROR lines of cache.log written
+        since marks: a few samples and counts (the log rotation can shorten a file: then from 0)."""
+        out = {}
+        for k, p in self._logs().items():
+            try:
+                with open(p, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(marks.get(k, 0) if marks.get(k, 0) <= size else 0)
+                    text = f.read(64 << 20).decode(errors="replace")
+            except OSError:
+                continue
+            pick = (lambda l: "/403 " in l) if k == "access" else (lambda l: "WARNING" in l or "ERROR" in l)
+            lines = [l for l in text.splitlines() if pick(l)]
+            out[k] = {"count": len(lines), "samples": lines[:keep]}
+        return out
 
     def check(self, host, port, expect):
         user = common.agent_user(0)

@@ -204,6 +204,42 @@ def test_bounded_run_counts_agree_with_origin_log(loadgen, servers):
     assert all(h["host"] == "127.0.0.1:%d" % origin.port for _, h in origin.requests)
     wait_for(lambda: origin.accepted == r["connections"]["opened"], "origin to accept every connection")
     assert r["connections"]["opened"] == 20  # keep-alive: one connection per agent
+    av = r["availability"]
+    assert av["agents_served"] == 20 and 0 < av["all_served_ms"] <= r["elapsed_s"] * 1000
+    assert av["mark_s"] is None and av["agents_served_after_mark"] == 0
+
+
+def test_sigusr1_mark_reports_when_every_agent_is_served_again(loadgen, servers):
+    """A pause in the origin after the mark: every agent is served again, the gap shows it."""
+    paused = threading.Event()
+
+    def handler(server, conn):
+        buf = bytearray()
+        while server.read_request(conn, buf) is not None:
+            while paused.is_set():
+                time.sleep(0.01)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    origin = servers(handler)
+    proc = subprocess.Popen([loadgen, "--direct", "--url", "http://127.0.0.1:%d/" % origin.port, "--agents", "5",
+                             "--duration", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: origin.count() >= 50, "first requests")
+        paused.set()
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.4)  # the gap to measure (not a synchronization)
+        paused.clear()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        paused.clear()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    av = json.loads(out)["availability"]
+    assert av["mark_s"] is not None and av["agents_served_after_mark"] == 5
+    assert av["all_served_after_mark_ms"] >= 300
+    assert av["gap_max_ms"] >= 300
 
 
 def test_proxy_mode_sends_absolute_uris_round_robin(loadgen, servers):

@@ -73,11 +73,17 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	struct rendered r;
 	render_yaml(&r, "proxy: {bind: 127.0.0.1, port: 3128}\nauth: {enabled: false}\n",
 	            "{\"domains\": [\"secret-looking.example\", \"bad entry\"]}");
-	after(r.conf, "http_port 127.0.0.1:3128\n");
+	/* several listening sockets on the one port: Squid accepts one per socket per loop pass */
+	const char *port1 =
+	    after(r.conf, "\nhttp_port 127.0.0.1:3128 worker-queues\nhttp_port 127.0.0.1:3128 worker-queues\n");
+	assert_non_null(strstr(port1 + 1, "\nhttp_port 127.0.0.1:3128 worker-queues\n# "));
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
 	after(r.conf, "%DST %PORT %un /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot "
 	              "--denied-dir /state/run/denied\n");
 	after(r.conf, "max_filedescriptors 4096\n");
+	/* a queue that cannot fill (a full one turns into 403s), every child started up front */
+	after(r.conf, "children-max=4 children-startup=4 children-idle=1 concurrency=256 queue-size=4096 %DST");
+	after(r.conf, "pipeline_prefetch 0\n");
 	assert_null(strstr(r.conf, "secret-looking"));
 	assert_null(strstr(r.conf, "bad entry"));
 	assert_null(strstr(r.conf, "auth_param"));
@@ -101,7 +107,8 @@ static void test_auth_block(void **state)
 	render_yaml(&r, "auth: {realm: Vendor Proxy, credentials_ttl: 60, products: [ApexOne, Deep-Sec]}\n", NULL);
 	after(r.conf, "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --extra-fields 1 --keys "
 	              "/state/secrets/apikeys.json --products ApexOne,Deep-Sec\n");
-	after(r.conf, "on-persistent-overload=ERR");
+	after(r.conf, "auth_param basic children 4 startup=4 idle=1 concurrency=256 queue-size=4096 "
+	              "on-persistent-overload=ERR\n");
 	after(r.conf, "auth_param basic realm Vendor Proxy\n");
 	after(r.conf, "auth_param basic credentialsttl 60 seconds\n");
 	after(r.conf, "auth_param basic casesensitive on\n");

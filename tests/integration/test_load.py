@@ -1,0 +1,231 @@
+"""Behaviour under load that agents must never see: a whitelisted host denied because the
+helpers are busy (docs/operations.md, "Under load")."""
+import http.client
+import os
+import re
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from fpsharness import World, free_port, wait_for
+
+# More requests waiting at once than the helper could hold before: 4 children x 256 in
+# flight plus a queue of 8192. Squid 5.7 answered the rest DUNNO ("queue full"), i.e. 403.
+BURST = 10000
+
+
+def helper_pids(world, name):
+    """PIDs of this instance's helper processes called name (found by the state dir in
+    their command line: other Squids run on this machine)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        # Squid starts its helpers as "(name)".
+        if argv and os.path.basename(argv[0].strip(b"()")).decode(errors="replace") == name and \
+                str(world.state).encode() in b" ".join(argv):
+            pids.append(int(d))
+    return pids
+
+
+def mgr(world, page):
+    """A cache manager page (allowed from loopback before any helper is asked)."""
+    out = subprocess.run(["curl", "-s", "-m", "5", "--noproxy", "*",
+                          f"http://127.0.0.1:{world.port}/squid-internal-mgr/{page}"],
+                         capture_output=True, text=True)
+    return out.stdout
+
+
+def helper_counts(text):
+    def num(key):
+        m = re.search(rf"{key}:\s*(\d+)", text)
+        return int(m.group(1)) if m else 0
+    return {"sent": num("requests sent"), "replies": num("replies received"), "queued": num("queue length")}
+
+
+class Burst:
+    """BURST connections, each sending one GET as soon as it is connected; collects the
+    status of every response (Connection: close, so a response ends with EOF)."""
+
+    def __init__(self, port, request):
+        self.sel = selectors.DefaultSelector()
+        self.request = request
+        self.status = {}
+        self.open = 0
+        for _ in range(BURST):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            self.sel.register(s, selectors.EVENT_WRITE, [b"", False])
+            self.open += 1
+
+    def count(self, key):
+        self.status[key] = self.status.get(key, 0) + 1
+
+    def pump(self, timeout):
+        for key, ev in self.sel.select(timeout):
+            s, st = key.fileobj, key.data
+            try:
+                if ev & selectors.EVENT_WRITE and not st[1]:
+                    s.send(self.request)  # a few dozen bytes: one send
+                    st[1] = True
+                    self.sel.modify(s, selectors.EVENT_READ, st)
+                    continue
+                chunk = s.recv(65536)
+            except OSError as e:
+                chunk, err = b"", e.__class__.__name__
+            else:
+                err = None
+            if chunk:
+                st[0] += chunk[:64 - len(st[0])] if len(st[0]) < 64 else b""
+                continue
+            self.count(err or (st[0][9:12].decode() if st[0].startswith(b"HTTP/1.") else "garbage"))
+            self.sel.unregister(s)
+            s.close()
+            self.open -= 1
+
+    def close(self):
+        for key in list(self.sel.get_map().values()):
+            key.fileobj.close()
+        self.sel.close()
+
+
+@pytest.fixture
+def world():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < BURST + 2000:
+        pytest.skip(f"needs {BURST + 2000} descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    w = World("load-burst")
+    w.set_hosts({"burst.allowed.test": "127.0.0.1"})
+    w.http = w.origin(name="http")
+    w.dead_port = free_port()  # nothing listens: Squid answers 503 once the request was allowed
+    w.write_config(w.yaml(safe_ports=[80, w.http.port, w.dead_port]),
+                   {"version": 1, "domains": ["burst.allowed.test"]})
+    w.stopped = []
+    try:
+        w.start()
+        yield w
+    finally:
+        for pid in w.stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        w.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_burst_larger_than_the_helper_queue_gets_no_403(world):
+    assert world.get("burst.allowed.test")[0] == 200
+    # Every fps-acl child starts with Squid (none is forked during the burst) ...
+    acl = helper_pids(world, "fps-acl")
+    assert len(acl) == 4, acl
+    # ... and none answers while the burst arrives: every lookup has to wait in the queue.
+    for pid in acl:
+        os.kill(pid, signal.SIGSTOP)
+        world.stopped.append(pid)
+    req = (f"GET http://burst.allowed.test:{world.dead_port}/ HTTP/1.1\r\nHost: burst.allowed.test:"
+           f"{world.dead_port}\r\nConnection: close\r\n\r\n").encode()
+    b = Burst(world.port, req)
+    progress = {}
+    try:
+        def all_waiting():
+            b.pump(0.05)
+            c = helper_counts(mgr(world, "external_acl"))
+            waiting = c["sent"] - c["replies"] + c["queued"]
+            progress.update(c, answered=dict(b.status), open=b.open)
+            return waiting + sum(b.status.values()) >= BURST
+        try:
+            wait_for(all_waiting, timeout=120, interval=0.2, what=f"{BURST} requests read by Squid")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {progress}") from None
+        early = dict(b.status)
+        for pid in world.stopped:
+            os.kill(pid, signal.SIGCONT)
+        world.stopped = []
+        deadline = time.monotonic() + 120
+        while b.open and time.monotonic() < deadline:
+            b.pump(0.2)
+    finally:
+        b.close()
+    assert early.get("403", 0) == 0, f"answered while the helpers were stopped: {early}"
+    assert b.status == {"503": BURST}, b.status
+    assert "queue full" not in (world.state / "run" / "cache.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def smp_world():
+    w = World("load-smp")
+    try:
+        w.set_hosts({"a.smp.test": "127.0.0.1", "b.smp.test": "127.0.0.1"})
+        w.http = w.origin(name="http")
+        w.write_config(smp_yaml(w), {"version": 1, "domains": ["a.smp.test", "b.smp.test"]})
+        w.start()
+        yield w
+    finally:
+        w.close()
+
+
+def smp_yaml(w):
+    return w.yaml().replace("proxy:\n", "proxy:\n  workers: 2\n", 1)
+
+
+def squid_kids(world):
+    """The SMP worker processes ("(squid-1)", "(squid-2)") of this instance."""
+    return sorted(helper_pids(world, "squid-1") + helper_pids(world, "squid-2"))
+
+
+def test_live_edit_reaches_every_smp_worker(smp_world):
+    """64 keep-alive connections spread over both workers (each worker listens on its own
+    sockets, the kernel spreads connections over them) are allowed to b.smp.test; the edit
+    removes it; every connection must then get 403 (which closes it), within 1 s."""
+    w = smp_world
+    kids = wait_for(lambda: len(squid_kids(w)) == 2 and squid_kids(w), what="2 Squid workers")
+    ppid = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    # every worker runs its own fps-acl children (Squid's coordinator starts a set too, unused)
+    wait_for(lambda: set(kids) <= {ppid(p) for p in helper_pids(w, "fps-acl")}, what="fps-acl under each worker")
+    url = f"http://b.smp.test:{w.http.port}/"
+
+    def ask(c):
+        c.request("GET", url, headers={"Host": f"b.smp.test:{w.http.port}"})
+        r = c.getresponse()
+        r.read()
+        return r.status
+
+    conns = [http.client.HTTPConnection("127.0.0.1", w.port, timeout=10) for _ in range(64)]
+    try:
+        assert [ask(c) for c in conns] == [200] * 64
+        out = subprocess.run(["ss", "-Htnp", "state", "established", f"sport = :{w.port}"], capture_output=True,
+                             text=True).stdout
+        holders = {int(p) for p in re.findall(r"pid=(\d+)", out)}
+        assert holders == set(kids), f"connections held by {holders}, workers {kids}"
+        t_edit = time.monotonic()
+        w.write_config(smp_yaml(w), {"version": 2, "domains": ["a.smp.test"]})
+        pending, last = set(range(64)), None
+        deadline = t_edit + 15
+        while pending and time.monotonic() < deadline:
+            for i in sorted(pending):
+                st = ask(conns[i])
+                assert st in (200, 403), st
+                if st == 403:  # the new verdict (Squid closes after an error answer)
+                    pending.discard(i)
+                    last = time.monotonic()
+        assert not pending, f"{len(pending)} connections still allowed after 15 s"
+    finally:
+        for c in conns:
+            c.close()
+    took = last - t_edit
+    print(f"edit reached every SMP worker after {took * 1000:.0f} ms")
+    # Live apply's promise (each fps-acl rechecks its snapshot at most every 100 ms).
+    assert took < 1.0, f"the edit reached every worker after {took * 1000:.0f} ms"
