@@ -9,9 +9,9 @@ PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
             libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
 # What only the tests need on top: the clients docs/agents.md documents (each snippet is run),
-# and the browser the status page is tested in.
+# the browser the status page is tested in, and ss (iproute2), which a minimal Debian lacks.
 TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
-             chromium
+             chromium iproute2
 # deploy/k8s is rendered by Debian 12's kubectl 1.20 (kustomize v2.0.3): unpacked from the
 # kubernetes-client package into build/ (any kubectl on PATH, e.g. a current one, is compared too).
 KUBECTL_DEB := build/kubernetes-client/usr/bin/kubectl

@@ -2,7 +2,8 @@
 # `make image`: builds deploy/Dockerfile with Debian's podman, without a registry.
 #   1. The base image: if $BASE_IMAGE is not in local storage, `debootstrap --variant=minbase
 #      bookworm` from the Debian mirror this machine's apt uses, imported as $BASE_IMAGE.
-#   2. `podman build --pull=never --network host` of deploy/Dockerfile with DEBIAN_IMAGE=$BASE_IMAGE.
+#   2. `podman build --pull=never --network host` of deploy/Dockerfile with DEBIAN_IMAGE=$BASE_IMAGE,
+#      in Docker's image format (OCI's drops the HEALTHCHECK).
 # Podman reads deploy/image/containers.conf (CONTAINERS_CONF): no rlimits (they cannot be set in
 # every sandbox), and the runc runtime (crun refuses a hybrid cgroup layout).
 set -euo pipefail
@@ -43,11 +44,13 @@ SLIM
 	find "$tmp/root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
 	rm -rf "$tmp"/root/usr/share/{man,groff,info,lintian,locale}/* \
 		"$tmp"/root/var/lib/apt/lists/* "$tmp"/root/var/cache/apt/*.bin "$tmp"/root/var/log/*.log
+	# Some postinst scripts (openjdk's update-alternatives) fail without this directory.
+	mkdir -p "$tmp/root/usr/share/man/man1"
 	tar -C "$tmp/root" -c . | "${PODMAN[@]}" import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE"
 	rm -rf "$tmp"
 	trap - EXIT
 fi
 
-"${PODMAN[@]}" build --pull=never --network host --build-arg DEBIAN_IMAGE="$BASE_IMAGE" \
+"${PODMAN[@]}" build --format docker --pull=never --network host --build-arg DEBIAN_IMAGE="$BASE_IMAGE" \
 	--ignorefile "$ROOT/deploy/Dockerfile.dockerignore" -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" "$ROOT"
 echo "$IMAGE: $(("$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$IMAGE")" / 1000000)) MB"

@@ -105,6 +105,24 @@ def test_each_documented_example_value_is_accepted(tmp_path):
     assert tried >= 25
 
 
+def test_documented_integer_limits_are_the_parsers(tmp_path):
+    """A row that says "A..B" for an integer: A and B are accepted, A-1 and B+1 rejected."""
+    base = {"upstream": {"host": "proxy.example.test"}, "tunnel": {"server": "tunnel.example.test"}}
+    tried = 0
+    for (file, key), cells in doc_keys(DOC.read_text()).items():
+        m = re.match(r"(\d+)\.\.(\d+)", cells[3])
+        if file != "fps.yaml" or not cells[1].startswith("integer") or not m:
+            continue
+        lo, hi = int(m.group(1)), int(m.group(2))
+        for value, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
+            r = check(tmp_path, yaml.safe_dump(merge(yaml.safe_load(yaml.safe_dump(base)), nest(key, value))))
+            assert (r.returncode == 0) == ok, f"{key}: {value} {'rejected' if ok else 'accepted'}: {r.stderr}"
+            if not ok:
+                assert f"must be in {lo}..{hi}" in r.stderr
+        tried += 1
+    assert tried >= 7
+
+
 def test_complete_examples_are_valid(tmp_path):
     text = DOC.read_text()
     fps_yaml = re.search(r"### A complete example\n\n```yaml\n(.*?)```", text, re.S).group(1)
