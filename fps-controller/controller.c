@@ -1429,6 +1429,9 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	x.squid_out[0] = x.squid_out[1] = -1;
 	if (pipe2(x.squid_out, O_CLOEXEC) == 0) {
 		fcntl(x.squid_out[0], F_SETFL, fcntl(x.squid_out[0], F_GETFL) | O_NONBLOCK);
+		/* Room for a burst of helper and Squid messages while the loop is busy in a
+		 * reload: a full pipe would block the writer (Squid itself). */
+		fcntl(x.squid_out[0], F_SETPIPE_SZ, 1 << 20);
 		x.squid.out_fd = x.squid_out[1];
 	} else {
 		log_warn_errno("pipe for Squid's stderr (it goes to ours directly)");
