@@ -532,9 +532,16 @@ static void ctl_publish(struct ctl *x)
 		s->proxy_port = x->active.port;
 	}
 	/* Ready means: Squid runs the active generation and answers HTTP (a TCP connect alone
-	 * succeeds for a stopped Squid: the kernel completes it). */
+	 * succeeds for a stopped Squid: the kernel completes it). The probe goes to the
+	 * controller-only port: Squid accepts one connection per listening socket per loop
+	 * pass, so while 1000 agents keep the agents' sockets' queues full a fresh connection
+	 * there can wait seconds, and a saturated but working Squid would look hung (and be
+	 * killed after the bound). Its own socket is accepted from at every pass. */
 	struct health_state h;
-	health_target(s->proxy_addr, s->proxy_port, squid_pid != x->health_pid);
+	if (x->st.mgr_port > 0)
+		health_target("127.0.0.1", x->st.mgr_port, squid_pid != x->health_pid);
+	else
+		health_target(s->proxy_addr, s->proxy_port, squid_pid != x->health_pid);
 	x->health_pid = squid_pid;
 	health_get(&h);
 	long long mono = sup_now_ms(), from = h.last_ok_ms > h.since_ms ? h.last_ok_ms : h.since_ms;
