@@ -184,11 +184,11 @@ struct lg_agent {
 	enum lg_state state;
 	int fd;
 	SSL *ssl;
-	uint32_t ev;                             /* epoll interest; 0 = not registered */
-	bool claimed, sent, recycle, in_connect; /* sent: the claimed request is on the wire */
+	uint32_t ev;                              /* epoll interest; 0 = not registered */
+	bool claimed, sent, recycle, in_connect;  /* sent: the claimed request is on the wire */
 	uint64_t t_conn, t_req, t_sent, deadline; /* t_req: scheduled time with --rate, else send time */
-	uint64_t mark_done; /* the mark (SIGUSR1 time) this agent has had a 2xx after; 0 none */
-	bool served, in_idle; /* in_idle: in the thread's ring of free connections (--rate) */
+	uint64_t mark_done;                       /* the mark (SIGUSR1 time) this agent has had a 2xx after; 0 none */
+	bool served, in_idle;                     /* in_idle: in the thread's ring of free connections (--rate) */
 	unsigned rr, tunnel_reqs;
 	const struct lg_url *url; /* origin of the current tunnel or direct connection */
 	char *auth;
@@ -1847,7 +1847,8 @@ static void *lg_thread_main(void *arg)
 		if (r->cfg->rate > 0 && t->i_len && lg_ol_time(t, t->ol_due) < wake)
 			wake = lg_ol_time(t, t->ol_due);
 		uint64_t wait_us = wake > now ? wake - now : 0;
-		struct timespec ts = {.tv_sec = (time_t)(wait_us / 1000000u), .tv_nsec = (long)(wait_us % 1000000u) * 1000};
+		struct timespec ts = {.tv_sec = (time_t)(wait_us / 1000000u),
+		                      .tv_nsec = (long)(wait_us % 1000000u) * 1000};
 		int n = epoll_pwait2(t->ep, evs, LG_EVENTS, &ts, NULL);
 		for (int i = 0; i < n; i++)
 			lg_agent_on_event(t, evs[i].data.ptr, lg_now_us());
