@@ -1,6 +1,10 @@
-/* loadgen: closed-loop HTTP/1.1 load generator for the FPS benchmarks. Each agent is one keep-alive
- * connection to the proxy with its own credentials (docs/agents.md), speaking absolute-URI GET or CONNECT + TLS;
- * it reports a log-linear latency histogram, counts by status and by error class, as text and JSON. */
+/* loadgen: HTTP/1.1 load generator for the FPS benchmarks. Each agent is one keep-alive connection to
+ * the proxy with its own credentials (docs/agents.md), speaking absolute-URI GET or CONNECT + TLS;
+ * it reports a log-linear latency histogram, counts by status and by error class, as text and JSON.
+ * Closed loop by default (each agent sends its next request when the last one is answered); with
+ * --rate R open loop: requests arrive on a fixed schedule, R per second, and go out on whichever
+ * agent connection is free; latency is measured from the scheduled time, so a stall shows in the
+ * percentiles instead of slowing the arrivals down (no coordinated omission). */
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -107,7 +111,7 @@ struct lg_config {
 	const struct lg_url *get_urls[LG_MAX_URLS], *tls_urls[LG_MAX_URLS];
 	size_t n_get, n_tls;
 	unsigned agents, threads, first_agent, timeout_ms, ramp, per_tunnel;
-	double duration, warmup, tunnel_rate;
+	double duration, warmup, tunnel_rate, rate;
 	uint64_t max_requests;
 };
 
@@ -127,6 +131,11 @@ struct lg_stats {
 	/* availability: agents with a 2xx since the start (and when the last got its first), the
 	 * longest time without any 2xx after the warmup, agents served again after a SIGUSR1 mark */
 	uint64_t served, served_last_us, gap_max_us, gap_at_us, mark_served, mark_last_us;
+	/* --rate (whole run, not only the recorded window): arrivals scheduled, handed to a
+	 * connection, answered (any status); still queued or in flight when the run ended, the
+	 * largest queue, the oldest unsent arrival's age at the end; service = send to response */
+	uint64_t ol_arrivals, ol_dispatched, ol_answered, ol_unsent, ol_in_flight, ol_backlog_max, ol_oldest_us;
+	struct lg_hist service;
 };
 
 /* ---- HTTP/1.1 response parser ------------------------------------------------------------- */
@@ -175,11 +184,11 @@ struct lg_agent {
 	enum lg_state state;
 	int fd;
 	SSL *ssl;
-	uint32_t ev;                             /* epoll interest; 0 = not registered */
-	bool claimed, sent, recycle, in_connect; /* sent: the claimed request is on the wire */
-	uint64_t t_conn, t_req, deadline;
-	uint64_t mark_done; /* the mark (SIGUSR1 time) this agent has had a 2xx after; 0 none */
-	bool served;
+	uint32_t ev;                              /* epoll interest; 0 = not registered */
+	bool claimed, sent, recycle, in_connect;  /* sent: the claimed request is on the wire */
+	uint64_t t_conn, t_req, t_sent, deadline; /* t_req: scheduled time with --rate, else send time */
+	uint64_t mark_done;                       /* the mark (SIGUSR1 time) this agent has had a 2xx after; 0 none */
+	bool served, in_idle;                     /* in_idle: in the thread's ring of free connections (--rate) */
 	unsigned rr, tunnel_reqs;
 	const struct lg_url *url; /* origin of the current tunnel or direct connection */
 	char *auth;
@@ -214,6 +223,12 @@ struct lg_thread {
 	uint64_t last_tick;
 	struct lg_stats st;
 	uint64_t last_ok; /* time of this thread's latest 2xx */
+	/* --rate: arrival k of this thread is due at ol_t0 + k * ol_interval_us; [ol_next, ol_due)
+	 * are due but not yet sent; free connections wait in the idle ring, oldest first */
+	double ol_interval_us;
+	uint64_t ol_t0, ol_due, ol_next;
+	struct lg_agent **idle;
+	size_t i_head, i_len;
 };
 
 static volatile sig_atomic_t lg_interrupted;
@@ -765,6 +780,9 @@ static void lg_cli_usage(FILE *f)
 	      "  --product NAME           username prefix [ApexOne]\n"
 	      "  --apikey KEY             API key for the password (required unless --no-auth/--direct)\n"
 	      "  --no-auth                send no Proxy-Authorization\n"
+	      "  --rate R                 open loop: R requests/s in total on a fixed schedule, sent on\n"
+	      "                           any free agent connection; latency counts from the scheduled\n"
+	      "                           time [0=closed loop: each agent waits for its answer]\n"
 	      "  --duration S             run length in seconds, caps --requests too [10]\n"
 	      "  --requests N             stop after N requests in total\n"
 	      "  --warmup S               seconds at the start excluded from the results [0]\n"
@@ -852,6 +870,7 @@ static int lg_cli_parse(int argc, char **argv, struct lg_config *c)
 		O_TIMEOUT,
 		O_RAMP,
 		O_TRATE,
+		O_RATE,
 		O_PERTUN,
 		O_INSECURE,
 		O_CAFILE,
@@ -876,6 +895,7 @@ static int lg_cli_parse(int argc, char **argv, struct lg_config *c)
 	    {"timeout", required_argument, NULL, O_TIMEOUT},
 	    {"ramp", required_argument, NULL, O_RAMP},
 	    {"tunnel-rate", required_argument, NULL, O_TRATE},
+	    {"rate", required_argument, NULL, O_RATE},
 	    {"requests-per-tunnel", required_argument, NULL, O_PERTUN},
 	    {"insecure", no_argument, NULL, O_INSECURE},
 	    {"cafile", required_argument, NULL, O_CAFILE},
@@ -984,6 +1004,10 @@ static int lg_cli_parse(int argc, char **argv, struct lg_config *c)
 			if (lg_cli_double("--tunnel-rate", optarg, 0, 1e6, &c->tunnel_rate) < 0)
 				return -1;
 			break;
+		case O_RATE:
+			if (lg_cli_double("--rate", optarg, 0, 1e7, &c->rate) < 0)
+				return -1;
+			break;
 		case O_PERTUN:
 			if (lg_cli_uint("--requests-per-tunnel", optarg, 0, UINT_MAX, &v) < 0)
 				return -1;
@@ -1046,6 +1070,10 @@ static int lg_cli_parse(int argc, char **argv, struct lg_config *c)
 	}
 	if (c->threads > c->agents)
 		c->threads = c->agents;
+	if (c->rate > 0 && c->max_requests) {
+		fputs("loadgen: --rate and --requests exclude each other (the schedule sets the count)\n", stderr);
+		return -1;
+	}
 	if (c->warmup >= c->duration) {
 		fputs("loadgen: --warmup must be shorter than --duration\n", stderr);
 		return -1;
@@ -1320,16 +1348,87 @@ static void lg_agent_start(struct lg_thread *t, struct lg_agent *a, const char *
 	memcpy(a->out + len - 2, "\r\n", 2);
 	a->out_len = len;
 	a->out_off = 0;
-	a->t_req = now;
+	a->t_req = a->t_sent = now;
 	a->deadline = now + (uint64_t)t->run->cfg->timeout_ms * 1000u;
 	a->state = LG_ST_SEND;
 	lg_agent_send(t, a, now);
 }
 
+/* ---- open loop (--rate) ------------------------------------------------------------------- */
+
+static uint64_t lg_ol_time(const struct lg_thread *t, uint64_t k)
+{
+	return t->ol_t0 + (uint64_t)((double)k * t->ol_interval_us);
+}
+
+/* Arrivals happen on the schedule whether or not a connection is free to take them. */
+static void lg_ol_advance(struct lg_thread *t, uint64_t now)
+{
+	uint64_t end = t->run->t_end;
+
+	while (lg_ol_time(t, t->ol_due) <= now && lg_ol_time(t, t->ol_due) < end) {
+		t->ol_due++;
+		t->st.ol_arrivals++;
+	}
+	if (t->ol_due - t->ol_next > t->st.ol_backlog_max)
+		t->st.ol_backlog_max = t->ol_due - t->ol_next;
+}
+
+static void lg_idle_push(struct lg_thread *t, struct lg_agent *a)
+{
+	if (a->in_idle)
+		return; /* its earlier entry is still in the ring and stands for it */
+	a->in_idle = true;
+	t->idle[(t->i_head + t->i_len) % t->n_agents] = a;
+	t->i_len++;
+}
+
+static struct lg_agent *lg_idle_pop(struct lg_thread *t)
+{
+	while (t->i_len) {
+		struct lg_agent *a = t->idle[t->i_head];
+		t->i_head = (t->i_head + 1) % t->n_agents;
+		t->i_len--;
+		a->in_idle = false;
+		if (a->state == LG_ST_IDLE && a->fd >= 0)
+			return a;
+	}
+	return NULL;
+}
+
+static void lg_agent_next_request(struct lg_thread *t, struct lg_agent *a, uint64_t now);
+
+/* Due arrivals go out on free connections, oldest arrival first, longest-idle connection first. */
+static void lg_ol_dispatch(struct lg_thread *t, uint64_t now)
+{
+	if (t->run->cfg->rate <= 0 || !lg_run_open(t->run, now))
+		return;
+	lg_ol_advance(t, now);
+	while (t->ol_next < t->ol_due) {
+		struct lg_agent *a = lg_idle_pop(t);
+		if (!a)
+			return;
+		lg_agent_next_request(t, a, now);
+	}
+}
+
 static void lg_agent_next_request(struct lg_thread *t, struct lg_agent *a, uint64_t now)
 {
 	const struct lg_config *c = t->run->cfg;
+	uint64_t sched = 0;
 
+	if (c->rate > 0 && lg_run_open(t->run, now)) {
+		lg_ol_advance(t, now);
+		if (t->ol_next == t->ol_due) { /* nothing due: wait, connected, for the next arrival */
+			a->claimed = false;
+			a->state = LG_ST_IDLE;
+			lg_agent_want(a, EPOLLIN);
+			lg_idle_push(t, a);
+			return;
+		}
+		sched = lg_ol_time(t, t->ol_next++);
+		t->st.ol_dispatched++;
+	}
 	if (!lg_run_open(t->run, now) || (!a->claimed && !lg_run_claim(t->run))) {
 		a->state = LG_ST_IDLE; /* stay connected, like an agent with nothing to fetch */
 		lg_agent_want(a, EPOLLIN);
@@ -1339,10 +1438,12 @@ static void lg_agent_next_request(struct lg_thread *t, struct lg_agent *a, uint6
 	lg_http_init(&a->http, false);
 	if (a->kind == LG_KIND_TLS || c->direct) {
 		lg_agent_start(t, a, a->url->origin_head, a->url->origin_len, false, now);
-		return;
+	} else {
+		const struct lg_url *u = c->get_urls[(a->index + a->rr++) % c->n_get];
+		lg_agent_start(t, a, u->abs_head, u->abs_len, !c->no_auth, now);
 	}
-	const struct lg_url *u = c->get_urls[(a->index + a->rr++) % c->n_get];
-	lg_agent_start(t, a, u->abs_head, u->abs_len, !c->no_auth, now);
+	if (sched)
+		a->t_req = sched; /* the response cannot have arrived yet: start only writes */
 }
 
 static void lg_agent_handshake(struct lg_thread *t, struct lg_agent *a, uint64_t now)
@@ -1546,11 +1647,15 @@ static void lg_agent_response_done(struct lg_thread *t, struct lg_agent *a, uint
 		}
 		t->last_ok = now;
 	}
+	if (c->rate > 0)
+		t->st.ol_answered++;
 	if (rec) {
 		t->st.requests++;
 		t->st.body_bytes += h->body_bytes;
 		t->st.status[h->status]++;
 		lg_hist_add(&t->st.hist[a->kind == LG_KIND_TLS ? LG_H_TUNNEL : LG_H_GET], now - a->t_req);
+		if (c->rate > 0)
+			lg_hist_add(&t->st.service, now - a->t_sent);
 	}
 	a->claimed = a->sent = false;
 	lg_run_finish(t->run, now);
@@ -1626,9 +1731,11 @@ static void lg_agent_recv(struct lg_thread *t, struct lg_agent *a, uint64_t now)
 }
 
 /* The server closed (or wrote to) a connection we keep open without a request in flight. */
-static void lg_agent_idle_event(struct lg_agent *a)
+static void lg_agent_idle_event(struct lg_thread *t, struct lg_agent *a, uint64_t now)
 {
 	lg_agent_close(a, false);
+	if (t->run->cfg->rate > 0 && lg_run_open(t->run, now))
+		lg_queue_push(t, a); /* open loop: the connection is needed for later arrivals */
 }
 
 static void lg_agent_on_event(struct lg_thread *t, struct lg_agent *a, uint64_t now)
@@ -1647,7 +1754,7 @@ static void lg_agent_on_event(struct lg_thread *t, struct lg_agent *a, uint64_t 
 		lg_agent_recv(t, a, now);
 		break;
 	case LG_ST_IDLE:
-		lg_agent_idle_event(a);
+		lg_agent_idle_event(t, a, now);
 		break;
 	case LG_ST_QUEUED:
 	case LG_ST_BACKOFF:
@@ -1734,12 +1841,28 @@ static void *lg_thread_main(void *arg)
 			next_tick = now + LG_TICK_US;
 		}
 		lg_thread_drain_queue(t, now);
-		int wait_ms = (int)((next_tick - now + 999) / 1000);
-		int n = epoll_wait(t->ep, evs, LG_EVENTS, wait_ms);
+		lg_ol_dispatch(t, now);
+		/* microsecond timeouts: open-loop arrivals are due between the 10 ms ticks */
+		uint64_t wake = next_tick;
+		if (r->cfg->rate > 0 && t->i_len && lg_ol_time(t, t->ol_due) < wake)
+			wake = lg_ol_time(t, t->ol_due);
+		uint64_t wait_us = wake > now ? wake - now : 0;
+		struct timespec ts = {.tv_sec = (time_t)(wait_us / 1000000u),
+		                      .tv_nsec = (long)(wait_us % 1000000u) * 1000};
+		int n = epoll_pwait2(t->ep, evs, LG_EVENTS, &ts, NULL);
 		for (int i = 0; i < n; i++)
 			lg_agent_on_event(t, evs[i].data.ptr, lg_now_us());
 	}
 	atomic_store(&r->stop, true);
+	if (r->cfg->rate > 0) {
+		uint64_t now = lg_now_us();
+		lg_ol_advance(t, now < r->t_end ? now : r->t_end);
+		t->st.ol_unsent = t->ol_due - t->ol_next;
+		if (t->st.ol_unsent)
+			t->st.ol_oldest_us = (now > lg_ol_time(t, t->ol_next)) ? now - lg_ol_time(t, t->ol_next) : 0;
+		for (size_t i = 0; i < t->n_agents; i++)
+			t->st.ol_in_flight += t->agents[i]->sent && !t->agents[i]->in_connect;
+	}
 	for (size_t i = 0; i < t->n_agents; i++)
 		lg_agent_close(t->agents[i], false);
 	return NULL;
@@ -1829,7 +1952,7 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 	fprintf(f,
 	        ", \"auth\": %s, \"mix\": {\"get\": %u, \"connect\": %u}, \"duration_s\": %.3f, \"warmup_s\": %.3f, "
 	        "\"requests_limit\": %" PRIu64 ", \"timeout_ms\": %u, \"ramp_per_10ms\": %u, \"tunnel_rate\": %.3f, "
-	        "\"requests_per_tunnel\": %u, \"tls_verify\": %s},\n",
+	        "\"requests_per_tunnel\": %u, \"tls_verify\": %s, \"rate\": %.3f},\n",
 	        c->no_auth ? "false" : "true",
 	        c->mode == LG_MODE_GET       ? 100
 	        : c->mode == LG_MODE_CONNECT ? 0
@@ -1838,7 +1961,7 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 	        : c->mode == LG_MODE_CONNECT ? 100
 	                                     : c->mix_connect,
 	        c->duration, c->warmup, c->max_requests, c->timeout_ms, c->ramp, c->tunnel_rate, c->per_tunnel,
-	        c->insecure ? "false" : "true");
+	        c->insecure ? "false" : "true", c->rate);
 	fprintf(f,
 	        " \"interrupted\": %s, \"elapsed_s\": %.3f, \"requests\": %" PRIu64 ", \"requests_per_s\": %.1f, "
 	        "\"body_bytes\": %" PRIu64 ", \"mb_per_s\": %.3f,\n \"latency_us\": ",
@@ -1872,8 +1995,21 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 		fprintf(f, "%.3f", (double)(mark - t0) / 1e6);
 	else
 		fputs("null", f);
-	fprintf(f, ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f}}\n",
+	fprintf(f, ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f},\n",
 	        s->mark_served, (double)s->mark_last_us / 1000);
+	fputs(" \"open_loop\": ", f);
+	if (c->rate <= 0) {
+		fputs("null}\n", f);
+		return;
+	}
+	fprintf(f,
+	        "{\"rate\": %.3f, \"arrivals\": %" PRIu64 ", \"dispatched\": %" PRIu64 ", \"answered\": %" PRIu64
+	        ", \"unsent_at_end\": %" PRIu64 ", \"in_flight_at_end\": %" PRIu64 ", \"backlog_max\": %" PRIu64
+	        ", \"oldest_unsent_ms\": %.1f, \"service_us\": ",
+	        c->rate, s->ol_arrivals, s->ol_dispatched, s->ol_answered, s->ol_unsent, s->ol_in_flight,
+	        s->ol_backlog_max, (double)s->ol_oldest_us / 1000);
+	lg_json_hist(f, &s->service, false);
+	fputs("}}\n", f);
 }
 
 static void lg_report_human(const struct lg_config *c, const struct lg_stats *s, const struct lg_hist *all,
@@ -1976,8 +2112,11 @@ static int lg_setup(struct lg_run *r, struct lg_thread *ths, struct lg_agent **a
 		t->n_agents = c->agents / c->threads + (i < c->agents % c->threads);
 		t->agents = calloc(t->n_agents, sizeof(*t->agents));
 		t->queue = calloc(t->n_agents, sizeof(*t->queue));
+		t->idle = calloc(t->n_agents, sizeof(*t->idle));
 		t->ep = epoll_create1(EPOLL_CLOEXEC);
-		if (!t->agents || !t->queue || t->ep < 0) {
+		if (c->rate > 0)
+			t->ol_interval_us = 1e6 * c->threads / c->rate;
+		if (!t->agents || !t->queue || !t->idle || t->ep < 0) {
 			perror("loadgen: setup");
 			return -1;
 		}
@@ -2054,6 +2193,8 @@ int main(int argc, char **argv)
 	run.t0 = lg_now_us();
 	run.t_warm = run.t0 + (uint64_t)(cfg.warmup * 1e6);
 	run.t_end = run.t0 + (uint64_t)(cfg.duration * 1e6);
+	for (unsigned i = 0; i < cfg.threads; i++) /* threads' schedules interleave evenly */
+		ths[i].ol_t0 = run.t0 + (uint64_t)(ths[i].ol_interval_us * i / cfg.threads);
 	for (; started < cfg.threads; started++) {
 		if (pthread_create(&ths[started].tid, NULL, lg_thread_main, &ths[started]) != 0) {
 			fputs("loadgen: cannot start thread\n", stderr);
@@ -2088,6 +2229,15 @@ int main(int argc, char **argv)
 		for (int k = 0; k < LG_H_COUNT; k++)
 			lg_hist_merge(&total->hist[k], &s->hist[k]);
 		total->served += s->served;
+		total->ol_arrivals += s->ol_arrivals;
+		total->ol_dispatched += s->ol_dispatched;
+		total->ol_answered += s->ol_answered;
+		total->ol_unsent += s->ol_unsent;
+		total->ol_in_flight += s->ol_in_flight;
+		total->ol_backlog_max += s->ol_backlog_max; /* per thread maxima: an upper bound */
+		if (s->ol_oldest_us > total->ol_oldest_us)
+			total->ol_oldest_us = s->ol_oldest_us;
+		lg_hist_merge(&total->service, &s->service);
 		total->mark_served += s->mark_served;
 		if (s->served_last_us > total->served_last_us)
 			total->served_last_us = s->served_last_us;
@@ -2123,6 +2273,7 @@ done:
 			close(ths[i].ep);
 		free(ths[i].agents);
 		free(ths[i].queue);
+		free(ths[i].idle);
 	}
 	for (size_t i = 0; i < cfg.n_urls; i++)
 		lg_url_free(&cfg.urls[i]);

@@ -52,7 +52,9 @@ def parse_args():
     ap.add_argument("--edit-entries", type=int, default=10, help="whitelist size in (7) [10]")
     ap.add_argument("--lat-entries", default="10,100000")
     ap.add_argument("--lat-edits", type=int, default=None, help="edits per configuration in (8) [20; quick 4]")
-    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,edits,latency")
+    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,edits,latency")
+    ap.add_argument("--openloop-fractions", default="0.5,0.8",
+                    help="(12) open-loop rates as fractions of the closed-loop capacity measured just before")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf runs (full mode only anyway)")
     ap.add_argument("--settle", type=float, default=None, help="pause between runs [0.5]")
     ap.add_argument("--quiet-budget", type=float, default=None,
@@ -300,6 +302,48 @@ class Bench:
                 log(f"profile {t}: {e}")
         self.save()
 
+    # ---- (12) latency at a fixed arrival rate ------------------------------------------------
+    def open_loop(self):
+        """(12) per target: closed-loop capacity (GET 1 KiB), then loadgen --rate at each fraction
+        of it: latency from each request's scheduled time, so a stall is not hidden by a slower
+        arrival rate (closed-loop figures are). Hand-written Squid and FPS direct, interleaved."""
+        a = self.a
+        if self.fps is None:
+            return
+        out = self.res.setdefault("open_loop", [])
+        fracs = [float(x) for x in a.openloop_fractions.split(",") if x]
+        cap = {}
+        for t in ("squid", "fps-direct"):
+            try:
+                rec = self.one("openloop", t, "get1k", 0)
+            except Exception as e:
+                log(f"openloop/{t} capacity: FAILED: {e}")
+                self.res["failures"].append({"group": "openloop", "target": t, "rep": 0, "error": str(e)[-1000:]})
+                continue
+            rec.update(fraction=None, rate=None)
+            cap[t] = rec["ok_rps"]
+            out.append(rec)
+            self.save()
+        for frac in fracs:
+            for t in ("squid", "fps-direct"):
+                if not cap.get(t):
+                    continue
+                rate = round(cap[t] * frac)
+                self.wait_quiet()
+                port, host = self.target(t)
+                try:
+                    rec = loadrun.run_load(self.env, f"openloop-{t}-{frac:g}", port, host, "get1k", a.agents,
+                                           a.duration, a.warmup, extra=["--rate", str(rate)])
+                except Exception as e:
+                    log(f"openloop/{t} at {frac:g}: FAILED: {e}")
+                    self.res["failures"].append({"group": "openloop", "target": t, "rep": frac,
+                                                 "error": str(e)[-1000:]})
+                    continue
+                rec.update(group="openloop", target=t, rep=frac, fraction=frac, rate=rate, capacity_rps=cap[t])
+                out.append(rec)
+                time.sleep(a.settle)
+                self.save()
+
     # ---- availability: a connect storm, and a restart under load ----------------------------
     def availability(self):
         """(10) ramp: 1000 agents connect within ~50 ms (what every appliance restart causes),
@@ -430,6 +474,8 @@ class Bench:
             self.throughput()
             self.profile()
             self.availability()
+            if "openloop" in self.a.groups:
+                self.open_loop()
             if "edits" in self.a.groups:
                 self.live_edits()
             if "latency" in self.a.groups:

@@ -120,7 +120,7 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
         "elapsed_s": el, "requests": r["requests"], "ok": ok, "ok_rps": round(ok / el, 1),
         "rps": r["requests_per_s"], "mb_s": r["mb_per_s"],
         "p50_ms": lat["p50"] / 1000, "p95_ms": lat["p95"] / 1000, "p99_ms": lat["p99"] / 1000,
-        "max_ms": lat["max"] / 1000,
+        "p999_ms": lat["p999"] / 1000, "max_ms": lat["max"] / 1000,
         "status": status, "non2xx": non2xx, "errors": errors, "errors_total": r["errors_total"],
         "failed": non2xx + r["errors_total"], "proxy_connect_status": r.get("proxy_connect_status") or {},
         "connections": r.get("connections"), "availability": r.get("availability"), "cpu_s": {k: v for k, v in cpu.items() if abs(v) >= 0.01},
@@ -134,6 +134,8 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
         if ts.get("count"):
             rec["tunnel_setup_p50_ms"] = ts["p50"] / 1000
             rec["tunnel_setup_p99_ms"] = ts["p99"] / 1000
+    if r.get("open_loop"):
+        rec["open_loop"] = r["open_loop"]
     if th is not None:
         rec["during"] = box.get("r")
     if perf:

@@ -184,6 +184,39 @@ def availability_table(avail):
     return lines
 
 
+def open_loop_table(runs):
+    if not runs:
+        return []
+    lines = ["### (12) Latency at a fixed arrival rate (open loop), GET 1 KiB", "",
+             "Per target: its capacity measured closed-loop just before, then `loadgen --rate` at fractions of it, "
+             "the arrivals spread over the agents' keep-alive connections; latency counts from each request's "
+             "scheduled send time, so a stall shows instead of slowing the arrivals (no coordinated omission). "
+             "*service* is send-to-answer. *unsent* = arrivals still queued in loadgen at the end.", "",
+             "| target | offered req/s | 2xx req/s | p50 ms | p99 ms | p99.9 ms | max ms | service p99 ms | "
+             "p99 vs Squid | failed | unsent | proxy CPU µs/req | other jobs CPU s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    sq = {r.get("fraction"): r for r in runs if r["target"] == "squid" and r.get("fraction")}
+    for r in runs:
+        proxy_cpu = sum(v for k, v in r["cpu_s"].items() if not k.startswith("nginx"))
+        us = proxy_cpu / (r["ok_rps"] * r["elapsed_s"]) * 1e6 if r["ok_rps"] else None
+        if not r.get("fraction"):
+            lines.append(f"| {TITLE.get(r['target'], r['target'])}, capacity (closed loop) | - | {r['ok_rps']:,.0f} | "
+                         f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r.get('p999_ms', 0):.1f} | {r['max_ms']:.0f} | - | - | "
+                         f"{r['failed']:,} | - | {_n(us)} | {r.get('other_cpu_s', '-')} |")
+            continue
+        ol = r.get("open_loop") or {}
+        svc = (ol.get("service_us") or {}).get("p99")
+        base = sq.get(r["fraction"])
+        vs = r["p99_ms"] / base["p99_ms"] if base and base["p99_ms"] and r["target"] != "squid" else None
+        lines.append(f"| {TITLE.get(r['target'], r['target'])}, {r['fraction']:.0%} of capacity | {r['rate']:,} | "
+                     f"{r['ok_rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.1f} | {r.get('p999_ms', 0):.1f} | "
+                     f"{r['max_ms']:.0f} | {_n(svc / 1000 if svc is not None else None, '{:.1f}')} | "
+                     f"{_n(vs, '{:.2f}')} | {r['failed']:,} | {_n(ol.get('unsent_at_end'))} | {_n(us)} | "
+                     f"{r.get('other_cpu_s', '-')} |")
+    lines.append("")
+    return lines
+
+
 def latency_table(lat):
     if not lat:
         return []
@@ -301,6 +334,7 @@ def readme_block(res):
                              f"{_n(x['proxy_cpu_us_per_req'], '{:.0f}')} |")
         lines.append("")
     lines += availability_table(res.get("availability"))
+    lines += open_loop_table(res.get("open_loop"))
     lines.append(README_END)
     return "\n".join(lines)
 
@@ -334,6 +368,7 @@ def markdown(res):
     lines += ["## Results", ""]
     lines += throughput_tables(res.get("summary", {}), m["agents"])
     lines += availability_table(res.get("availability"))
+    lines += open_loop_table(res.get("open_loop"))
     lines += edits_table(res.get("live_edits"))
     lines += latency_table(res.get("edit_latency"))
     if res.get("failures"):

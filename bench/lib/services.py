@@ -115,8 +115,10 @@ hosts_file {self.hosts}
 dns_nameservers 127.0.0.1"""
 
     # ---- (2) a hand-written Squid: basic_ncsa_auth + dstdomain ----------------------------
-    def start_hand_squid(self, agents, workers=1, whitelist=None):
-        d = self.dir / "hand-squid"
+    def start_hand_squid(self, agents, workers=1, whitelist=None, name="hand-squid", edit=None):
+        """edit(conf_text, port) -> conf_text: a variant of the hand-written config (ab_variants.py);
+        with another name, a second instance beside the first (self.hand_port is the latest)."""
+        d = self.dir / name
         d.mkdir()
         os.chmod(d, 0o777)
         creds = common.agent_creds(agents, APIKEY)
@@ -149,10 +151,12 @@ http_access deny !whitelist
 http_access allow users
 http_access deny all
 """)
+        if edit is not None:
+            (d / "squid.conf").write_text(edit((d / "squid.conf").read_text(), self.hand_port))
         argv = (["squid", "--foreground", "-n", f"fpsbenchhand{self.hand_port}"] if workers > 1 else ["squid", "-N"])
-        p = self.procs.spawn("hand-squid", argv + ["-f", str(d / "squid.conf")])
+        p = self.procs.spawn(name, argv + ["-f", str(d / "squid.conf")])
         wait_port(self.hand_port, p, what="hand-written squid")
-        self.roots["hand:"] = p.pid
+        self.roots["hand:" if name == "hand-squid" else name + ":"] = p.pid
 
     # ---- (3) tinyproxy: BasicAuth pairs + a Filter whitelist -----------------------------
     def start_tinyproxy(self, agents, whitelist=None):

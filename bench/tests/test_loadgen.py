@@ -386,6 +386,59 @@ def test_warmup_is_excluded_from_results(loadgen, servers):
     assert r["errors_total"] == 0
 
 
+# ---- (2b) open loop: --rate --------------------------------------------------------------
+
+
+def test_open_loop_sends_the_scheduled_arrivals_and_accounts_for_each(loadgen, servers):
+    origin = servers(keepalive_handler(fixed(200, b"ok")))
+    r = run_loadgen(loadgen, "--direct", "--url", "http://127.0.0.1:%d/" % origin.port, "--agents", "10",
+                    "--threads", "2", "--rate", "400", "--duration", "1")
+    ol = r["open_loop"]
+    assert r["config"]["rate"] == 400 and ol["rate"] == 400
+    assert abs(ol["arrivals"] - 400) <= 2  # 400/s for 1 s, on each thread's fixed schedule
+    assert ol["arrivals"] == ol["dispatched"] + ol["unsent_at_end"]
+    assert r["errors_total"] == 0
+    assert ol["dispatched"] == ol["answered"] + ol["in_flight_at_end"]
+    wait_for(lambda: origin.count() == ol["dispatched"], "origin to log every dispatched request")
+    assert r["requests"] <= ol["answered"] <= r["requests"] + 10
+    assert r["status"] == {"200": r["requests"]}
+    lat, svc = r["latency_us"], ol["service_us"]
+    assert lat["count"] == svc["count"] == r["requests"]
+    # each request's latency counts from its scheduled time, so from before it was sent
+    assert lat["p50"] >= svc["p50"] and lat["p99"] >= svc["p99"] and lat["max"] >= svc["max"]
+    assert r["connections"]["opened"] <= 10
+
+
+def test_open_loop_keeps_arrivals_coming_while_the_origin_is_slow(loadgen, servers):
+    """One connection, an origin taking >= 50 ms per answer, 100 arrivals/s: arrivals queue up and
+    their waiting is in the latency (a closed loop would have sent fewer and hidden it)."""
+
+    def slow(server, conn):
+        buf = bytearray()
+        while server.read_request(conn, buf) is not None:
+            time.sleep(0.05)  # the origin's service time (not a synchronization)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    origin = servers(slow)
+    r = run_loadgen(loadgen, "--direct", "--url", "http://127.0.0.1:%d/" % origin.port, "--agents", "1",
+                    "--rate", "100", "--duration", "1")
+    ol = r["open_loop"]
+    assert abs(ol["arrivals"] - 100) <= 1
+    assert ol["answered"] <= 21  # at most one answer per 50 ms
+    assert ol["unsent_at_end"] > 0 and ol["backlog_max"] > 1 and ol["oldest_unsent_ms"] > 0
+    assert ol["arrivals"] == ol["dispatched"] + ol["unsent_at_end"]
+    assert r["latency_us"]["max"] > ol["service_us"]["max"]
+    assert r["latency_us"]["p50"] > ol["service_us"]["p50"]
+    wait_for(lambda: origin.count() == ol["dispatched"], "origin to log every dispatched request")
+
+
+def test_closed_loop_reports_no_open_loop_section(loadgen, servers):
+    origin = servers(keepalive_handler(fixed(200, b"ok")))
+    r = run_loadgen(loadgen, "--direct", "--url", "http://127.0.0.1:%d/" % origin.port, "--agents", "2",
+                    "--requests", "10")
+    assert r["open_loop"] is None and r["config"]["rate"] == 0
+
+
 # ---- (3) credentials per agent -------------------------------------------------------------
 
 
@@ -414,7 +467,9 @@ def test_no_auth_sends_no_credentials(loadgen, servers):
 
 def test_usage_errors_exit_2(loadgen):
     for args in (["--url", "ftp://x/"], ["--url", "http://x/"], ["--url", "http://x/", "--apikey", "k",
-                                                                  "--mix", "get=60,connect=60"]):
+                                                                  "--mix", "get=60,connect=60"],
+                 ["--url", "http://x/", "--direct", "--rate", "10", "--requests", "5"],
+                 ["--url", "http://x/", "--direct", "--rate", "-1"]):
         proc = subprocess.run([loadgen, *args], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 2, args
         assert "loadgen:" in proc.stderr
