@@ -14,14 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ADMINCLIENT_MAX_BODY (8u << 20)
+#include "fsio.h"
 
-static long long ac_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#define ADMINCLIENT_MAX_BODY (8u << 20)
 
 static int ac_split(const char *admin, char *host, size_t hlen, char *port, size_t plen)
 {
@@ -44,12 +39,7 @@ static int ac_split(const char *admin, char *host, size_t hlen, char *port, size
 
 static int ac_wait(int fd, short events, long long deadline)
 {
-	long long left = deadline - ac_now_ms();
-	if (left <= 0)
-		return -1;
-	struct pollfd p = {.fd = fd, .events = events};
-	int r = poll(&p, 1, (int)left);
-	return r > 0 ? 0 : -1;
+	return fsio_wait_fd(fd, events, deadline) > 0 ? 0 : -1;
 }
 
 int adminclient_get(const char *admin, const char *path, int timeout_ms, char **body, char *err, size_t errlen)
@@ -66,7 +56,7 @@ int adminclient_get(const char *admin, const char *path, int timeout_ms, char **
 		snprintf(err, errlen, "admin address '%s' is not a numeric ADDR:PORT", admin);
 		return -1;
 	}
-	long long deadline = ac_now_ms() + timeout_ms;
+	long long deadline = fsio_mono_ms() + timeout_ms;
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int rc = -1;
 	char *buf = NULL;

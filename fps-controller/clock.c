@@ -15,18 +15,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsio.h"
+
 static double clk_wall(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long long clk_mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int clock_parse_http_date(const char *s, double *unix_time)
@@ -56,9 +51,7 @@ int clock_parse_http_date(const char *s, double *unix_time)
 
 static int clk_wait(int fd, short ev, long long deadline)
 {
-	long long left = deadline - clk_mono_ms();
-	struct pollfd p = {.fd = fd, .events = ev};
-	return left > 0 && poll(&p, 1, (int)left) > 0 ? 0 : -1;
+	return fsio_wait_fd(fd, ev, deadline) > 0 ? 0 : -1;
 }
 
 int clock_ask(const char *host, int port, int timeout_ms, double *skew, char *date, size_t datelen, char *err,
@@ -72,7 +65,7 @@ int clock_ask(const char *host, int port, int timeout_ms, double *skew, char *da
 		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(gai));
 		return -1;
 	}
-	long long deadline = clk_mono_ms() + timeout_ms;
+	long long deadline = fsio_mono_ms() + timeout_ms;
 	int rc = -1;
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {

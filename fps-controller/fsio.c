@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 int fsio_read(const char *path, size_t max, char **out, size_t *outlen, struct fps_err *e)
@@ -236,4 +238,25 @@ int fsio_self_dir(char *buf, size_t len)
 		return -1;
 	*slash = '\0';
 	return 0;
+}
+
+long long fsio_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int fsio_wait_fd(int fd, short events, long long deadline)
+{
+	for (;;) {
+		long long left = deadline - fsio_mono_ms();
+		if (left <= 0)
+			return 0;
+		struct pollfd p = {.fd = fd, .events = events};
+		int n = poll(&p, 1, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		return n < 0 ? -1 : (n > 0 ? 1 : 0);
+	}
 }

@@ -32,4 +32,10 @@ void fsio_sha256_hex(const void *data, size_t len, char out[65]);
 /* Directory of the running executable, for finding helpers and templates. */
 int fsio_self_dir(char *buf, size_t len);
 
+/* Milliseconds on the monotonic clock: every deadline in the controller and helpers. */
+long long fsio_mono_ms(void);
+/* Waits until fd is ready for events (poll) or deadline (fsio_mono_ms) passes, retrying
+ * on EINTR: 1 ready, 0 timed out, -1 error. */
+int fsio_wait_fd(int fd, short events, long long deadline);
+
 #endif

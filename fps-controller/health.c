@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsio.h"
 #include "log.h"
 #include "sup.h"
 
@@ -28,25 +29,6 @@ static struct {
 	int port;
 	struct health_state st;
 } H = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .notify_fd = -1};
-
-/* Waits for fd to become ready for events until deadline; 1 ready, 0 timeout, -1 error. */
-static int wait_fd(int fd, short events, long long deadline)
-{
-	for (;;) {
-		long long left = deadline - sup_now_ms();
-		if (left <= 0)
-			return 0;
-		struct pollfd p = {.fd = fd, .events = events};
-		int n = poll(&p, 1, (int)left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		if (n == 0)
-			return 0;
-		return 1;
-	}
-}
 
 /* One request; true when a status line came back before the deadline. */
 static bool health_probe_once(const char *addr, int port, char *err, size_t errlen)
@@ -69,7 +51,7 @@ static bool health_probe_once(const char *addr, int port, char *err, size_t errl
 		snprintf(err, errlen, "connect to %s:%d: %s", addr, port, strerror(errno));
 		goto out;
 	}
-	int r = wait_fd(fd, POLLOUT, deadline);
+	int r = fsio_wait_fd(fd, POLLOUT, deadline);
 	int soerr = 0;
 	socklen_t sl = sizeof(soerr);
 	if (r <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
@@ -85,7 +67,7 @@ static bool health_probe_once(const char *addr, int port, char *err, size_t errl
 	char buf[16];
 	size_t got = 0;
 	while (got < 8) {
-		r = wait_fd(fd, POLLIN, deadline);
+		r = fsio_wait_fd(fd, POLLIN, deadline);
 		if (r <= 0) {
 			snprintf(err, errlen, "no HTTP answer from %s:%d within %d ms", addr, port, HEALTH_TIMEOUT_MS);
 			goto out;

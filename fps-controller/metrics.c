@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsio.h"
+
 #ifndef FPS_VERSION
 #define FPS_VERSION "0.0.0"
 #endif
@@ -325,28 +327,6 @@ const char *metrics_mgr_host(const char *bind_addr)
 	return bind_addr;
 }
 
-static long long m_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits for events on fd until the deadline; 1 ready, 0 timed out, -1 error. */
-static int m_wait(int fd, short events, long long deadline)
-{
-	for (;;) {
-		long long left = deadline - m_now_ms();
-		if (left <= 0)
-			return 0;
-		struct pollfd p = {.fd = fd, .events = events};
-		int n = poll(&p, 1, (int)left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		return n < 0 ? -1 : (n > 0 ? 1 : 0);
-	}
-}
-
 /* Decodes a chunked body in place; returns the new length or -1. */
 static long m_dechunk(char *body, size_t len)
 {
@@ -375,7 +355,7 @@ static long m_dechunk(char *body, size_t len)
 
 char *metrics_squid_fetch(const char *addr, int port, const char *page, int timeout_ms, char *err, size_t errlen)
 {
-	long long deadline = m_now_ms() + timeout_ms;
+	long long deadline = fsio_mono_ms() + timeout_ms;
 	char portstr[16];
 	snprintf(portstr, sizeof(portstr), "%d", port);
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
@@ -401,7 +381,7 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 		goto out;
 	}
 	if (rc < 0) {
-		int w = m_wait(fd, POLLOUT, deadline), soerr = 0;
+		int w = fsio_wait_fd(fd, POLLOUT, deadline), soerr = 0;
 		socklen_t sl = sizeof(soerr);
 		if (w <= 0) {
 			why = w == 0 ? "connect timed out" : strerror(errno);
@@ -418,7 +398,7 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 	                  "Connection: close\r\n\r\n",
 	                  page, addr, port);
 	for (int off = 0; off < rl;) {
-		if (m_wait(fd, POLLOUT, deadline) <= 0) {
+		if (fsio_wait_fd(fd, POLLOUT, deadline) <= 0) {
 			why = "send timed out";
 			goto out;
 		}
@@ -449,7 +429,7 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 			resp = bigger;
 			cap *= 2;
 		}
-		int w = m_wait(fd, POLLIN, deadline);
+		int w = fsio_wait_fd(fd, POLLIN, deadline);
 		if (w <= 0) {
 			why = w == 0 ? "no complete answer in time" : strerror(errno);
 			goto out;
@@ -532,7 +512,7 @@ void metrics_squid_pages(const struct fps_status *s, char **counters, char **inf
 	const int port = s->mgr_port;
 
 	pthread_mutex_lock(&m_cache.mu);
-	long long now = m_now_ms();
+	long long now = fsio_mono_ms();
 	bool same = m_cache.fetched_ms != 0 && m_cache.port == port && strcmp(m_cache.addr, addr) == 0;
 	bool fresh = same && now - m_cache.fetched_ms < METRICS_SQUID_CACHE_MS;
 	if (!fresh && m_cache.fetching && !same) {
@@ -566,7 +546,7 @@ void metrics_squid_pages(const struct fps_status *s, char **counters, char **inf
 		snprintf(m_cache.error, sizeof(m_cache.error), "%s", err);
 		snprintf(m_cache.addr, sizeof(m_cache.addr), "%s", addr);
 		m_cache.port = port;
-		m_cache.fetched_ms = m_now_ms();
+		m_cache.fetched_ms = fsio_mono_ms();
 		m_cache.fetching = false;
 		same = true;
 		pthread_cond_broadcast(&m_cache.done);

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "fsio.h"
 #include "log.h"
 #include "proc.h"
 
@@ -22,9 +23,7 @@
 
 long long sup_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return fsio_mono_ms();
 }
 
 const char *sup_state_name(enum sup_state s)

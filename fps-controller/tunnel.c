@@ -197,16 +197,9 @@ void tunnel_argv(const struct tunnel_paths *p, char *argv[4])
 
 /* ---- probe -------------------------------------------------------------------------------- */
 
-static long long tunnel_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int tunnel_left(long long deadline)
 {
-	long long left = deadline - tunnel_now_ms();
+	long long left = deadline - fsio_mono_ms();
 	return left > 0 ? (int)left : 0;
 }
 
@@ -473,7 +466,7 @@ void tunnel_probe(const struct fps_config *c, const struct tunnel_paths *p, int 
 		         c->tunnel_server);
 	else
 		snprintf(st->target, sizeof(st->target), "%s:%d", c->tunnel_server, c->tunnel_port);
-	tunnel_handshake(c, p, tunnel_now_ms() + (timeout_ms > 0 ? timeout_ms : 1), st);
+	tunnel_handshake(c, p, fsio_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1), st);
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	st->checked_unix = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
