@@ -10,9 +10,12 @@ and against what users would run instead, in one run, all on loopback.
                                                 (9) CONNECT + TLS, and an 80/20 GET/CONNECT mix
                                                 (10) ramp: 1000 agents connect at once
                                                 (11) restart: SIGTERM FPS under load, start again
+                                                (12) open loop: latency at fixed arrival rates
+                                                (13) SMP: FPS `workers: 2` and `auto` vs the
+                                                     hand-written Squid with `workers 2`
 
   bench/run_bench.py [--quick] [--agents N] [--duration S] [--reps N] [--workers N]
-                     [--groups get1k,connect,get100k,ramp,restart,edits,latency] [--no-profile] [--keep]
+                     [--groups get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency] [--no-profile] [--keep]
 
 Writes bench/results/<timestamp>.{json,md,png} and latest.{json,md,png}; prints the tables.
 Everything it starts runs in its own process group and is stopped on exit, failure or Ctrl-C.
@@ -52,7 +55,7 @@ def parse_args():
     ap.add_argument("--edit-entries", type=int, default=10, help="whitelist size in (7) [10]")
     ap.add_argument("--lat-entries", default="10,100000")
     ap.add_argument("--lat-edits", type=int, default=None, help="edits per configuration in (8) [20; quick 4]")
-    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,edits,latency")
+    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency")
     ap.add_argument("--openloop-fractions", default="0.5,0.8",
                     help="(12) open-loop rates as fractions of the closed-loop capacity measured just before")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf runs (full mode only anyway)")
@@ -136,7 +139,7 @@ class Bench:
                      "tunnel_rate": a.tunnel_rate, "host": platform.node(), "nproc": os.cpu_count(),
                      "kernel": platform.release(), "versions": versions(), "git": git_rev(),
                      "loadavg_start": common.loadavg(), "args": vars(a), "partial": True},
-            "runs": [], "failures": [], "summary": {}, "live_edits": [], "edit_latency": [], "targets": [], "profile": {},
+            "runs": [], "failures": [], "summary": {}, "live_edits": [], "smp": [], "edit_latency": [], "targets": [], "profile": {},
         }
         self.env = None
         self.fps = None
@@ -146,7 +149,7 @@ class Bench:
         r = self.res
         r["summary"] = report.aggregate(r["runs"])
         r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"], r["runs"],
-                                            r.get("availability"))
+                                            r.get("availability"), r.get("smp"))
         r["meta"]["elapsed_s"] = round(time.monotonic() - self.t0, 1)
         r["meta"]["loadavg_end"] = common.loadavg()
         r["meta"]["partial"] = not final
@@ -398,6 +401,73 @@ class Bench:
                                              "error": str(e)[-1000:]})
             self.save()
 
+    # ---- (13) SMP: FPS with 2 workers and `auto` against the hand-written Squid with 2 ----------
+    def smp(self):
+        """GET 1 KiB and CONNECT+TLS, 1000 agents: the hand-written Squid with `workers 2`, FPS with
+        `proxy.workers: 2` and with `auto` (one worker per core), one FPS at a time, interleaved
+        per workload. Half-way through each run the helpers are counted per Squid kid from /proc."""
+        a = self.a
+        env = self.env
+        if self.fps is not None:
+            self.fps.close()  # one FPS at a time (the idle one would only take memory, but its
+            self.fps = None   # "fps:" accounting slot is the one the SMP instance needs)
+        out = self.res.setdefault("smp", [])
+        main_port = env.hand_port
+        try:
+            hand = env.start_hand_squid(a.agents, workers=2, name="hand2")
+        except Exception as e:
+            log(f"smp: hand-written Squid with 2 workers: FAILED: {e}")
+            self.res["failures"].append({"group": "smp", "target": "squid-smp2", "rep": 1, "error": str(e)[-1000:]})
+            return
+        hand_port, env.hand_port = env.hand_port, main_port
+        try:
+            for workers, t in ((2, "fps-smp2"), ("auto", "fps-smpauto")):
+                try:
+                    f = env.start_fps(f"smp-{workers}", workers=workers, routes=False)
+                except Exception as e:
+                    log(f"smp: FPS workers {workers}: FAILED: {e}")
+                    self.res["failures"].append({"group": "smp", "target": t, "rep": 1, "error": str(e)[-1000:]})
+                    continue
+                try:
+                    f.check(services.ORIGIN, env.http_port, 200)
+                    # The hand-written Squid in each workload right before this FPS: its same-run baseline.
+                    for wl in ("get1k", "connect"):
+                        for tt, port, root, fps in (("squid-smp2", hand_port, hand.pid, None),
+                                                    (t, f.port, f.proc.pid, f)):
+                            if tt == "squid-smp2" and any(r["target"] == tt and r["workload"] == wl for r in out):
+                                continue
+                            self.smp_one(out, tt, wl, port, root, fps, workers if fps else 2)
+                finally:
+                    f.close()
+        finally:
+            env.procs.stop(hand)
+            env.roots.pop("hand2:", None)
+
+    def smp_one(self, out, t, wl, port, root, fps, workers):
+        a = self.a
+        self.wait_quiet()
+
+        def during(stop):
+            if stop.wait(a.warmup + a.duration / 2):
+                return {}
+            return {"helpers_per_kid": common.smp_helpers(root)}
+        marks = fps.log_marks() if fps else None
+        try:
+            rec = loadrun.run_load(self.env, f"smp-{t}-{wl}", port, services.ORIGIN, wl, a.agents, a.duration,
+                                   a.warmup, a.tunnel_rate, during=during)
+        except Exception as e:
+            log(f"smp/{t}/{wl}: FAILED: {e}")
+            self.res["failures"].append({"group": "smp", "target": t, "rep": wl, "error": str(e)[-1000:]})
+            return
+        rec.update(group="smp", target=t, rep=1, workers=workers)
+        rec["helpers_per_kid"] = (rec.pop("during", None) or {}).get("helpers_per_kid")
+        if fps and rec["status"].get("403"):
+            rec["denied_403"] = fps.denials_since(marks)
+        log(f"smp/{t}/{wl}: helpers per kid {rec['helpers_per_kid']}")
+        out.append(rec)
+        time.sleep(a.settle)
+        self.save()
+
     def live_edits(self):
         a = self.a
         if self.fps is not None:
@@ -476,6 +546,8 @@ class Bench:
             self.availability()
             if "openloop" in self.a.groups:
                 self.open_loop()
+            if "smp" in self.a.groups:
+                self.smp()
             if "edits" in self.a.groups:
                 self.live_edits()
             if "latency" in self.a.groups:
@@ -492,7 +564,8 @@ class Bench:
             if report.update_readme(common.ROOT / "README.md", self.res):
                 log("README.md: benchmark block regenerated from this run")
         log(f"done in {time.monotonic() - self.t0:.0f}s: {self.out}/{self.ts}.md (and latest.md/json/png)")
-        bad = report.whitelisted_403(self.res["runs"], self.res["live_edits"] + self.res.get("availability", []))
+        bad = report.whitelisted_403(self.res["runs"], self.res["live_edits"] + self.res.get("availability", []) +
+                                     self.res.get("smp", []))
         if bad:
             log(f"FAILED: a whitelisted host was denied (403) in {', '.join(f'{k} ({v})' for k, v in bad.items())}")
             return 1
@@ -505,7 +578,7 @@ def rereport(path):
     res = json.loads(path.read_text())
     res["summary"] = report.aggregate(res["runs"])
     res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"], res["runs"],
-                                          res.get("availability"))
+                                          res.get("availability"), res.get("smp"))
     md = report.markdown(res)
     path.write_text(json.dumps(res, indent=1))
     path.with_suffix(".md").write_text(md)

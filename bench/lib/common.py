@@ -278,3 +278,23 @@ def proc_ticks(pid):
 
 def loadavg():
     return Path("/proc/loadavg").read_text().split()[0]
+
+
+def smp_helpers(root):
+    """{kid: {helper comm: count}} for the SMP kids of the process tree under root: Squid names
+    its kids "(squid-1)", "(squid-2)", "(squid-coord-3)" in argv[0], and each kid starts its own
+    helpers as its children (the master, kid "master", none with SMP)."""
+    tab = proc_table()
+    out = {}
+    for pid in descendants(tab, root):
+        comm, ppid, *_ = tab[pid]
+        if comm == "squid" or ppid not in tab or tab[ppid][0] != "squid":
+            continue
+        try:
+            parent = Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        kid = parent.strip("()") if parent.startswith("(") else "master"
+        d = out.setdefault(kid, {})
+        d[comm] = d.get(comm, 0) + 1
+    return dict(sorted(out.items()))

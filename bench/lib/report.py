@@ -184,6 +184,79 @@ def availability_table(avail):
     return lines
 
 
+SMP_TITLE = {"squid-smp2": "(2) hand-written Squid, `workers 2`", "fps-smp2": "(4) FPS direct, `proxy.workers: 2`",
+             "fps-smpauto": "(4) FPS direct, `proxy.workers: auto`"}
+SMP_PREFIX = {"squid-smp2": "hand2:", "fps-smp2": "fps:", "fps-smpauto": "fps:"}
+SMP_WL = {"get1k": "GET 1 KiB", "connect": "CONNECT+TLS 1 KiB"}
+
+
+def smp_proxy_us(r):
+    """CPU µs per 2xx answer of the measured proxy's own processes (Squid master, kids, helpers)."""
+    pre = SMP_PREFIX.get(r["target"], "")
+    cpu = sum(v for k, v in r["cpu_s"].items() if k.startswith(pre))
+    n = r["ok_rps"] * r["duration_s"]
+    return cpu / n * 1e6 if n else None
+
+
+def _smp_base(runs, r):
+    return next((b for b in runs if b["target"] == "squid-smp2" and b["workload"] == r["workload"]), None)
+
+
+def _fmt_kids(h):
+    if not h:
+        return "-"
+    return "; ".join(f"{k}: " + ", ".join(f"{c} {n}" for c, n in sorted(v.items())) for k, v in h.items())
+
+
+def smp_table(runs, nproc=None):
+    if not runs:
+        return []
+    lines = ["### (13) SMP: Squid workers 2 and `auto`, 1000 agents", "",
+             f"One FPS at a time (`proxy.workers: auto` is one worker per online core: {nproc or '?'} here), the "
+             "hand-written Squid with `workers 2` (basic_ncsa_auth) measured in the same run right before the first "
+             "FPS of each workload. **The box has 2 cores and loadgen and nginx share them with the workers**, so two "
+             "workers cannot double anything here: the figures compare proxies at equal worker counts, they do not "
+             "show SMP scaling. *proxy CPU µs/answer*: the measured proxy's own processes (Squid master, kids and "
+             "helpers) per 2xx. *helpers per kid*: counted from /proc half-way through each run (children of each "
+             "Squid kid, by name).", "",
+             "| workload | proxy | 2xx req/s | vs hand-written, 2 workers | p99 ms | max ms | failed (by class) | "
+             "proxy CPU µs/answer | CPU s by process | helpers per kid | other jobs CPU s |",
+             "|---|---|---:|---:|---:|---:|---|---:|---|---|---:|"]
+    for wl in ("get1k", "connect"):
+        for t in ("squid-smp2", "fps-smp2", "fps-smpauto"):
+            for r in (x for x in runs if x["target"] == t and x["workload"] == wl):
+                classes = dict(r["errors"])
+                for k, v in r["status"].items():
+                    if not 200 <= int(k) < 300:
+                        classes[f"http_{k}"] = v
+                b = _smp_base(runs, r)
+                vs = r["ok_rps"] / b["ok_rps"] if b and b["ok_rps"] and t != "squid-smp2" else None
+                vs_txt = "-" if vs is None else (f"**{vs:.2f}**" if vs < 0.97 else f"{vs:.2f}")
+                dist = " [disturbed]" if disturbed(r) else ""
+                lines.append(
+                    f"| {SMP_WL[wl]} | {SMP_TITLE[t]} | {r['ok_rps']:,.0f}{dist} | {vs_txt} | {r['p99_ms']:.1f} | "
+                    f"{r['max_ms']:.0f} | {r['failed']:,}{' (' + _fmt_classes(classes) + ')' if r['failed'] else ''} | "
+                    f"{_n(smp_proxy_us(r), '{:.0f}')} | {_fmt_roles(r['cpu_s'])} | {_fmt_kids(r.get('helpers_per_kid'))} | "
+                    f"{r.get('other_cpu_s', '-')} |")
+    lines.append("")
+    return lines
+
+
+def smp_checks(runs):
+    out = []
+    for wl in ("get1k", "connect"):
+        fs = [r for r in runs if r["workload"] == wl and r["target"] in ("fps-smp2", "fps-smpauto")]
+        b = next((r for r in runs if r["workload"] == wl and r["target"] == "squid-smp2"), None)
+        if not fs or not b or not b["ok_rps"]:
+            continue
+        ratios = [(r, r["ok_rps"] / b["ok_rps"]) for r in fs]
+        out.append((f"FPS SMP ≥ 0.97x the hand-written Squid with 2 workers, {SMP_WL[wl]}",
+                    all(x >= 0.97 for _, x in ratios),
+                    "; ".join(f"workers {r['workers']}: {r['ok_rps']:,.0f} vs {b['ok_rps']:,.0f} req/s = {x:.2f}x"
+                              for r, x in ratios) + " (1 run each, 2 cores shared with loadgen and nginx)"))
+    return out
+
+
 def open_loop_table(runs):
     if not runs:
         return []
@@ -246,13 +319,13 @@ def whitelisted_403(runs, live=None):
     return out
 
 
-def target_checks(summary, live, lat, runs=None, avail=None):
+def target_checks(summary, live, lat, runs=None, avail=None, smp=None):
     """The issue's targets, each with the measured margin."""
     out = []
     if runs is not None:
-        bad = whitelisted_403(runs, list(live or []) + list(avail or []))
+        bad = whitelisted_403(runs, list(live or []) + list(avail or []) + list(smp or []))
         out.append(("no 403 for a whitelisted host, in any run", not bad,
-                    "0 in %d runs" % (len(runs) + len(live or []) + len(avail or [])) if not bad else
+                    "0 in %d runs" % (len(runs) + len(live or []) + len(avail or []) + len(smp or [])) if not bad else
                     f"{sum(bad.values()):,} x 403 in " + ", ".join(f"{k} ({v:,})" for k, v in bad.items()) +
                     " (samples from Squid's logs in the JSON: `denied_403`)"))
     g = summary.get("get1k", {})
@@ -299,6 +372,7 @@ def target_checks(summary, live, lat, runs=None, avail=None):
                     f"{sum(r['failed'] for r in fr):,} failed over {len(fr)} runs, every agent served within "
                     f"{served(fr):,.0f} ms (hand-written Squid, same runs: {sum(r['failed'] for r in sr):,} failed, "
                     f"{served(sr):,.0f} ms)"))
+    out += smp_checks(smp or [])
     if tu and fd:
         r = tu["ok_rps"] / fd["ok_rps"]
         out.append(("tunnel route ≥ 80% of direct route", r >= 0.8,
@@ -369,6 +443,7 @@ def markdown(res):
     lines += throughput_tables(res.get("summary", {}), m["agents"])
     lines += availability_table(res.get("availability"))
     lines += open_loop_table(res.get("open_loop"))
+    lines += smp_table(res.get("smp"), m.get("nproc"))
     lines += edits_table(res.get("live_edits"))
     lines += latency_table(res.get("edit_latency"))
     if res.get("failures"):

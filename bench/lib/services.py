@@ -157,6 +157,7 @@ http_access deny all
         p = self.procs.spawn(name, argv + ["-f", str(d / "squid.conf")])
         wait_port(self.hand_port, p, what="hand-written squid")
         self.roots["hand:" if name == "hand-squid" else name + ":"] = p.pid
+        return p
 
     # ---- (3) tinyproxy: BasicAuth pairs + a Filter whitelist -----------------------------
     def start_tinyproxy(self, agents, whitelist=None):
