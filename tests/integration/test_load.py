@@ -1,5 +1,6 @@
 """Behaviour under load that agents must never see: a whitelisted host denied because the
 helpers are busy (docs/operations.md, "Under load")."""
+import base64
 import http.client
 import os
 import re
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from fpsharness import World, free_port, wait_for
+from fpsharness import World, agent_credentials, free_port, wait_for
 
 # More requests waiting at once than the helper could hold before: 4 children x 256 in
 # flight plus a queue of 8192. Squid 5.7 answered the rest DUNNO ("queue full"), i.e. 403.
@@ -177,6 +178,7 @@ def smp_world():
     try:
         w.set_hosts({"a.smp.test": "127.0.0.1", "b.smp.test": "127.0.0.1"})
         w.http = w.origin(name="http")
+        w.write_keys()
         w.write_config(smp_yaml(w), {"version": 1, "domains": ["a.smp.test", "b.smp.test"]})
         w.start()
         yield w
@@ -185,7 +187,8 @@ def smp_world():
 
 
 def smp_yaml(w):
-    return w.yaml().replace("proxy:\n", "proxy:\n  workers: 2\n", 1)
+    # auth on: fps-auth runs (and must answer) in every worker too, not only fps-acl
+    return w.yaml(auth=True).replace("proxy:\n", "proxy:\n  workers: 2\n", 1)
 
 
 def squid_kids(world):
@@ -193,19 +196,32 @@ def squid_kids(world):
     return sorted(helper_pids(world, "squid-1") + helper_pids(world, "squid-2"))
 
 
+def conn_holders(port):
+    """{client port: pid of the Squid process holding the accepted end} for port's connections."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"sport = :{port}"], capture_output=True,
+                         text=True).stdout
+    held = {}
+    for line in out.splitlines():
+        m = re.search(r":(\d+)\s+users:\(\(.*?pid=(\d+)", line)
+        if m:
+            held[int(m.group(1))] = int(m.group(2))
+    return held
+
+
 def test_live_edit_reaches_every_smp_worker(smp_world):
-    """64 keep-alive connections spread over both workers (each worker listens on its own
-    sockets, the kernel spreads connections over them) are allowed to b.smp.test; the edit
-    removes it; every connection must then get 403 (which closes it), within 1 s."""
+    """64 authenticated keep-alive connections spread over both workers (each worker listens on
+    its own sockets, the kernel spreads connections over them) are allowed to b.smp.test; the
+    edit removes it; every connection must then get 403 on the same TCP connection, i.e. from
+    the worker that held it, so each worker is seen answering with the new verdict."""
     w = smp_world
     kids = wait_for(lambda: len(squid_kids(w)) == 2 and squid_kids(w), what="2 Squid workers")
     ppid = lambda pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-    # every worker runs its own fps-acl children (Squid's coordinator starts a set too, unused)
-    wait_for(lambda: set(kids) <= {ppid(p) for p in helper_pids(w, "fps-acl")}, what="fps-acl under each worker")
+    user, pw = agent_credentials(w.API_KEY)
+    auth = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
     url = f"http://b.smp.test:{w.http.port}/"
 
     def ask(c):
-        c.request("GET", url, headers={"Host": f"b.smp.test:{w.http.port}"})
+        c.request("GET", url, headers={"Host": f"b.smp.test:{w.http.port}", "Proxy-Authorization": auth})
         r = c.getresponse()
         r.read()
         return r.status
@@ -213,22 +229,32 @@ def test_live_edit_reaches_every_smp_worker(smp_world):
     conns = [http.client.HTTPConnection("127.0.0.1", w.port, timeout=10) for _ in range(64)]
     try:
         assert [ask(c) for c in conns] == [200] * 64
-        out = subprocess.run(["ss", "-Htnp", "state", "established", f"sport = :{w.port}"], capture_output=True,
-                             text=True).stdout
-        holders = {int(p) for p in re.findall(r"pid=(\d+)", out)}
-        assert holders == set(kids), f"connections held by {holders}, workers {kids}"
+        # every worker runs its own fps-auth and fps-acl children (Squid's coordinator starts a
+        # set too, unused); both have answered by now
+        for helper in ("fps-auth", "fps-acl"):
+            assert set(kids) <= {ppid(p) for p in helper_pids(w, helper)}, f"{helper} not under each worker"
+        held = conn_holders(w.port)
+        kid_of = [held.get(c.sock.getsockname()[1]) for c in conns]
+        assert set(kid_of) == set(kids), f"connections held by {set(kid_of)}, workers {kids}"
+        socks = [c.sock for c in conns]
         t_edit = time.monotonic()
         w.write_config(smp_yaml(w), {"version": 2, "domains": ["a.smp.test"]})
-        pending, last = set(range(64)), None
+        pending, last, denied_by = set(range(64)), None, set()
         deadline = t_edit + 15
         while pending and time.monotonic() < deadline:
             for i in sorted(pending):
                 st = ask(conns[i])
                 assert st in (200, 403), st
+                # http.client reconnects silently when the server closed the connection: an
+                # answer on another connection could come from the other worker
+                assert conns[i].sock is socks[i] or st == 403 and conns[i].sock is None, \
+                    f"connection {i} was replaced before the new verdict"
                 if st == 403:  # the new verdict (Squid closes after an error answer)
                     pending.discard(i)
+                    denied_by.add(kid_of[i])
                     last = time.monotonic()
         assert not pending, f"{len(pending)} connections still allowed after 15 s"
+        assert denied_by == set(kids), f"new verdict from {denied_by}, workers {kids}"
     finally:
         for c in conns:
             c.close()
