@@ -131,6 +131,10 @@ struct lg_stats {
 	/* availability: agents with a 2xx since the start (and when the last got its first), the
 	 * longest time without any 2xx after the warmup, agents served again after a SIGUSR1 mark */
 	uint64_t served, served_last_us, gap_max_us, gap_at_us, mark_served, mark_last_us;
+	/* per agent, in the recorded window: agents with at least one failed request (error or
+	 * non-2xx), the most failures one agent had; the requests on the wire at the mark, by how
+	 * each ended: a 2xx, another status, or cut (the connection failed under it) */
+	uint64_t agents_failed, agent_fail_max, mark_inflight_2xx, mark_inflight_other, mark_inflight_cut;
 	/* --rate (whole run, not only the recorded window): arrivals scheduled, handed to a
 	 * connection, answered (any status); still queued or in flight when the run ended, the
 	 * largest queue, the oldest unsent arrival's age at the end; service = send to response */
@@ -189,6 +193,7 @@ struct lg_agent {
 	uint64_t t_conn, t_req, t_sent, deadline; /* t_req: scheduled time with --rate, else send time */
 	uint64_t mark_done;                       /* the mark (SIGUSR1 time) this agent has had a 2xx after; 0 none */
 	bool served, in_idle;                     /* in_idle: in the thread's ring of free connections (--rate) */
+	uint64_t failures;                        /* failed requests of this agent in the recorded window */
 	unsigned rr, tunnel_reqs;
 	const struct lg_url *url; /* origin of the current tunnel or direct connection */
 	char *auth;
@@ -1163,6 +1168,31 @@ static bool lg_recording(const struct lg_thread *t, uint64_t now)
 	return now >= t->run->t_warm && now < t->run->t_end;
 }
 
+/* A failed request of agent a (recorded window only): the per-agent summary. */
+static void lg_agent_failed(struct lg_thread *t, struct lg_agent *a, uint64_t now)
+{
+	if (!lg_recording(t, now))
+		return;
+	if (a->failures++ == 0)
+		t->st.agents_failed++;
+	if (a->failures > t->st.agent_fail_max)
+		t->st.agent_fail_max = a->failures;
+}
+
+/* The request agent a sent at a->t_req ended now: if it was on the wire at the mark, count how. */
+static void lg_mark_inflight(struct lg_thread *t, const struct lg_agent *a, int status, uint64_t now)
+{
+	uint64_t mark = atomic_load(&lg_mark_us);
+	if (!mark || a->t_req > mark || now < mark)
+		return;
+	if (status == 0)
+		t->st.mark_inflight_cut++;
+	else if (status >= 200 && status < 300)
+		t->st.mark_inflight_2xx++;
+	else
+		t->st.mark_inflight_other++;
+}
+
 /* ---- agents ------------------------------------------------------------------------------- */
 
 static void lg_agent_want(struct lg_agent *a, uint32_t ev)
@@ -1225,8 +1255,11 @@ static void lg_agent_drop(struct lg_thread *t, struct lg_agent *a, enum lg_err e
 {
 	if (lg_recording(t, now))
 		t->st.err[e]++;
-	if (a->claimed && a->sent)
+	lg_agent_failed(t, a, now);
+	if (a->claimed && a->sent) {
+		lg_mark_inflight(t, a, 0, now);
 		lg_run_finish(t->run, now);
+	}
 	else if (a->claimed)
 		lg_run_unclaim(t->run);
 	a->claimed = a->sent = false;
@@ -1618,6 +1651,8 @@ static void lg_agent_response_done(struct lg_thread *t, struct lg_agent *a, uint
 		}
 		lg_run_note(t->run, LG_ERR_PROXY_CONNECT, "agent %u: CONNECT %s: status %d", a->index, a->url->hostport,
 		            h->status);
+		lg_agent_failed(t, a, now);
+		lg_mark_inflight(t, a, h->status, now);
 		a->claimed = a->sent = false;
 		lg_run_finish(t->run, now);
 		if (h->close) {
@@ -1649,6 +1684,9 @@ static void lg_agent_response_done(struct lg_thread *t, struct lg_agent *a, uint
 	}
 	if (c->rate > 0)
 		t->st.ol_answered++;
+	if (h->status < 200 || h->status >= 300)
+		lg_agent_failed(t, a, now);
+	lg_mark_inflight(t, a, h->status, now);
 	if (rec) {
 		t->st.requests++;
 		t->st.body_bytes += h->body_bytes;
@@ -1995,8 +2033,12 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 		fprintf(f, "%.3f", (double)(mark - t0) / 1e6);
 	else
 		fputs("null", f);
-	fprintf(f, ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f},\n",
-	        s->mark_served, (double)s->mark_last_us / 1000);
+	fprintf(f,
+	        ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f"
+	        ", \"agents_failed\": %" PRIu64 ", \"agent_failures_max\": %" PRIu64
+	        ", \"in_flight_at_mark\": {\"2xx\": %" PRIu64 ", \"other_status\": %" PRIu64 ", \"cut\": %" PRIu64 "}},\n",
+	        s->mark_served, (double)s->mark_last_us / 1000, s->agents_failed, s->agent_fail_max, s->mark_inflight_2xx,
+	        s->mark_inflight_other, s->mark_inflight_cut);
 	fputs(" \"open_loop\": ", f);
 	if (c->rate <= 0) {
 		fputs("null}\n", f);
@@ -2239,6 +2281,12 @@ int main(int argc, char **argv)
 			total->ol_oldest_us = s->ol_oldest_us;
 		lg_hist_merge(&total->service, &s->service);
 		total->mark_served += s->mark_served;
+		total->agents_failed += s->agents_failed; /* each agent belongs to one thread */
+		if (s->agent_fail_max > total->agent_fail_max)
+			total->agent_fail_max = s->agent_fail_max;
+		total->mark_inflight_2xx += s->mark_inflight_2xx;
+		total->mark_inflight_other += s->mark_inflight_other;
+		total->mark_inflight_cut += s->mark_inflight_cut;
 		if (s->served_last_us > total->served_last_us)
 			total->served_last_us = s->served_last_us;
 		if (s->mark_last_us > total->mark_last_us)

@@ -243,6 +243,56 @@ def test_sigusr1_mark_reports_when_every_agent_is_served_again(loadgen, servers)
     assert av["gap_max_ms"] >= 300
 
 
+def test_mark_reports_requests_in_flight_and_agents_failed(loadgen, servers):
+    """5 agents each have a request on the wire when the mark comes (the origin holds them);
+    then 2 get a 503 and 3 connections are closed unanswered: the requests in flight at the
+    mark are counted by outcome, and agents_failed counts agents, not their reconnect attempts
+    (the origin then refuses nothing: the agents are served again)."""
+    held, release, lock = threading.Event(), threading.Event(), threading.Lock()
+    waiting, fates = [], ["503", "503", "cut", "cut", "cut"]
+
+    def handler(server, conn):
+        buf = bytearray()
+        while server.read_request(conn, buf) is not None:
+            if held.is_set():
+                with lock:
+                    waiting.append(conn)
+                release.wait(10)
+                with lock:
+                    fate = fates.pop(0) if fates else "ok"
+                if fate == "503":
+                    conn.sendall(b"HTTP/1.1 503 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    return
+                if fate == "cut":
+                    return  # closed unanswered
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    origin = servers(handler)
+    proc = subprocess.Popen([loadgen, "--direct", "--url", "http://127.0.0.1:%d/" % origin.port, "--agents", "5",
+                             "--duration", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: origin.count() >= 50, "first requests")
+        held.set()
+        wait_for(lambda: len(waiting) == 5, "5 requests held by the origin")
+        # pending before the origin answers: loadgen runs its handler before it sees any event
+        proc.send_signal(signal.SIGUSR1)
+        held.clear()
+        release.set()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    r = json.loads(out)
+    av = r["availability"]
+    assert av["in_flight_at_mark"] == {"2xx": 0, "other_status": 2, "cut": 3}, av
+    assert av["agents_failed"] == 5 and av["agent_failures_max"] == 1, av
+    assert r["status"].get("503") == 2 and r["errors_total"] == 3, r
+    assert av["agents_served_after_mark"] == 5
+
+
 def test_proxy_mode_sends_absolute_uris_round_robin(loadgen, servers):
     proxy = servers(keepalive_handler(fixed(200, b"ok")))
     urls = ["http://a.example:8000/one", "http://b.example/two?x=1"]
