@@ -380,8 +380,8 @@ class Bench:
                 if stop.wait(a.warmup + at):
                     return {}
                 box["lg"].send_signal(signal.SIGUSR1)  # mark: "every agent served again" counts from here
-                t_term, t_up = f.restart()
-                return {"restart_at_s": a.warmup + at, "squid_answering_after_ms": round((t_up - t_term) * 1000)}
+                st = f.restart()
+                return {"restart_at_s": a.warmup + at, "squid_answering_after_ms": st["squid_answering"], "stages": st}
             self.wait_quiet()
             marks = f.log_marks()
             try:

@@ -160,9 +160,9 @@ def availability_table(avail):
              "Ramp: loadgen opens all agents' connections at once (200 per 10 ms) against a running proxy, "
              "nothing excluded. Restart: SIGTERM to the FPS controller under load, then started again on the same "
              "state dir; *served again* counts from the SIGTERM.", "",
-             "| run | 2xx req/s | failed (by class) | every agent served after ms | longest gap without a 2xx ms | "
-             "p99 ms | max ms | Squid answering again after ms |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+             "| run | 2xx req/s | failed (by class) | agents with a failure | every agent served after ms | "
+             "longest gap without a 2xx ms | p99 ms | max ms | Squid answering again after ms |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in avail:
         av = r.get("availability") or {}
         classes = dict(r["errors"])
@@ -178,10 +178,63 @@ def availability_table(avail):
             name = f"(10) ramp, {TITLE.get(r['target'], r['target'])} #{r['rep']}"
         fail = f"**{r['failed']:,}**" if r["failed"] and r["target"].startswith("fps") else f"{r['failed']:,}"
         lines.append(f"| {name} | {r['ok_rps']:,.0f} | {fail}{' (' + _fmt_classes(classes) + ')' if r['failed'] else ''} | "
-                     f"{served} | {av.get('gap_max_ms', 0):,.0f} | {r['p99_ms']:.0f} | {r['max_ms']:.0f} | "
-                     f"{d.get('squid_answering_after_ms', '-')} |")
+                     f"{_n(av.get('agents_failed'))} | {served} | {av.get('gap_max_ms', 0):,.0f} | {r['p99_ms']:.0f} | "
+                     f"{r['max_ms']:.0f} | {d.get('squid_answering_after_ms', '-')} |")
     lines.append("")
+    for r in avail:
+        if r["group"] == "restart":
+            lines += restart_detail(r)
     return lines
+
+
+def first_2xx_after_mark_ms(av):
+    """The end of the longest gap without a 2xx, after the mark (loadgen's times from its start)."""
+    if av.get("mark_s") is None or av.get("gap_at_s") is None:
+        return None
+    return av["gap_at_s"] * 1000 + av.get("gap_max_ms", 0) - av["mark_s"] * 1000
+
+
+def restart_detail(r):
+    """(11): what the agents saw, counted per agent, and where the gap went, stage by stage."""
+    av = r.get("availability") or {}
+    st = (r.get("during") or {}).get("stages") or {}
+    out = []
+    inf = av.get("in_flight_at_mark")
+    if inf is not None:
+        out.append(f"(11) per agent: **{av.get('agents_failed', 0):,} of {r['agents']:,} agents** saw at least one "
+                   f"failed request (at most {av.get('agent_failures_max', 0):,} for one agent: the failed count "
+                   "above is mostly loadgen's reconnect attempts during the gap, so it follows loadgen's retry pace). "
+                   f"Requests on the wire at the SIGTERM: {inf.get('2xx', 0):,} still answered 2xx, "
+                   f"{inf.get('other_status', 0):,} answered with an error status, {inf.get('cut', 0):,} cut "
+                   "(connection closed or reset under them).")
+    if st:
+        f2 = first_2xx_after_mark_ms(av)
+        steps = [("old Squid stopped (controller log)", st.get("old_squid_stopped")),
+                 ("old controller exited", st.get("old_controller_gone")),
+                 ("new controller spawned", st.get("new_controller_spawned")),
+                 ("new generation active: rendered + `squid -k parse` (controller log)", st.get("new_generation_active")),
+                 ("new Squid started (controller log)", st.get("new_squid_started")),
+                 ("new Squid answering on the proxy port", st.get("squid_answering")),
+                 ("first 2xx to an agent (loadgen)", round(f2) if f2 is not None else None)]
+        out += ["", "(11) where the gap goes, ms after the SIGTERM (each stage's time, and since the previous one):", "",
+                "| stage | at ms | + ms |", "|---|---:|---:|"]
+        prev = 0
+        for name, v in steps:
+            if v is None:
+                continue
+            out.append(f"| {name} | {v:,} | {v - prev:+,} |")
+            prev = v
+        if st.get("squid_parse_ms") is not None:
+            out.append("")
+            out.append(f"One `squid -k parse` of the new generation's candidate alone: {st['squid_parse_ms']} ms (median "
+                       "of 3, after the run). At a restart the candidate is byte-identical to the last proven "
+                       "config on the same Squid binary.")
+        cl = st.get("old_squid_cache_log")
+        if cl:
+            out += ["", "Old Squid's cache.log during its shutdown (1 s resolution):", "", "```"] + cl + ["```"]
+    if out:
+        out.append("")
+    return out
 
 
 SMP_TITLE = {"squid-smp2": "(2) hand-written Squid, `workers 2`", "fps-smp2": "(4) FPS direct, `proxy.workers: 2`",

@@ -1,7 +1,9 @@
 """The world the benchmark runs in, all on loopback: the origin (nginx), the alternatives
 (a hand-written Squid, tinyproxy), the customer's proxy, the cloud side, and FPS instances."""
+import datetime
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -313,19 +315,65 @@ default_route: direct
             env=env)
         self.log_path = self.env.dir / f"controller-{self.name}.out"
         self.wait_serving(timeout=wait)
+        self.t_serving = time.time()  # Squid answers on the proxy port (restart's stage times)
         if self.routes:
             wait_port(self.tunnel_local, self.proc, timeout=30, what="FPS stunnel client")
         self.env.roots["fps:"] = self.proc.pid
 
     def restart(self, wait=120):
         """What an appliance restart does: SIGTERM to the controller (it stops its Squid and
-        stunnel), then the controller again on the same state dir. Returns the monotonic times
-        of the SIGTERM and of Squid answering again."""
-        t_term = time.monotonic()
+        stunnel), then the controller again on the same state dir. Returns where the gap goes:
+        the stages' times in ms after the SIGTERM, from the bench (old controller gone, new one
+        spawned, its Squid answering on the proxy port) and from the controller's log (old Squid
+        stopped, new generation active i.e. rendered and proven with `squid -k parse`, new Squid
+        started), the old Squid's shutdown lines from cache.log, and what one `squid -k parse`
+        of the new generation's candidate costs on its own."""
+        cache_log = self.state / "run" / "cache.log"
+        off_log = self.log_path.stat().st_size if self.log_path.exists() else 0
+        off_cache = cache_log.stat().st_size if cache_log.exists() else 0
+        t = {"sigterm": time.time()}
         self.env.procs.stop(self.proc, grace=30)
+        t["old_controller_gone"] = time.time()
         self.proc = None
+        off_new = self.log_path.stat().st_size if self.log_path.exists() else 0
+        t["new_controller_spawned"] = time.time()
         self.start(wait)
-        return t_term, time.monotonic()
+        t["squid_answering"] = self.t_serving
+        out = {k: round((v - t["sigterm"]) * 1000) for k, v in t.items()}
+        text = self.log_path.read_bytes().decode(errors="replace")
+        for key, pat, lo, hi in (("old_squid_stopped", r"squid: pid \d+ stopped", off_log, off_new),
+                                 ("new_generation_active", r"generation \d+ active", off_new, None),
+                                 ("new_squid_started", r"squid: started pid", off_new, None)):
+            for line in text.encode()[lo:hi].decode(errors="replace").splitlines():
+                if re.search(pat, line):
+                    try:
+                        ts = datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                            tzinfo=datetime.timezone.utc).timestamp()
+                    except (ValueError, IndexError):
+                        continue
+                    out[key] = round((ts - t["sigterm"]) * 1000)
+                    break
+        try:
+            with open(cache_log, "rb") as f:
+                f.seek(off_cache)
+                lines = f.read(1 << 20).decode(errors="replace").splitlines()
+            keep = [l for l in lines if re.search(
+                r"Preparing for shutdown|Shutting down|Closing HTTP|Waiting \d+ seconds|exiting|Exiting|Starting Squid",
+                l)]
+            out["old_squid_cache_log"] = [l for i, l in enumerate(keep) if i == 0 or l != keep[i - 1]][:12]
+        except OSError:
+            pass
+        # the controller removes its check.conf after the parse: the active squid.conf is the
+        # same candidate pointing at `current` instead of the generation's directory
+        conf = sorted(self.state.rglob("squid.conf"), key=lambda p: p.stat().st_mtime)
+        if conf:
+            took = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                subprocess.run(["squid", "-k", "parse", "-f", str(conf[-1])], capture_output=True)
+                took.append((time.monotonic() - t0) * 1000)
+            out["squid_parse_ms"] = round(sorted(took)[1])
+        return out
 
     def close(self):
         if self.proc is not None:
