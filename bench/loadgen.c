@@ -1259,8 +1259,7 @@ static void lg_agent_drop(struct lg_thread *t, struct lg_agent *a, enum lg_err e
 	if (a->claimed && a->sent) {
 		lg_mark_inflight(t, a, 0, now);
 		lg_run_finish(t->run, now);
-	}
-	else if (a->claimed)
+	} else if (a->claimed)
 		lg_run_unclaim(t->run);
 	a->claimed = a->sent = false;
 	lg_agent_close(a, false);
@@ -2036,9 +2035,10 @@ static void lg_report_json(FILE *f, const struct lg_config *c, const struct lg_s
 	fprintf(f,
 	        ", \"agents_served_after_mark\": %" PRIu64 ", \"all_served_after_mark_ms\": %.1f"
 	        ", \"agents_failed\": %" PRIu64 ", \"agent_failures_max\": %" PRIu64
-	        ", \"in_flight_at_mark\": {\"2xx\": %" PRIu64 ", \"other_status\": %" PRIu64 ", \"cut\": %" PRIu64 "}},\n",
-	        s->mark_served, (double)s->mark_last_us / 1000, s->agents_failed, s->agent_fail_max, s->mark_inflight_2xx,
-	        s->mark_inflight_other, s->mark_inflight_cut);
+	        ", \"in_flight_at_mark\": {\"2xx\": %" PRIu64 ", \"other_status\": %" PRIu64 ", \"cut\": %" PRIu64
+	        "}},\n",
+	        s->mark_served, (double)s->mark_last_us / 1000, s->agents_failed, s->agent_fail_max,
+	        s->mark_inflight_2xx, s->mark_inflight_other, s->mark_inflight_cut);
 	fputs(" \"open_loop\": ", f);
 	if (c->rate <= 0) {
 		fputs("null}\n", f);
