@@ -404,8 +404,8 @@ class Bench:
     # ---- (13) SMP: FPS with 2 workers and `auto` against the hand-written Squid with 2 ----------
     def smp(self):
         """GET 1 KiB and CONNECT+TLS, 1000 agents: the hand-written Squid with `workers 2`, FPS with
-        `proxy.workers: 2` and with `auto` (one worker per core), one FPS at a time, interleaved
-        per workload. Half-way through each run the helpers are counted per Squid kid from /proc."""
+        `proxy.workers: 2` and with `auto` (one worker per core), one FPS at a time, each FPS run
+        right after a run of the hand-written Squid (its baseline). Half-way through each run the helpers are counted per Squid kid from /proc."""
         a = self.a
         env = self.env
         if self.fps is not None:
@@ -430,12 +430,11 @@ class Bench:
                     continue
                 try:
                     f.check(services.ORIGIN, env.http_port, 200)
-                    # The hand-written Squid in each workload right before this FPS: its same-run baseline.
+                    # The hand-written Squid right before each FPS run: its same-run baseline (runs a
+                    # minute apart differ by up to ~10% on this shared box; adjacent ones much less).
                     for wl in ("get1k", "connect"):
                         for tt, port, root, fps in (("squid-smp2", hand_port, hand.pid, None),
                                                     (t, f.port, f.proc.pid, f)):
-                            if tt == "squid-smp2" and any(r["target"] == tt and r["workload"] == wl for r in out):
-                                continue
                             self.smp_one(out, tt, wl, port, root, fps, workers if fps else 2)
                 finally:
                     f.close()
