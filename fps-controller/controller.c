@@ -55,6 +55,7 @@
 #define STATE_FULL_BYTES  (256LL << 10) /* less free than this on the state volume counts as full */
 #define STATE_ROOM_BYTES  (1LL << 20)   /* this much more free than at a failed write: retry it */
 #define SQUID_HANG_MS     30000         /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
+#define DRAIN_POLL_MS     50            /* while Squid stops: how often to look for its remaining clients */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
  * filtered server may take seconds, and the loop must not wait for it. */
@@ -1341,6 +1342,25 @@ static void ctl_replace_orphan(const char *name, const char *pidfile, const char
 		unlink(pidfile);
 }
 
+/* Squid 5.7 always waits shutdown_lifetime + 1 s after SIGTERM (main.cc doShutdown
+ * schedules its end with eventAdd, whether or not a client is left): agents could not
+ * connect for 3 s of every restart. Its clients are closed as soon as they are idle, so
+ * once none is connected to the proxy port nothing is in flight: a second SIGTERM makes
+ * Squid finish after 1 s ("shutdown as soon as possible"). A client still downloading
+ * keeps the full shutdown_lifetime. Returns the next time to look, 0 when done. */
+static long long ctl_hurry_squid(struct ctl *x, long long now)
+{
+	if (x->squid.state != SUP_STOPPING || x->squid.pid <= 0)
+		return 0;
+	int left = pf_port_clients(x->active.port);
+	if (left > 0)
+		return now + DRAIN_POLL_MS;
+	log_info("squid: no client connected to port %d any more: finishing now, not after shutdown_lifetime",
+	         x->active.port);
+	kill(x->squid.pid, SIGTERM);
+	return 0;
+}
+
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 {
 	static struct ctl x; /* large (the status snapshot): not on the stack */
@@ -1481,6 +1501,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	long long burst_start = 0, debounce_at = 0, recheck_at = sup_now_ms() + RECHECK_MS;
 	long long publish_at = 0;
 	bool stopping = false;
+	long long drain_at = 0; /* next look for Squid's remaining clients while it stops */
 	int exit_code = 0;
 	for (;;) {
 		long long now = sup_now_ms();
@@ -1504,7 +1525,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 				debounce_at = now;
 			x.retry_reload = false;
 		}
+		if (drain_at && now >= drain_at)
+			drain_at = ctl_hurry_squid(&x, now);
 		long long next = min_deadline(min_deadline(debounce_at, recheck_at), sup_deadline(&x.squid));
+		next = min_deadline(next, drain_at);
 		next = min_deadline(min_deadline(next, sup_deadline(&x.stunnel)), publish_at);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
 		struct epoll_event evs[4];
@@ -1530,6 +1554,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 						stopping = true;
 						sup_event(&x.squid, SUP_EV_STOP, now);
 						sup_event(&x.stunnel, SUP_EV_STOP, now);
+						if (x.squid.state == SUP_STOPPING && x.have_active)
+							drain_at = now + DRAIN_POLL_MS;
 					}
 				}
 			} else if (evs[i].data.fd == x.squid_out[0]) {

@@ -170,33 +170,76 @@ bool pf_user_can_exec(uid_t uid, gid_t gid, const char *path)
 
 /* ---- ports ------------------------------------------------------------------------------ */
 
-/* The inode of a listening TCP socket on port, from /proc/net/tcp or tcp6; 0 if none. */
-static unsigned long pf_listen_inode(const char *table, int port)
+/* One socket line of /proc/net/tcp or tcp6: its local port, TCP state and inode. */
+static bool pf_tcp_line(const char *line, int *lport, unsigned *st, unsigned long *ino)
 {
-	FILE *f = fopen(table, "r");
-	if (f == NULL)
-		return 0;
-	char line[512];
-	unsigned long inode = 0;
-	if (fgets(line, sizeof(line), f) == NULL) { /* header */
+	char local[128], remote[128];
+	unsigned p;
+	/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+	if (sscanf(line, " %*d: %127s %127s %x %*s %*s %*s %*u %*u %lu", local, remote, st, ino) != 4)
+		return false;
+	const char *colon = strrchr(local, ':');
+	if (colon == NULL || sscanf(colon + 1, "%x", &p) != 1)
+		return false;
+	*lport = (int)p;
+	return true;
+}
+
+enum { TCP_ESTABLISHED_ST = 0x01, TCP_CLOSE_WAIT_ST = 0x08, TCP_LISTEN_ST = 0x0A };
+
+/* Walks /proc/net/tcp and tcp6; for each socket on local port, calls fn until it returns
+ * false. */
+static void pf_tcp_scan(int port, bool (*fn)(unsigned st, unsigned long ino, void *arg), void *arg)
+{
+	const char *tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+	for (size_t t = 0; t < 2; t++) {
+		FILE *f = fopen(tables[t], "r");
+		if (f == NULL)
+			continue;
+		char line[512];
+		bool more = fgets(line, sizeof(line), f) != NULL; /* header */
+		while (more && fgets(line, sizeof(line), f)) {
+			int lport;
+			unsigned st;
+			unsigned long ino;
+			if (pf_tcp_line(line, &lport, &st, &ino) && lport == port)
+				more = fn(st, ino, arg);
+		}
 		fclose(f);
-		return 0;
+		if (!more)
+			return;
 	}
-	while (inode == 0 && fgets(line, sizeof(line), f)) {
-		char local[128], remote[128];
-		unsigned st, lport;
-		unsigned long ino;
-		/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
-		if (sscanf(line, " %*d: %127s %127s %x %*s %*s %*s %*u %*u %lu", local, remote, &st, &ino) != 4)
-			continue;
-		const char *colon = strrchr(local, ':');
-		if (colon == NULL || sscanf(colon + 1, "%x", &lport) != 1)
-			continue;
-		if (st == 0x0A && (int)lport == port)
-			inode = ino;
-	}
-	fclose(f);
+}
+
+static bool pf_find_listener(unsigned st, unsigned long ino, void *arg)
+{
+	if (st != TCP_LISTEN_ST)
+		return true;
+	*(unsigned long *)arg = ino;
+	return false;
+}
+
+/* The inode of a listening TCP socket on port; 0 if none. */
+static unsigned long pf_listen_inode(int port)
+{
+	unsigned long inode = 0;
+	pf_tcp_scan(port, pf_find_listener, &inode);
 	return inode;
+}
+
+static bool pf_count_client(unsigned st, unsigned long ino, void *arg)
+{
+	(void)ino;
+	if (st == TCP_ESTABLISHED_ST || st == TCP_CLOSE_WAIT_ST)
+		++*(int *)arg;
+	return true;
+}
+
+int pf_port_clients(int port)
+{
+	int n = 0;
+	pf_tcp_scan(port, pf_count_client, &n);
+	return n;
 }
 
 /* The process holding socket inode, as "pid N (comm)"; "" if /proc does not say. */
@@ -284,9 +327,7 @@ int pf_port_free(const char *addr, int port, char *why, size_t len)
 		return -1;
 	}
 	char owner[128] = "";
-	unsigned long inode = pf_listen_inode("/proc/net/tcp", port);
-	if (inode == 0)
-		inode = pf_listen_inode("/proc/net/tcp6", port);
+	unsigned long inode = pf_listen_inode(port);
 	if (inode)
 		pf_socket_owner(inode, owner, sizeof(owner));
 	snprintf(why, len, "%s is already in use%s%s", where, owner[0] ? " by " : "", owner);

@@ -39,6 +39,10 @@ bool pf_user_can_exec(uid_t uid, gid_t gid, const char *path);
  * 1234 (nc)". */
 int pf_port_free(const char *addr, int port, char *why, size_t len);
 
+/* Connections on local TCP port still open on this host's side (ESTABLISHED or
+ * CLOSE_WAIT), from /proc/net/tcp and tcp6: a stopping Squid's clients. */
+int pf_port_clients(int port);
+
 /* The first line of a log at or after offset that carries FATAL, else the first with
  * ERROR (Squid's cache.log), without its timestamp and with control characters as '?';
  * "" if none. */

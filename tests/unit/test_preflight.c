@@ -1,5 +1,5 @@
-/* preflight: the cache.log line that says why Squid stopped, and a taken port named with
- * the process that holds it. */
+/* preflight: the cache.log line that says why Squid stopped, a taken port named with
+ * the process that holds it, and the clients still connected to a port. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,11 +81,48 @@ static void test_port_taken_names_the_holder(void **state)
 	assert_non_null(strstr(why, "cannot bind 192.0.2.1:"));
 }
 
+/* A listener with two accepted clients, one of which then half-closes (CLOSE_WAIT on the
+ * server side: still a client the server may be writing to); listening sockets and the
+ * clients' own ends (on other ports) do not count. */
+static void test_port_clients_counts_the_server_side_of_each_connection(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET6, SOCK_STREAM, 0); /* v6 socket: tcp6 is read too */
+	assert_true(lfd >= 0);
+	struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	socklen_t sl = sizeof(sin6);
+	getsockname(lfd, (struct sockaddr *)&sin6, &sl);
+	int port = ntohs(sin6.sin6_port);
+	assert_int_equal(pf_port_clients(port), 0);
+
+	int c[2], s[2];
+	for (int i = 0; i < 2; i++) {
+		c[i] = socket(AF_INET6, SOCK_STREAM, 0);
+		assert_int_equal(connect(c[i], (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+		s[i] = accept(lfd, NULL, NULL);
+		assert_true(s[i] >= 0);
+	}
+	assert_int_equal(pf_port_clients(port), 2);
+	shutdown(c[0], SHUT_WR);
+	char b;
+	assert_int_equal(read(s[0], &b, 1), 0); /* the FIN has arrived: CLOSE_WAIT */
+	assert_int_equal(pf_port_clients(port), 2);
+	for (int i = 0; i < 2; i++) {
+		close(s[i]);
+		close(c[i]);
+	}
+	assert_int_equal(pf_port_clients(port), 0);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_first_error_line),
 	    cmocka_unit_test(test_port_taken_names_the_holder),
+	    cmocka_unit_test(test_port_clients_counts_the_server_side_of_each_connection),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
