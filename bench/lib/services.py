@@ -360,7 +360,10 @@ default_route: direct
             keep = [l for l in lines if re.search(
                 r"Preparing for shutdown|Shutting down|Closing HTTP|Waiting \d+ seconds|exiting|Exiting|Starting Squid",
                 l)]
-            out["old_squid_cache_log"] = [l for i, l in enumerate(keep) if i == 0 or l != keep[i - 1]][:12]
+            seen = {}  # the same line again (the controller may signal Squid more than once): counted
+            for l in keep:
+                seen[l] = seen.get(l, 0) + 1
+            out["old_squid_cache_log"] = [l + (f"  (x{n})" if n > 1 else "") for l, n in seen.items()][:16]
         except OSError:
             pass
         # the controller removes its check.conf after the parse: the active squid.conf is the
