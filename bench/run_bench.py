@@ -445,9 +445,11 @@ class Bench:
             return
         hand_port, env.hand_port = env.hand_port, main_port
         try:
-            for workers, t in ((2, "fps-smp2"), ("auto", "fps-smpauto")):
+            # The third: `workers: 2` with `apply: reconfigure`, the cost of live apply alone under SMP.
+            for workers, t, apply in ((2, "fps-smp2", "live"), ("auto", "fps-smpauto", "live"),
+                                      (2, "fps-smp2-reconf", "reconfigure")):
                 try:
-                    f = env.start_fps(f"smp-{workers}", workers=workers, routes=False)
+                    f = env.start_fps(f"smp-{workers}-{apply}", workers=workers, routes=False, apply=apply)
                 except Exception as e:
                     log(f"smp: FPS workers {workers}: FAILED: {e}")
                     self.res["failures"].append({"group": "smp", "target": t, "rep": 1, "error": str(e)[-1000:]})

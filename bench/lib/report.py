@@ -250,8 +250,9 @@ def restart_detail(r):
 
 
 SMP_TITLE = {"squid-smp2": "(2) hand-written Squid, `workers 2`", "fps-smp2": "(4) FPS direct, `proxy.workers: 2`",
-             "fps-smpauto": "(4) FPS direct, `proxy.workers: auto`"}
-SMP_PREFIX = {"squid-smp2": "hand2:", "fps-smp2": "fps:", "fps-smpauto": "fps:"}
+             "fps-smpauto": "(4) FPS direct, `proxy.workers: auto`",
+             "fps-smp2-reconf": "(4b) FPS direct, `proxy.workers: 2`, `apply: reconfigure`"}
+SMP_PREFIX = {"squid-smp2": "hand2:", "fps-smp2": "fps:", "fps-smpauto": "fps:", "fps-smp2-reconf": "fps:"}
 SMP_WL = {"get1k": "GET 1 KiB", "connect": "CONNECT+TLS 1 KiB"}
 
 
@@ -323,6 +324,13 @@ def smp_checks(runs):
                     "; ".join(f"workers {r['workers']}: {r['ok_rps']:,.0f} vs {b['ok_rps']:,.0f} req/s = {x:.2f}x"
                               for r, b, x in ratios) +
                     " (each against the hand-written Squid's run right before it; 2 cores shared with loadgen and nginx)"))
+        live = next((r for r, _ in pairs if r["target"] == "fps-smp2"), None)
+        rc = next((r for r in runs if r["workload"] == wl and r["target"] == "fps-smp2-reconf"), None)
+        if live and rc and rc["ok_rps"]:
+            out.append((f"price of sub-second live apply with 2 workers, {SMP_WL[wl]}", None,
+                        f"`apply: live` {live['ok_rps']:,.0f} vs `reconfigure` {rc['ok_rps']:,.0f} req/s = "
+                        f"{live['ok_rps'] / rc['ok_rps']:.2f}x; proxy CPU {_n(smp_proxy_us(live), '{:.0f}')} vs "
+                        f"{_n(smp_proxy_us(rc), '{:.0f}')} µs/answer"))
     return out
 
 
