@@ -229,10 +229,14 @@ def test_live_edit_reaches_every_smp_worker(smp_world):
     conns = [http.client.HTTPConnection("127.0.0.1", w.port, timeout=10) for _ in range(64)]
     try:
         assert [ask(c) for c in conns] == [200] * 64
-        # every worker runs its own fps-auth and fps-acl children (Squid's coordinator starts a
-        # set too, unused); both have answered by now
+        # every worker runs its own fps-auth and fps-acl children, and only the workers: the
+        # coordinator, which never asks a helper, starts none (it started 4 of each before)
+        coord = helper_pids(w, "squid-coord-3")
+        assert len(coord) == 1, coord
         for helper in ("fps-auth", "fps-acl"):
-            assert set(kids) <= {ppid(p) for p in helper_pids(w, helper)}, f"{helper} not under each worker"
+            parents = [ppid(p) for p in helper_pids(w, helper)]
+            assert set(kids) <= set(parents), f"{helper} not under each worker"
+            assert coord[0] not in parents, f"{helper} started by the coordinator"
         held = conn_holders(w.port)
         kid_of = [held.get(c.sock.getsockname()[1]) for c in conns]
         assert set(kid_of) == set(kids), f"connections held by {set(kid_of)}, workers {kids}"

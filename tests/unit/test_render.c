@@ -121,6 +121,30 @@ static void test_auth_block(void **state)
 	rendered_free(&r);
 }
 
+/* Under SMP the coordinator (process workers + 1) starts no helper: it never asks one. */
+static void test_smp_coordinator_starts_no_helpers(void **state)
+{
+	(void)state;
+	struct rendered r;
+	render_yaml(&r, "proxy: {workers: 3}\n", NULL);
+	after(r.conf, "\nworkers 3\n");
+	after(r.conf, "\nif ${process_number} = 4\nauth_param basic children 4 startup=0 idle=1 concurrency=256 "
+	              "queue-size=4096 on-persistent-overload=ERR\nelse\nauth_param basic children 4 startup=4 idle=1 "
+	              "concurrency=256 queue-size=4096 on-persistent-overload=ERR\nendif\n");
+	const char *acl = after(r.conf, "\nif ${process_number} = 4\nexternal_acl_type fps_acl cache=0 ttl=0 "
+	                                "negative_ttl=0 children-max=4 children-startup=0 children-idle=1 ");
+	const char *normal = after(acl, "\nelse\nexternal_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=4 "
+	                                "children-startup=4 children-idle=1 ");
+	const char *end = after(normal, "\nendif\nacl fps_whitelist external fps_acl\n");
+	assert_true(acl < normal && normal < end);
+	rendered_free(&r);
+
+	render_yaml(&r, "proxy: {workers: 1}\n", NULL); /* no coordinator, no condition */
+	assert_null(strstr(r.conf, "${process_number}"));
+	after(r.conf, "\nauth_param basic children 4 startup=4 ");
+	rendered_free(&r);
+}
+
 static void test_reconfigure_mode_lists_and_orders_routes(void **state)
 {
 	(void)state;
@@ -189,6 +213,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_live_mode_uses_fps_acl_and_never_lists_entries),
 	    cmocka_unit_test(test_auth_block),
+	    cmocka_unit_test(test_smp_coordinator_starts_no_helpers),
 	    cmocka_unit_test(test_reconfigure_mode_lists_and_orders_routes),
 	    cmocka_unit_test(test_live_mode_routes_by_tag),
 	    cmocka_unit_test(test_template_errors_name_the_variable),
