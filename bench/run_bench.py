@@ -173,6 +173,13 @@ class Bench:
         log(f"run directory {env.dir}")
         env.start_nginx()
         env.start_hand_squid(a.agents, workers=a.workers)
+        self.hand_port = env.hand_port
+        # (2b): the same hand-written config listening as FPS does (8 SO_REUSEPORT sockets).
+        env.start_hand_squid(a.agents, workers=a.workers, name="hand8",
+                             edit=lambda text, port: text.replace(
+                                 f"http_port 127.0.0.1:{port}\n",
+                                 "".join(f"http_port 127.0.0.1:{port} worker-queues\n" for _ in range(8)), 1))
+        self.hand8_port, env.hand_port = env.hand_port, self.hand_port
         env.start_tinyproxy(a.agents)
         env.start_customer_squid()
         env.start_cloud()
@@ -183,7 +190,8 @@ class Bench:
             self.fps.check(host, env.http_port, code)
         user = common.agent_user(a.agents - 1)
         pw = common.agent_password(user, services.APIKEY)
-        for name, port in (("hand-written squid", env.hand_port), ("tinyproxy", env.tiny_port)):
+        for name, port in (("hand-written squid", env.hand_port), ("hand-written squid, 8 sockets", self.hand8_port),
+                           ("tinyproxy", env.tiny_port)):
             for host, code in ((services.ORIGIN, 200), (services.DENIED, 403)):
                 got, _ = common.fpsharness.curl(f"http://{host}:{env.http_port}/1k", f"127.0.0.1:{port}", user=user,
                                                 password=pw)
@@ -196,7 +204,8 @@ class Bench:
         return {"direct": (None, "127.0.0.1"), "squid": (env.hand_port, services.ORIGIN),
                 "tinyproxy": (env.tiny_port, services.ORIGIN), "fps-direct": (f.port, services.ORIGIN),
                 "fps-tunnel": (f.port, services.TUNNELED), "fps-upstream": (f.port, services.UPSTREAM),
-                "squid-mix": (env.hand_port, services.ORIGIN), "fps-direct-mix": (f.port, services.ORIGIN)}[t]
+                "squid-mix": (env.hand_port, services.ORIGIN), "fps-direct-mix": (f.port, services.ORIGIN),
+                "squid-8": (self.hand8_port, services.ORIGIN)}[t]
 
     def wait_quiet(self):
         """Other jobs share this box: wait (within a total budget) until it is nearly idle."""
@@ -215,16 +224,27 @@ class Bench:
 
     def one(self, group, t, workload, rep, perf=None):
         a = self.a
-        self.wait_quiet()
-        port, host = self.target(t)
-        label = f"{group}-{t}-r{rep}" if not perf else f"profile-{t}"
-        fps = self.fps if t.startswith("fps-") else None
-        marks = fps.log_marks() if fps else None
-        rec = loadrun.run_load(self.env, label, port, host, workload, a.agents, a.duration, a.warmup,
-                               a.tunnel_rate, perf=perf)
-        rec.update(group=group, target=t, rep=rep)
-        if fps and rec["status"].get("403"):
-            rec["denied_403"] = fps.denials_since(marks)  # the evidence: which rule, what Squid logged
+        reconf = None
+        if t == "fps-reconf":
+            # (4b) a second FPS, the same configuration with `apply: reconfigure`, for this run
+            # only; its processes take the "fps:" role meanwhile (the main FPS idles).
+            main_root = self.env.roots.get("fps:")
+            reconf = self.env.start_fps(f"reconf-{group}-{rep}", apply="reconfigure", workers=a.workers)
+        try:
+            self.wait_quiet()
+            port, host = (reconf.port, services.ORIGIN) if reconf else self.target(t)
+            label = f"{group}-{t}-r{rep}" if not perf else f"profile-{t}"
+            fps = reconf or (self.fps if t.startswith("fps-") else None)
+            marks = fps.log_marks() if fps else None
+            rec = loadrun.run_load(self.env, label, port, host, workload, a.agents, a.duration, a.warmup,
+                                   a.tunnel_rate, perf=perf)
+            rec.update(group=group, target=t, rep=rep)
+            if fps and rec["status"].get("403"):
+                rec["denied_403"] = fps.denials_since(marks)  # the evidence: which rule, what Squid logged
+        finally:
+            if reconf is not None:
+                reconf.close()
+                self.env.roots["fps:"] = main_root
         time.sleep(a.settle)
         return rec
 
@@ -232,12 +252,16 @@ class Bench:
     def throughput(self):
         a = self.a
         main = ["direct", "squid", "tinyproxy", "fps-direct", "fps-tunnel", "fps-upstream"]
+        # (2b) and (4b) isolate two costs: serving every agent of a connection storm (FPS's 8
+        # listening sockets, given to the hand-written config) and sub-second live apply.
+        wide = main[:2] + ["squid-8"] + main[2:4] + ["fps-reconf"] + main[4:]
         plan = []
         if "get1k" in a.groups:
             # Repetitions interleaved, so drift in the machine's load hits every target alike.
-            plan += [("get1k", t, "get1k", rep) for rep in range(1, a.reps + 1) for t in main]
+            plan += [("get1k", t, "get1k", rep) for rep in range(1, a.reps + 1) for t in wide]
         if "connect" in a.groups:
-            plan += [("connect", t, "connect", 1) for t in main]
+            # As many repetitions as GET: one CONNECT run each was too noisy to bisect on.
+            plan += [("connect", t, "connect", rep) for rep in range(1, a.reps + 1) for t in wide]
             plan += [("connect", "squid-mix", "mix", 1), ("connect", "fps-direct-mix", "mix", 1)]
         if "get100k" in a.groups:
             plan += [("get100k", t, "get100k", 1) for t in main]
@@ -258,18 +282,18 @@ class Bench:
         # Re-run (within a budget) the GET 1 KiB targets that other jobs disturbed every time.
         budget = a.rerun_budget
         for _ in range(2):
-            for t in main:
-                rs = [r for r in self.res["runs"] if r["group"] == "get1k" and r["target"] == t]
+            for g, t in [(g, t) for g in ("get1k", "connect") for t in wide]:
+                rs = [r for r in self.res["runs"] if r["group"] == g and r["target"] == t]
                 if not rs or any(report.disturbed(r) is False for r in rs):
                     continue
                 if budget < a.duration + a.warmup:
                     break
                 t0 = time.monotonic()
-                log(f"get1k/{t}: every run was disturbed by other jobs: one more")
+                log(f"{g}/{t}: every run was disturbed by other jobs: one more")
                 try:
-                    self.res["runs"].append(self.one("get1k", t, "get1k", len(rs) + 1))
+                    self.res["runs"].append(self.one(g, t, g, len(rs) + 1))
                 except Exception as e:
-                    log(f"get1k/{t}: FAILED: {e}")
+                    log(f"{g}/{t}: FAILED: {e}")
                 budget -= time.monotonic() - t0
                 self.save()
 

@@ -9,11 +9,13 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -95,9 +97,43 @@ static int state_mgr_port(struct state *s, struct fps_err *e)
 	return fsio_write_atomic(path, buf, (size_t)n, 0644, (gid_t)-1, e);
 }
 
+/* One controller per state directory: a second one (a stray `run`, a pod started twice on
+ * the same volume) would write generations and mgr.port under the first one's Squid. The
+ * lock is released by the kernel when the holder dies, however it dies; the file keeps the
+ * holder's pid for the message. */
+static int state_lock(struct state *s, struct fps_err *e)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/controller.lock", s->dir);
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (s->lock_fd < 0)
+		return err_set(e, path, 0, 0, "cannot open the state directory's lock file: %s", strerror(errno));
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int err = errno;
+		char pid[24] = "";
+		ssize_t n = pread(s->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		close(s->lock_fd);
+		s->lock_fd = -1;
+		if (err == EWOULDBLOCK)
+			return err_set(e, s->dir, 0, 0,
+			               "state directory is in use by another fps-controller (pid %s); one controller "
+			               "per state directory",
+			               pid[0] ? pid : "unknown");
+		return err_set(e, path, 0, 0, "cannot lock the state directory: %s", strerror(err));
+	}
+	char buf[24];
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(s->lock_fd, 0) < 0 || pwrite(s->lock_fd, buf, (size_t)n, 0) != n)
+		log_warn("%s: cannot record this controller's pid: %s", path, strerror(errno));
+	return 0;
+}
+
 int state_open(struct state *s, const char *dir, struct fps_err *e)
 {
 	memset(s, 0, sizeof(*s));
+	s->lock_fd = -1;
 	if (strlen(dir) > 1024)
 		return err_set(e, dir, 0, 0, "--state-dir path longer than 1024 bytes");
 	if (dir[0] != '/')
@@ -119,8 +155,9 @@ int state_open(struct state *s, const char *dir, struct fps_err *e)
 	}
 	char gen[PATH_MAX];
 	snprintf(gen, sizeof(gen), "%s/gen", dir);
-	if (mkdir_owned(s, dir, 0750, false, e) < 0 || mkdir_owned(s, gen, 0750, false, e) < 0 ||
-	    mkdir_owned(s, s->run_dir, 0750, true, e) < 0 || mkdir_owned(s, s->secrets_dir, 0750, false, e) < 0)
+	if (mkdir_owned(s, dir, 0750, false, e) < 0 || state_lock(s, e) < 0 ||
+	    mkdir_owned(s, gen, 0750, false, e) < 0 || mkdir_owned(s, s->run_dir, 0750, true, e) < 0 ||
+	    mkdir_owned(s, s->secrets_dir, 0750, false, e) < 0)
 		return -1;
 	/* fps-acl (Squid's user) writes the denied report here; the controller merges it */
 	snprintf(s->denied_dir, sizeof(s->denied_dir), "%s/denied", s->run_dir);

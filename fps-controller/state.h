@@ -30,8 +30,11 @@ struct state {
 	gid_t squid_gid;
 	bool as_root;
 	int mgr_port; /* Squid's loopback port for the controller's cache-manager scrape */
+	int lock_fd;  /* <dir>/controller.lock, flock()ed for the controller's lifetime */
 };
 
+/* Creates the state directory's layout and locks it: a second controller on the same
+ * directory gets an error naming the first one's pid. */
 int state_open(struct state *s, const char *dir, struct fps_err *e);
 /* Free and total bytes of the volume holding the state directory; -1 when unknown. */
 int state_volume(const struct state *s, unsigned long long *free_bytes, unsigned long long *total_bytes);

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fpsharness import BIN, TEMPLATES, World, agent_credentials, free_port, wait_for
+from fpsharness import BIN, TEMPLATES, World, agent_credentials, free_port, spawn, stop_group, wait_for
 
 NAMES = {"a.allowed.test": "127.0.0.1", "b.denied.test": "127.0.0.1"}
 
@@ -146,6 +146,37 @@ def test_second_controller_on_the_same_admin_port_exits_3():
     finally:
         second.close()
         first.close()
+
+
+def test_second_controller_on_the_same_state_dir_exits_3_and_writes_nothing(tmp_path):
+    """Before the state-directory lock, a second controller on the same volume (its own admin
+    port) rendered a new generation and could pick a new mgr.port under the first one's
+    Squid before giving up."""
+    w = make_world("samestate")
+    second = None
+    try:
+        w.start(extra_args=["--admin", f"127.0.0.1:{w.admin_port}"])
+        gens = sorted(p.name for p in (w.state / "gen").iterdir())
+        mgr = (w.state / "run" / "mgr.port").read_text()
+        current = os.readlink(w.state / "current")
+        log2 = tmp_path / "second.log"
+        with open(log2, "wb") as out:
+            second = spawn([str(BIN / "fps-controller"), "run", "--config-dir", str(w.config), "--secrets-dir",
+                            str(w.secrets), "--state-dir", str(w.state), "--admin", f"127.0.0.1:{free_port()}"],
+                           stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, FPS_TEMPLATES_DIR=str(TEMPLATES)))
+            assert second.wait(timeout=60) == 3
+        text = log2.read_text()
+        assert f"{w.state}: state directory is in use by another fps-controller (pid {w.proc.pid})" in text, text
+        assert "squid: started" not in text
+        assert sorted(p.name for p in (w.state / "gen").iterdir()) == gens
+        assert (w.state / "run" / "mgr.port").read_text() == mgr
+        assert os.readlink(w.state / "current") == current
+        assert w.get("a.allowed.test")[0] == 200
+        assert w.proc.poll() is None
+    finally:
+        if second is not None:
+            stop_group(second)
+        w.close()
 
 
 def test_squid_exiting_at_start_is_reported_with_its_fatal_line():
