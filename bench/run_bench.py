@@ -267,10 +267,9 @@ class Bench:
             plan += [("get100k", t, "get100k", 1) for t in main]
         if "tunnel" in a.groups:
             # Only the two routes the tunnel's appliance-side CPU target compares, interleaved
-            # (a short A/B of tunnel settings): GET 1 KiB reps, then CONNECT once each.
+            # (a short A/B of tunnel settings): GET 1 KiB reps, then CONNECT reps.
             pair = ["fps-direct", "fps-tunnel"]
-            plan += [("get1k", t, "get1k", rep) for rep in range(1, a.reps + 1) for t in pair]
-            plan += [("connect", t, "connect", 1) for t in pair]
+            plan += [(g, t, g, rep) for g in ("get1k", "connect") for rep in range(1, a.reps + 1) for t in pair]
         for group, t, wl, rep in plan:
             try:
                 self.res["runs"].append(self.one(group, t, wl, rep))
