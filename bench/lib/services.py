@@ -1,4 +1,4 @@
-"""The world the benchmark runs in, all on loopback: the origin (nginx), the alternatives
+"""The world the benchmark runs in, on loopback (the cloud side in its own network namespace): the origin (nginx),
 (a hand-written Squid, tinyproxy), the customer's proxy, the cloud side, and FPS instances."""
 import json
 import os
