@@ -1,5 +1,6 @@
-"""The world the benchmark runs in, on loopback (the cloud side in its own network namespace): the origin (nginx),
-(a hand-written Squid, tinyproxy), the customer's proxy, the cloud side, and FPS instances."""
+"""The world the benchmark runs in, on loopback but for the cloud side (its own network
+namespace): the origin (nginx), the alternatives (a hand-written Squid, tinyproxy), the
+customer's proxy, the cloud side, and FPS instances."""
 import json
 import os
 import shutil
