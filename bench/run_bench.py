@@ -16,6 +16,7 @@ and against what users would run instead, in one run, all on loopback.
 
   bench/run_bench.py [--quick] [--agents N] [--duration S] [--reps N] [--workers N]
                      [--groups get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency] [--no-profile] [--keep]
+  bench/run_bench.py --quick --groups tunnel   # FPS direct vs tunnel only (appliance-side CPU)
 
 Writes bench/results/<timestamp>.{json,md,png} and latest.{json,md,png}; prints the tables.
 Everything it starts runs in its own process group and is stopped on exit, failure or Ctrl-C.
@@ -55,7 +56,9 @@ def parse_args():
     ap.add_argument("--edit-entries", type=int, default=10, help="whitelist size in (7) [10]")
     ap.add_argument("--lat-entries", default="10,100000")
     ap.add_argument("--lat-edits", type=int, default=None, help="edits per configuration in (8) [20; quick 4]")
-    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency")
+    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency",
+                    help="comma-separated; 'tunnel' (not in the default) runs only FPS direct and FPS tunnel, "
+                         "GET 1 KiB (--reps) and CONNECT, for the appliance-side CPU target")
     ap.add_argument("--openloop-fractions", default="0.5,0.8",
                     help="(12) open-loop rates as fractions of the closed-loop capacity measured just before")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf runs (full mode only anyway)")
@@ -265,6 +268,11 @@ class Bench:
             plan += [("connect", "squid-mix", "mix", 1), ("connect", "fps-direct-mix", "mix", 1)]
         if "get100k" in a.groups:
             plan += [("get100k", t, "get100k", 1) for t in main]
+        if "tunnel" in a.groups:
+            # Only the two routes the tunnel's appliance-side CPU target compares, interleaved
+            # (a short A/B of tunnel settings): GET 1 KiB reps, then CONNECT reps.
+            pair = ["fps-direct", "fps-tunnel"]
+            plan += [(g, t, g, rep) for g in ("get1k", "connect") for rep in range(1, a.reps + 1) for t in pair]
         for group, t, wl, rep in plan:
             try:
                 self.res["runs"].append(self.one(group, t, wl, rep))

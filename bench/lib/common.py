@@ -43,17 +43,17 @@ def agent_creds(n, apikey, product="ApexOne"):
 free_port = fpsharness.free_port  # below the ephemeral range (see there)
 
 
-def wait_port(port, proc=None, timeout=30, what="port"):
+def wait_port(port, proc=None, timeout=30, what="port", host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode} before listening on {port}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"{what} not listening on 127.0.0.1:{port} after {timeout}s")
+    raise RuntimeError(f"{what} not listening on {host}:{port} after {timeout}s")
 
 
 def sh(*a, **kw):

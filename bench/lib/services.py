@@ -1,5 +1,6 @@
-"""The world the benchmark runs in, all on loopback: the origin (nginx), the alternatives
-(a hand-written Squid, tinyproxy), the customer's proxy, the cloud side, and FPS instances."""
+"""The world the benchmark runs in, on loopback but for the cloud side (its own network
+namespace): the origin (nginx), the alternatives (a hand-written Squid, tinyproxy), the
+customer's proxy, the cloud side, and FPS instances."""
 import datetime
 import json
 import os
@@ -35,10 +36,83 @@ def base_whitelist(n=10):
     return out
 
 
+class CloudNet:
+    """The cloud side's own network namespace: `ip netns` plus a veth pair with a /30 of
+    10.213.0.0/16, both named and numbered after this process's pid, so two benches (or a
+    bench and a test) never collide. Traffic between the appliance and the cloud crosses the
+    veth pair instead of loopback, as it crosses a NIC in production. close() removes it
+    (after the processes in it are stopped); a namespace left by a bench that was killed is
+    removed by the next one (its pid is gone)."""
+
+    PREFIX = "fpsbench-"
+
+    def __init__(self):
+        pid = os.getpid()
+        self.name = f"{self.PREFIX}{pid}"
+        self.host_if, self.ns_if = f"fbh{pid}"[:15], f"fbc{pid}"[:15]
+        i = pid % 16384
+        base = f"10.213.{i >> 6}."
+        self.host_addr, self.ns_addr = base + str(((i & 63) << 2) + 1), base + str(((i & 63) << 2) + 2)
+        self.up = False
+
+    @classmethod
+    def remove_stale(cls):
+        try:
+            names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+        except OSError:
+            return
+        for n in names:
+            if n.startswith(cls.PREFIX) and n[len(cls.PREFIX):].isdigit() and \
+                    not os.path.exists(f"/proc/{n[len(cls.PREFIX):]}"):
+                log(f"removing network namespace {n} left by a bench that is gone")
+                subprocess.run(["ip", "netns", "del", n], capture_output=True)
+                subprocess.run(["ip", "link", "del", f"fbh{n[len(cls.PREFIX):]}"[:15]], capture_output=True)
+
+    def create(self):
+        self.remove_stale()
+        self.up = True  # from here on close() cleans up, whatever step fails
+        ns = ["ip", "netns", "exec", self.name]
+        for argv in (["ip", "netns", "add", self.name],
+                     ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if],
+                     ["ip", "link", "set", self.ns_if, "netns", self.name],
+                     ["ip", "addr", "add", f"{self.host_addr}/30", "dev", self.host_if],
+                     ["ip", "link", "set", self.host_if, "up"],
+                     ns + ["ip", "addr", "add", f"{self.ns_addr}/30", "dev", self.ns_if],
+                     ns + ["ip", "link", "set", self.ns_if, "up"],
+                     ns + ["ip", "link", "set", "lo", "up"]):
+            sh(*argv)
+        log(f"cloud side network namespace {self.name}: {self.host_if} {self.host_addr} <-> "
+            f"{self.ns_if} {self.ns_addr}")
+
+    def exec_argv(self, argv):
+        return ["ip", "netns", "exec", self.name] + list(argv)
+
+    def wait_port(self, port, proc, timeout=30, what="port"):
+        """A port on the namespace's loopback (not reachable from outside it)."""
+        deadline = time.monotonic() + timeout
+        probe = self.exec_argv(["/usr/bin/python3", "-c", "import socket,sys; "
+                                f"socket.create_connection(('127.0.0.1', {port}), timeout=1)"])
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode} before listening on {port}")
+            if subprocess.run(probe, capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} not listening on 127.0.0.1:{port} in {self.name} after {timeout}s")
+
+    def close(self):
+        if not self.up:
+            return
+        self.up = False
+        # Deleting the namespace destroys its veth end, and with it the pair.
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+
+
 class Env:
     """The run directory, the processes, and the shared services."""
 
-    def __init__(self, keep=False):
+    def __init__(self, keep=False, cloud_netns=True):
         self.dir = Path(tempfile.mkdtemp(prefix="fps-bench-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         self.keep = keep
@@ -48,16 +122,31 @@ class Env:
         os.chmod(self.hosts, 0o644)
         self.roots = {}  # CPU accounting: prefix -> root pid
         self.fps = []
+        # The cloud side's namespace exists before nginx starts, so nginx can listen on the
+        # host end of the veth pair too (the cloud Squid's way to the origin).
+        self.cloudnet = CloudNet() if cloud_netns else None
 
     def close(self):
-        for f in list(self.fps):
-            f.close()
-        self.procs.stop_all()
+        try:
+            for f in list(self.fps):
+                f.close()
+            self.procs.stop_all()
+        finally:
+            if self.cloudnet is not None:
+                self.cloudnet.close()
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # ---- origin: nginx, plain and TLS ----------------------------------------------------
     def start_nginx(self):
+        extra_listen = ""
+        if self.cloudnet is not None:
+            self.cloudnet.create()
+            h = self.cloudnet.host_addr
+            extra_listen = f"""
+    # the cloud side (its own network namespace) reaches the origin over the veth pair
+    listen {h}:{{self.http_port}} backlog=4096;
+    listen {h}:{{self.https_port}} ssl backlog=4096;"""
         d = self.dir / "origin"
         www = d / "www"
         www.mkdir(parents=True)
@@ -89,7 +178,7 @@ http {{
   ssl_session_cache shared:bench:10m;
   server {{
     listen 127.0.0.1:{self.http_port} backlog=4096;
-    listen 127.0.0.1:{self.https_port} ssl backlog=4096;
+    listen 127.0.0.1:{self.https_port} ssl backlog=4096;{extra_listen.format(self=self)}
     ssl_certificate {d}/cert.pem;
     ssl_certificate_key {d}/key.pem;
     root {www};
@@ -221,20 +310,37 @@ http_access deny all
 
     # ---- the cloud side: examples/cloud/run-cloud.sh --------------------------------------
     def start_cloud(self):
+        """The cloud stunnel server and cloud Squid; in self.cloudnet's namespace when there is one
+        (then the appliance reaches the server at self.cloud_addr over the veth pair, and the
+        cloud Squid reaches the origin at the host end of it)."""
         d = self.dir / "cloud"
         self.cloud_tls_port, self.cloud_squid_port = free_port(), free_port()
-        env = dict(os.environ, FPS_CLOUD_HOSTS_FILE=str(self.hosts))
-        p = self.procs.spawn("cloud", [str(ROOT / "examples/cloud/run-cloud.sh"), str(d), str(self.cloud_tls_port),
-                                       str(self.cloud_squid_port), TUNNEL_SERVER], env=env)
-        wait_port(self.cloud_tls_port, p, what="cloud stunnel server")
-        wait_port(self.cloud_squid_port, p, what="cloud squid")
+        argv = [str(ROOT / "examples/cloud/run-cloud.sh"), str(d), str(self.cloud_tls_port),
+                str(self.cloud_squid_port), TUNNEL_SERVER]
+        net = self.cloudnet
+        if net is not None:
+            hosts = self.dir / "hosts-cloud"
+            hosts.write_text("".join(f"{net.host_addr} {n}\n" for n in NAMES))
+            os.chmod(hosts, 0o644)
+            self.cloud_addr = net.ns_addr
+            env = dict(os.environ, FPS_CLOUD_HOSTS_FILE=str(hosts), FPS_CLOUD_LISTEN=net.ns_addr)
+            p = self.procs.spawn("cloud", net.exec_argv(argv), env=env)
+            wait_port(self.cloud_tls_port, p, what="cloud stunnel server", host=net.ns_addr)
+            net.wait_port(self.cloud_squid_port, p, what="cloud squid")
+        else:
+            self.cloud_addr = "127.0.0.1"
+            env = dict(os.environ, FPS_CLOUD_HOSTS_FILE=str(self.hosts))
+            p = self.procs.spawn("cloud", argv, env=env)
+            wait_port(self.cloud_tls_port, p, what="cloud stunnel server")
+            wait_port(self.cloud_squid_port, p, what="cloud squid")
         self.cloud_ca = d / "ca.pem"
         self.roots["cloud:"] = p.pid
 
     # ---- FPS ------------------------------------------------------------------------------
-    def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120, templates=None):
+    def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120, templates=None,
+                  stunnel_templates=None, extra_env=None):
         f = FpsInstance(self, name, apply=apply, whitelist=whitelist, routes=routes, workers=workers,
-                        templates=templates)
+                        templates=templates, stunnel_templates=stunnel_templates, extra_env=extra_env)
         self.fps.append(f)
         f.start(wait)
         return f
@@ -244,10 +350,13 @@ class FpsInstance(common.fpsharness.World):
     """One FPS (controller + its Squid, helpers and stunnel client), configured through the
     ConfigMap-like directory the kubelet way (fpsharness.World), started in its own session."""
 
-    def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1, templates=None):
+    def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1, templates=None,
+                 stunnel_templates=None, extra_env=None):
         super().__init__(name=f"fps-bench-{name}")
         self.env, self.name, self.apply, self.routes, self.workers = env, name, apply, routes, workers
         self.templates = templates or ROOT / "squid-templates"  # a variant's copy, for A/B runs
+        self.stunnel_templates = stunnel_templates or ROOT / "stunnel-conf"
+        self.extra_env = dict(extra_env or {})
         self.whitelist = list(whitelist if whitelist is not None else base_whitelist())
         self.admin_port = free_port()
         self.version = 1
@@ -288,7 +397,7 @@ admin:
   username: fps
 tunnel:
   server: {TUNNEL_SERVER}
-  address: 127.0.0.1
+  address: {e.cloud_addr}
   port: {e.cloud_tls_port}
   local_port: {self.tunnel_local}
 routes:
@@ -307,7 +416,7 @@ default_route: direct
     def start(self, wait=120):
         self.kubelet_update(self.config, self.config_files())
         env = dict(os.environ, FPS_TEMPLATES_DIR=str(self.templates),
-                   FPS_STUNNEL_TEMPLATES_DIR=str(ROOT / "stunnel-conf"))
+                   FPS_STUNNEL_TEMPLATES_DIR=str(self.stunnel_templates), **self.extra_env)
         self.proc = self.env.procs.spawn(
             f"controller-{self.name}",
             [str(BUILD / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",

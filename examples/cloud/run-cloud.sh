@@ -11,6 +11,9 @@
 # tunnel.fps.test) as tunnel.server, resolving to 127.0.0.1 (or tunnel.address).
 # Environment:
 #   FPS_CLOUD_HOSTS_FILE   hosts file the cloud Squid resolves with [/etc/hosts]
+#   FPS_CLOUD_LISTEN       address the stunnel server accepts on [127.0.0.1]; the cloud Squid
+#                          always listens on 127.0.0.1 (the bench runs the cloud side in its own
+#                          network namespace and sets this to the namespace's veth address)
 #   FPS_CLOUD_DNS          its DNS server [127.0.0.1]
 #   FPS_CLOUD_CLIENT_CA    if set: require appliance client certificates signed by this CA
 #   FPS_CLOUD_DEBUG        stunnel log level [4: warnings; 5 logs every connection]
@@ -75,7 +78,7 @@ if [ -n "${FPS_CLOUD_CLIENT_CA:-}" ]; then
 fi
 render "$TEMPLATES/server.conf.tmpl" "$DIR/stunnel-server.conf" \
 	"PID_FILE=$DIR/stunnel-server.pid" "DEBUG=${FPS_CLOUD_DEBUG:-4}" \
-	"ACCEPT=127.0.0.1:$TLS_PORT" "CONNECT=127.0.0.1:$SQUID_PORT" \
+	"ACCEPT=${FPS_CLOUD_LISTEN:-127.0.0.1}:$TLS_PORT" "CONNECT=127.0.0.1:$SQUID_PORT" \
 	"CERT_FILE=$DIR/server.pem" "KEY_FILE=$DIR/server.key" "CLIENT_VERIFY=$VERIFY"
 WORKERS=${FPS_CLOUD_WORKERS:-1}
 # Squid cannot raise its descriptor limit past the hard limit it inherits.
@@ -116,7 +119,7 @@ else
 	"$STUNNEL" "$DIR/stunnel-server.conf" &
 fi
 STUNNEL_PID=$!
-echo "fps cloud: stunnel server 127.0.0.1:$TLS_PORT ($NAME, CA $DIR/ca.pem) -> cloud squid 127.0.0.1:$SQUID_PORT" >&2
+echo "fps cloud: stunnel server ${FPS_CLOUD_LISTEN:-127.0.0.1}:$TLS_PORT ($NAME, CA $DIR/ca.pem) -> cloud squid 127.0.0.1:$SQUID_PORT" >&2
 
 # Whichever child ends first ends the demo (dash has no `wait -n`: poll both).
 while kill -0 "$SQUID_PID" 2>/dev/null && kill -0 "$STUNNEL_PID" 2>/dev/null; do

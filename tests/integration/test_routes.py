@@ -288,6 +288,30 @@ def test_tunnel_route_carries_get_through_every_hop(fps):
     assert (T + ":" + str(fps.http.port), path) in fps.http.hits
 
 
+def peer_connections(port):
+    """Squid's established connections to the stunnel client's accept port (its `tunnel` peer),
+    by local address; the controller's own checks through the tunnel are not Squid's."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"dport = :{port}"], capture_output=True,
+                         text=True, check=True).stdout
+    return {ln.split()[2] for ln in out.splitlines() if '"squid"' in ln}
+
+
+def test_tunnel_peer_connection_is_reused_across_requests(fps):
+    """Squid keeps its connection to the stunnel client and reuses it: sequential GETs from
+    separate agent connections ride one peer connection (one stunnel thread, one TLS session),
+    not a new connection and handshake per request (the tunnel's per-request cost, bench
+    "tunnel appliance-side CPU")."""
+    first = None
+    for i in range(5):
+        status, body = fps.get(T, uniq(f"reuse{i}"))
+        assert status == 200, body
+        conns = wait_for(lambda: peer_connections(fps.local_port) or None, 10, what="a peer connection")
+        if first is None:
+            first = conns
+        assert conns == first, f"request {i}: peer connections {sorted(conns)}, first {sorted(first)}"
+    assert len(first) == 1, first
+
+
 def test_tunnel_route_carries_connect_through_every_hop(fps):
     path = uniq("tconnect")
     status, body = fps.https(T, path)
