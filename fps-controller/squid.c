@@ -1,7 +1,7 @@
 /*
  * squid: candidate validation and the run command line. `squid -k parse` exits 0
  * although broken when an ACL file is missing or a helper binary is absent
- * (FIELD-NOTES): so any FATAL/ERROR/unrecognized/"empty ACL" line fails the check.
+ * (docs/squid-facts.md): so any FATAL/ERROR/unrecognized/"empty ACL" line fails the check.
  */
 #include "squid.h"
 
@@ -53,7 +53,7 @@ void squid_argv(const char *squid_bin, const char *conf, int workers, const char
 	int i = 0;
 	argv[i++] = (char *)squid_bin;
 	/* -N runs one process and silently ignores "workers"; SMP needs --foreground
-	 * and a service name of its own per instance (FIELD-NOTES). */
+	 * and a service name of its own per instance (docs/squid-facts.md). */
 	if (workers > 1) {
 		argv[i++] = "--foreground";
 		argv[i++] = "-n";

@@ -1,6 +1,6 @@
 /*
  * squid: what the controller asks of the squid binary: prove a candidate config
- * (`squid -k parse`, with the cases FIELD-NOTES shows it wrongly passes treated as
+ * (`squid -k parse`, with the cases docs/squid-facts.md shows it wrongly passes treated as
  * failures) and build the argv that runs it in the foreground.
  */
 #ifndef FPS_SQUID_H

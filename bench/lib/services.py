@@ -191,7 +191,7 @@ http {{
         self.roots[""] = p.pid
 
     def squid_base(self, d, port, name):
-        """What every self-contained Squid on this box needs (FIELD-NOTES), before its policy."""
+        """What every self-contained Squid on this box needs (docs/squid-facts.md), before its policy."""
         return f"""http_port 127.0.0.1:{port}
 pid_filename {d}/squid.pid
 cache_log {d}/cache.log

@@ -106,7 +106,7 @@ trap 'stop; exit 0' TERM INT
 trap stop EXIT
 
 if [ "$WORKERS" -gt 1 ]; then
-	# SMP needs --foreground and a distinct service name per instance (FIELD-NOTES).
+	# SMP needs --foreground and a distinct service name per instance (docs/squid-facts.md).
 	"$SQUID" --foreground -n "fpscloud$SQUID_PORT" -f "$DIR/cloud-squid.conf" &
 else
 	"$SQUID" -N -f "$DIR/cloud-squid.conf" &

@@ -40,7 +40,7 @@ def test_cloud_squid_conf_parses(tmp_path):
     conf.write_text(sq["squid.conf"].replace("/tmp/", f"{tmp_path}/"))
     run = subprocess.run([SQUID, "-k", "parse", "-f", str(conf)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    # FIELD-NOTES: parse exits 0 on some broken configs; any of these lines is a failure.
+    # docs/squid-facts.md: parse exits 0 on some broken configs; any of these lines is a failure.
     bad = [ln for ln in run.stderr.splitlines() if re.search(r"FATAL|ERROR|WARNING|unrecognized|Bungled", ln)]
     assert not bad, bad
 

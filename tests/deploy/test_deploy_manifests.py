@@ -181,7 +181,7 @@ def test_resources(overlay):
         for what in ("cpu", "memory"):
             assert quantity(res["requests"][what]) <= quantity(res["limits"][what]), (c["name"], what)
         total_limit_mem += quantity(res["limits"]["memory"])
-    # FIELD-NOTES: Squid alone reaches 103 MB RSS at 1000 agents; leave room for the rest.
+    # docs/squid-facts.md: Squid alone reaches 103 MB RSS at 1000 agents; leave room for the rest.
     assert total_limit_mem >= 256 * 2**20
 
 
