@@ -598,7 +598,7 @@ class Bench:
                 log("README.md: benchmark block regenerated from this run")
         log(f"done in {time.monotonic() - self.t0:.0f}s: {self.out}/{self.ts}.md (and latest.md/json/png)")
         bad = report.whitelisted_403(self.res["runs"], self.res["live_edits"] + self.res.get("availability", []) +
-                                     self.res.get("smp", []))
+                                     self.res.get("smp", []))  # not the reconfigure comparison (report.reconfiguring)
         if bad:
             log(f"FAILED: a whitelisted host was denied (403) in {', '.join(f'{k} ({v})' for k, v in bad.items())}")
             return 1
