@@ -338,9 +338,9 @@ http_access deny all
 
     # ---- FPS ------------------------------------------------------------------------------
     def start_fps(self, name="fps", apply="live", whitelist=None, routes=True, workers=1, wait=120, templates=None,
-                  stunnel_templates=None, extra_env=None):
+                  stunnel_templates=None, extra_env=None, role="fps:"):
         f = FpsInstance(self, name, apply=apply, whitelist=whitelist, routes=routes, workers=workers,
-                        templates=templates, stunnel_templates=stunnel_templates, extra_env=extra_env)
+                        templates=templates, stunnel_templates=stunnel_templates, extra_env=extra_env, role=role)
         self.fps.append(f)
         f.start(wait)
         return f
@@ -351,9 +351,10 @@ class FpsInstance(common.fpsharness.World):
     ConfigMap-like directory the kubelet way (fpsharness.World), started in its own session."""
 
     def __init__(self, env, name, apply="live", whitelist=None, routes=True, workers=1, templates=None,
-                 stunnel_templates=None, extra_env=None):
+                 stunnel_templates=None, extra_env=None, role="fps:"):
         super().__init__(name=f"fps-bench-{name}")
         self.env, self.name, self.apply, self.routes, self.workers = env, name, apply, routes, workers
+        self.role = role  # prefix of its processes in the CPU accounting (a second FPS: its own)
         self.templates = templates or ROOT / "squid-templates"  # a variant's copy, for A/B runs
         self.stunnel_templates = stunnel_templates or ROOT / "stunnel-conf"
         self.extra_env = dict(extra_env or {})
@@ -427,7 +428,7 @@ default_route: direct
         self.t_serving = time.time()  # Squid answers on the proxy port (restart's stage times)
         if self.routes:
             wait_port(self.tunnel_local, self.proc, timeout=30, what="FPS stunnel client")
-        self.env.roots["fps:"] = self.proc.pid
+        self.env.roots[self.role] = self.proc.pid
 
     def restart(self, wait=120):
         """What an appliance restart does: SIGTERM to the controller (it stops its Squid and
@@ -491,8 +492,8 @@ default_route: direct
         if self.proc is not None:
             self.env.procs.stop(self.proc, grace=30)
             self.proc = None
-        if self.env.roots.get("fps:") and self in self.env.fps:
-            self.env.roots.pop("fps:", None)
+        if self.env.roots.get(self.role) and self in self.env.fps:
+            self.env.roots.pop(self.role, None)
         if self in self.env.fps:
             self.env.fps.remove(self)
         shutil.rmtree(self.dir, ignore_errors=True)
