@@ -638,7 +638,9 @@ def markdown(res):
               "- *CPU s by process*: utime+stime (+ reaped children) from /proc/<pid>/stat over the measured window, "
               "summed per role over each process tree (Squid's helpers found as its children). Prefixes: `fps:` the FPS "
               "pod (controller, its Squid, fps-auth, fps-acl, stunnel client), `cloud:` the cloud stunnel server and "
-              "cloud Squid, `cust:` the customer proxy, `hand:` the hand-written Squid, `tiny:` tinyproxy. "
+              "cloud Squid, `cust:` the customer proxy, `hand:` the hand-written Squid, `hand8:` the same with FPS's 8 "
+              "listening sockets (2b), `fpsr:` the FPS with `apply: reconfigure` (4b), `hand2:` the hand-written Squid "
+              "with 2 workers (13), `tiny:` tinyproxy. "
               "*proxy CPU µs/req*: all of these except nginx, per 2xx response. loadgen's own CPU is in the JSON.",
               "- *other jobs CPU s*: busy CPU of the whole box (/proc/stat) in the window minus the processes above and "
               "loadgen: other people's jobs on the same 2 cores. A run where that exceeds 10% of the box is *disturbed*: "
