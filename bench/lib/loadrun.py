@@ -60,6 +60,9 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
     common.reset_peak_rss(before)
     lg_before = common.proc_ticks(lg.pid)
     busy_before = common.box_busy()
+    irq_before = common.box_irq()
+    mine = {pid for pid, _ in before} | {lg.pid, os.getpid()}
+    others_before = common.others_snapshot(mine)
     perf_proc = None
     if perf:
         # System-wide (stunnel's per-connection threads appear after any attach); the report
@@ -87,7 +90,11 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
         stop.set()
         watchdog.cancel()
     busy = common.box_busy() - busy_before
+    irq = common.box_irq() - irq_before
     after = common.snapshot(env.roots)
+    mine |= {pid for pid, _ in after}
+    others = common.others_delta({k: v for k, v in others_before.items() if k[0] not in mine},
+                                 common.others_snapshot(mine))
     cpu = common.cpu_delta(before, after)
     rss = common.peak_rss(after)
     active = {k for k, v in cpu.items() if v >= 0.05}
@@ -125,10 +132,13 @@ def run_load(env, label, proxy_port, host, workload, agents, duration, warmup, t
         "failed": non2xx + r["errors_total"], "proxy_connect_status": r.get("proxy_connect_status") or {},
         "connections": r.get("connections"), "availability": r.get("availability"), "cpu_s": {k: v for k, v in cpu.items() if abs(v) >= 0.01},
         "rss_mb": rss, "loadgen_cpu_s": round(ru.ru_utime + ru.ru_stime - lg_before, 2),
-        # CPU the box spent outside this benchmark's processes in the window (other jobs).
-        "box_busy_s": round(busy, 2), **mid,
+        # The box's busy CPU in the window (user+nice+system+steal) and its interrupt time
+        # (irq+softirq, mostly the bench's own loopback packets, accounted to no process).
+        "box_busy_s": round(busy, 2), "box_irq_s": round(irq, 2), **mid,
     }
-    rec["other_cpu_s"] = round(busy - sum(cpu.values()) - rec["loadgen_cpu_s"], 2)
+    # Other jobs: the CPU of every user-space process outside this benchmark's, counted per
+    # process (the box's busy time minus ours mixed in the kernel's packet work).
+    rec["other_cpu_s"] = round(others, 2)
     if "tunnel_setup" in r.get("latency_by_kind_us", {}):
         ts = r["latency_by_kind_us"]["tunnel_setup"]
         if ts.get("count"):

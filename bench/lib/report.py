@@ -642,7 +642,8 @@ def markdown(res):
               "listening sockets (2b), `fpsr:` the FPS with `apply: reconfigure` (4b), `hand2:` the hand-written Squid "
               "with 2 workers (13), `tiny:` tinyproxy. "
               "*proxy CPU µs/req*: all of these except nginx, per 2xx response. loadgen's own CPU is in the JSON.",
-              "- *other jobs CPU s*: busy CPU of the whole box (/proc/stat) in the window minus the processes above and "
+              "- *other jobs CPU s*: CPU of every user-space process on the box outside the bench's (per process, from "
+              "/proc/<pid>/stat; interrupt time, mostly the bench's own packets, is in the JSON as `box_irq_s`) and "
               "loadgen: other people's jobs on the same 2 cores. A run where that exceeds 10% of the box is *disturbed*: "
               "medians use only undisturbed runs when there is at least one (`[k/n runs used]`), `[disturbed]` marks a "
               "figure from disturbed runs only. Every run, disturbed or not, is in the JSON.",
