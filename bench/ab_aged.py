@@ -19,11 +19,6 @@ sys.path.insert(0, str(HERE))
 from lib import loadrun, services  # noqa: E402
 
 
-def us_per_answer(rec):
-    cpu = sum(v for k, v in rec["cpu_s"].items() if not k.startswith(("nginx", "cloud:", "cust:")))
-    return cpu / max(1, rec["rps"] * rec["elapsed_s"]) * 1e6
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--age", type=float, default=30)
@@ -58,8 +53,8 @@ def main():
         print(f"\nCONNECT+TLS, {a.agents} agents, {a.duration:g} s, before and after {a.age:g} s of each of "
               f"{a.age_workloads}")
         for label, fr, ag in rows:
-            print(f"{label:>14}: fresh {fr['rps']:9,.0f}/s {us_per_answer(fr):6.1f} us/answer (other {fr['other_cpu_s']}) "
-                  f"aged {ag['rps']:9,.0f}/s {us_per_answer(ag):6.1f} us/answer (other {ag['other_cpu_s']}) "
+            print(f"{label:>14}: fresh {fr['rps']:9,.0f}/s {loadrun.proxy_us_per_answer(fr):6.1f} us/answer (other {fr['other_cpu_s']}) "
+                  f"aged {ag['rps']:9,.0f}/s {loadrun.proxy_us_per_answer(ag):6.1f} us/answer (other {ag['other_cpu_s']}) "
                   f"aged/fresh {ag['rps'] / fr['rps']:.3f}")
     finally:
         env.close()

@@ -17,11 +17,6 @@ sys.path.insert(0, str(HERE))
 from lib import loadrun, services  # noqa: E402
 
 
-def us_per_answer(r):
-    cpu = sum(v for k, v in r["cpu_s"].items() if not k.startswith(("nginx", "cloud:", "cust:")))
-    return cpu / max(1, r["rps"] * r["elapsed_s"]) * 1e6
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=1000)
@@ -37,8 +32,7 @@ def main():
         env.start_cloud()
         env.start_hand_squid(a.agents)
         hand = env.hand_port
-        env.start_hand_squid(a.agents, name="hand8", edit=lambda text, port: text.replace(
-            f"http_port 127.0.0.1:{port}\n", "".join(f"http_port 127.0.0.1:{port} worker-queues\n" for _ in range(8)), 1))
+        env.start_hand_squid(a.agents, name="hand8", listen_sockets=8)
         hand8 = env.hand_port
         res = {}
         for run in range(a.runs):
@@ -60,7 +54,7 @@ def main():
         for label, rs in res.items():
             each = ", ".join(f"{r['rps']:,.0f}" for r in rs)
             print(f"{label:>16}: answers/s {statistics.median(r['rps'] for r in rs):9,.0f} (each {each})  proxy CPU "
-                  f"{statistics.median(us_per_answer(r) for r in rs):6.1f} us/answer  failed "
+                  f"{statistics.median(loadrun.proxy_us_per_answer(r) for r in rs):6.1f} us/answer  failed "
                   f"{[r['errors_total'] for r in rs]}  other jobs CPU s {[r['other_cpu_s'] for r in rs]}")
     finally:
         env.close()

@@ -122,9 +122,7 @@ def main():
         for label, rs in results.items():
             rps = statistics.median(r["rps"] for r in rs)
             ok = statistics.median(r["ok_rps"] for r in rs)
-            # the proxy's CPU (its process tree, helpers included; not nginx) per answer
-            us = statistics.median(sum(v for k, v in r["cpu_s"].items() if not k.startswith(("nginx", "cloud:", "cust:")))
-                                   / max(1, r["rps"] * r["elapsed_s"]) * 1e6 for r in rs)
+            us = statistics.median(loadrun.proxy_us_per_answer(r) for r in rs)
             each = ", ".join(f"{r['rps']:,.0f}" for r in rs)
             print(f"{label:>16}: answers/s {rps:9,.0f} (each {each}) "
                   f"2xx/s {ok:9,.0f}  vs base {rps / base:.3f} (per-round median {ratio_vs(label, 'base'):.3f})"

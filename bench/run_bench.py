@@ -179,10 +179,7 @@ class Bench:
         env.start_hand_squid(a.agents, workers=a.workers)
         self.hand_port = env.hand_port
         # (2b): the same hand-written config listening as FPS does (8 SO_REUSEPORT sockets).
-        env.start_hand_squid(a.agents, workers=a.workers, name="hand8",
-                             edit=lambda text, port: text.replace(
-                                 f"http_port 127.0.0.1:{port}\n",
-                                 "".join(f"http_port 127.0.0.1:{port} worker-queues\n" for _ in range(8)), 1))
+        env.start_hand_squid(a.agents, workers=a.workers, name="hand8", listen_sockets=8)
         self.hand8_port, env.hand_port = env.hand_port, self.hand_port
         env.start_tinyproxy(a.agents)
         env.start_customer_squid()

@@ -112,43 +112,23 @@ int render_template(const char *tmpl, const char *tmpl_path, const struct render
 /* Helper children per helper (fps-auth, fps-acl) and requests in flight per child. */
 #define RENDER_HELPER_CHILDREN    4
 #define RENDER_HELPER_CONCURRENCY 256
-#define RENDER_STR_(x)            #x
-#define RENDER_STR(x)             RENDER_STR_(x)
 
-/* A helper directive whose children start with Squid ("%d" in fmt is the number started).
- * Under SMP the coordinator (process number workers + 1: no diskers, nothing is cached)
+/* Under SMP the coordinator (process number workers + 1: no diskers, nothing is cached)
  * parses the same squid.conf and started a full set of helpers that never answer a
- * request: 8 processes, each fps-acl holding the whole whitelist snapshot. There the line
- * says 0 to start; Squid starts helpers later only for requests, which the coordinator
- * never has. */
-static void helper_line(struct buf *b, int nworkers, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void helper_line(struct buf *b, int nworkers, const char *fmt, ...)
+ * request: 8 processes, each fps-acl holding the whole whitelist snapshot. A helper line
+ * is therefore rendered twice, for `startup` 0 (the coordinator: Squid starts helpers
+ * later only for requests, which it never has) and for every other process. */
+static void per_process(struct buf *b, int nworkers, struct buf *coordinator, struct buf *others)
 {
-	struct buf line = {0};
-	va_list ap;
-	va_start(ap, fmt);
-	char *text = NULL;
-	int n = vasprintf(&text, fmt, ap);
-	va_end(ap);
-	if (n < 0) {
+	if (coordinator->failed || others->failed)
 		b->failed = 1;
-		return;
-	}
-	if (nworkers > 1) {
-		const char *mark = strstr(text, "startup=" RENDER_STR(RENDER_HELPER_CHILDREN));
-		if (mark == NULL) { /* every caller writes it; a slip would otherwise go unseen */
-			b->failed = 1;
-			free(text);
-			return;
-		}
-		bprintf(&line, "%.*sstartup=0%s", (int)(mark - text), text,
-		        mark + strlen("startup=" RENDER_STR(RENDER_HELPER_CHILDREN)));
-		bprintf(b, "if ${process_number} = %d\n%s\nelse\n%s\nendif", nworkers + 1, bstr(&line), text);
-		free(line.p);
-	} else {
-		bprintf(b, "%s", text);
-	}
-	free(text);
+	else if (nworkers > 1)
+		bprintf(b, "if ${process_number} = %d\n%s\nelse\n%s\nendif", nworkers + 1, bstr(coordinator),
+		        bstr(others));
+	else
+		bprintf(b, "%s", bstr(others));
+	free(coordinator->p);
+	free(others->p);
 }
 
 static long render_max_fds(const struct render_ctx *rc)
@@ -222,10 +202,14 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 			bprintf(auth, "%s%s", i ? "," : "", c->products.v[i]);
 	}
 	bprintf(auth, "\n");
-	helper_line(auth, cfg_workers(c),
-	            "auth_param basic children %d startup=%d idle=1 concurrency=%d queue-size=%ld "
-	            "on-persistent-overload=ERR",
-	            RENDER_HELPER_CHILDREN, RENDER_HELPER_CHILDREN, RENDER_HELPER_CONCURRENCY, render_queue_size(rc));
+	struct buf line[2] = {{0}};
+	for (int i = 0; i < 2; i++)
+		bprintf(&line[i],
+		        "auth_param basic children %d startup=%d idle=1 concurrency=%d queue-size=%ld "
+		        "on-persistent-overload=ERR",
+		        RENDER_HELPER_CHILDREN, i ? RENDER_HELPER_CHILDREN : 0, RENDER_HELPER_CONCURRENCY,
+		        render_queue_size(rc));
+	per_process(auth, cfg_workers(c), &line[0], &line[1]);
 	bprintf(auth,
 	        "\nauth_param basic realm %s\n"
 	        "auth_param basic credentialsttl %d seconds\n"
@@ -435,13 +419,17 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		char report[PATH_MAX + 32] = "";
 		if (!rc->no_denied_report)
 			snprintf(report, sizeof(report), " --denied-dir %s/denied", rc->run_dir);
-		helper_line(
-		    &wl, cfg_workers(c),
-		    "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=%d children-startup=%d "
-		    "children-idle=1 concurrency=%d queue-size=%ld %%DST%s %s/fps-acl --snapshot "
-		    "%s/acl.snapshot%s",
-		    RENDER_HELPER_CHILDREN, RENDER_HELPER_CHILDREN, RENDER_HELPER_CONCURRENCY, render_queue_size(rc),
-		    rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir, rc->gen_dir, report);
+		struct buf line[2] = {{0}};
+		for (int i = 0; i < 2; i++)
+			bprintf(&line[i],
+			        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=%d "
+			        "children-startup=%d "
+			        "children-idle=1 concurrency=%d queue-size=%ld %%DST%s %s/fps-acl --snapshot "
+			        "%s/acl.snapshot%s",
+			        RENDER_HELPER_CHILDREN, i ? RENDER_HELPER_CHILDREN : 0, RENDER_HELPER_CONCURRENCY,
+			        render_queue_size(rc), rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir,
+			        rc->gen_dir, report);
+		per_process(&wl, cfg_workers(c), &line[0], &line[1]);
 		bprintf(&wl, "\nacl fps_whitelist external fps_acl\n");
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
 		for (int v = 0; v < WL_VIA_COUNT; v++)

@@ -12,6 +12,13 @@ ERROR_CLASSES = ["connect_refused", "connect_error", "connect_timeout", "reset",
                  "tls_handshake", "tls_error", "proxy_connect_refused", "malformed", "io_error"]
 
 
+def proxy_us_per_answer(rec):
+    """The measured proxy's CPU (its process tree, helpers included; not nginx, the cloud side
+    or the customer proxy) per answer of one run, in µs: the A/B scripts' efficiency figure."""
+    cpu = sum(v for k, v in rec["cpu_s"].items() if not k.startswith(("nginx", "cloud:", "cust:")))
+    return cpu / max(1, rec["rps"] * rec["elapsed_s"]) * 1e6
+
+
 def workload_args(env, workload, host, tunnel_rate):
     """loadgen arguments for a workload against host (a name, or 127.0.0.1 for --direct)."""
     http = f"http://{host}:{env.http_port}"

@@ -206,9 +206,10 @@ hosts_file {self.hosts}
 dns_nameservers 127.0.0.1"""
 
     # ---- (2) a hand-written Squid: basic_ncsa_auth + dstdomain ----------------------------
-    def start_hand_squid(self, agents, workers=1, whitelist=None, name="hand-squid", edit=None):
+    def start_hand_squid(self, agents, workers=1, whitelist=None, name="hand-squid", edit=None, listen_sockets=1):
         """edit(conf_text, port) -> conf_text: a variant of the hand-written config (ab_variants.py);
-        with another name, a second instance beside the first (self.hand_port is the latest)."""
+        with another name, a second instance beside the first (self.hand_port is the latest).
+        listen_sockets > 1: that many `http_port ... worker-queues` lines, as FPS listens (2b)."""
         d = self.dir / name
         d.mkdir()
         os.chmod(d, 0o777)
@@ -242,6 +243,10 @@ http_access deny !whitelist
 http_access allow users
 http_access deny all
 """)
+        if listen_sockets > 1:
+            one = f"http_port 127.0.0.1:{self.hand_port}\n"
+            (d / "squid.conf").write_text((d / "squid.conf").read_text().replace(
+                one, one.replace("\n", " worker-queues\n") * listen_sockets, 1))
         if edit is not None:
             (d / "squid.conf").write_text(edit((d / "squid.conf").read_text(), self.hand_port))
         argv = (["squid", "--foreground", "-n", f"fpsbenchhand{self.hand_port}"] if workers > 1 else ["squid", "-N"])

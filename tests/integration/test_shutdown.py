@@ -57,6 +57,13 @@ def listening(port):
     return "LISTEN" in out
 
 
+def open_get(proxy_port, host, timeout):
+    """A keep-alive connection to the proxy with one GET for http://host/ sent on it."""
+    conn = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
+    conn.sendall(f"GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return conn
+
+
 def make_world(name, origin_port):
     w = World(name)
     w.set_hosts({"held.test": "127.0.0.1", "a.allowed.test": "127.0.0.1"})
@@ -72,9 +79,7 @@ def test_sigterm_with_only_idle_agents_lets_squid_finish_without_the_grace_perio
     try:
         w.start()
         # An agent's idle keep-alive connection, as every agent holds between requests.
-        agent = socket.create_connection(("127.0.0.1", w.port), timeout=10)
-        host = f"a.allowed.test:{w.origins[0].port}"
-        agent.sendall(f"GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        agent = open_get(w.port, f"a.allowed.test:{w.origins[0].port}", 10)
         assert agent.recv(12).startswith(b"HTTP/1.1 200")
         w.proc.send_signal(signal.SIGTERM)
         assert w.proc.wait(timeout=30) == 0
@@ -93,9 +98,7 @@ def test_sigterm_keeps_the_grace_period_for_a_download_in_flight():
     client = None
     try:
         w.start()
-        client = socket.create_connection(("127.0.0.1", w.port), timeout=30)
-        host = f"held.test:{origin.port}"
-        client.sendall(f"GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        client = open_get(w.port, f"held.test:{origin.port}", 30)
         got = b""
         while len(got) < 200:  # the headers and part of the body have arrived
             chunk = client.recv(65536)
