@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <pthread.h>
 
 #include "admin.h"
@@ -87,6 +88,8 @@ struct ctl {
 	int squid_workers;
 	unsigned long reloads_ok, reloads_failed;
 	char last_error[2048];
+	char acct_inputs[65];   /* fingerprint of the inputs last counted (ctl_reload) */
+	char tried_version[80]; /* last_reload.whitelist_version: JSON text, "" = none */
 
 	struct sup_child stunnel;
 	bool stunnel_stale; /* its files changed but it has not been told yet */
@@ -263,8 +266,6 @@ static void ctl_fail(struct ctl *x, const struct fps_err *e, const char *stage, 
 		if (state_volume(&x->st, &x->enospc_free, &total) < 0)
 			x->enospc_free = 0;
 	}
-	x->reloads_failed++;
-	x->last_reload_unix = wall_now();
 	log_error("reload failed (%s), generation %llu stays active: %s", stage, x->generation, buf);
 }
 
@@ -474,6 +475,7 @@ static void ctl_publish(struct ctl *x)
 	s->have_version = x->have_active && x->active.has_version;
 	s->whitelist_version = x->have_active ? x->active.whitelist_version : 0;
 	s->last_reload_unix = x->last_reload_unix;
+	snprintf(s->last_reload_version, sizeof(s->last_reload_version), "%s", x->tried_version);
 	s->last_reload_ok = x->last_error[0] == '\0';
 	snprintf(s->last_error, sizeof(s->last_error), "%s", x->last_error);
 	s->reloads_ok = x->reloads_ok;
@@ -877,10 +879,9 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		cfg_free(&x->active);
 	x->active = c;
 	x->have_active = true;
-	x->reloads_ok++;
 	x->last_error[0] = '\0';
 	x->state_enospc = false;
-	x->last_reload_unix = x->last_success_unix = wall_now();
+	x->last_success_unix = wall_now(); /* reloads and last_reload: ctl_reload() counts */
 	ctl_record_compiled(x, &cp);
 	if (c.whitelist_report)
 		log_warn(
@@ -1081,12 +1082,9 @@ static void ctl_input_errors(struct ctl *x, const char *cm_err, const char *sec_
 		log_info("inputs valid again (the error \"%.200s\" is gone): generation %llu in force", x->last_error,
 		         x->generation);
 		x->last_error[0] = '\0';
-		x->last_reload_unix = wall_now();
 		return;
 	}
 	snprintf(x->last_error, sizeof(x->last_error), "%s", msg);
-	x->reloads_failed++;
-	x->last_reload_unix = wall_now();
 	log_error("%s; generation %llu in force with the last good %s", msg, x->generation,
 	          cm_err[0] && sec_err[0] ? "ConfigMap and Secret"
 	          : cm_err[0]             ? "ConfigMap (Secret updates still apply)"
@@ -1113,7 +1111,7 @@ static void ctl_good_configmap(struct ctl *x, const char *config_dir, char *buf,
  * stays in force; an update that fails is retried with the last good ConfigMap (so a
  * valid Secret update applies while the ConfigMap is broken) and then with the last
  * good Secret (so a valid ConfigMap update applies while the Secret is broken). */
-static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
+static int ctl_reload_inputs(struct ctl *x, const char *config_dir, bool quiet_if_same)
 {
 	struct fps_err e, e2;
 	err_clear(&e);
@@ -1181,6 +1179,107 @@ static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
 		x->pub.keys_error[0] = '\0';
 	ctl_input_errors(x, cm_err, sec_err);
 	return 0;
+}
+
+/* ---- reload accounting ------------------------------------------------------------------ */
+
+/* What the inputs hold now, as bytes: every file the pipeline reads from the ConfigMap and the
+ * Secret, each hashed whole (or, past its size limit, by size and change time, since the
+ * pipeline refuses it unread). Two reads that agree are the same change. */
+static void ctl_inputs_fingerprint(const char *config_dir, const char *secrets_dir, char hex[65])
+{
+	static const char *const cm[] = {CFG_YAML_NAME, CFG_JSON_NAME};
+	static const char *const sec[] = {CFG_KEYS_NAME, "upstream-password", "tunnel-ca.pem", "tunnel-client.pem",
+	                                  "tunnel-client.key"};
+	char all[8 * (PATH_MAX + 160)];
+	size_t o = 0;
+	for (size_t i = 0; i < 7; i++) {
+		const char *dir = i < 2 ? config_dir : secrets_dir, *name = i < 2 ? cm[i] : sec[i - 2];
+		char path[PATH_MAX + 64], h[65] = "-";
+		struct stat sb;
+		if (dir == NULL || dir[0] == '\0')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size <= (off_t)CFG_JSON_MAX_SIZE) {
+			char *data = NULL;
+			size_t len = 0;
+			struct fps_err e;
+			if (fsio_read(path, CFG_JSON_MAX_SIZE, &data, &len, &e) == 0)
+				fsio_sha256_hex(data, len, h);
+			if (data) {
+				explicit_bzero(data, len);
+				free(data);
+			}
+		} else if (stat(path, &sb) == 0) {
+			snprintf(h, sizeof(h), "%llu.%lld.%ld", (unsigned long long)sb.st_ino, (long long)sb.st_size,
+			         (long)sb.st_mtim.tv_nsec);
+		}
+		int n = snprintf(all + o, sizeof(all) - o, "%s\n%s\n", path, h);
+		if (n > 0 && (size_t)n < sizeof(all) - o)
+			o += (size_t)n;
+	}
+	fsio_sha256_hex(all, o, hex);
+}
+
+/* whitelist.json's "version" as written (JSON text; "" when the file or the key is absent,
+ * or the file is no JSON at all): what the backend can match against what it pushed. */
+static void ctl_tried_version(const char *config_dir, char *out, size_t len)
+{
+	char path[PATH_MAX + 32], *text = NULL;
+	size_t tlen = 0;
+	struct fps_err e;
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "%s/" CFG_JSON_NAME, config_dir);
+	if (fsio_read(path, CFG_JSON_MAX_SIZE, &text, &tlen, &e) < 0)
+		return;
+	cJSON *root = cJSON_ParseWithLength(text, tlen); /* cJSON bounds nesting (CJSON_NESTING_LIMIT) */
+	free(text);
+	const cJSON *v = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "version") : NULL;
+	if (v && (cJSON_IsArray(v) || cJSON_IsObject(v))) {
+		snprintf(out, len, "\"(%s)\"", cJSON_IsArray(v) ? "a list" : "an object");
+	} else if (v) {
+		char *p = cJSON_PrintUnformatted(v);
+		if (p && strlen(p) < len)
+			snprintf(out, len, "%s", p);
+		free(p);
+		if (out[0] == '\0' && cJSON_IsString(v)) { /* too long: its start, still a JSON string */
+			char head[32];
+			snprintf(head, sizeof(head), "%.24s...", v->valuestring);
+			cJSON *h = cJSON_CreateString(head);
+			p = h ? cJSON_PrintUnformatted(h) : NULL;
+			if (p && strlen(p) < len)
+				snprintf(out, len, "%s", p);
+			free(p);
+			cJSON_Delete(h);
+		}
+	}
+	cJSON_Delete(root);
+}
+
+/* Every change of the inputs that the controller processes counts once in reloads (ok when all
+ * of it is in force, failed when any part was refused) and moves last_reload, even when its
+ * error reads like the last one; reading unchanged inputs again (the periodic re-check, an
+ * event that changed nothing) counts nothing. A new generation always counts, also from the
+ * same inputs (an update retried once the full state volume has room again). The start-up
+ * fallback to the last good generation reads the state directory, not an input: not counted. */
+static int ctl_reload(struct ctl *x, const char *config_dir, bool quiet_if_same)
+{
+	const char *sec = x->opts->secrets_dir && x->opts->secrets_dir[0] ? x->opts->secrets_dir : NULL;
+	char fp[65];
+	ctl_inputs_fingerprint(config_dir, sec, fp);
+	unsigned long long gen0 = x->generation;
+	int rc = ctl_reload_inputs(x, config_dir, quiet_if_same);
+	bool input = strcmp(config_dir, x->opts->config_dir) == 0;
+	if (!input || (strcmp(fp, x->acct_inputs) == 0 && x->generation == gen0))
+		return rc;
+	snprintf(x->acct_inputs, sizeof(x->acct_inputs), "%s", fp);
+	if (x->last_error[0])
+		x->reloads_failed++;
+	else
+		x->reloads_ok++;
+	x->last_reload_unix = wall_now();
+	ctl_tried_version(config_dir, x->tried_version, sizeof(x->tried_version));
+	return rc;
 }
 
 /* ---- the loop ------------------------------------------------------------------------- */
@@ -1433,9 +1532,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 			log_error("the last good generation %llu does not load either: exiting", last);
 			return 1;
 		}
-		/* /status must keep saying that the ConfigMap is broken. */
+		/* /status must keep saying that the ConfigMap is broken (counted by the first try). */
 		snprintf(x.last_error, sizeof(x.last_error), "%s", saved_error);
-		x.reloads_failed++;
 	}
 
 	char admin_addr[64];

@@ -244,6 +244,8 @@ char *statusjson_render(const struct fps_status *s, double now)
 		cJSON_AddStringToObject(lr, "result",
 		                        s->last_reload_unix > 0 ? (s->last_reload_ok ? "success" : "failure") : "none");
 		sj_str_or_null(lr, "error", s->last_error, sizeof(s->last_error));
+		cJSON *tried = s->last_reload_version[0] ? cJSON_Parse(s->last_reload_version) : NULL;
+		cJSON_AddItemToObject(lr, "whitelist_version", tried ? tried : cJSON_CreateNull());
 	}
 	sj_time(root, "last_success", s->last_success_unix);
 	cJSON *rl = cJSON_AddObjectToObject(root, "reloads");
