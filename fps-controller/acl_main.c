@@ -8,6 +8,9 @@
  * With --denied-dir, Squid also passes the port and the user ("ID host port user"), and
  * each denial is counted (denied.h) and written there at most once a second, after the
  * answers of a batch went out, so the report never delays a verdict.
+ * With --generation-file (genword.h), the snapshot is reloaded when, and only when, the
+ * generation the controller published is newer than the one served, looked at before every
+ * answer: every fps-acl of the instance switches together (one verdict at a time).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +25,7 @@
 #include "aclproto.h"
 #include "denied.h"
 #include "fsio.h"
+#include "genword.h"
 #include "log.h"
 #include "snapshot.h"
 #include "whitelist.h"
@@ -29,6 +33,7 @@
 #define ACL_LINE_MAX   4096
 #define ACL_RECHECK_NS (100 * 1000000LL)  /* look at the snapshot's identity at most every 100 ms */
 #define ACL_DENIED_NS  (1000 * 1000000LL) /* write the denied report at most once a second */
+#define ACL_AHEAD_NS   (2000 * 1000000LL) /* how long a snapshot newer than the word waits for it */
 
 struct acl_state {
 	const char *path;
@@ -38,6 +43,8 @@ struct acl_state {
 	struct stat id;     /* identity of the file the policy came from */
 	struct stat bad_id; /* identity of the last file that failed to load (logged once) */
 	long long last_check;
+	struct genword gw; /* --generation-file: the controller's published generation */
+	uint64_t tried;    /* the word at the last look at the snapshot */
 
 	/* denied-destination report (NULL dir: off) */
 	const char *denied_dir;
@@ -69,9 +76,21 @@ static bool same_file(const struct stat *a, const struct stat *b)
 
 static void acl_maybe_reload(struct acl_state *st, bool force)
 {
-	long long now = now_ns();
-	if (!force && now - st->last_check < ACL_RECHECK_NS)
+	/* Published generations only: the snapshot `current` holds is not looked at until
+	 * the word says a newer generation is in place. */
+	uint64_t want = genword_load(&st->gw);
+	if (st->gw.word && st->loaded && want <= st->generation)
 		return;
+	long long now = now_ns();
+	if (st->gw.word) {
+		/* A word the snapshot did not reach (a snapshot that failed to load): look
+		 * again when the word moves, else at the usual pace. */
+		if (want == st->tried && !force && now - st->last_check < ACL_RECHECK_NS)
+			return;
+		st->tried = want;
+	} else if (!force && now - st->last_check < ACL_RECHECK_NS) {
+		return;
+	}
 	st->last_check = now;
 	struct stat sb;
 	if (stat(st->path, &sb) < 0) {
@@ -99,6 +118,18 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 		return;
 	}
 	free(text);
+	if (st->gw.word && gen > want) {
+		/* `current` moved to a generation the controller publishes right after (the two
+		 * are consecutive steps): answering under it first would let another fps-acl
+		 * answer under the older one afterwards. Wait for the word (bounded: a
+		 * controller that died between the two steps does not stop the answers). */
+		struct timespec pause = {0, 50000};
+		while (genword_load(&st->gw) < gen && now_ns() - now < ACL_AHEAD_NS)
+			nanosleep(&pause, NULL);
+		if (genword_load(&st->gw) < gen)
+			log_warn("snapshot %s: generation %llu is not published (word %llu): serving it anyway", st->path,
+			         gen, (unsigned long long)genword_load(&st->gw));
+	}
 	if (st->loaded)
 		wl_policy_free(&st->policy);
 	st->policy = np;
@@ -163,7 +194,7 @@ static int write_all(const char *p, size_t len)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: fps-acl --snapshot FILE [--denied-dir DIR]\n"
+	fprintf(f, "usage: fps-acl --snapshot FILE [--denied-dir DIR] [--generation-file FILE]\n"
 	           "Squid external ACL helper: answers OK tag=<route> for whitelisted destinations.\n"
 	           "With --denied-dir, lines are \"[ID ]host port user\" and denials are counted into DIR.\n");
 }
@@ -173,19 +204,24 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"snapshot", required_argument, NULL, 's'},
 	    {"denied-dir", required_argument, NULL, 'd'},
+	    {"generation-file", required_argument, NULL, 'g'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct acl_state st = {0};
 	int c;
-	while ((c = getopt_long(argc, argv, "s:d:hV", opts, NULL)) != -1) {
+	const char *genfile = NULL;
+	while ((c = getopt_long(argc, argv, "s:d:g:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			st.path = optarg;
 			break;
 		case 'd':
 			st.denied_dir = optarg;
+			break;
+		case 'g':
+			genfile = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -203,6 +239,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_init("fps-acl", LOG_FMT_TEXT, LOG_LVL_INFO);
+	struct fps_err ge;
+	if (genfile && genword_map(&st.gw, genfile, &ge) < 0) {
+		char buf[1200];
+		/* Still answers, noticing new snapshots on its own (up to 100 ms apart from its peers). */
+		log_warn("%s: generations are not followed together", err_str(&ge, buf, sizeof(buf)));
+	}
 	acl_maybe_reload(&st, true);
 	st.start_unix = wall_now();
 	if (st.denied_dir && denied_init(&st.denied, DENIED_CAP, st.start_unix) < 0) {
@@ -246,6 +288,8 @@ int main(int argc, char **argv)
 				o += (size_t)snprintf(out + o, sizeof(out) - o, "BH message=\"line too long\"\n");
 			} else {
 				struct aclproto_denial d;
+				if (st.gw.word)
+					acl_maybe_reload(&st, false); /* one load per answer (genword.h) */
 				o += aclproto_answer_ex(st.loaded ? &st.policy : NULL, in + start, out + o,
 				                        sizeof(out) - o, &d);
 				if (d.denied && st.denied_dir)
@@ -273,5 +317,6 @@ int main(int argc, char **argv)
 		denied_free(&st.denied);
 	if (st.loaded)
 		wl_policy_free(&st.policy);
+	genword_close(&st.gw);
 	return 0;
 }

@@ -32,6 +32,7 @@
 #include "cred.h"
 #include "denied.h"
 #include "fsio.h"
+#include "genword.h"
 #include "health.h"
 #include "inputs.h"
 #include "log.h"
@@ -135,6 +136,7 @@ struct ctl {
 	long long hang_ms;
 	struct denied_collector denied; /* the helpers' denied-destination files, merged */
 	bool have_denied;
+	struct genword acl_gen; /* the generation every fps-acl serves (genword.h) */
 };
 
 static double wall_now(void)
@@ -828,6 +830,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	stage = "activate";
 	if (state_activate(&x->st, gen, &e) < 0)
 		goto fail;
+	genword_publish(&x->acl_gen, gen); /* its snapshot is in place: every fps-acl switches to it */
 
 	if (x->stunnel.state == SUP_RUNNING && !c.has_tunnel) {
 		log_info("generation %llu: tunnel removed: stopping stunnel", gen);
@@ -1482,6 +1485,11 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		log_error("%s", err_str(&e, buf, sizeof(buf)));
 		return 3;
 	}
+	char genpath[PATH_MAX + 32];
+	snprintf(genpath, sizeof(genpath), "%s/" GENWORD_NAME, x.st.run_dir);
+	if (genword_create(&x.acl_gen, genpath, state_current_gen(&x.st), x.st.as_root ? x.st.squid_gid : (gid_t)-1,
+	                   &e) < 0)
+		log_warn("%s: fps-acl processes switch generations one by one", err_str(&e, buf, sizeof(buf)));
 	snprintf(x.tunnel_dir, sizeof(x.tunnel_dir), "%s/tunnel", x.st.dir);
 	snprintf(x.good_secrets_dir, sizeof(x.good_secrets_dir), "%s/last-good-secrets", x.st.dir);
 	if (denied_collector_init(&x.denied, x.st.denied_dir, wall_now()) == 0)
@@ -1707,5 +1715,6 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		cfg_free(&x.active);
 	if (x.have_denied)
 		denied_collector_free(&x.denied);
+	genword_close(&x.acl_gen);
 	return exit_code;
 }

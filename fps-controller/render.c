@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fsio.h"
+#include "genword.h"
 #include "snapshot.h"
 
 /* A growing string for blocks. */
@@ -419,16 +420,18 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		char report[PATH_MAX + 32] = "";
 		if (!rc->no_denied_report)
 			snprintf(report, sizeof(report), " --denied-dir %s/denied", rc->run_dir);
+		/* --generation-file: every fps-acl of every worker switches to a new snapshot
+		 * together, when the controller publishes its generation (genword.h). */
 		struct buf line[2] = {{0}};
 		for (int i = 0; i < 2; i++)
 			bprintf(&line[i],
 			        "external_acl_type fps_acl cache=0 ttl=0 negative_ttl=0 children-max=%d "
 			        "children-startup=%d "
 			        "children-idle=1 concurrency=%d queue-size=%ld %%DST%s %s/fps-acl --snapshot "
-			        "%s/acl.snapshot%s",
+			        "%s/acl.snapshot --generation-file %s/" GENWORD_NAME "%s",
 			        RENDER_HELPER_CHILDREN, i ? RENDER_HELPER_CHILDREN : 0, RENDER_HELPER_CONCURRENCY,
 			        render_queue_size(rc), rc->no_denied_report ? "" : " %PORT %un", rc->bin_dir,
-			        rc->gen_dir, report);
+			        rc->gen_dir, rc->run_dir, report);
 		per_process(&wl, cfg_workers(c), &line[0], &line[1]);
 		bprintf(&wl, "\nacl fps_whitelist external fps_acl\n");
 		bprintf(&wl, "acl fps_tagged tag direct upstream tunnel\n");
