@@ -127,8 +127,8 @@ static void acl_maybe_reload(struct acl_state *st, bool force)
 		while (genword_load(&st->gw) < gen && now_ns() - now < ACL_AHEAD_NS)
 			nanosleep(&pause, NULL);
 		if (genword_load(&st->gw) < gen)
-			log_warn("snapshot %s: generation %llu is not published (word %llu): serving it anyway", st->path,
-			         gen, (unsigned long long)genword_load(&st->gw));
+			log_warn("snapshot %s: generation %llu is not published (word %llu): serving it anyway",
+			         st->path, gen, (unsigned long long)genword_load(&st->gw));
 	}
 	if (st->loaded)
 		wl_policy_free(&st->policy);

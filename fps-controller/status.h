@@ -75,7 +75,7 @@ struct fps_status {
 	long long whitelist_version;
 	double last_reload_unix; /* last attempt; 0 = none */
 	bool last_reload_ok;
-	char last_error[2048]; /* "" when the last attempt succeeded */
+	char last_error[2048];        /* "" when the last attempt succeeded */
 	char last_reload_version[80]; /* whitelist.json's "version" tried, as written (JSON text); "" = none */
 	unsigned long reloads_ok, reloads_failed;
 	double last_success_unix;

@@ -79,7 +79,7 @@ static void test_live_mode_uses_fps_acl_and_never_lists_entries(void **state)
 	assert_non_null(strstr(port1 + 1, "\nhttp_port 127.0.0.1:3128 worker-queues\n# "));
 	after(r.conf, "external_acl_type fps_acl cache=0 ");
 	after(r.conf, "%DST %PORT %un /opt/fps/bin/fps-acl --snapshot /state/current/acl.snapshot "
-	              "--denied-dir /state/run/denied\n");
+	              "--generation-file /state/run/acl.generation --denied-dir /state/run/denied\n");
 	after(r.conf, "max_filedescriptors 4096\n");
 	/* a queue that cannot fill (a full one turns into 403s), every child started up front */
 	after(r.conf, "children-max=4 children-startup=4 children-idle=1 concurrency=256 queue-size=4096 %DST");
