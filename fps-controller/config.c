@@ -5,6 +5,7 @@
  * Unknown keys and wrong types are errors: a typo must not silently become a default.
  */
 #include "config.h"
+#include "cpus.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -116,8 +117,8 @@ static int entry_push(struct fps_config *c, const char *raw, const char *file, i
 
 int cfg_workers(const struct fps_config *c)
 {
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
-	return c->workers > 0 ? c->workers : (int)(cores > 0 ? cores : 1);
+	/* auto: the CPUs this process may use (affinity, cgroup quota), not the node's cores */
+	return c->workers > 0 ? c->workers : cpus_usable();
 }
 
 bool cfg_uses_via(const struct fps_config *c, enum wl_via via)

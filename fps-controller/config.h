@@ -58,7 +58,7 @@ struct fps_config {
 	/* proxy */
 	char bind[64];
 	int port;
-	int workers; /* 0 = auto: one per core */
+	int workers; /* 0 = auto: one per usable CPU (cpus.h) */
 	int connect_ports[CFG_MAX_PORTS];
 	size_t n_connect_ports;
 	int safe_ports[CFG_MAX_PORTS];
@@ -138,7 +138,7 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 int cfg_parse_yaml(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e);
 int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len, const char *path, struct fps_err *e);
 
-/* Squid workers: proxy.workers, or one per core for "auto". */
+/* Squid workers: proxy.workers, or for "auto" the CPUs this process may use (cpus.h). */
 int cfg_workers(const struct fps_config *c);
 /* Does any route (or the default) use via? */
 bool cfg_uses_via(const struct fps_config *c, enum wl_via via);
