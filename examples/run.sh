@@ -39,7 +39,8 @@ chmod 644 "$RUN/hosts"
 [ -f "$RUN/config/fps.yaml" ] || sed "s|@RUN_DIR@|$RUN|" "$ROOT/examples/config/fps.yaml" > "$RUN/config/fps.yaml"
 [ -f "$RUN/config/whitelist.json" ] || cp "$ROOT/examples/config/whitelist.json" "$RUN/config/"
 
-# The Secret: an API key valid for 30 days, and the tunnel CA made by the cloud side.
+# The Secret: an API key valid for 30 days; the tunnel CA and a client certificate made by the
+# cloud side (below).
 if [ ! -f "$RUN/secrets/apikeys.json" ]; then
 	KEY=$(openssl rand -hex 24)
 	EXP=$(date -u -d '+30 days' +%Y-%m-%dT%H:%M:%SZ)
@@ -66,8 +67,13 @@ pids+=($!)
 if [ -x "$ROOT/examples/cloud/run-cloud.sh" ]; then
 	FPS_CLOUD_HOSTS_FILE="$RUN/hosts" "$ROOT/examples/cloud/run-cloud.sh" "$RUN/cloud" 18443 13128 tunnel.fps.test > "$RUN/cloud.log" 2>&1 &
 	pids+=($!)
-	for _ in $(seq 100); do [ -f "$RUN/cloud/ca.pem" ] && break; sleep 0.1; done
+	for _ in $(seq 100); do [ -f "$RUN/cloud/ca.pem" ] && [ -s "$RUN/cloud/appliance.pem" ] && break; sleep 0.1; done
 	cp "$RUN/cloud/ca.pem" "$RUN/secrets/tunnel-ca.pem"
+	# The cloud side requires a client certificate from its appliance CA (mTLS): this
+	# appliance's, issued by run-cloud.sh the way the backend issues one at registration.
+	cp "$RUN/cloud/appliance.pem" "$RUN/secrets/tunnel-client.pem"
+	cp "$RUN/cloud/appliance.key" "$RUN/secrets/tunnel-client.key"
+	chmod 600 "$RUN/secrets/tunnel-client.key"
 fi
 
 cat <<MSG

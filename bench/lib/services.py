@@ -372,6 +372,11 @@ class FpsInstance(common.fpsharness.World):
         if routes:
             secrets["upstream-password"] = "corp-secret\n"
             secrets["tunnel-ca.pem"] = env.cloud_ca.read_text()
+            # run-cloud.sh requires a client certificate from its appliance CA (mTLS)
+            client = env.cloud_ca.parent / "appliance.pem"
+            if client.exists():
+                secrets["tunnel-client.pem"] = client.read_text()
+                secrets["tunnel-client.key"] = client.with_suffix(".key").read_text()
         self.kubelet_update(self.secrets, secrets)
 
     def yaml_text(self, apply=None):

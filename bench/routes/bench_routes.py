@@ -180,6 +180,9 @@ http_access deny all
             {"keys": [{"id": "b", "key": APIKEY, "expires": "2099-01-01T00:00:00Z"}]}))
         (sec / "upstream-password").write_text("corp-secret\n")
         shutil.copy(cloud / "ca.pem", sec / "tunnel-ca.pem")
+        if (cloud / "appliance.pem").exists():  # run-cloud.sh requires a client certificate (mTLS)
+            shutil.copy(cloud / "appliance.pem", sec / "tunnel-client.pem")
+            shutil.copy(cloud / "appliance.key", sec / "tunnel-client.key")
         po, pt = self.ports["origin"], self.ports["origin_tls"]
         (cfg / "fps.yaml").write_text(f"""proxy:
   bind: 127.0.0.1
@@ -252,11 +255,14 @@ admin:
         tdir = self.dir / "own-tunnel"
         tdir.mkdir()
         shutil.copy(sec / "tunnel-ca.pem", tdir / "tunnel-ca.pem")
+        client = "; no client certificate"
+        if (sec / "tunnel-client.pem").exists():
+            client = f"cert = {sec / 'tunnel-client.pem'}\nkey = {sec / 'tunnel-client.key'}"
         text = (ROOT / "stunnel-conf/client.conf.tmpl").read_text()
         vals = {"VERSION": "bench", "PID_FILE": str(tdir / "stunnel.pid"), "DEBUG": "4",
                 "LOCAL_PORT": str(self.ports["local"]), "CONNECT": f"127.0.0.1:{self.ports['cloud_tls']}",
                 "DELAY": "; address given: resolved once", "SERVER": TUNNEL_SERVER,
-                "CA_FILE": str(tdir / "tunnel-ca.pem"), "CLIENT_CERT": "; no client certificate"}
+                "CA_FILE": str(tdir / "tunnel-ca.pem"), "CLIENT_CERT": client}
         for k, v in vals.items():
             text = text.replace("{{" + k + "}}", v)
         assert "{{" not in text, text

@@ -5,17 +5,25 @@
 #
 #   examples/cloud/run-cloud.sh DIR TLS_PORT SQUID_PORT [SERVER_NAME]
 #
-# DIR receives the PKI (ca.pem, ca.key, server.pem, server.key: created with the openssl
-# CLI unless already there, so a test can bring its own), the rendered configs and logs.
+# DIR receives the PKI (ca.pem, ca.key, server.pem, server.key, and appliance-ca.* and
+# appliance.* below: created with the openssl CLI unless already there, so a test can bring its
+# own), the rendered configs and logs.
 # The appliance needs DIR/ca.pem as its Secret's tunnel-ca.pem and SERVER_NAME (default
-# tunnel.fps.test) as tunnel.server, resolving to 127.0.0.1 (or tunnel.address).
+# tunnel.fps.test) as tunnel.server, resolving to 127.0.0.1 (or tunnel.address), and
+# DIR/appliance.pem and .key as tunnel-client.pem and .key.
 # Environment:
 #   FPS_CLOUD_HOSTS_FILE   hosts file the cloud Squid resolves with [/etc/hosts]
 #   FPS_CLOUD_LISTEN       address the stunnel server accepts on [127.0.0.1]; the cloud Squid
 #                          always listens on 127.0.0.1 (the bench runs the cloud side in its own
 #                          network namespace and sets this to the namespace's veth address)
 #   FPS_CLOUD_DNS          its DNS server [127.0.0.1]
-#   FPS_CLOUD_CLIENT_CA    if set: require appliance client certificates signed by this CA
+#   FPS_CLOUD_CLIENT_CA    the CA whose client certificates appliances must present (mTLS, as the
+#                          shipped cloud side). Unset: DIR/appliance-ca.pem, created with
+#                          DIR/appliance.pem and DIR/appliance.key, a client certificate for the
+#                          demo and the tests (the appliance's tunnel-client.pem/.key).
+#                          "none": no client certificate asked (anyone reaching TLS_PORT gets
+#                          through; for experiments only)
+#   FPS_CLOUD_CLIENT_CRL   optional CRL of that CA (stunnel's CRLfile): revoked certificates fail
 #   FPS_CLOUD_DEBUG        stunnel log level [4: warnings; 5 logs every connection]
 #   FPS_CLOUD_WORKERS      cloud Squid workers [1]
 #   FPS_CLOUD_STUNNEL_TUNABLES  GLIBC_TUNABLES for stunnel [glibc.malloc.mmap_max=0]; stunnel
@@ -54,6 +62,24 @@ if [ ! -s "$DIR/server.pem" ] || [ ! -s "$DIR/server.key" ]; then
 		-days 30 -extfile "$DIR/server.ext" -out "$DIR/server.pem" 2>/dev/null
 fi
 chmod 600 "$DIR/ca.key" "$DIR/server.key"
+# The appliance CA (it signs the appliances' client certificates; not the server's CA) and one
+# appliance certificate, for the demo and the tests.
+CLIENT_CA=${FPS_CLOUD_CLIENT_CA:-}
+if [ -z "$CLIENT_CA" ]; then
+	if [ ! -s "$DIR/appliance-ca.pem" ] || [ ! -s "$DIR/appliance-ca.key" ]; then
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+			-subj "/CN=FPS Appliance CA" -keyout "$DIR/appliance-ca.key" -out "$DIR/appliance-ca.pem" 2>/dev/null
+	fi
+	if [ ! -s "$DIR/appliance.pem" ] || [ ! -s "$DIR/appliance.key" ]; then
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=fps-demo-appliance" \
+			-keyout "$DIR/appliance.key" -out "$DIR/appliance.csr" 2>/dev/null
+		printf 'extendedKeyUsage=clientAuth\n' >"$DIR/appliance.ext"
+		openssl x509 -req -in "$DIR/appliance.csr" -CA "$DIR/appliance-ca.pem" -CAkey "$DIR/appliance-ca.key" \
+			-CAcreateserial -days 30 -extfile "$DIR/appliance.ext" -out "$DIR/appliance.pem" 2>/dev/null
+	fi
+	chmod 600 "$DIR/appliance-ca.key" "$DIR/appliance.key"
+	CLIENT_CA=$DIR/appliance-ca.pem
+fi
 
 # ---- render: {{NAME}} placeholders, values are paths and ports we chose above.
 render() { # template output var=value...
@@ -72,9 +98,12 @@ render() { # template output var=value...
 	mv "$out.tmp" "$out"
 }
 
-VERIFY="; client certificates: not required (set FPS_CLOUD_CLIENT_CA for mTLS)"
-if [ -n "${FPS_CLOUD_CLIENT_CA:-}" ]; then
-	VERIFY="verifyChain = yes\\nrequireCert = yes\\nCAfile = $(realpath "$FPS_CLOUD_CLIENT_CA")"
+VERIFY="; client certificates: not required (FPS_CLOUD_CLIENT_CA=none)"
+if [ "$CLIENT_CA" != none ]; then
+	VERIFY="verifyChain = yes\\nrequireCert = yes\\nCAfile = $(realpath "$CLIENT_CA")"
+	if [ -n "${FPS_CLOUD_CLIENT_CRL:-}" ]; then
+		VERIFY="$VERIFY\\nCRLfile = $(realpath "$FPS_CLOUD_CLIENT_CRL")"
+	fi
 fi
 render "$TEMPLATES/server.conf.tmpl" "$DIR/stunnel-server.conf" \
 	"PID_FILE=$DIR/stunnel-server.pid" "DEBUG=${FPS_CLOUD_DEBUG:-4}" \
@@ -119,7 +148,7 @@ else
 	"$STUNNEL" "$DIR/stunnel-server.conf" &
 fi
 STUNNEL_PID=$!
-echo "fps cloud: stunnel server ${FPS_CLOUD_LISTEN:-127.0.0.1}:$TLS_PORT ($NAME, CA $DIR/ca.pem) -> cloud squid 127.0.0.1:$SQUID_PORT" >&2
+echo "fps cloud: stunnel server ${FPS_CLOUD_LISTEN:-127.0.0.1}:$TLS_PORT ($NAME, CA $DIR/ca.pem, client certificates: $CLIENT_CA) -> cloud squid 127.0.0.1:$SQUID_PORT" >&2
 
 # Whichever child ends first ends the demo (dash has no `wait -n`: poll both).
 while kill -0 "$SQUID_PID" 2>/dev/null && kill -0 "$STUNNEL_PID" 2>/dev/null; do

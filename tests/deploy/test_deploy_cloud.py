@@ -1,7 +1,9 @@
 """The cloud side (deploy/cloud) for real: the ConfigMaps' squid.conf passes `squid -k parse`, and
 the two containers' exact commands, run as the image's non-root user on loopback, form a working
-TLS tunnel: an HTTPS-proxy request through stunnel reaches the cloud Squid, which refuses
-non-vendor hosts (403) and lets vendor hosts through to its forwarding stage."""
+TLS tunnel: an HTTPS-proxy request through stunnel, with an appliance client certificate, reaches
+the cloud Squid, which refuses non-vendor hosts (403) and lets vendor hosts through to its
+forwarding stage; a client without a certificate, or with one from another CA, is refused in the
+TLS handshake (`openssl s_client`, curl) and never reaches the cloud Squid."""
 
 import os
 import pathlib
@@ -45,6 +47,24 @@ def test_cloud_squid_conf_parses(tmp_path):
     assert not bad, bad
 
 
+def issue(d, ca_name, cn):
+    """A client certificate (clientAuth) for CN=cn from the CA ca_name, made in d if missing."""
+    ca, ca_key = d / f"{ca_name}.pem", d / f"{ca_name}.key"
+    if not ca.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "1", "-subj", f"/CN={ca_name}", "-keyout", str(ca_key), "-out", str(ca)],
+                       check=True, capture_output=True)
+    stem = d / f"{ca_name}-{cn.replace('/', '_')}"
+    cert, key, csr, ext = (stem.with_suffix(x) for x in (".crt", ".key", ".csr", ".ext"))
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", f"/CN={cn}", "-keyout", str(key), "-out", str(csr)], check=True, capture_output=True)
+    ext.write_text("extendedKeyUsage=clientAuth\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def poll(deadline, fn):
     while True:
         result = fn()
@@ -68,6 +88,7 @@ def test_cloud_tunnel_chain(pod_tmp):
     spec = pod_spec(dep)
     # Pod paths -> temp dirs (emptyDir /tmp writable by uid 13, config and TLS read-only).
     dirs = {"/etc/stunnel/conf": tmp_path / "stunnel-conf", "/etc/stunnel/tls": tmp_path / "tls",
+            "/etc/stunnel/appliance-ca": tmp_path / "appliance-ca",
             "/etc/squid-cloud": tmp_path / "squid-conf", "/tmp": tmp_path / "tmp"}
     for d in dirs.values():
         d.mkdir()
@@ -101,6 +122,14 @@ def test_cloud_tunnel_chain(pod_tmp):
             os.chown(f, 0, 13)   # fsGroup 13, defaultMode 0440, like the Secret mount
     crt.chmod(0o440)
     key.chmod(0o440)
+    # mTLS: the Secret fps-appliance-ca (ca.crt) and an appliance certificate it signed.
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    appliance = issue(pki, "FPS Appliance CA", "appliance-1")
+    (dirs["/etc/stunnel/appliance-ca"] / "ca.crt").write_bytes((pki / "FPS Appliance CA.pem").read_bytes())
+    if os.geteuid() == 0:
+        os.chown(dirs["/etc/stunnel/appliance-ca"] / "ca.crt", 0, 13)
+    (dirs["/etc/stunnel/appliance-ca"] / "ca.crt").chmod(0o440)
 
     procs = {}
     logs = {}
@@ -114,9 +143,22 @@ def test_cloud_tunnel_chain(pod_tmp):
 
         def through_tunnel(url):
             run = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
-                                  "--proxy", f"https://127.0.0.1:{tls_port}", "--proxy-cacert", str(crt), url],
+                                  "--proxy", f"https://127.0.0.1:{tls_port}", "--proxy-cacert", str(crt),
+                                  "--proxy-cert", str(appliance[0]), "--proxy-key", str(appliance[1]), url],
                                  capture_output=True, text=True)
             return run.stdout.strip()
+
+        def s_client(cert=None):
+            """A raw HTTP request over `openssl s_client`: the cloud Squid's status line, or ""
+            when the TLS handshake (with this client certificate, or none) was refused."""
+            argv = ["openssl", "s_client", "-quiet", "-connect", f"127.0.0.1:{tls_port}", "-CAfile", str(crt),
+                    "-verify_return_error", "-servername", "tunnel.fps.test"]
+            if cert:
+                argv += ["-cert", str(cert[0]), "-key", str(cert[1])]
+            run = subprocess.run(argv, input=b"GET http://not-vendor.fps.test/ HTTP/1.0\r\n\r\n",
+                                 capture_output=True, timeout=30)
+            line = run.stdout.split(b"\r\n", 1)[0].decode(errors="replace")
+            return line if line.startswith("HTTP/") else ""
 
         def ready():
             for name, p in procs.items():
@@ -126,6 +168,17 @@ def test_cloud_tunnel_chain(pod_tmp):
             return code if code not in ("", "000") else None
 
         assert poll(time.monotonic() + 60, ready) == "403"
+        # mTLS (deploy/README.md): the appliance's certificate gets through; no certificate, one
+        # from another CA (even with the same subject), or the server's own do not.
+        assert s_client(appliance).startswith("HTTP/1.1 403"), s_client(appliance)
+        denied_before = (tmp_path / "squid.out").read_text().count("not-vendor.fps.test")
+        other = issue(pki, "Other CA", "appliance-1")
+        for cert in (None, other, (crt, key)):
+            assert s_client(cert) == "", cert
+        curl_no_cert = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20",
+                                       "--proxy", f"https://127.0.0.1:{tls_port}", "--proxy-cacert", str(crt),
+                                       "http://not-vendor.fps.test/"], capture_output=True, text=True)
+        assert curl_no_cert.stdout.strip() == "000" and curl_no_cert.returncode != 0
         # The vendor's domains pass the cloud Squid's policy (here they then fail on DNS).
         code = through_tunnel("http://www.example-vendor.com/")
         assert code in ("502", "503", "504"), code
@@ -134,6 +187,12 @@ def test_cloud_tunnel_chain(pod_tmp):
         assert poll(time.monotonic() + 30,
                     lambda: True if re.search(r"TCP_DENIED/403 .*not-vendor\.fps\.test", out.read_text()) else None), \
             out.read_text()
+        # The refused clients never reached the cloud Squid (the good ones' lines are all in:
+        # the www.example-vendor.com request was logged after them).
+        assert poll(time.monotonic() + 30, lambda: True if "www.example-vendor.com" in out.read_text() else None)
+        assert out.read_text().count("not-vendor.fps.test") == denied_before, out.read_text()
+        assert re.search(r"certificate|CERT", (tmp_path / "stunnel.err").read_text() +
+                         (tmp_path / "stunnel.out").read_text()), "stunnel logs the refused certificates"
     finally:
         for p in procs.values():
             if p.poll() is None:

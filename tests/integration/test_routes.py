@@ -173,6 +173,10 @@ class Setup:
                  f"admin:\n  bind: 127.0.0.1\n  port: {self.admin_port}\n")
         self.secret_files = {"upstream-password": password + "\n",
                              "tunnel-ca.pem": Path(tunnel_ca or cloud.ca).read_text()}
+        if client is None and (cloud.dir / "appliance.pem").exists():
+            # The cloud side requires a client certificate from its appliance CA (mTLS, the
+            # shipped default): run-cloud.sh issued one.
+            client = (cloud.dir / "appliance.pem", cloud.dir / "appliance.key")
         if client:
             self.secret_files["tunnel-client.pem"] = Path(client[0]).read_text()
             self.secret_files["tunnel-client.key"] = Path(client[1]).read_text()
@@ -389,7 +393,8 @@ def rogue_cloud(base, tag, name=SERVER, ca_from=None, ca_name="Corp Firewall CA"
     else:
         for f in ("ca.pem", "ca.key"):
             (rd / f).write_bytes((ca_from / f).read_bytes())  # our CA; run-cloud.sh issues `name`
-    return Cloud(rd, hosts, name=name).start()
+    # An interceptor asks for no client certificate: the appliance's own check must refuse it.
+    return Cloud(rd, hosts, name=name, env={"FPS_CLOUD_CLIENT_CA": "none"}).start()
 
 
 def assert_tunnel_refused(s, rogue):
