@@ -176,11 +176,12 @@ def main():
         log("interrupted")
     finally:
         env.close()
-    print("| entries | apply | edits | median ms | p99 ms | max ms | timeouts | prober refused+reset | prober other failures |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| entries | apply | edits | median ms | p99 ms | max ms | timeouts | verdict flaps | prober refused+reset | "
+          "prober other failures |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in out:
         print(f"| {r['entries']:,} | {r['apply']} | {r['edits']} | {r.get('median_ms')} | {r.get('p99_ms')} | "
-              f"{r.get('max_ms')} | {r.get('timeouts')} | {r['prober_refused_reset']} | "
+              f"{r.get('max_ms')} | {r.get('timeouts')} | {r.get('flaps')} | {r['prober_refused_reset']} | "
               f"{r['prober_failed'] - r['prober_refused_reset']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
