@@ -101,3 +101,23 @@ def test_rereading_unchanged_inputs_counts_nothing(world):
     reread(w)
     assert counts(w) == (ok0 + 1, failed0 + 1)
     assert status_json(w.admin_port)["last_reload"]["time"] == t1
+
+
+def test_each_broken_secret_counts_and_a_fix_counts_once(world):
+    w = world
+    w.write_keys()
+    wait_for(lambda: status_json(w.admin_port)["last_reload"]["result"] == "success" and counts(w)[0] >= 2, 15,
+             what="keys applied")
+    ok0, failed0 = counts(w)
+    for i, text in enumerate(('{"keys": [', '{"keys": [{')):  # two different files, the same complaint
+        w.kubelet_update(w.secrets, {"apikeys.json": text})
+        wait_for(lambda: counts(w) == (ok0, failed0 + 1 + i), 15, what=f"broken Secret {i + 1} counted")
+        assert "apikeys.json" in status_json(w.admin_port)["last_reload"]["error"]
+    # A good ConfigMap change while the Secret is broken: applied, but not all of the inputs are
+    # in force: one failed reload, not an ok and a failed one.
+    w.write_config(w.yaml(), {"version": 2, "domains": ["a.allowed.test"]})
+    wait_for(lambda: status_json(w.admin_port)["whitelist_version"] == 2, 15, what="version 2 in force")
+    assert counts(w) == (ok0, failed0 + 3)
+    w.write_keys()
+    wait_for(lambda: counts(w) == (ok0 + 1, failed0 + 3), 15, what="the fixed Secret counted once")
+    assert status_json(w.admin_port)["last_reload"]["error"] is None
