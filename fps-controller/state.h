@@ -7,6 +7,7 @@
  *   <state>/current -> gen/<N>     <state>/gen/<N>/{squid.conf,acl.snapshot,...,input/}
  *   <state>/run/                   Squid's pid file, cache.log, access.log, mgr.port
  *   <state>/run/denied/            fps-acl's denied-destination files (denied.h)
+ *   <state>/run/acl.generation     the generation every fps-acl serves (genword.h)
  *   <state>/secrets/apikeys.json   the keys, readable by Squid's helpers and nobody else
  */
 #ifndef FPS_STATE_H
