@@ -29,6 +29,7 @@
 #include <pthread.h>
 
 #include "admin.h"
+#include "cpus.h"
 #include "cred.h"
 #include "denied.h"
 #include "fsio.h"
@@ -1555,6 +1556,9 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 
 	char *argv[8];
 	x.squid_workers = cfg_workers(&x.active);
+	if (x.active.workers == 0)
+		log_info("proxy.workers auto: %d (CPUs this process may use: affinity %d, cgroup quota %d, 0 = none)",
+		         x.squid_workers, cpus_affinity(), cpus_quota("/proc/self/cgroup", "/sys/fs/cgroup"));
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
 	x.squid.gate = ctl_squid_gate;
