@@ -1215,8 +1215,8 @@ static void ctl_inputs_fingerprint(const char *config_dir, const char *secrets_d
 				free(data);
 			}
 		} else if (stat(path, &sb) == 0) {
-			snprintf(h, sizeof(h), "%llu.%lld.%ld", (unsigned long long)sb.st_ino, (long long)sb.st_size,
-			         (long)sb.st_mtim.tv_nsec);
+			snprintf(h, sizeof(h), "%llu.%lld.%lld.%ld", (unsigned long long)sb.st_ino,
+			         (long long)sb.st_size, (long long)sb.st_mtim.tv_sec, (long)sb.st_mtim.tv_nsec);
 		}
 		int n = snprintf(all + o, sizeof(all) - o, "%s\n%s\n", path, h);
 		if (n > 0 && (size_t)n < sizeof(all) - o)
