@@ -525,6 +525,10 @@ def target_checks(summary, live, lat, runs=None, avail=None, smp=None):
             out.append(("edit-to-enforced p99 < 1 s at 100,000 entries (live)", ok,
                         f"p99 {r['p99_ms']:.0f} ms (median {r['median_ms']:.0f}, {r['edits']} edits, "
                         f"{r.get('timeouts', 0)} timeouts)"))
+    for r in lat or []:
+        if r["apply"] == "live" and r.get("flaps") is not None:
+            out.append((f"no verdict flaps at {r['entries']:,} entries (live: one verdict at a time)", r["flaps"] == 0,
+                        f"{r['flaps']} answers with the old verdict after the new one over {r['edits']} edits"))
     cg = summary.get("connect", {})
     if cg.get("fps-direct") and cg.get("squid"):
         a_, b_ = cg["fps-direct"], cg["squid"]
