@@ -4,6 +4,8 @@ import statistics
 import subprocess
 from pathlib import Path
 
+from . import stormreport
+
 TARGETS = [
     ("direct", "(1) direct to nginx (limit)"),
     ("squid", "(2) hand-written Squid"),
@@ -626,6 +628,7 @@ def markdown(res):
     lines += availability_table(res.get("availability"))
     lines += open_loop_table(res.get("open_loop"))
     lines += smp_table(res.get("smp"), m.get("nproc"))
+    lines += stormreport.tables(res.get("storm"))
     lines += edits_table(res.get("live_edits"))
     lines += latency_table(res.get("edit_latency"))
     if res.get("failures"):
