@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -277,6 +278,15 @@ admin:
         self.env.roots[self.role] = self.proc.pid
         self.cache_log = self.state / "run" / "cache.log"
 
+    def close(self):
+        """Squid's logs are kept in the run directory (with --keep, the evidence of a failed storm)."""
+        for name in ("cache.log", "access.log"):
+            try:
+                shutil.copyfile(self.state / "run" / name, self.env.dir / f"{self.name}-{name}")
+            except OSError:
+                pass
+        super().close()
+
 
 def wait_store_ready(cache_log, proc, timeout=120):
     """A rock store is indexed after Squid starts ("Store rebuilding is N% complete"); storms during
@@ -332,7 +342,7 @@ def run_storm(env, origin, label, target, phase, port, pkg_id, agents, *, direct
     rec.update(label=label, target=target, phase=phase, pkg_id=pkg_id, wall_s=round(wall, 3),
                other_cpu_s=round(others, 2), origin_rate=o1.get("rate", 0), url=url)
     log(f"storm {label}: {rec['ok']}/{rec['agents']} ok, origin copies {rec['origin_copies']:.2f}, "
-        f"{rec['mb_s']:.0f} MB/s, last done {rec['time_to_all_s']:.2f} s, p99 {rec['p99_s']:.2f} s, "
+        f"{rec['mb_s']:.0f} MB/s, last done {rec['time_to_all_s']} s, p99 {rec['p99_s']} s, "
         f"failed {rec['failed']} {rec['results']}, CPU s/GB {rec['cpu_s_per_gb']}")
     return rec
 
