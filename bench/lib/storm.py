@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import time
@@ -321,6 +322,7 @@ def run_storm(env, origin, label, target, phase, port, pkg_id, agents, *, direct
     mine = {pid for pid, _ in before} | {os.getpid(), origin.proc.pid}
     others_before = common.others_snapshot(mine)
     t0 = time.monotonic()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # stormgen is reaped by us: its CPU lands here
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     mine.add(p.pid)
     try:
@@ -330,6 +332,8 @@ def run_storm(env, origin, label, target, phase, port, pkg_id, agents, *, direct
         p.wait()
         raise
     wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
     after = common.snapshot(env.roots)
     mine |= {pid for pid, _ in after}
     others = common.others_delta({k: v for k, v in others_before.items() if k[0] not in mine},
@@ -340,6 +344,7 @@ def run_storm(env, origin, label, target, phase, port, pkg_id, agents, *, direct
     js = json.loads(out)
     rec = stormreport.summarize(js, o0, o1, origin.size, common.cpu_delta(before, after), PREFIX[target])
     rec.update(label=label, target=target, phase=phase, pkg_id=pkg_id, wall_s=round(wall, 3),
+               client_cpu_s=round(client_cpu, 2),
                other_cpu_s=round(others, 2), origin_rate=o1.get("rate", 0), url=url)
     log(f"storm {label}: {rec['ok']}/{rec['agents']} ok, origin copies {rec['origin_copies']:.2f}, "
         f"{rec['mb_s']:.0f} MB/s, last done {rec['time_to_all_s']} s, p99 {rec['p99_s']} s, "

@@ -120,26 +120,27 @@ def tables(recs, meta=None):
              "body; every body is checked (size and sha256: each URL is its own object). *origin copies*: bytes the "
              "origin sent / package size. *MB/s to agents*: body bytes delivered / time until the last agent had its "
              "whole file (*time to all*). *CPU s/GB*: the target's own processes (Squid and helpers, nginx, FPS) per GB "
-             "delivered. *cold*: a URL never fetched; *warm*: the same URL again (cache hits). One target runs at a time, "
+             "delivered; *stormgen CPU s*: the client's own (it reads and hashes every byte, and on 2 cores it can be the limit). "
+             "*cold*: a URL never fetched; *warm*: the same URL again (cache hits). One target runs at a time, "
              "started fresh. The box's 2 cores are shared with stormgen and the origin.", "",
-             "| target | storm | origin copies | MB/s to agents | time to all s | p50 s | p99 s | CPU s/GB | failed (by class) "
-             "| other jobs CPU s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| target | storm | origin copies | MB/s to agents | time to all s | p50 s | p99 s | CPU s/GB | stormgen CPU s "
+             "| failed (by class) | other jobs CPU s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     by = _by_target(recs)
     for t in ORDER + [t for t in by if t not in ORDER]:
         for r in by.get(t, []):
             title = TITLE.get(t, t)
             if r.get("available") is False:
-                lines.append(f"| {title} | not available | - | - | - | - | - | - | {r.get('reason', '')} | - |")
+                lines.append(f"| {title} | not available | - | - | - | - | - | - | - | {r.get('reason', '')} | - |")
                 continue
             if "error" in r:
-                lines.append(f"| {title} | {r['phase']}: FAILED | - | - | - | - | - | - | `{r['error'][:200]}` | - |")
+                lines.append(f"| {title} | {r['phase']}: FAILED | - | - | - | - | - | - | - | `{r['error'][:200]}` | - |")
                 continue
             if r["phase"] not in ("direct", "cold", "warm"):
                 continue
             lines.append(f"| {title} | {PHASE[r['phase']]} | {_copies(r)} | {_n(r['mb_s'], '{:,.0f}')} | "
                          f"{_n(r['time_to_all_s'])} | {_n(r['p50_s'])} | {_n(r['p99_s'])} | {_n(r['cpu_s_per_gb'])} | "
-                         f"{_failed(r)} | {_n(r.get('other_cpu_s'), '{:.1f}')} |")
+                         f"{_n(r.get('client_cpu_s'), '{:.1f}')} | {_failed(r)} | {_n(r.get('other_cpu_s'), '{:.1f}')} |")
     lines.append("")
     paced = [r for r in ok if r["phase"] == "paced"]
     if paced:
