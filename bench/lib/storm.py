@@ -220,7 +220,7 @@ class HandSquid:
 
 class StormFps(services.FpsInstance):
     """An FPS for the storm: no routes, the storm origin's port allowed, and an optional `cache`
-    section exactly as docs/configuration.md (SPEC section 12) spells it. bin_root: a checkout whose
+    section as the issue and docs/configuration.md spell it. bin_root: a checkout whose
     build/ and squid-templates/ are used (another branch's build, read only)."""
 
     def __init__(self, env, name, origin_port, cache=None, workers=1, bin_root=None):
