@@ -64,9 +64,12 @@ def parse_args():
                          "GET 1 KiB (--reps) and CONNECT, for the appliance-side CPU target")
     ap.add_argument("--openloop-fractions", default="0.5,0.8",
                     help="(12) open-loop rates as fractions of the closed-loop capacity measured just before")
-    ap.add_argument("--storm-agents", type=int, default=None, help="(14) agents per storm [--agents]")
+    ap.add_argument("--storm-agents", type=int, default=None, help="(14) agents per storm [--agents; quick 200]")
     ap.add_argument("--storm-mb", type=float, default=None, help="(14) package size in MiB [16; quick 2]")
     ap.add_argument("--storm-targets", default=",".join(storm.names()), help="(14) targets, in this order")
+    ap.add_argument("--storm-warm-targets", default="squid-rock,nginx-cache,fps-cache,fps-cache-auto",
+                    help="(14) targets that also get the warm storm (the same URL again); the ones without a cache "
+                         "keep nothing of it, their second storm is their first again")
     ap.add_argument("--storm-slow-targets", default="fps-cache,squid-rock,nginx-cache",
                     help="(14) targets that also get the slow-reader pair")
     ap.add_argument("--storm-slow-agents", type=int, default=40, help="(14) agents of the slow-reader pair [40]")
@@ -100,10 +103,11 @@ def parse_args():
     a.rerun_budget = a.rerun_budget if a.rerun_budget is not None else (0 if q else 90)
     a.quiet_budget = a.quiet_budget if a.quiet_budget is not None else (0 if q else 90)
     a.groups = a.groups.split(",")
-    a.storm_agents = a.storm_agents or a.agents
+    a.storm_agents = a.storm_agents or (min(a.agents, 200) if q else a.agents)
     a.storm_mb = a.storm_mb or (2 if q else 16)
     a.storm_targets = storm.parse_list(a.storm_targets, storm.names())
     a.storm_slow_targets = storm.parse_list(a.storm_slow_targets, storm.names())
+    a.storm_warm_targets = storm.parse_list(a.storm_warm_targets, storm.names())
     a.storm_paced_targets = storm.parse_list(a.storm_paced_targets, storm.names())
     return a
 

@@ -434,8 +434,9 @@ class StormGroup:
             self.storm(t, "cold", port, n)
             # Agents that come later: the warm storm starts WARM_AFTER_S after the cold one ended
             # (right after it, Squid's rock store was still writing the object: TCP_SWAPFAIL_MISS).
-            time.sleep(WARM_AFTER_S)
-            self.storm(t, "warm", port, n, pkg_id=f"{self.ts}-{t}-cold")
+            if t in a.storm_warm_targets:
+                time.sleep(WARM_AFTER_S)
+                self.storm(t, "warm", port, n, pkg_id=f"{self.ts}-{t}-cold")
             if t in a.storm_slow_targets:
                 # Item 3 of the issue: the others' time without and with one slow reader, each a new URL.
                 k = a.storm_slow_agents
