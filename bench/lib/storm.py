@@ -385,6 +385,7 @@ class StormGroup:
         if not os.access(STORMGEN, os.X_OK):
             self.fail("all", "setup", f"{STORMGEN} missing (make -C bench all)")
             return
+        self.fps_root = self.private_fps_root(a.storm_fps_root)
         size = int(a.storm_mb * (1 << 20))
         self.origin = StormOrigin(self.env, size)
         try:
@@ -417,7 +418,7 @@ class StormGroup:
                     mb = max(1, self.origin.size >> 20)
                     cache = {"memory_mb": 256, "disk_mb": max(1024, 8 * mb), "max_object_mb": max(64, 2 * mb)}
                 thing = StormFps(env, f"storm-{t}", self.origin.port, cache=cache,
-                                 workers="auto" if t == "fps-cache-auto" else 1, bin_root=a.storm_fps_root)
+                                 workers="auto" if t == "fps-cache-auto" else 1, bin_root=self.fps_root)
                 env.fps.append(thing)
                 why = thing.unsupported()
                 if why:
@@ -456,6 +457,22 @@ class StormGroup:
                     thing.close()
                 except Exception as e:  # keep going: the next target needs the box
                     log(f"storm/{t}: stopping: {e}")
+
+    def private_fps_root(self, root):
+        """Another checkout's build is copied into the run directory first (binaries and templates):
+        that checkout's test sessions kill every process whose command line names its build/ (their
+        leaked-process check), and a rebuild there must not change the binary under a run."""
+        if not root or Path(root).resolve() == ROOT.resolve():
+            return None
+        dst = self.env.dir / "fps-root"
+        (dst / "build").mkdir(parents=True)
+        for b in ("fps-controller", "fps-acl", "fps-auth"):
+            shutil.copy2(Path(root) / "build" / b, dst / "build" / b)
+        shutil.copytree(Path(root) / "squid-templates", dst / "squid-templates")
+        for p in [dst, *dst.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() or p.parent.name == "build" else 0o644)
+        log(f"storm: FPS from {root} (copied to {dst})")
+        return dst
 
     def probe(self, t, port):
         """One authenticated request through the target before its storms: the path works."""

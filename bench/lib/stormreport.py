@@ -48,6 +48,9 @@ def summarize(js, o0, o1, size, cpu, prefix):
     origin_bytes = o1["body_bytes"] - o0["body_bytes"]
     last = ok_done[-1] if ok_done else None
     proxy_cpu = round(sum(v for k, v in cpu.items() if k.startswith(prefix)), 2)
+    # A negative role: a process of the tree ended in the window without its parent's reaping it
+    # (e.g. the tree's root was killed and its children moved to another parent): not a figure.
+    cpu_lost = any(v < 0 for k, v in cpu.items() if k.startswith(prefix))
     failed = {k: v for k, v in js["results"].items() if k != "ok"}
     status = {k: v for k, v in js.get("status", {}).items() if k != "200"}
     for k, v in status.items():
@@ -69,7 +72,8 @@ def summarize(js, o0, o1, size, cpu, prefix):
         "connect_s": js.get("connect_s"),
         "cpu_s": {k: v for k, v in cpu.items() if abs(v) >= 0.01},
         "proxy_cpu_s": proxy_cpu,
-        "cpu_s_per_gb": round(proxy_cpu / (body / 1e9), 2) if body else None,
+        "cpu_s_per_gb": round(proxy_cpu / (body / 1e9), 2) if body and not cpu_lost else None,
+        "cpu_lost": cpu_lost,
     }
 
 

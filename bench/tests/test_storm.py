@@ -295,6 +295,9 @@ def test_summarize_figures():
     assert r["origin_copies"] == 1.05 and r["time_to_all_s"] == 4.0 and r["mb_s"] == 10.0
     assert r["others_last_s"] == 4.0 and r["slow_done_s"] == 1.0 and r["p50_s"] == 2.0
     assert r["proxy_cpu_s"] == 2.0 and r["cpu_s_per_gb"] == 50.0  # 2 s for 0.04 GB
+    lost = stormreport.summarize(js([1.0]), {"requests": 0, "body_bytes": 0}, {"requests": 1, "body_bytes": 1000},
+                                 1000, {"fps:squid": 2.0, "fps:fps-acl": -0.3}, "fps:")
+    assert lost["cpu_lost"] and lost["cpu_s_per_gb"] is None
     r = rec("x", "cold", [0.5, 1.0], 3, result=["ok", "timeout"])
     assert r["failed"] == 1 and r["results"] == {"timeout": 1} and r["time_to_all_s"] == 0.5
 
