@@ -14,6 +14,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -280,13 +281,44 @@ admin:
         self.cache_log = self.state / "run" / "cache.log"
 
     def close(self):
-        """Squid's logs are kept in the run directory (with --keep, the evidence of a failed storm)."""
+        """Squid's logs are kept in the run directory (with --keep, the evidence of a failed storm).
+        A controller killed from outside (seen: another checkout's test cleanup) leaves its Squid
+        and helpers behind, no longer its children: they are found by this instance's directory
+        in their command line and stopped too."""
         for name in ("cache.log", "access.log"):
             try:
                 shutil.copyfile(self.state / "run" / name, self.env.dir / f"{self.name}-{name}")
             except OSError:
                 pass
+        mine = str(self.dir) + "/"
         super().close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            left = [pid for pid, cmd in orphans(mine)]
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while left and orphans(mine) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
+def orphans(needle):
+    """(pid, cmdline) of live processes whose command line names needle (zombies left out)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            if Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if needle in cmd:
+            out.append((int(d), cmd))
+    return out
 
 
 def wait_store_ready(cache_log, proc, timeout=120):
