@@ -93,6 +93,47 @@ class StormOrigin:
 
 # ---- the targets ---------------------------------------------------------------------------------
 
+def nginx_conf(d, www, direct_port, cache_port, origin_port, cache_mb):
+    """nginx for (14): the package as files on direct_port; on cache_port a caching proxy to the
+    origin as lancache configures one (slice 1m, proxy_cache_lock with a 1 h timeout)."""
+    return f"""
+worker_processes auto;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+worker_rlimit_nofile {max_fds()};
+events {{ worker_connections 16000; }}
+http {{
+  access_log {d}/access.log;
+  sendfile on;
+  keepalive_timeout 300s;
+  default_type application/octet-stream;
+  proxy_cache_path {d}/cache levels=1:2 keys_zone=storm:16m max_size={cache_mb}m inactive=1d use_temp_path=off;
+  server {{
+    listen 127.0.0.1:{direct_port} backlog=4096;
+    root {www};
+  }}
+  server {{
+    listen 127.0.0.1:{cache_port} backlog=4096;
+    location / {{
+      slice 1m;
+      proxy_cache storm;
+      proxy_cache_key $host$uri$slice_range;
+      proxy_set_header Range $slice_range;
+      proxy_cache_valid 200 206 1d;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 1h;
+      proxy_cache_lock_age 1h;
+      proxy_max_temp_file_size 40960m;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://127.0.0.1:{origin_port};
+    }}
+  }}
+}}
+"""
+
+
 class Nginx:
     """One nginx with two servers: the package as files (direct) and a caching proxy to the origin
     configured as lancache does (slice 1m, proxy_cache_lock on with a 1 h timeout: one origin fetch
@@ -110,42 +151,8 @@ class Nginx:
         for p in [d, *d.rglob("*")]:
             os.chmod(p, 0o777 if p.is_dir() else 0o644)
         self.direct_port, self.cache_port = free_port(), free_port()
-        (d / "nginx.conf").write_text(f"""
-worker_processes auto;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-worker_rlimit_nofile {max_fds()};
-events {{ worker_connections 16000; }}
-http {{
-  access_log {d}/access.log;
-  sendfile on;
-  keepalive_timeout 300s;
-  default_type application/octet-stream;
-  proxy_cache_path {d}/cache levels=1:2 keys_zone=storm:16m max_size={max(1024, 8 * origin.size >> 20)}m inactive=1d use_temp_path=off;
-  server {{
-    listen 127.0.0.1:{self.direct_port} backlog=4096;
-    root {www};
-  }}
-  server {{
-    listen 127.0.0.1:{self.cache_port} backlog=4096;
-    location / {{
-      slice 1m;
-      proxy_cache storm;
-      proxy_cache_key $host$uri$slice_range;
-      proxy_set_header Range $slice_range;
-      proxy_cache_valid 200 206 1d;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 1h;
-      proxy_cache_lock_age 1h;
-      proxy_max_temp_file_size 40960m;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://127.0.0.1:{origin.port};
-    }}
-  }}
-}}
-""")
+        (d / "nginx.conf").write_text(nginx_conf(d, www, self.direct_port, self.cache_port, origin.port,
+                                                 max(1024, 8 * origin.size >> 20)))
         self.proc = env.procs.spawn(name, ["nginx", "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")])
         wait_port(self.direct_port, self.proc, what="storm nginx")
         wait_port(self.cache_port, self.proc, what="storm nginx cache")

@@ -332,3 +332,47 @@ def test_checks_measure_copies_failures_hits_and_the_slow_reader():
     assert slow is False  # 1.6 vs 1.0 s
     md = "\n".join(stormreport.tables(recs))
     assert "**1.20**" in md and "**1.60x**" in md
+
+
+# ---- the targets' configurations, proven by the real programs ----------------------------------------
+
+
+class _Env:
+    """What hand_squid_conf needs of services.Env, in a test's directory."""
+
+    def __init__(self, d):
+        self.hosts = d / "hosts"
+        self.hosts.write_text("127.0.0.1 origin.bench.test\n")
+
+    def squid_base(self, d, port, name):
+        from lib import services
+        return services.Env.squid_base(self, d, port, name)
+
+
+@pytest.mark.parametrize("rock", [False, True])
+def test_hand_written_squid_configs_parse_and_order_the_object_limit_first(tmp_path, rock):
+    from lib import storm
+    d = tmp_path
+    (d / "htpasswd").write_text("u:x\n")
+    (d / "whitelist.txt").write_text("origin.bench.test\n")
+    text = storm.hand_squid_conf(_Env(d), d, 3128, 8080, rock_mb=1024 if rock else None, max_object_mb=64)
+    assert "cache deny all" not in text  # Squid's own cache defaults, or the update cache
+    if rock:
+        assert text.index("maximum_object_size 64 MB") < text.index("cache_dir rock")
+        assert "collapsed_forwarding on" in text and "range_offset_limit none" in text
+    else:
+        assert "cache_dir" not in text and "collapsed_forwarding" not in text
+    (d / "squid.conf").write_text(text)
+    p = subprocess.run(["squid", "-k", "parse", "-f", str(d / "squid.conf")], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "FATAL" not in p.stderr and "ERROR" not in p.stderr, p.stderr[-2000:]
+
+
+def test_nginx_cache_config_is_accepted_by_nginx(tmp_path):
+    from lib import storm
+    (tmp_path / "www").mkdir()
+    (tmp_path / "nginx.conf").write_text(storm.nginx_conf(tmp_path, tmp_path / "www", 18080, 18081, 18082, 1024))
+    p = subprocess.run(["nginx", "-t", "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx.conf")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "proxy_cache_lock on" in (tmp_path / "nginx.conf").read_text()
