@@ -780,6 +780,9 @@ plot '{w / "lat.dat"}' using ($1-0.18):3:(0.34):xtic(2) with boxes lc rgb "#2ca0
 unset logscale y
 unset key
 """)
+    storm_panel = stormreport.chart_panel(res.get("storm"), w)
+    if storm_panel:
+        panels.append(storm_panel)
     if not panels:
         return None
     rows = (len(panels) + 1) // 2

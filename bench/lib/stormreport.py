@@ -235,3 +235,34 @@ def checks(recs):
                     f"{_n(c['time_to_all_s'])} s ({c['origin_copies']:.2f} copies) vs {_n(nc['time_to_all_s'])} s "
                     f"({nc['origin_copies']:.2f} copies)"))
     return out
+
+
+SHORT = {"nginx-direct": "nginx file", "squid-defaults": "Squid defaults", "squid-rock": "Squid rock",
+         "nginx-cache": "nginx cache", "fps-nocache": "FPS no cache", "fps-cache": "FPS cache",
+         "fps-cache-auto": "FPS cache auto"}
+
+
+def chart_panel(recs, workdir):
+    """A gnuplot panel for report.chart: origin copies of each target's cold storm (log scale),
+    or None without storms."""
+    rows = [r for t in ORDER for r in [_find(recs, t, "cold")] if r]
+    if not rows:
+        return None
+    dat = f"{workdir}/storm.dat"
+    with open(dat, "w") as f:
+        for i, r in enumerate(rows):
+            c = max(r["origin_copies"], 0.01)
+            lab = f"{r['origin_copies']:.2f}" + (f"\\n{r['failed']:,} failed" if r["failed"] else "")
+            f.write(f'{i} "{SHORT.get(r["target"], r["target"])}" {c} "{lab}" {1 if r["failed"] else 0}\n')
+    return f"""
+set title "(14) Update storm, {rows[0]['agents']:,} agents at once: origin copies (cold; goal <= {COPIES_GOAL})"
+set ylabel "copies (log)"
+set logscale y
+set yrange [0.5:{max(r["origin_copies"] for r in rows) * 4 + 2:g}]
+set xrange [-0.6:{len(rows) - 0.4}]
+set xtics rotate by -25
+plot '{dat}' using 1:3:($5 > 0 ? 0xd62728 : 0x1f77b4):xtic(2) with boxes lc rgb variable notitle, \\
+     '' using 1:3:4 with labels offset 0,1.3 font ",8" notitle, \\
+     {COPIES_GOAL} with lines dt 2 lc rgb "black" notitle
+unset logscale y
+"""
