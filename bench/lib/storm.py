@@ -449,7 +449,7 @@ class StormGroup:
                     return
                 port, proc, cache_log = thing.cache_port, thing.proc, None
             elif t.startswith("squid"):
-                thing = HandSquid(env, f"storm-{t}", max(n, a.storm_slow_agents), self.origin, rock=t == "squid-rock")
+                thing = HandSquid(env, f"storm-{t}", max(n, a.storm_slow_agents + 1), self.origin, rock=t == "squid-rock")
                 port, proc, cache_log = thing.port, thing.proc, thing.cache_log
             else:
                 cache = None
@@ -478,10 +478,11 @@ class StormGroup:
                 time.sleep(WARM_AFTER_S)
                 self.storm(t, "warm", port, n, pkg_id=f"{self.ts}-{t}-cold")
             if t in a.storm_slow_targets:
-                # Item 3 of the issue: the others' time without and with one slow reader, each a new URL.
+                # Item 3 of the issue: the same k agents' time without and with one slow reader
+                # beside them (k + 1 agents), each storm on a new URL.
                 k = a.storm_slow_agents
                 self.storm(t, "slow-base", port, k)
-                self.storm(t, "slow", port, k, slow=1, slow_rate=a.storm_slow_rate)
+                self.storm(t, "slow", port, k + 1, slow=1, slow_rate=a.storm_slow_rate)
             if t in a.storm_paced_targets and a.storm_paced_rate > 0:
                 self.origin.set_rate(a.storm_paced_rate)
                 try:

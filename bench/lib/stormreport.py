@@ -171,10 +171,11 @@ def tables(recs, meta=None):
                          f"{_failed(base)} / {_failed(with_)} |")
     if slow_rows:
         r0 = next(r for r in ok if r["phase"] == "slow")
-        lines += [f"#### (14) A slow reader: one agent at {r0.get('slow_rate_bps', 0) / 1024:,.0f} KB/s among "
-                  f"{r0['agents']} on the same package (cold)", "",
-                  "The others' time until the last of them had the whole file, without the slow agent (all "
-                  f"{r0['agents']} fast) and with it (a new URL each). Goal for FPS: ≤ {SLOW_GOAL}x.", "",
+        k = r0["agents"] - r0.get("slow", 1)
+        lines += [f"#### (14) A slow reader: one agent at {r0.get('slow_rate_bps', 0) / 1024:,.0f} KB/s beside "
+                  f"{k} others on the same package (cold)", "",
+                  f"The {k} others' time until the last of them had the whole file, alone and with the slow agent "
+                  f"among them (a new URL each). Goal for FPS: ≤ {SLOW_GOAL}x.", "",
                   "| target | others, without: last done s | others, with the slow one: last done s | ratio | "
                   "slow agent done s | origin copies (without / with) | failed (without / with) |",
                   "|---|---:|---:|---:|---:|---|---|"] + slow_rows + [""]
