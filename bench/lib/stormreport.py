@@ -145,6 +145,14 @@ def tables(recs, meta=None):
             lines.append(f"| {title} | {PHASE[r['phase']]} | {_copies(r)} | {_n(r['mb_s'], '{:,.0f}')} | "
                          f"{_n(r['time_to_all_s'])} | {_n(r['p50_s'])} | {_n(r['p99_s'])} | {_n(r['cpu_s_per_gb'])} | "
                          f"{_n(r.get('client_cpu_s'), '{:.1f}')} | {_failed(r)} | {_n(r.get('other_cpu_s'), '{:.1f}')} |")
+    used = {}
+    for r in ok:
+        if r.get("fps_cache") is not None:
+            used.setdefault(r["target"], r["fps_cache"])
+    if used:
+        lines.append("")
+        lines.append("FPS's `cache` section per target: " + "; ".join(
+            f"{TITLE.get(t, t)}: `" + ", ".join(f"{k}: {v}" for k, v in c.items()) + "`" for t, c in used.items()) + ".")
     lines.append("")
     paced = [r for r in ok if r["phase"] == "paced"]
     if paced:
