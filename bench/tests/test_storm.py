@@ -376,3 +376,22 @@ def test_nginx_cache_config_is_accepted_by_nginx(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "proxy_cache_lock on" in (tmp_path / "nginx.conf").read_text()
+
+
+def test_an_fps_build_that_refuses_the_cache_section_is_reported_not_run():
+    """StormFps.unsupported() asks the build's own `fps-controller check`: a section or key the build
+    does not know gives a reason (the table's "not available"), a config it accepts gives None."""
+    if not os.access(ROOT / "build" / "fps-controller", os.X_OK):
+        pytest.skip("build/fps-controller not built (make all)")
+    from lib import services, storm
+    env = services.Env(cloud_netns=False)
+    try:
+        f = storm.StormFps(env, "check", 8080, cache={"no_such_key_in_any_build": 1})
+        why = f.unsupported()
+        assert why and ("no_such_key_in_any_build" in why or "unknown key 'cache'" in why), why
+        f.close()
+        f = storm.StormFps(env, "check2", 8080, cache=None)
+        assert f.unsupported() is None
+        f.close()
+    finally:
+        env.close()
