@@ -29,7 +29,7 @@ HOST = services.ORIGIN  # whitelisted everywhere; 127.0.0.1 in the bench's hosts
 PKG_NAME = "package.bin"
 WARM_AFTER_S = 2.0
 
-# What each target is. `kind` picks how it starts; `prefix` is its process tree's CPU-accounting prefix.
+# The targets, in the order they run; PREFIX: the CPU-accounting prefix of each one's process tree.
 TARGETS = [
     ("nginx-direct", "nginx serving the file itself (the box's limit)"),
     ("squid-defaults", "hand-written Squid, Squid's defaults"),
