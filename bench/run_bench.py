@@ -13,10 +13,13 @@ and against what users would run instead, in one run, all on loopback.
                                                 (12) open loop: latency at fixed arrival rates
                                                 (13) SMP: FPS `workers: 2` and `auto` vs the
                                                      hand-written Squid with `workers 2`
+                                                (14) update storm: N agents fetch one package
+                                                     at once (FPS cache, Squids, nginx)
 
   bench/run_bench.py [--quick] [--agents N] [--duration S] [--reps N] [--workers N]
-                     [--groups get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency] [--no-profile] [--keep]
+                     [--groups get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency,storm] [--no-profile] [--keep]
   bench/run_bench.py --quick --groups tunnel   # FPS direct vs tunnel only (appliance-side CPU)
+  bench/run_bench.py --quick --groups storm --storm-agents 100   # (14) alone
 
 Writes bench/results/<timestamp>.{json,md,png} and latest.{json,md,png}; prints the tables.
 Everything it starts runs in its own process group and is stopped on exit, failure or Ctrl-C.
@@ -35,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from lib import common, loadrun, report, services  # noqa: E402
+from lib import common, loadrun, report, services, storm, stormreport  # noqa: E402
 from lib.common import log  # noqa: E402
 import edit_latency  # noqa: E402
 
@@ -56,11 +59,29 @@ def parse_args():
     ap.add_argument("--edit-entries", type=int, default=10, help="whitelist size in (7) [10]")
     ap.add_argument("--lat-entries", default="10,100000")
     ap.add_argument("--lat-edits", type=int, default=None, help="edits per configuration in (8) [20; quick 4]")
-    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency",
+    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency,storm",
                     help="comma-separated; 'tunnel' (not in the default) runs only FPS direct and FPS tunnel, "
                          "GET 1 KiB (--reps) and CONNECT, for the appliance-side CPU target")
     ap.add_argument("--openloop-fractions", default="0.5,0.8",
                     help="(12) open-loop rates as fractions of the closed-loop capacity measured just before")
+    ap.add_argument("--storm-agents", type=int, default=None, help="(14) agents per storm [--agents; quick 200]")
+    ap.add_argument("--storm-mb", type=float, default=None, help="(14) package size in MiB [16; quick 2]")
+    ap.add_argument("--storm-targets", default=",".join(storm.names()), help="(14) targets, in this order")
+    ap.add_argument("--storm-warm-targets", default="squid-rock,nginx-cache,fps-cache,fps-cache-auto",
+                    help="(14) targets that also get the warm storm (the same URL again); the ones without a cache "
+                         "keep nothing of it, their second storm is their first again")
+    ap.add_argument("--storm-slow-targets", default="fps-cache,squid-rock,nginx-cache",
+                    help="(14) targets that also get the slow-reader pair")
+    ap.add_argument("--storm-slow-agents", type=int, default=40, help="(14) agents of the slow-reader pair [40]")
+    ap.add_argument("--storm-slow-rate", type=float, default=262144, help="(14) the slow reader's bytes/s [256 KiB/s]")
+    ap.add_argument("--storm-paced-targets", default="fps-nocache,fps-cache,squid-rock",
+                    help="(14) targets that also get a storm with the origin paced")
+    ap.add_argument("--storm-paced-rate", type=float, default=125e6,
+                    help="(14) the paced origin's bytes/s, shared by its connections [125e6: 1 Gbps; 0: none]")
+    ap.add_argument("--storm-timeout", type=float, default=120,
+                    help="(14) an agent that gets no byte for this long fails [120]")
+    ap.add_argument("--storm-fps-root", default=None,
+                    help="(14) a checkout whose build/ and squid-templates/ the FPS targets use (read only) [this one]")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf runs (full mode only anyway)")
     ap.add_argument("--settle", type=float, default=None, help="pause between runs [0.5]")
     ap.add_argument("--quiet-budget", type=float, default=None,
@@ -82,6 +103,12 @@ def parse_args():
     a.rerun_budget = a.rerun_budget if a.rerun_budget is not None else (0 if q else 90)
     a.quiet_budget = a.quiet_budget if a.quiet_budget is not None else (0 if q else 90)
     a.groups = a.groups.split(",")
+    a.storm_agents = a.storm_agents or (min(a.agents, 200) if q else a.agents)
+    a.storm_mb = a.storm_mb or (2 if q else 16)
+    a.storm_targets = storm.parse_list(a.storm_targets, storm.names())
+    a.storm_slow_targets = storm.parse_list(a.storm_slow_targets, storm.names())
+    a.storm_warm_targets = storm.parse_list(a.storm_warm_targets, storm.names())
+    a.storm_paced_targets = storm.parse_list(a.storm_paced_targets, storm.names())
     return a
 
 
@@ -153,7 +180,7 @@ class Bench:
         r = self.res
         r["summary"] = report.aggregate(r["runs"])
         r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"], r["runs"],
-                                            r.get("availability"), r.get("smp"))
+                                            r.get("availability"), r.get("smp")) + stormreport.checks(r.get("storm"))
         r["meta"]["elapsed_s"] = round(time.monotonic() - self.t0, 1)
         r["meta"]["loadavg_end"] = common.loadavg()
         r["meta"]["partial"] = not final
@@ -572,9 +599,26 @@ class Bench:
                 self.res["edit_latency"].append(edit_latency.measure(self.env, n, apply, edits=a.lat_edits))
                 self.save()
 
+    def storm(self):
+        """(14) the update storm (lib/storm.py): one proxy at a time, each started for its storms."""
+        if self.fps is not None:
+            self.fps.close()
+            self.fps = None
+        self.close_reconf()
+        storm.StormGroup(self.env, self.a, self.res.setdefault("storm", []), save=self.save,
+                         wait_quiet=self.wait_quiet).run()
+
+    def setup_storm_only(self):
+        """--groups storm alone: no shared world (the storm starts what it compares, one at a time)."""
+        self.env = services.Env(keep=self.a.keep, cloud_netns=False)
+        log(f"run directory {self.env.dir}")
+
     def run(self):
         try:
-            self.setup()
+            if set(self.a.groups) <= {"storm"}:
+                self.setup_storm_only()
+            else:
+                self.setup()
             self.throughput()
             self.profile()
             self.close_reconf()  # only (4b) used it
@@ -587,6 +631,8 @@ class Bench:
                 self.live_edits()
             if "latency" in self.a.groups:
                 self.latency()
+            if "storm" in self.a.groups:
+                self.storm()
             ok = True
         finally:
             if self.env is not None:
@@ -613,7 +659,7 @@ def rereport(path):
     res = json.loads(path.read_text())
     res["summary"] = report.aggregate(res["runs"])
     res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"], res["runs"],
-                                          res.get("availability"), res.get("smp"))
+                                          res.get("availability"), res.get("smp")) + stormreport.checks(res.get("storm"))
     md = report.markdown(res)
     path.write_text(json.dumps(res, indent=1))
     path.with_suffix(".md").write_text(md)

@@ -4,6 +4,8 @@ import statistics
 import subprocess
 from pathlib import Path
 
+from . import stormreport
+
 TARGETS = [
     ("direct", "(1) direct to nginx (limit)"),
     ("squid", "(2) hand-written Squid"),
@@ -630,6 +632,7 @@ def markdown(res):
     lines += availability_table(res.get("availability"))
     lines += open_loop_table(res.get("open_loop"))
     lines += smp_table(res.get("smp"), m.get("nproc"))
+    lines += stormreport.tables(res.get("storm"))
     lines += edits_table(res.get("live_edits"))
     lines += latency_table(res.get("edit_latency"))
     if res.get("failures"):
@@ -781,6 +784,9 @@ plot '{w / "lat.dat"}' using ($1-0.18):3:(0.34):xtic(2) with boxes lc rgb "#2ca0
 unset logscale y
 unset key
 """)
+    storm_panel = stormreport.chart_panel(res.get("storm"), w)
+    if storm_panel:
+        panels.append(storm_panel)
     if not panels:
         return None
     rows = (len(panels) + 1) // 2
