@@ -1,9 +1,9 @@
 """Absolute-form https:// requests (`GET https://host/` sent to the proxy instead of CONNECT) are
-refused with 400 and a page that says to use CONNECT, in both apply modes, after credentials and
-before anything reaches the origin (docs/security.md, "https:// only through CONNECT"). Debian's
-Squid would otherwise open TLS to the origin itself without verifying its certificate: the
-origin here has a certificate from a CA nobody trusts, and counts every TCP connection it
-accepts."""
+refused with 400 and a page that says to use CONNECT, in both apply modes and in report mode,
+after credentials and before anything reaches the origin (docs/security.md, "https:// only
+through CONNECT"). Debian's Squid would otherwise open TLS to the origin itself without
+verifying its certificate: the origin here has a certificate from a CA nobody trusts, and counts
+every TCP connection it accepts."""
 import socket
 import ssl
 import threading
@@ -79,8 +79,9 @@ def ask(proxy_port, request, timeout=10):
     return (text[9:12] if text.startswith("HTTP/1.") else ""), text
 
 
-@pytest.fixture(scope="module", params=["live", "reconfigure"])
+@pytest.fixture(scope="module", params=["live", "reconfigure", "live-report"])
 def world(request):
+    apply, _, mode = request.param.partition("-")
     w = World(f"https-abs-{request.param}")
     try:
         w.pki = make_ca_and_cert(w.dir / "pki", ["secure.test"], ca_name="Untrusted Test CA")
@@ -91,8 +92,10 @@ def world(request):
         # The origin's port is a safe (plain) port and a CONNECT port: only the request's form
         # can refuse it.
         ports = [80, 443, w.tls.port, w.http.port]
-        w.write_config(w.yaml(apply=request.param, auth=True, safe_ports=ports, connect_ports=ports),
-                       {"version": 1, "domains": ["secure.test", "plain.test"]})
+        y = w.yaml(apply=apply, auth=True, safe_ports=ports, connect_ports=ports)
+        if mode:  # whitelist.mode: report allows unlisted hosts, never this form
+            y = y.replace("whitelist:\n", f"whitelist:\n  mode: {mode}\n")
+        w.write_config(y, {"version": 1, "domains": ["secure.test", "plain.test"]})
         w.start()
         w.user, w.password = agent_credentials(w.API_KEY)
         import base64

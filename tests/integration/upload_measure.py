@@ -8,7 +8,6 @@ Each trial is a fresh client process posting 5 MiB of 'z' (no `Expect: 100-conti
 mode says so) to a whitelisted host through a real FPS (Squid 5.7, fps-auth, fps-acl). An outcome
 is the client's final status, `reset` (the connection broke under it: the 407 never reached
 it), or the error it printed; `origin` counts the uploads the origin received whole."""
-import base64
 import collections
 import shutil
 import subprocess
