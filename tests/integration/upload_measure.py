@@ -5,7 +5,9 @@ after the 407 challenge, and which when they send them with the request (docs/ag
     FPS_BIN_DIR=build/asan python3 tests/integration/upload_measure.py [TRIALS [LABEL-SUBSTRING]]
 
 Each trial is a fresh client process posting 5 MiB of 'z' (no `Expect: 100-continue` unless the
-mode says so) to a whitelisted host through a real FPS (Squid 5.7, fps-auth, fps-acl). An outcome
+mode says so) through a real FPS (Squid 5.7, fps-auth, fps-acl): [407] to a whitelisted host,
+each client authenticating its own way; [403] to a host that is not whitelisted, by the modes
+that send credentials with the request. An outcome
 is the client's final status, `reset` (the connection broke under it: the 407 never reached
 it), or the error it printed; `origin` counts the uploads the origin received whole."""
 import collections
@@ -92,7 +94,7 @@ def modes(w, url, body):
                                            "-x", f"http://{proxy}", "--proxy-user", f"{u}:{pw}", "-H", "Expect:",
                                            "--data-binary", f"@{body}", url],
     }
-    wget = ["wget", "-q", "-S", "-O", "/dev/null", "--tries=1", "--timeout=50", "-e", "use_proxy=yes", "-e",
+    wget = ["wget", "-S", "-O", "/dev/null", "--tries=1", "--timeout=50", "-e", "use_proxy=yes", "-e",
             f"http_proxy=http://{proxy}", f"--post-file={body}", f"--proxy-user={u}", f"--proxy-password={pw}", url]
     m["wget --proxy-user (preemptive)"] = ("wget", wget)
     if shutil.which("java"):
@@ -118,7 +120,7 @@ def main():
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     w = World("upload-measure")
     try:
-        w.set_hosts({"ok.upload.test": "127.0.0.1"})
+        w.set_hosts({"ok.upload.test": "127.0.0.1", "no.upload.test": "127.0.0.1"})
         w.http = w.origin(name="http")
         w.write_keys()
         w.write_config(w.yaml(auth=True), {"version": 1, "domains": ["ok.upload.test"]})
@@ -126,17 +128,20 @@ def main():
         w.user, w.password = agent_credentials(w.API_KEY)
         body = w.dir / "body"
         body.write_bytes(b"z" * BODY)
-        url = f"http://ok.upload.test:{w.http.port}/upload"
         only = sys.argv[2] if len(sys.argv) > 2 else ""
-        for label, argv in modes(w, url, body).items():
-            if only not in label:
-                continue
-            got = collections.Counter()
-            before = sum(1 for h in w.http.hits if h[1] == "/upload")
-            for _ in range(trials):
-                got[run_wget(argv[1]) if isinstance(argv, tuple) else run(argv)] += 1
-            received = sum(1 for h in w.http.hits if h[1] == "/upload") - before
-            print(f"{label}: {dict(got)}; origin received {received}/{trials}", flush=True)
+        # 407: a whitelisted host, the client authenticates its own way. 403: a host that is
+        # not whitelisted, credentials sent with the request (what the agent sees of a denial).
+        for case, host in (("407", "ok.upload.test"), ("403", "no.upload.test")):
+            url = f"http://{host}:{w.http.port}/upload"
+            for label, argv in modes(w, url, body).items():
+                if only not in label or (case == "403" and "after 407" in label):
+                    continue
+                got = collections.Counter()
+                before = sum(1 for h in w.http.hits if h[1] == "/upload")
+                for _ in range(trials):
+                    got[run_wget(argv[1]) if isinstance(argv, tuple) else run(argv)] += 1
+                received = sum(1 for h in w.http.hits if h[1] == "/upload") - before
+                print(f"[{case}] {label}: {dict(got)}; origin received {received}/{trials}", flush=True)
     finally:
         w.close()
 
