@@ -1,7 +1,7 @@
 """Absolute-form https:// requests (`GET https://host/` sent to the proxy instead of CONNECT) are
 refused with 400 and a page that says to use CONNECT, in both apply modes and in report mode,
 after credentials and before anything reaches the origin (docs/security.md, "https:// only
-through CONNECT"). Debian's Squid would otherwise open TLS to the origin itself without
+through CONNECT"); so are other schemes than http:// (ftp://, gopher://, whois://). Debian's Squid would otherwise open TLS to the origin itself without
 verifying its certificate: the origin here has a certificate from a CA nobody trusts, and counts
 every TCP connection it accepts."""
 import socket
@@ -73,8 +73,8 @@ def ask(proxy_port, request, timeout=10):
                 if not chunk:
                     break
                 data += chunk
-        except ConnectionResetError:
-            pass
+        except (ConnectionResetError, socket.timeout):
+            pass  # what arrived is the answer; the caller judges it
     text = data.decode(errors="replace")
     return (text[9:12] if text.startswith("HTTP/1.") else ""), text
 
@@ -127,6 +127,23 @@ def test_absolute_https_is_refused_with_400_saying_use_connect_and_the_origin_se
         if what != "HEAD":
             assert "CONNECT" in text and "https://" in text, text
     assert f"CONNECT secure.test:{w.tls.port}" in answers["GET"][1], answers["GET"][1]
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "FTP", "gopher", "whois"])
+def test_other_schemes_are_refused_with_400_and_the_origin_sees_nothing(world, scheme):
+    """Squid would speak FTP to the origin for the agent (on a port the port rules allow):
+    deny by default, only http:// and CONNECT pass the form check. Debian's Squid answers
+    gopher:// and whois:// itself with 501 (ERR_UNSUP_REQ) before http_access."""
+    w = world
+    before = w.tls.accepted
+    answers = {m: absolute(w, f"{scheme}://secure.test:{w.tls.port}/file", method=m) for m in ("GET", "PUT")}
+    assert w.tls.accepted == before, f"the origin accepted {w.tls.accepted - before} connection(s)"
+    for what, (status, text) in answers.items():
+        if scheme.lower() == "ftp":
+            assert status == "400", f"{what}: {text[:600]}"
+            assert "neither http:// nor a CONNECT" in text, text
+        else:
+            assert status in ("400", "501"), f"{what}: {text[:600]}"
 
 
 def test_absolute_https_without_credentials_gets_407_first(world):

@@ -223,9 +223,11 @@ static void test_https_absolute_refused_after_credentials_in_both_modes(void **s
 		after(r.conf, "deny_info 400:ERR_FPS_HTTPS_NEEDS_CONNECT fps_https_absolute\n");
 		const char *auth = after(r.conf, "http_access deny !fps_users\n");
 		const char *form = after(r.conf, "http_access deny !CONNECT fps_https_absolute\n");
+		const char *scheme = after(r.conf, "http_access deny !CONNECT !fps_http_url\n");
 		const char *ports = after(r.conf, "http_access deny CONNECT !fps_connect_ports\n");
 		const char *wl = after(r.conf, "http_access deny !fps_whitelist\n");
-		assert_true(auth < form && form < ports && ports < wl);
+		assert_true(auth < form && form < scheme && scheme < ports && ports < wl);
+		assert_non_null(render_find(&r.out, "errors/ERR_FPS_SCHEME_NOT_ALLOWED"));
 		const struct render_file *page = render_find(&r.out, "errors/ERR_FPS_HTTPS_NEEDS_CONNECT");
 		assert_non_null(page);
 		assert_non_null(strstr(page->data, "CONNECT %H:%p"));
