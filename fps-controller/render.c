@@ -500,7 +500,8 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 		rc_ = add_file(out, "whitelist.dstdomain", list.p, list.len);
 		list.p = NULL;
 	}
-	const char *pages[] = {"ERR_FPS_NOT_WHITELISTED", "ERR_FPS_BLOCKED_NETWORK", "ERR_FPS_PORT_NOT_ALLOWED"};
+	const char *pages[] = {"ERR_FPS_NOT_WHITELISTED", "ERR_FPS_BLOCKED_NETWORK", "ERR_FPS_PORT_NOT_ALLOWED",
+	                       "ERR_FPS_HTTPS_NEEDS_CONNECT", "ERR_FPS_SCHEME_NOT_ALLOWED"};
 	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]) && rc_ == 0; i++) {
 		char path[4096], name[64];
 		char *page = NULL;

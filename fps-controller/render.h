@@ -26,7 +26,7 @@ struct render_ctx {
 	bool no_denied_report; /* FPS_DENIED_REPORT=off: only for the benchmark's on/off comparison */
 };
 
-#define RENDER_MAX_FILES 8
+#define RENDER_MAX_FILES 12
 
 struct render_file {
 	char name[64]; /* relative to the generation directory */

@@ -15,13 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from fpsharness import ROOT, World, agent_credentials, make_ca_and_cert
+from fpsharness import ROOT, World, agent_credentials, make_ca_and_cert, wait_for
 
 DOC = ROOT / "docs" / "agents.md"
 MARK = re.compile(r"<!-- run: (\S+)(?: file=(\S+))? -->\n```(\w+)\n(.*?)```", re.S)
 # Every client the guide promises to have tried; dropping one from the doc fails this test.
 TESTED = {"credentials", "credentials-python", "curl", "wget", "python-requests", "python-urllib",
           "java-httpclient", "java-urlconnection", "node-undici", "upload"}
+# Plain-HTTP uploads with the credentials sent with the request (docs/agents.md, "Uploads").
+UPLOADS = {"upload-wget", "upload-python-requests", "upload-python-urllib", "upload-java-urlconnection",
+           "upload-java-httpclient"}
+TESTED |= UPLOADS
 TOOLS = {"curl": "curl", "wget": "wget", "java": "java", "node": "node", "keytool": "keytool"}
 
 
@@ -123,7 +127,7 @@ def test_credential_snippets_compute_what_fps_auth_accepts(stack, tmp_path):
     assert namespace["fps_password"](stack["env"]["FPS_USER"], stack["env"]["FPS_API_KEY"]) == want
 
 
-@pytest.mark.parametrize("name", sorted(TESTED - {"credentials", "credentials-python", "upload"}))
+@pytest.mark.parametrize("name", sorted(TESTED - {"credentials", "credentials-python", "upload"} - UPLOADS))
 def test_client_snippet_reaches_the_origins(name, stack, tmp_path):
     out = run_group(name, stack, tmp_path)
     text = "".join(code for _, _, code in snippets()[name])
@@ -139,6 +143,24 @@ def test_upload_snippet(stack, tmp_path):
     out = run_group("upload", stack, tmp_path)
     digest = hashlib.sha256((tmp_path / "upload.bin").read_bytes()).hexdigest()
     assert out.count(f"received 2097152 bytes sha256 {digest}") == 2, out
+
+
+@pytest.mark.parametrize("name", sorted(UPLOADS))
+def test_upload_snippet_sends_5_mib_with_the_credentials_on_the_first_request(name, stack, tmp_path):
+    """Squid 5.7 cannot deliver a 407 to a client still sending a large body (it closes, the
+    client sees a reset): the guide's way is to never get one. The origin receives every byte,
+    and access.log shows the upload allowed with no 407 before it."""
+    body = os.urandom(5 << 20)
+    (tmp_path / "upload.bin").write_bytes(body)
+    log = stack["world"].state / "run" / "access.log"
+    before = len(log.read_text().splitlines())
+    out = run_group(name, stack, tmp_path)
+    assert f"received {len(body)} bytes sha256 {hashlib.sha256(body).hexdigest()}" in out, out
+
+    def uploads():
+        return [l for l in log.read_text().splitlines()[before:] if " POST " in l and "/upload " in l]
+    wait_for(lambda: any(" TCP_MISS/200 " in l for l in uploads()), 10, what="the upload's access.log line")
+    assert len(uploads()) == 1 and " TCP_MISS/200 " in uploads()[0], uploads()
 
 
 # ---- the traps the guide describes ------------------------------------------------------------

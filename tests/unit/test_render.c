@@ -208,6 +208,33 @@ static void test_template_errors_name_the_variable(void **state)
 	assert_int_equal(render_template("x {{A", "t", vars, 1, &out, &e), -1);
 }
 
+/* Absolute-form https:// is refused (400, its own page) after credentials and before the
+ * ports and the whitelist, in both apply modes (docs/security.md, "The order of the checks"). */
+static void test_https_absolute_refused_after_credentials_in_both_modes(void **state)
+{
+	(void)state;
+	const char *modes[] = {"live", "reconfigure"};
+	for (size_t i = 0; i < 2; i++) {
+		char yaml[128];
+		snprintf(yaml, sizeof(yaml), "whitelist: {apply: %s}\n", modes[i]);
+		struct rendered r;
+		render_yaml(&r, yaml, "{\"domains\": [\"updates.example\"]}");
+		after(r.conf, "acl fps_https_absolute proto HTTPS\n");
+		after(r.conf, "deny_info 400:ERR_FPS_HTTPS_NEEDS_CONNECT fps_https_absolute\n");
+		const char *auth = after(r.conf, "http_access deny !fps_users\n");
+		const char *form = after(r.conf, "http_access deny !CONNECT fps_https_absolute\n");
+		const char *scheme = after(r.conf, "http_access deny !CONNECT !fps_http_url\n");
+		const char *ports = after(r.conf, "http_access deny CONNECT !fps_connect_ports\n");
+		const char *wl = after(r.conf, "http_access deny !fps_whitelist\n");
+		assert_true(auth < form && form < scheme && scheme < ports && ports < wl);
+		assert_non_null(render_find(&r.out, "errors/ERR_FPS_SCHEME_NOT_ALLOWED"));
+		const struct render_file *page = render_find(&r.out, "errors/ERR_FPS_HTTPS_NEEDS_CONNECT");
+		assert_non_null(page);
+		assert_non_null(strstr(page->data, "CONNECT %H:%p"));
+		rendered_free(&r);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -217,6 +244,7 @@ int main(void)
 	    cmocka_unit_test(test_reconfigure_mode_lists_and_orders_routes),
 	    cmocka_unit_test(test_live_mode_routes_by_tag),
 	    cmocka_unit_test(test_template_errors_name_the_variable),
+	    cmocka_unit_test(test_https_absolute_refused_after_credentials_in_both_modes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
