@@ -72,13 +72,13 @@ fi
 
 cat <<MSG
 
-FPS is starting on 127.0.0.1:8080 (admin on 127.0.0.1:9090). Try, in another shell:
+FPS is starting on 127.0.0.1:8080 (admin on 127.0.0.1:8079). Try, in another shell:
 
   curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://updates.example.test:18081/      # 200, direct
   curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://api.example-vendor.test:18081/   # 200, via the tunnel
   curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://not-listed.example.test:18081/   # 403, not whitelisted
   curl -x http://127.0.0.1:8080 http://updates.example.test:18081/                            # 407, no credentials
-  curl -s 127.0.0.1:9090/status | python3 -m json.tool
+  curl -s 127.0.0.1:8079/status | python3 -m json.tool
 
 Edit the whitelist (it applies within a second, without restarting Squid):
 

@@ -7,7 +7,12 @@
 
 #include <stddef.h>
 
-#define ADMINCLIENT_DEFAULT "127.0.0.1:9090"
+#include "config.h"
+
+#define ADMINCLIENT_STR_(x) #x
+#define ADMINCLIENT_STR(x)  ADMINCLIENT_STR_(x)
+/* admin.bind:admin.port's defaults, where the commands look when given no --admin */
+#define ADMINCLIENT_DEFAULT "127.0.0.1:" ADMINCLIENT_STR(CFG_ADMIN_PORT_DEFAULT)
 
 /* GETs http://<admin><path>; admin is ADDR:PORT or [V6]:PORT (numeric). Returns the HTTP
  * status with *body (malloc'd, NUL-terminated), or -1 with err saying why. */

@@ -68,7 +68,7 @@ void cfg_init_defaults(struct fps_config *c)
 	c->tunnel_local_port = 3129;
 	c->default_route = WL_VIA_DIRECT;
 	snprintf(c->admin_bind, sizeof(c->admin_bind), "127.0.0.1");
-	c->admin_port = 9090;
+	c->admin_port = CFG_ADMIN_PORT_DEFAULT;
 }
 
 void cfg_free(struct fps_config *c)

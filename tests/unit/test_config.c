@@ -167,7 +167,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.apply, CFG_APPLY_LIVE);
 	assert_int_equal(c.default_route, WL_VIA_DIRECT);
 	assert_string_equal(c.admin_bind, "127.0.0.1");
-	assert_int_equal(c.admin_port, 9090);
+	assert_int_equal(c.admin_port, 8079);
 	assert_int_equal(c.tunnel_local_port, 3129);
 	cfg_free(&c);
 }
