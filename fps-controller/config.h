@@ -19,8 +19,9 @@
  * exporters, now full; its convention for an internal application is a port outside that list.
  * 8079 is outside it, unassigned in /etc/services, and sits next to the proxy's 8080. */
 #define CFG_ADMIN_PORT_DEFAULT 8079
-#define CFG_YAML_NAME          "fps.yaml"
-#define CFG_JSON_NAME          "whitelist.json"
+
+#define CFG_YAML_NAME "fps.yaml"
+#define CFG_JSON_NAME "whitelist.json"
 /* Input bounds (docs/configuration.md, "Limits"): the worst accepted input must fit the pod's
  * memory limit with room to spare, and anything larger is refused before it is parsed. */
 #define CFG_YAML_MAX_SIZE   (1u << 20) /* fps.yaml bytes */
