@@ -5,7 +5,7 @@
 #   stunnel client. Ctrl-C stops everything.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/build
+BIN=${FPS_BIN_DIR:-$ROOT/build} # the tests run it with the sanitizer builds
 # Squid drops to user `proxy`, which must reach the state directory and the hosts file. A
 # checkout under a private directory (/root is mode 0700, so is `mktemp -d`) is out of its
 # reach: then the run directory lives under /var/tmp instead (the controller itself copies
@@ -36,7 +36,8 @@ HOSTS
 chmod 644 "$RUN/hosts"
 
 # The ConfigMap: kept across runs so your edits survive a restart.
-[ -f "$RUN/config/fps.yaml" ] || sed "s|@RUN_DIR@|$RUN|" "$ROOT/examples/config/fps.yaml" > "$RUN/config/fps.yaml"
+[ -f "$RUN/config/fps.yaml" ] ||
+	sed "s|^  hosts_file: .*|  hosts_file: $RUN/hosts|" "$ROOT/examples/config/fps.yaml" > "$RUN/config/fps.yaml"
 [ -f "$RUN/config/whitelist.json" ] || cp "$ROOT/examples/config/whitelist.json" "$RUN/config/"
 
 # The Secret: an API key valid for 30 days, and the tunnel CA made by the cloud side.

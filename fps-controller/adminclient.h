@@ -18,4 +18,8 @@
  * status with *body (malloc'd, NUL-terminated), or -1 with err saying why. */
 int adminclient_get(const char *admin, const char *path, int timeout_ms, char **body, char *err, size_t errlen);
 
+/* The inputs of the controller answering at admin (its /status `inputs`): dirs[0] config,
+ * [1] secrets, [2] state directory ("" when it has none). -1 with err when it cannot say. */
+int adminclient_inputs(const char *admin, char dirs[3][1024], char *err, size_t errlen);
+
 #endif

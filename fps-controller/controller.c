@@ -458,6 +458,18 @@ static void child_status(struct status_child *out, const char *name, const struc
 	snprintf(out->state, sizeof(out->state), "%s", sup_state_name(c->state));
 }
 
+/* path as an absolute one (relative to our working directory), for commands run elsewhere */
+static void ctl_abs_path(const char *path, char *out, size_t outlen)
+{
+	char cwd[PATH_MAX];
+	if (path == NULL || path[0] == '\0')
+		out[0] = '\0';
+	else if (path[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+		snprintf(out, outlen, "%s", path);
+	else
+		snprintf(out, outlen, "%s/%s", cwd, path);
+}
+
 static void ctl_publish(struct ctl *x)
 {
 	struct fps_status *s = &x->pub;
@@ -552,6 +564,9 @@ static void ctl_publish(struct ctl *x)
 	s->squid.hung_kills = x->squid.hung_kills;
 	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 && h.answering;
 	s->mgr_port = x->st.mgr_port;
+	ctl_abs_path(x->opts->config_dir, s->config_dir, sizeof(s->config_dir));
+	ctl_abs_path(x->opts->secrets_dir, s->secrets_dir, sizeof(s->secrets_dir));
+	ctl_abs_path(x->opts->state_dir, s->state_dir, sizeof(s->state_dir));
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
@@ -658,10 +673,13 @@ static void *probe_main(void *arg)
 		}
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
-		/* The clock against a reference we trust: after each change, then once a minute. */
+		/* The clock against a reference we trust: after each change, when a reference comes up
+		 * (at start the tunnel is rarely up at the first check), then once a minute. */
 		static double clock_at;
 		struct clock_check ck;
-		bool clock_due = kicked || wall_now() - clock_at >= CLOCK_PERIOD_S;
+		bool clock_due = kicked || (cfg.has_tunnel && t.up && !was_up) ||
+		                 (cfg.has_upstream && u.up && !was_up_upstream) ||
+		                 wall_now() - clock_at >= CLOCK_PERIOD_S;
 		if (clock_due) {
 			clock_check(&cfg, &ck);
 			clock_at = wall_now();

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adminclient.h"
 #include "config.h"
 #include "controller.h"
 #include "deniedcli.h"
@@ -29,13 +30,16 @@ static void usage(FILE *f)
 	        "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
 	        "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
 	        "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
-	        "  fps-controller check  --config-dir D [--secrets-dir D]\n"
-	        "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
+	        "  fps-controller check  --config-dir D [--secrets-dir D] [--state-dir D]\n"
+	        "  fps-controller diagnose [--config-dir D --secrets-dir D --state-dir D | --admin ADDR:PORT]\n"
+	        "                        [--json]\n"
 	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
 	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
 	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
-	        "  fps-controller --version | --help\n"
-	        "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
+	        "  fps-controller --version | version | --help | help\n"
+	        "LEVEL is debug, info, warn or error. FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may\n"
+	        "stand in for the flags. Without them, diagnose asks the controller at --admin (default\n"
+	        "" ADMINCLIENT_DEFAULT ") where its inputs are, and explain asks that controller.\n"
 	        "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
 }
 
@@ -223,8 +227,28 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "denied") == 0)
 		return deniedcli_run(a.admin, a.json, stdout);
 	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
-	if (strcmp(cmd, "explain") == 0)
-		return explain_cli(a.admin ? NULL : a.config_dir, a.secrets_dir, a.admin, a.json, a.target, stdout);
+	if (strcmp(cmd, "explain") == 0) {
+		/* with neither flag nor FPS_CONFIG_DIR: the controller at the default admin address */
+		const char *admin = a.admin == NULL && a.config_dir == NULL ? ADMINCLIENT_DEFAULT : a.admin;
+		return explain_cli(admin ? NULL : a.config_dir, a.secrets_dir, admin, a.json, a.target, stdout);
+	}
+	/* diagnose with neither flag nor FPS_CONFIG_DIR: the inputs of the running controller */
+	char dirs[3][1024];
+	if (strcmp(cmd, "diagnose") == 0 && a.config_dir == NULL) {
+		const char *admin = a.admin ? a.admin : ADMINCLIENT_DEFAULT;
+		char why[600];
+		if (adminclient_inputs(admin, dirs, why, sizeof(why)) < 0) {
+			fprintf(
+			    stderr,
+			    "fps-controller diagnose: no --config-dir (or FPS_CONFIG_DIR), and the controller at %s "
+			    "cannot say where its inputs are: %s\n",
+			    admin, why);
+			return EXIT_USAGE;
+		}
+		a.config_dir = dirs[0];
+		a.secrets_dir = a.secrets_dir ? a.secrets_dir : (dirs[1][0] ? dirs[1] : NULL);
+		a.state_dir = a.state_dir ? a.state_dir : (dirs[2][0] ? dirs[2] : NULL);
+	}
 	if (a.json && strcmp(cmd, "diagnose") != 0) {
 		fprintf(stderr, "fps-controller %s: --json is for diagnose only\n", cmd);
 		return EXIT_USAGE;
