@@ -284,3 +284,19 @@ def test_the_default_admin_port_is_the_codes_everywhere():
                     if "9090" in line and "rometheus" not in line:
                         stale.append(f"{p.relative_to(ROOT)}:{n}: {line.strip()}")
     assert stale == []
+
+
+def test_the_image_the_overlays_pull_is_the_one_the_docs_build_and_push():
+    """`make image` names the image localhost/fps:VERSION; the overlays pull newName:newTag;
+    deploy/README.md shows how to build (or tag) and push that very name with podman."""
+    version = (ROOT / "VERSION").read_text().strip()
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    for overlay in ("supervise", "sidecar"):
+        k = yaml.safe_load((ROOT / "deploy" / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text())
+        img = next(i for i in k["images"] if i["name"] == "fps")
+        assert img["newTag"] == version, overlay
+        name = img["newName"]
+        assert f"make image IMAGE={name}:$(cat VERSION)" in readme
+        assert f"podman push {name}:$(cat VERSION)" in readme
+        assert f"podman tag localhost/fps:$(cat VERSION) {name}:$(cat VERSION)" in readme
+    assert readme.index("podman push") < readme.index("With Docker instead of podman")
