@@ -153,21 +153,23 @@ fuzz: $(FUZZ_BINS)
 # is needed then). The dpkg lock timeout waits for another apt instead of failing at once.
 # Installing must neither start nor enable a server: Debian's maintainer scripts start and
 # enable a package's services (squid.service on 0.0.0.0:3128, avahi-daemon, podman.socket ...).
-# A policy-rc.d that answers 101 (unless one is there already) stops the starts; the units the
-# install enabled (new symlinks under $(SYSTEMD_DIR)) are disabled again right after.
+# A policy-rc.d that answers 101 (unless one is there already) stops the starts; the services
+# and sockets the install enabled (new symlinks under $(SYSTEMD_DIR)) are disabled right after
+# (timers such as logrotate's are left alone: they serve nothing).
 SYSTEMD_DIR ?= /etc/systemd/system
 POLICY_RC_D ?= /usr/sbin/policy-rc.d
 define apt_install
 	@missing=""; for p in $(1); do [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-		units() { find $(SYSTEMD_DIR) -mindepth 2 -maxdepth 2 -path '*.wants/*' -printf '%f\n' 2>/dev/null | sort -u; }; \
+		units() { find $(SYSTEMD_DIR) -mindepth 2 -maxdepth 2 -path '*.wants/*' \( -name '*.service' -o -name '*.socket' \) \
+			-printf '%f\n' 2>/dev/null | sort -u; }; \
 		before=$$(units); policy=""; \
 		if [ ! -e $(POLICY_RC_D) ]; then policy=$(POLICY_RC_D); printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy; fi; \
 		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; rc=$$?; \
 		[ -z "$$policy" ] || rm -f $$policy; \
 		for u in $$(units); do case " $$(echo $$before) " in *" $$u "*) continue;; esac; \
-			echo "installing enabled $$u: disabling it (FPS runs its own Squid; nothing else is needed)"; \
+			echo "installing enabled $$u: disabling it (FPS runs its own Squid and needs no other server)"; \
 			systemctl disable "$$u" >/dev/null 2>&1; find $(SYSTEMD_DIR) -path "*.wants/$$u" -delete; \
 		done; exit $$rc; fi
 endef

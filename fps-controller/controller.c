@@ -656,6 +656,7 @@ static void *probe_main(void *arg)
 	while (!p->quit) {
 		struct fps_config cfg = p->cfg;
 		bool kicked = p->kick, was_up = p->tunnel.up, was_up_upstream = p->upstream.up;
+		bool clock_answered = p->clock.have;
 		struct status_path t = p->tunnel, u = {0};
 		p->kick = false;
 		pthread_mutex_unlock(&p->mu);
@@ -674,12 +675,16 @@ static void *probe_main(void *arg)
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
 		/* The clock against a reference we trust: after each change, when a reference comes up
-		 * (at start the tunnel is rarely up at the first check), then once a minute. */
+		 * (at start the tunnel is rarely up at the first check), then once a minute; while no
+		 * reference has answered, every CLOCK_RETRY_S (the cloud proxy behind the tunnel may
+		 * still be starting when the tunnel's TLS already answers). */
 		static double clock_at;
 		struct clock_check ck;
+		bool have_ref = cfg.has_tunnel || cfg.has_upstream;
 		bool clock_due = kicked || (cfg.has_tunnel && t.up && !was_up) ||
 		                 (cfg.has_upstream && u.up && !was_up_upstream) ||
-		                 wall_now() - clock_at >= CLOCK_PERIOD_S;
+		                 wall_now() - clock_at >= CLOCK_PERIOD_S ||
+		                 (have_ref && !clock_answered && wall_now() - clock_at >= CLOCK_RETRY_S);
 		if (clock_due) {
 			clock_check(&cfg, &ck);
 			clock_at = wall_now();

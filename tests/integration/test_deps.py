@@ -33,20 +33,29 @@ def test_promtool_is_the_unpacked_one():
     assert r.returncode == 0 and "promtool" in (r.stdout + r.stderr)
 
 
+def ppid(pid):
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def listeners():
-    """Listening TCP sockets and bound UDP sockets below port 10000, where the daemons of Debian
-    packages listen (9090 prometheus, 9100 node exporter, 3128 squid, 5353 avahi, 80 nginx ...);
-    the tests' own servers use ports from 10000 up (fpsharness.free_port), so other tests running
-    at the same time do not count."""
-    out = subprocess.run(["ss", "-ltunH"], capture_output=True, text=True, check=True).stdout
+    """Listening TCP and bound UDP sockets below port 10000 (where the daemons of Debian packages
+    listen: 9090 prometheus, 9100 node exporter, 3128 squid, 5353 avahi, 80 nginx ...) whose
+    process is a daemon (its parent is init, or it is not ours to see). The tests' own servers
+    use ports from 10000 up and are children of their tests: other tests running at the same
+    time on this shared machine do not count."""
+    out = subprocess.run(["ss", "-ltunpH"], capture_output=True, text=True, check=True).stdout
     found = set()
     for line in out.splitlines():
         cols = line.split()
         if len(cols) < 6:
             continue
         port = cols[4].rsplit(":", 1)[-1]
-        if port.isdigit() and int(port) < 10000:
-            found.add(f"{cols[0]} {cols[4]}")
+        pids = [int(p) for p in re.findall(r"pid=(\d+)", line)]
+        if port.isdigit() and int(port) < 10000 and (not pids or any(ppid(p) in (0, 1, None) for p in pids)):
+            found.add(f"{cols[0]} {cols[4]} {' '.join(cols[6:])}")
     return found
 
 
@@ -73,6 +82,8 @@ if [ -x "$POLICY_RC_D" ]; then "$POLICY_RC_D" fake-server start; echo "policy $?
 mkdir -p "$SYSTEMD_DIR/multi-user.target.wants" "$SYSTEMD_DIR/sockets.target.wants"
 ln -sf /lib/systemd/system/fake-server.service "$SYSTEMD_DIR/multi-user.target.wants/fake-server.service"
 ln -sf /lib/systemd/system/fake-server.socket "$SYSTEMD_DIR/sockets.target.wants/fake-server.socket"
+mkdir -p "$SYSTEMD_DIR/timers.target.wants"
+ln -sf /lib/systemd/system/fake-rotate.timer "$SYSTEMD_DIR/timers.target.wants/fake-rotate.timer"
 echo "install $*" >> "$LOG"
 """
 
@@ -81,7 +92,8 @@ echo "install $*" >> "$LOG"
 def test_an_install_starts_nothing_and_leaves_nothing_enabled(tmp_path, had_policy):
     """The Makefile's installer against a fake apt-get whose package enables two units, as
     deb-systemd-helper does: a start asked during the install is refused (101), the units are
-    disabled afterwards, a unit enabled before is left alone, and an existing policy-rc.d stays."""
+    disabled afterwards (a timer serves nothing and stays), a unit enabled before is left alone,
+    and an existing policy-rc.d stays."""
     fake, systemd, log = tmp_path / "bin", tmp_path / "systemd", tmp_path / "log"
     fake.mkdir()
     (fake / "apt-get").write_text(FAKE_APT)
@@ -105,6 +117,6 @@ def test_an_install_starts_nothing_and_leaves_nothing_enabled(tmp_path, had_poli
     assert any(line.startswith("install ") and "fake-server" in line for line in lines)
     assert "systemctl disable fake-server.service" in lines and "systemctl disable fake-server.socket" in lines
     left = sorted(p.name for p in systemd.rglob("*") if p.is_symlink())
-    assert left == ["mine.service"]
+    assert left == ["fake-rotate.timer", "mine.service"]
     assert policy.exists() == had_policy
     assert "disabling" in r.stdout
