@@ -676,11 +676,11 @@ static void *probe_main(void *arg)
 			probe_upstream(&cfg, &u);
 		/* The clock against a reference we trust: after each change, when a reference comes up
 		 * (at start the tunnel is rarely up at the first check), then once a minute; while no
-		 * reference has answered, every CLOCK_RETRY_S (the cloud proxy behind the tunnel may
-		 * still be starting when the tunnel's TLS already answers). */
+		 * reference has answered though one is up, every CLOCK_RETRY_S (the cloud proxy behind
+		 * the tunnel may still be starting when the tunnel's TLS already answers). */
 		static double clock_at;
 		struct clock_check ck;
-		bool have_ref = cfg.has_tunnel || cfg.has_upstream;
+		bool have_ref = (cfg.has_tunnel && t.up) || (cfg.has_upstream && u.up);
 		bool clock_due = kicked || (cfg.has_tunnel && t.up && !was_up) ||
 		                 (cfg.has_upstream && u.up && !was_up_upstream) ||
 		                 wall_now() - clock_at >= CLOCK_PERIOD_S ||
