@@ -7,7 +7,7 @@ CC       ?= gcc
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
-            libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck prometheus
+            libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck
 # What only the tests need on top: the clients docs/agents.md documents (each snippet is run),
 # the browser the status page is tested in, and ss (iproute2), which a minimal Debian lacks.
 TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
@@ -15,6 +15,9 @@ TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
 # deploy/k8s is rendered by Debian 12's kubectl 1.20 (kustomize v2.0.3): unpacked from the
 # kubernetes-client package into build/ (any kubectl on PATH, e.g. a current one, is compared too).
 KUBECTL_DEB := build/kubernetes-client/usr/bin/kubectl
+# promtool (`promtool check metrics` in the tests) the same way, from Debian's prometheus package:
+# installing that package would enable and start a Prometheus server on 0.0.0.0:9090.
+PROMTOOL_DEB := build/prometheus/usr/bin/promtool
 
 WARN     := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-format-nonliteral -Wno-format-truncation
@@ -98,9 +101,9 @@ unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 # Integration tests drive the sanitizer binaries through real Squid, stunnel, curl and origins.
-integration: all asan $(KUBECTL_DEB)
+integration: all asan $(KUBECTL_DEB) $(PROMTOOL_DEB)
 	$(MAKE) -C bench all asan
-	KUBECTL=$(CURDIR)/$(KUBECTL_DEB) FPS_BIN_DIR=$(CURDIR)/build/asan LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
+	PROMTOOL=$(CURDIR)/$(PROMTOOL_DEB) KUBECTL=$(CURDIR)/$(KUBECTL_DEB) FPS_BIN_DIR=$(CURDIR)/build/asan LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration tests/deploy bench/tests $(PYTEST_ARGS)
 
 $(KUBECTL_DEB):
@@ -109,6 +112,13 @@ $(KUBECTL_DEB):
 		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get download -q kubernetes-client; }; } && \
 		dpkg-deb -x kubernetes-client_*.deb . && rm -f kubernetes-client_*.deb
 	@$@ version --client --short
+
+$(PROMTOOL_DEB):
+	@rm -rf build/prometheus && mkdir -p build/prometheus
+	@cd build/prometheus && { apt-get download -q prometheus 2>/dev/null || \
+		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get download -q prometheus; }; } && \
+		dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool && rm -f prometheus_*.deb
+	@$@ --version 2>&1 | head -1
 
 # ---- lint ----------------------------------------------------------------------------------
 LINT_FILES := $(wildcard $(SRC_DIR)/*.[ch] tests/unit/*.c tests/fuzz/*.c bench/*.c)
@@ -141,11 +151,27 @@ fuzz: $(FUZZ_BINS)
 # ---- running the stack ---------------------------------------------------------------------
 # Installs the Debian packages in $(1) that are missing (nothing when all are there, so no root
 # is needed then). The dpkg lock timeout waits for another apt instead of failing at once.
+# Installing must neither start nor enable a server: Debian's maintainer scripts start and
+# enable a package's services (squid.service on 0.0.0.0:3128, avahi-daemon, podman.socket ...).
+# A policy-rc.d that answers 101 (unless one is there already) stops the starts; the services
+# and sockets the install enabled (new symlinks under $(SYSTEMD_DIR)) are disabled right after
+# (timers such as logrotate's are left alone: they serve nothing).
+SYSTEMD_DIR ?= /etc/systemd/system
+POLICY_RC_D ?= /usr/sbin/policy-rc.d
 define apt_install
 	@missing=""; for p in $(1); do [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+		units() { find $(SYSTEMD_DIR) -mindepth 2 -maxdepth 2 -path '*.wants/*' \( -name '*.service' -o -name '*.socket' \) \
+			-printf '%f\n' 2>/dev/null | sort -u; }; \
+		before=$$(units); policy=""; \
+		if [ ! -e $(POLICY_RC_D) ]; then policy=$(POLICY_RC_D); printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy; fi; \
 		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
-		apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; fi
+		apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; rc=$$?; \
+		[ -z "$$policy" ] || rm -f $$policy; \
+		for u in $$(units); do case " $$(echo $$before) " in *" $$u "*) continue;; esac; \
+			echo "installing enabled $$u: disabling it (FPS runs its own Squid and needs no other server)"; \
+			systemctl disable "$$u" >/dev/null 2>&1; find $(SYSTEMD_DIR) -path "*.wants/$$u" -delete; \
+		done; exit $$rc; fi
 endef
 
 deps:

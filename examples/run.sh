@@ -5,7 +5,7 @@
 #   stunnel client. Ctrl-C stops everything.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/build
+BIN=${FPS_BIN_DIR:-$ROOT/build} # the tests run it with the sanitizer builds
 # Squid drops to user `proxy`, which must reach the state directory and the hosts file. A
 # checkout under a private directory (/root is mode 0700, so is `mktemp -d`) is out of its
 # reach: then the run directory lives under /var/tmp instead (the controller itself copies
@@ -36,7 +36,8 @@ HOSTS
 chmod 644 "$RUN/hosts"
 
 # The ConfigMap: kept across runs so your edits survive a restart.
-[ -f "$RUN/config/fps.yaml" ] || sed "s|@RUN_DIR@|$RUN|" "$ROOT/examples/config/fps.yaml" > "$RUN/config/fps.yaml"
+[ -f "$RUN/config/fps.yaml" ] ||
+	sed "s|^  hosts_file: .*|  hosts_file: $RUN/hosts|" "$ROOT/examples/config/fps.yaml" > "$RUN/config/fps.yaml"
 [ -f "$RUN/config/whitelist.json" ] || cp "$ROOT/examples/config/whitelist.json" "$RUN/config/"
 
 # The Secret: an API key valid for 30 days; the tunnel CA and a client certificate made by the
@@ -78,13 +79,13 @@ fi
 
 cat <<MSG
 
-FPS is starting on 127.0.0.1:8080 (admin on 127.0.0.1:9090). Try, in another shell:
+FPS is starting on 127.0.0.1:8080 (admin on 127.0.0.1:8079). Try, in another shell:
 
   curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://updates.example.test:18081/      # 200, direct
   curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://api.example-vendor.test:18081/   # 200, via the tunnel
   curl -x http://127.0.0.1:8080 -U '$USER_NAME:$PASS' http://not-listed.example.test:18081/   # 403, not whitelisted
   curl -x http://127.0.0.1:8080 http://updates.example.test:18081/                            # 407, no credentials
-  curl -s 127.0.0.1:9090/status | python3 -m json.tool
+  curl -s 127.0.0.1:8079/status | python3 -m json.tool
 
 Edit the whitelist (it applies within a second, without restarting Squid):
 

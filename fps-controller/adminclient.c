@@ -4,6 +4,7 @@
  */
 #include "adminclient.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
@@ -134,5 +135,30 @@ out:
 	if (fd >= 0)
 		close(fd);
 	freeaddrinfo(ai);
+	return rc;
+}
+
+int adminclient_inputs(const char *admin, char dirs[3][1024], char *err, size_t errlen)
+{
+	char *body = NULL;
+	int code = adminclient_get(admin, "/status", 10000, &body, err, errlen);
+	if (code < 0)
+		return -1;
+	cJSON *root = code == 200 ? cJSON_Parse(body) : NULL;
+	free(body);
+	const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "inputs");
+	static const char *const names[3] = {"config_dir", "secrets_dir", "state_dir"};
+	int rc = 0;
+	for (int i = 0; i < 3; i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(in, names[i]);
+		dirs[i][0] = '\0';
+		if (cJSON_IsString(v) && strlen(v->valuestring) < sizeof(dirs[i]))
+			snprintf(dirs[i], sizeof(dirs[i]), "%s", v->valuestring);
+	}
+	if (dirs[0][0] == '\0') {
+		snprintf(err, errlen, "http://%s/status (answered %d) names no inputs.config_dir", admin, code);
+		rc = -1;
+	}
+	cJSON_Delete(root);
 	return rc;
 }

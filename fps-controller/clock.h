@@ -15,6 +15,7 @@
 #define CLOCK_MAX_SKEW_S 60   /* beyond this, /status says not ok and diagnose reports a problem */
 #define CLOCK_TIMEOUT_MS 5000 /* per reference */
 #define CLOCK_PERIOD_S   60   /* the controller checks at most this often (and after each reload) */
+#define CLOCK_RETRY_S    5    /* ... and this often while no reference has answered */
 #define CLOCK_CHECK_HOST "fps-clock-check.invalid" /* RFC 2606: the proxy answers an error, with a Date */
 
 struct clock_check {

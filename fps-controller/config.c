@@ -69,7 +69,7 @@ void cfg_init_defaults(struct fps_config *c)
 	c->tunnel_local_port = 3129;
 	c->default_route = WL_VIA_DIRECT;
 	snprintf(c->admin_bind, sizeof(c->admin_bind), "127.0.0.1");
-	c->admin_port = 9090;
+	c->admin_port = CFG_ADMIN_PORT_DEFAULT;
 }
 
 void cfg_free(struct fps_config *c)
@@ -291,6 +291,16 @@ static int y_fail(struct ywalk *w, const yaml_node_t *n, const char *fmt, const 
 	               msg);
 }
 
+/* Like y_fail, for a message that quotes one piece of input and then says why in our own
+ * words: only the input is bounded (err_quote), never our sentence. */
+static int y_fail_why(struct ywalk *w, const yaml_node_t *n, const char *fmt, const char *input, const char *why)
+{
+	char msg[768], q[ERR_QUOTE_BUF];
+	snprintf(msg, sizeof(msg), fmt, err_quote(input, q), why);
+	return err_set(w->e, w->file, n ? (int)n->start_mark.line + 1 : 0, n ? (int)n->start_mark.column + 1 : 0, "%s",
+	               msg);
+}
+
 static bool y_plain(const yaml_node_t *n)
 {
 	return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
@@ -374,7 +384,7 @@ static int y_str_list(struct ywalk *w, const yaml_node_t *n, const char *key, st
 		if (check) {
 			const char *why = check(y_text(item), canon, sizeof(canon));
 			if (why)
-				return y_fail(w, item, "'%s': %s", y_text(item), why);
+				return y_fail_why(w, item, "'%s': %s", y_text(item), why);
 		}
 		if (strv_push(out, canon) < 0)
 			return err_set(w->e, w->file, 0, 0, "out of memory");
@@ -428,7 +438,7 @@ static int y_mapping(struct ywalk *w, const yaml_node_t *n, const char *what, se
 		for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
 			yaml_node_t *k2 = yaml_document_get_node(w->doc, q->key);
 			if (k2->type == YAML_SCALAR_NODE && strcmp(y_text(k2), y_text(k)) == 0)
-				return y_fail(w, k, "duplicate key '%s' in '%s'", y_text(k), what);
+				return y_fail_why(w, k, "duplicate key '%s' in '%s'", y_text(k), what);
 		}
 		char path[256];
 		snprintf(path, sizeof(path), "%s%s%s", top ? "" : what, top ? "" : ".", y_text(k));
@@ -549,8 +559,8 @@ static int sec_upstream(struct ywalk *w, const char *key, const yaml_node_t *v, 
 		if (y_string(w, v, key, raw, sizeof(raw)) < 0)
 			return -1;
 		if (wl_normalize(raw, c->upstream_host, &kind, note, sizeof(note)) != WL_NORM_OK || kind == WL_WILD)
-			return y_fail(w, v, "'host' must be a host name or IP address: %s%s",
-			              note[0] ? note : "wildcard", "");
+			return y_fail_why(w, v, "'host' must be a host name or IP address%s: %s", "",
+			                  note[0] ? note : "wildcard");
 		return 0;
 	}
 	if (strcmp(key, "port") == 0)
@@ -666,7 +676,7 @@ static int y_routes(struct ywalk *w, const yaml_node_t *v, struct fps_config *c)
 			    .via = via, .line = (int)dn->start_mark.line + 1, .col = (int)dn->start_mark.column + 1};
 			char note[128];
 			if (wl_normalize(y_text(dn), cr.name, &cr.kind, note, sizeof(note)) == WL_NORM_REJECT)
-				return y_fail(w, dn, "route domain '%s': %s", y_text(dn), note);
+				return y_fail_why(w, dn, "route domain '%s': %s", y_text(dn), note);
 			int rc = route_push(c, &cr);
 			if (rc == -2)
 				return y_fail(w, dn, "more than %s route domains%s", CFG_MAX_ROUTES_STR, "");

@@ -14,6 +14,12 @@
 #include "whitelist.h"
 
 #define CFG_MAX_PORTS 64
+/* admin.port's default. Not 9090: that is the Prometheus server's own port (Debian's prometheus
+ * package starts one on 0.0.0.0:9090), and 9090-9999 is Prometheus' allocation list for
+ * exporters, now full; its convention for an internal application is a port outside that list.
+ * 8079 is outside it, unassigned in /etc/services, and sits next to the proxy's 8080. */
+#define CFG_ADMIN_PORT_DEFAULT 8079
+
 #define CFG_YAML_NAME "fps.yaml"
 #define CFG_JSON_NAME "whitelist.json"
 /* Input bounds (docs/configuration.md, "Limits"): the worst accepted input must fit the pod's

@@ -462,6 +462,18 @@ static void child_status(struct status_child *out, const char *name, const struc
 	snprintf(out->state, sizeof(out->state), "%s", sup_state_name(c->state));
 }
 
+/* path as an absolute one (relative to our working directory), for commands run elsewhere */
+static void ctl_abs_path(const char *path, char *out, size_t outlen)
+{
+	char cwd[PATH_MAX];
+	if (path == NULL || path[0] == '\0')
+		out[0] = '\0';
+	else if (path[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+		snprintf(out, outlen, "%s", path);
+	else
+		snprintf(out, outlen, "%s/%s", cwd, path);
+}
+
 static void ctl_publish(struct ctl *x)
 {
 	struct fps_status *s = &x->pub;
@@ -557,6 +569,9 @@ static void ctl_publish(struct ctl *x)
 	s->squid.hung_kills = x->squid.hung_kills;
 	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 && h.answering;
 	s->mgr_port = x->st.mgr_port;
+	ctl_abs_path(x->opts->config_dir, s->config_dir, sizeof(s->config_dir));
+	ctl_abs_path(x->opts->secrets_dir, s->secrets_dir, sizeof(s->secrets_dir));
+	ctl_abs_path(x->opts->state_dir, s->state_dir, sizeof(s->state_dir));
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
@@ -646,6 +661,7 @@ static void *probe_main(void *arg)
 	while (!p->quit) {
 		struct fps_config cfg = p->cfg;
 		bool kicked = p->kick, was_up = p->tunnel.up, was_up_upstream = p->upstream.up;
+		bool clock_answered = p->clock.have;
 		struct status_path t = p->tunnel, u = {0};
 		p->kick = false;
 		pthread_mutex_unlock(&p->mu);
@@ -663,10 +679,17 @@ static void *probe_main(void *arg)
 		}
 		if (cfg.has_upstream)
 			probe_upstream(&cfg, &u);
-		/* The clock against a reference we trust: after each change, then once a minute. */
+		/* The clock against a reference we trust: after each change, when a reference comes up
+		 * (at start the tunnel is rarely up at the first check), then once a minute; while no
+		 * reference has answered though one is up, every CLOCK_RETRY_S (the cloud proxy behind
+		 * the tunnel may still be starting when the tunnel's TLS already answers). */
 		static double clock_at;
 		struct clock_check ck;
-		bool clock_due = kicked || wall_now() - clock_at >= CLOCK_PERIOD_S;
+		bool have_ref = (cfg.has_tunnel && t.up) || (cfg.has_upstream && u.up);
+		bool clock_due = kicked || (cfg.has_tunnel && t.up && !was_up) ||
+		                 (cfg.has_upstream && u.up && !was_up_upstream) ||
+		                 wall_now() - clock_at >= CLOCK_PERIOD_S ||
+		                 (have_ref && !clock_answered && wall_now() - clock_at >= CLOCK_RETRY_S);
 		if (clock_due) {
 			clock_check(&cfg, &ck);
 			clock_at = wall_now();

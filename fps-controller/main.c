@@ -2,6 +2,7 @@
  * fps-controller: command line (fps-controller --help). Maps every outcome to the fixed exit
  * codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -9,14 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adminclient.h"
 #include "config.h"
 #include "controller.h"
 #include "deniedcli.h"
 #include "explain.h"
 #include "diagnose.h"
 #include "fsio.h"
+#include "inputs.h"
 #include "log.h"
+#include "squid.h"
 #include "state.h"
+#include "tunnel.h"
 
 #define EXIT_INVALID 1
 #define EXIT_USAGE   2
@@ -29,13 +34,16 @@ static void usage(FILE *f)
 	        "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
 	        "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
 	        "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
-	        "  fps-controller check  --config-dir D [--secrets-dir D]\n"
-	        "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
+	        "  fps-controller check  --config-dir D [--secrets-dir D] [--state-dir D]\n"
+	        "  fps-controller diagnose [--config-dir D --secrets-dir D --state-dir D | --admin ADDR:PORT]\n"
+	        "                        [--json]\n"
 	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
 	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
 	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
-	        "  fps-controller --version | --help\n"
-	        "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
+	        "  fps-controller --version | version | --help | help\n"
+	        "LEVEL is debug, info, warn or error. FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may\n"
+	        "stand in for the flags. Without them, diagnose asks the controller at --admin (default\n"
+	        "" ADMINCLIENT_DEFAULT ") where its inputs are, and explain asks that controller.\n"
 	        "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
 }
 
@@ -112,24 +120,81 @@ static int parse_args(int argc, char **argv, struct args *a)
 	return 0;
 }
 
+/* Writes a rendered generation into out_dir as Squid reads it: the files, and the error
+ * templates linked beside ours. Prints each file's path when list is set. */
+static int write_generation(const char *out_dir, const struct render_out *out, bool list, struct fps_err *e)
+{
+	for (size_t i = 0; i < out->n_files; i++) {
+		char path[PATH_MAX + 80], dir[PATH_MAX + 80];
+		snprintf(path, sizeof(path), "%s/%s", out_dir, out->files[i].name);
+		snprintf(dir, sizeof(dir), "%s", path);
+		*strrchr(dir, '/') = '\0';
+		if (fsio_mkdirs(dir, 0755, e) < 0 ||
+		    fsio_write_atomic(path, out->files[i].data, out->files[i].len, 0640, (gid_t)-1, e) < 0)
+			return -1;
+		if (list)
+			printf("%s\n", path);
+	}
+	char errors[PATH_MAX + 16];
+	snprintf(errors, sizeof(errors), "%s/errors", out_dir);
+	return state_link_error_templates(errors, e);
+}
+
+/* `check` judges what `run` judges, without side effects: the Secret as the reload pipeline
+ * checks it (apikeys.json parses; the tunnel's CA, client certificate and key are PEM that
+ * OpenSSL loads, both or neither, and matching), the generation built the same way, and
+ * `squid -k parse` of it (in a temporary directory, removed afterwards). Without
+ * --secrets-dir the Secret is not judged. */
+static int check_generation(const struct args *a, const struct ctl_paths *paths, struct fps_config *c,
+                            struct compiled *cp, struct fps_err *e)
+{
+	if (a->secrets_dir && inputs_check_secrets(a->secrets_dir, e) < 0)
+		return EXIT_INVALID;
+	char tmp[] = "/tmp/fps-check-XXXXXX";
+	if (mkdtemp(tmp) == NULL) {
+		err_set(e, "/tmp", 0, 0, "cannot create a directory to prove the generation in: %s", strerror(errno));
+		return EXIT_RUNTIME;
+	}
+	struct render_out out;
+	int rc = 0;
+	if (ctl_build(a->config_dir, a->secrets_dir, paths, tmp, c, cp, &out, e) < 0) {
+		fsio_rmtree(tmp);
+		return EXIT_INVALID;
+	}
+	char conf[PATH_MAX];
+	snprintf(conf, sizeof(conf), "%s/squid.conf", tmp);
+	if (a->secrets_dir && c->has_tunnel && tunnel_check_secrets(a->secrets_dir, e) < 0)
+		rc = EXIT_INVALID;
+	else if (write_generation(tmp, &out, false, e) < 0)
+		rc = EXIT_RUNTIME;
+	else if (squid_parse_check(paths->squid_bin, conf, NULL, 0, e) < 0)
+		rc = EXIT_INVALID;
+	render_free(&out);
+	fsio_rmtree(tmp);
+	if (rc != 0) {
+		compile_free(cp);
+		cfg_free(c);
+	}
+	return rc;
+}
+
 static int cmd_check(const struct args *a, const struct ctl_paths *paths)
 {
 	struct fps_config c;
 	struct compiled cp;
-	struct render_out out;
 	struct fps_err e;
 	err_clear(&e);
 	char buf[1600];
-	if (ctl_build(a->config_dir, a->secrets_dir, paths, "/nonexistent-check", &c, &cp, &out, &e) < 0) {
+	int rc = check_generation(a, paths, &c, &cp, &e);
+	if (rc != 0) {
 		fprintf(stderr, "%s\n", err_str(&e, buf, sizeof(buf)));
-		return EXIT_INVALID;
+		return rc;
 	}
 	ctl_report_entries(&cp, a->config_dir);
 	/* Valid, but Squid (running as its own user) could not read it where it is. */
 	char why[512];
 	if (state_check_squid_access(a->state_dir, NULL, c.hosts_file[0] ? c.hosts_file : NULL, why, sizeof(why)) < 0) {
 		fprintf(stderr, "%s: %s\n", a->config_dir, why);
-		render_free(&out);
 		compile_free(&cp);
 		cfg_free(&c);
 		return EXIT_INVALID;
@@ -137,7 +202,6 @@ static int cmd_check(const struct args *a, const struct ctl_paths *paths)
 	printf("%s: valid: %zu entries (%zu direct, %zu upstream, %zu tunnel), %zu folded, %zu rejected\n",
 	       a->config_dir, cp.policy.n_entries, cp.by_route[WL_VIA_DIRECT], cp.by_route[WL_VIA_UPSTREAM],
 	       cp.by_route[WL_VIA_TUNNEL], cp.policy.n_folded, cp.n_rejected);
-	render_free(&out);
 	compile_free(&cp);
 	cfg_free(&c);
 	return 0;
@@ -161,23 +225,10 @@ static int cmd_render(const struct args *a, const struct ctl_paths *paths)
 	}
 	ctl_report_entries(&cp, a->config_dir);
 	int rc = 0;
-	for (size_t i = 0; i < out.n_files && rc == 0; i++) {
-		char path[PATH_MAX + 80], dir[PATH_MAX + 80];
-		snprintf(path, sizeof(path), "%s/%s", out_dir, out.files[i].name);
-		snprintf(dir, sizeof(dir), "%s", path);
-		*strrchr(dir, '/') = '\0';
-		if (fsio_mkdirs(dir, 0755, &e) < 0 ||
-		    fsio_write_atomic(path, out.files[i].data, out.files[i].len, 0640, (gid_t)-1, &e) < 0)
-			rc = EXIT_RUNTIME;
-		else
-			printf("%s\n", path);
-	}
-	char errors[PATH_MAX + 16];
-	snprintf(errors, sizeof(errors), "%s/errors", out_dir);
-	if (rc == 0 && state_link_error_templates(errors, &e) < 0)
+	if (write_generation(out_dir, &out, true, &e) < 0) {
 		rc = EXIT_RUNTIME;
-	if (rc != 0)
 		fprintf(stderr, "%s\n", err_str(&e, buf, sizeof(buf)));
+	}
 	render_free(&out);
 	compile_free(&cp);
 	cfg_free(&c);
@@ -223,8 +274,28 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "denied") == 0)
 		return deniedcli_run(a.admin, a.json, stdout);
 	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
-	if (strcmp(cmd, "explain") == 0)
-		return explain_cli(a.admin ? NULL : a.config_dir, a.secrets_dir, a.admin, a.json, a.target, stdout);
+	if (strcmp(cmd, "explain") == 0) {
+		/* with neither flag nor FPS_CONFIG_DIR: the controller at the default admin address */
+		const char *admin = a.admin == NULL && a.config_dir == NULL ? ADMINCLIENT_DEFAULT : a.admin;
+		return explain_cli(admin ? NULL : a.config_dir, a.secrets_dir, admin, a.json, a.target, stdout);
+	}
+	/* diagnose with neither flag nor FPS_CONFIG_DIR: the inputs of the running controller */
+	char dirs[3][1024];
+	if (strcmp(cmd, "diagnose") == 0 && a.config_dir == NULL) {
+		const char *admin = a.admin ? a.admin : ADMINCLIENT_DEFAULT;
+		char why[600];
+		if (adminclient_inputs(admin, dirs, why, sizeof(why)) < 0) {
+			fprintf(
+			    stderr,
+			    "fps-controller diagnose: no --config-dir (or FPS_CONFIG_DIR), and the controller at %s "
+			    "cannot say where its inputs are: %s\n",
+			    admin, why);
+			return EXIT_USAGE;
+		}
+		a.config_dir = dirs[0];
+		a.secrets_dir = a.secrets_dir ? a.secrets_dir : (dirs[1][0] ? dirs[1] : NULL);
+		a.state_dir = a.state_dir ? a.state_dir : (dirs[2][0] ? dirs[2] : NULL);
+	}
 	if (a.json && strcmp(cmd, "diagnose") != 0) {
 		fprintf(stderr, "fps-controller %s: --json is for diagnose only\n", cmd);
 		return EXIT_USAGE;

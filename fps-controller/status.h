@@ -111,6 +111,9 @@ struct fps_status {
 	char proxy_addr[64];
 	int proxy_port;
 	int mgr_port; /* Squid's cache manager, on 127.0.0.1 (0 = unknown) */
+
+	/* where this controller reads its inputs: diagnose run without flags finds them here */
+	char config_dir[1024], secrets_dir[1024], state_dir[1024];
 };
 
 /* Publishing side (control loop) and reading side (admin thread). */

@@ -292,6 +292,12 @@ char *statusjson_render(const struct fps_status *s, double now)
 		sj_str_or_null(tu, "subject", s->tunnel.peer_subject, sizeof(s->tunnel.peer_subject));
 	}
 	sj_path(root, "upstream", &s->upstream);
+	cJSON *in = cJSON_AddObjectToObject(root, "inputs");
+	if (in) {
+		sj_str_or_null(in, "config_dir", s->config_dir, sizeof(s->config_dir));
+		sj_str_or_null(in, "secrets_dir", s->secrets_dir, sizeof(s->secrets_dir));
+		sj_str_or_null(in, "state_dir", s->state_dir, sizeof(s->state_dir));
+	}
 	cJSON *ck = cJSON_AddObjectToObject(root, "clock");
 	if (ck) {
 		const struct clock_check *c = &s->clock;

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -97,11 +98,86 @@ static int tunnel_copy_secret(const struct tunnel_paths *p, const char *name, bo
 	return rc;
 }
 
+/* An encrypted key is refused rather than asked for (OpenSSL's default would read the tty). */
+static int tunnel_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/* Loads secrets_dir/name as PEM: certificates (at least one) or one private key. */
+static int tunnel_load_pem(const char *secrets_dir, const char *name, bool want_key, X509 **cert, EVP_PKEY **key,
+                           struct fps_err *e)
+{
+	char path[PATH_MAX];
+	tunnel_path(path, sizeof(path), secrets_dir, name);
+	char *data = NULL;
+	size_t len = 0;
+	if (fsio_read(path, TUNNEL_MAX_FILE, &data, &len, e) < 0)
+		return -1;
+	int rc = 0;
+	if (len == 0 || strstr(data, "-----BEGIN ") == NULL) {
+		rc = err_set(e, path, 0, 0, "not a PEM file (no -----BEGIN line)");
+	} else {
+		BIO *bio = BIO_new_mem_buf(data, (int)len);
+		if (want_key)
+			*key = bio ? PEM_read_bio_PrivateKey(bio, NULL, tunnel_no_passphrase, NULL) : NULL;
+		else
+			*cert = bio ? PEM_read_bio_X509(bio, NULL, tunnel_no_passphrase, NULL) : NULL;
+		BIO_free(bio);
+		ERR_clear_error();
+		if (want_key ? *key == NULL : *cert == NULL)
+			rc = err_set(e, path, 0, 0, "not a PEM %s OpenSSL can load",
+			             want_key ? "private key (unencrypted)" : "certificate");
+	}
+	explicit_bzero(data, len);
+	free(data);
+	return rc;
+}
+
+int tunnel_check_secrets(const char *secrets_dir, struct fps_err *e)
+{
+	const char *dir = secrets_dir && secrets_dir[0] ? secrets_dir : NULL;
+	char path[PATH_MAX];
+	bool have[3];
+	static const char *const names[3] = {TUNNEL_CA, TUNNEL_CERT, TUNNEL_KEY};
+	for (int i = 0; i < 3; i++) {
+		tunnel_path(path, sizeof(path), dir ? dir : "", names[i]);
+		have[i] = dir && fsio_exists(path);
+	}
+	if (!have[0])
+		return err_set(e, dir, 0, 0, "a tunnel is configured but %s is missing from the secrets", TUNNEL_CA);
+	if (have[1] != have[2])
+		return err_set(e, dir, 0, 0, "mTLS needs both %s and %s; only %s is present", TUNNEL_CERT, TUNNEL_KEY,
+		               have[1] ? TUNNEL_CERT : TUNNEL_KEY);
+	X509 *ca = NULL, *cert = NULL;
+	EVP_PKEY *key = NULL;
+	int rc = tunnel_load_pem(dir, TUNNEL_CA, false, &ca, NULL, e);
+	if (rc == 0 && have[1])
+		rc = tunnel_load_pem(dir, TUNNEL_CERT, false, &cert, NULL, e);
+	if (rc == 0 && have[2])
+		rc = tunnel_load_pem(dir, TUNNEL_KEY, true, NULL, &key, e);
+	if (rc == 0 && cert && key && X509_check_private_key(cert, key) != 1) {
+		ERR_clear_error();
+		tunnel_path(path, sizeof(path), dir, TUNNEL_KEY);
+		rc = err_set(e, path, 0, 0, "is not the private key of %s", TUNNEL_CERT);
+	}
+	X509_free(ca);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
 int tunnel_prepare(const struct fps_config *c, const struct tunnel_paths *p, bool *changed, struct fps_err *e)
 {
 	*changed = false;
 	if (!c->has_tunnel)
 		return err_set(e, NULL, 0, 0, "tunnel_prepare called without a tunnel section");
+	if (tunnel_check_secrets(p->secrets_dir, e) < 0)
+		return -1;
 	if (fsio_mkdirs(p->dir, 0700, e) < 0)
 		return -1;
 

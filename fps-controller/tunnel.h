@@ -23,6 +23,11 @@ struct tunnel_paths {
 /* Writes <dir>/stunnel.conf and the certificate copies. *changed says whether any
  * byte differs from what was there (then a running stunnel needs SIGHUP). */
 int tunnel_prepare(const struct fps_config *c, const struct tunnel_paths *p, bool *changed, struct fps_err *e);
+/* What tunnel_prepare (so `run`) and `check` judge of the tunnel's secrets before stunnel sees
+ * them: tunnel-ca.pem present; each file one OpenSSL loads (certificates in tunnel-ca.pem and
+ * tunnel-client.pem, a private key in tunnel-client.key); the client certificate and key both
+ * or neither, and the key the certificate's. Contents are never part of an error. */
+int tunnel_check_secrets(const char *secrets_dir, struct fps_err *e);
 /* argv that runs stunnel in the foreground on <dir>/stunnel.conf (NULL-terminated, <= 4 slots). */
 void tunnel_argv(const struct tunnel_paths *p, char *argv[4]);
 /* One TLS handshake to the tunnel server (address or server name, port), verified

@@ -100,7 +100,7 @@ def seed_config() -> tuple[dict, dict]:
 
 
 def admin_port_of(fps_yaml: dict) -> int:
-    return int(((fps_yaml or {}).get("admin") or {}).get("port", 9090))
+    return int(((fps_yaml or {}).get("admin") or {}).get("port", 8079))
 
 
 def proxy_port_of(fps_yaml: dict) -> int:

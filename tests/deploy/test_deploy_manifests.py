@@ -75,7 +75,7 @@ def test_probes_on_loopback_admin_port(overlay):
     c = container(pod_spec(workload(overlay)), CONTROLLER)
     admin = arg_value(c["args"], "--admin")
     port = admin_port_of(fps_yaml)
-    assert port == 9090
+    assert port == 8079
     if admin is not None:
         host, _, admin_port = admin.rpartition(":")
         assert host == "127.0.0.1" and int(admin_port) == port, admin

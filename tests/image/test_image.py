@@ -5,7 +5,7 @@ each container becomes a `podman run` with what the kubelet would give it: the s
 args, the securityContext (uid/gid 13, fsGroup 13, read-only root filesystem without podman's
 extra tmpfs, all capabilities dropped, no privilege escalation), hostNetwork, the ConfigMap and the
 Secret as kubelet-style directories (`..data` symlink swaps; Secret files 0440 group 13), and
-host directories for the emptyDirs. Only the admin port is moved off 9090 (a free port: the
+host directories for the emptyDirs. Only the admin port is moved off its default 8079 (a free port: the
 machine is shared), and resource limits are not applied (cgroup limits need a cgroup setup
 this sandbox may lack).
 
@@ -74,7 +74,7 @@ def run_args(spec, c, name, volumes, admin_port, pod=None):
     cmd = c.get("command")
     if cmd:
         args += ["--entrypoint", json.dumps(cmd[:1])]
-    rest = (cmd[1:] if cmd else []) + [a.replace("127.0.0.1:9090", f"127.0.0.1:{admin_port}") for a in c.get("args", [])]
+    rest = (cmd[1:] if cmd else []) + [a.replace("127.0.0.1:8079", f"127.0.0.1:{admin_port}") for a in c.get("args", [])]
     return args + [IMAGE] + rest
 
 

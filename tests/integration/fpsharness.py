@@ -25,6 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("FPS_BIN_DIR", ROOT / "build"))
 TEMPLATES = ROOT / "squid-templates"
+# promtool unpacked from Debian's prometheus package by the Makefile (installing the package
+# would start a Prometheus server on 0.0.0.0:9090).
+PROMTOOL = Path(os.environ.get("PROMTOOL", ROOT / "build" / "prometheus" / "usr" / "bin" / "promtool"))
 
 
 def free_port():
@@ -362,7 +365,7 @@ class World:
     # ---- the controller -----------------------------------------------------------------
     def start(self, wait=True, extra_args=(), env_extra=None, prefix=()):
         # Every controller gets an admin port of its own: the admin port is bound
-        # exclusively, so two worlds on the default 9090 would refuse each other.
+        # exclusively, so two worlds on the default 8079 would refuse each other.
         cfg = self.config / "fps.yaml"
         own_admin = cfg.exists() and any(l.startswith("admin:") for l in cfg.read_text().splitlines())
         if "--admin" not in extra_args and not own_admin:

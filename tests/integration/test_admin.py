@@ -5,7 +5,6 @@ holds a connection and the configuration reloads again and again."""
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fpsharness import World, free_port, wait_for
+from fpsharness import PROMTOOL, ROOT, World, free_port, wait_for
 
 NAMES = {"a.allowed.test": "127.0.0.1", "b.allowed.test": "127.0.0.1"}
 
@@ -112,8 +111,8 @@ def test_metrics_pass_promtool_with_squid_figures(world):
     assert m["fps_squid_client_http_errors_total"] >= 1  # the 403
     assert "fps_squid_file_descriptors_in_use" in m
     body = request(p, "/metrics")[2]
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool missing: apt-get install prometheus"
+    promtool = PROMTOOL if PROMTOOL.is_file() else None
+    assert promtool, f"{PROMTOOL} missing: `make {PROMTOOL.relative_to(ROOT)}` unpacks it"
     r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     for name in ("fps_config_generation", "fps_config_reloads_total{result=\"success\"}",

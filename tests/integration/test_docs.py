@@ -2,14 +2,32 @@
 own table) has a row in the reference, every row is a key the parser accepts, each row's example
 value is accepted by `fps-controller check`, and the reference's complete examples are valid.
 Also: the repository stands alone (nothing points at files outside it)."""
+import functools
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fpsharness import BIN, ROOT
+
+EXAMPLE_KEYS = '{"keys": [{"id": "docs", "key": "docs-example-key-0123456789", "expires": "2099-01-01T00:00:00Z"}]}'
+
+
+@functools.lru_cache(maxsize=None)
+def docs_ca():
+    """A real CA certificate (PEM text): `check --secrets-dir` loads tunnel-ca.pem as `run` does."""
+    d = Path(tempfile.mkdtemp(prefix="docs-ca-"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=FPS Docs Test CA", "-keyout", str(d / "ca.key"), "-out",
+                    str(d / "ca.pem")], check=True, capture_output=True)
+    text = (d / "ca.pem").read_text()
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()
+    return text
 
 DOC = ROOT / "docs" / "configuration.md"
 ROW = re.compile(r"^\| `([^`]+)` \|")
@@ -65,7 +83,7 @@ def check(tmp_path, yaml_text, json_text=None, secrets=None):
     (cfg / "fps.yaml").write_text(yaml_text)
     if json_text is not None:
         (cfg / "whitelist.json").write_text(json_text)
-    for name, content in (secrets or {"tunnel-ca.pem": "placeholder\n"}).items():
+    for name, content in (secrets or {"tunnel-ca.pem": docs_ca()}).items():
         (sec / name).write_text(content)
     return subprocess.run([str(BIN / "fps-controller"), "check", "--config-dir", str(cfg), "--secrets-dir", str(sec)],
                           capture_output=True, text=True)
@@ -128,7 +146,7 @@ def test_complete_examples_are_valid(tmp_path):
     fps_yaml = re.search(r"### A complete example\n\n```yaml\n(.*?)```", text, re.S).group(1)
     wl = re.search(r"## `whitelist.json`.*?```json\n(.*?)```", text, re.S).group(1)
     keys = re.search(r"### `apikeys.json`\n\n```json\n(.*?)```", text, re.S).group(1)
-    r = check(tmp_path, fps_yaml, wl, {"tunnel-ca.pem": "placeholder\n", "apikeys.json": keys})
+    r = check(tmp_path, fps_yaml, wl, {"tunnel-ca.pem": docs_ca(), "apikeys.json": keys})
     assert r.returncode == 0, r.stderr
     assert "4 entries" in r.stdout
     # The same text with a typo is refused, naming the key and the keys the parser knows.

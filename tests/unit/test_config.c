@@ -38,7 +38,8 @@ static const struct yaml_case yaml_cases[] = {
     {"proxy:\n  bind: not-an-ip\n", 2, 9, "must be an IP address"},
     {"proxy:\n  workers: auto\n", 0, 0, NULL},
     {"proxy:\n  workers: many\n", 2, 12, "must be an integer"},
-    {"proxy:\n  blocked_networks: [10.0.0.0/33]\n", 2, 22, "not an IP network"},
+    {"proxy:\n  blocked_networks: [10.0.0.0/33]\n", 2, 22,
+     "'10.0.0.0/33': not an IP network (address or address/prefix)"},
     {"proxy:\n  blocked_networks: [\"fe80::/10\", 10.0.0.0/8]\n", 0, 0, NULL},
     {"proxy:\n  dns_nameservers: [dns.example]\n", 2, 21, "not an IP address"},
     {"proxy:\n  hosts_file: relative/hosts\n", 2, 15, "absolute path"},
@@ -62,6 +63,11 @@ static const struct yaml_case yaml_cases[] = {
     /* input quoted in errors: bounded and escaped */
     {"proxy:\n  \"k\\e[2J\\r0123456789012345678901234567890123456789\": 1\n", 2, 3,
      "unknown key 'k\\x1b[2J\\x0d0123456789012345678901234567890123...' in 'proxy'"},
+    /* only the input is bounded, never the explanation FPS writes after it */
+    {"proxy:\n  blocked_networks: [10.0.0.0/330000000000000000000000000000000000000000]\n", 2, 22,
+     "'10.0.0.0/3300000000000000000000000000000...': not an IP network (address or address/prefix)"},
+    {"routes:\n  - {via: direct, domains: [\"a-long-name-that-is-also-a-bad one.example\"]}\n", 2, 29,
+     "route domain 'a-long-name-that-is-also-a-bad one.examp...': whitespace"},
 };
 
 static void test_yaml_table(void **state)
@@ -167,7 +173,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.apply, CFG_APPLY_LIVE);
 	assert_int_equal(c.default_route, WL_VIA_DIRECT);
 	assert_string_equal(c.admin_bind, "127.0.0.1");
-	assert_int_equal(c.admin_port, 9090);
+	assert_int_equal(c.admin_port, 8079);
 	assert_int_equal(c.tunnel_local_port, 3129);
 	cfg_free(&c);
 }

@@ -262,12 +262,25 @@ static void test_prepare_errors_name_the_file(void **state)
 	    {"pki/ca.pem", "pki/client.pem", NULL, NULL, "only tunnel-client.pem is present", "secrets"},
 	    {"pki/ca.pem", NULL, "pki/client.key", NULL, "only tunnel-client.key is present", "secrets"},
 	    {"pki/ca.csr.notpem", NULL, NULL, NULL, "not a PEM file", "secrets/tunnel-ca.pem"},
+	    /* deploy/k8s/seed/secret.example.yaml's placeholder, and a PEM header with no certificate */
+	    {"pki/replace-me.pem", NULL, NULL, NULL, "not a PEM file", "secrets/tunnel-ca.pem"},
+	    {"pki/empty-cert.pem", NULL, NULL, NULL, "not a PEM certificate OpenSSL can load", "secrets/tunnel-ca.pem"},
+	    {"pki/ca.pem", "pki/client.pem", "pki/empty-cert.pem", NULL, "not a PEM private key",
+	     "secrets/tunnel-client.key"},
+	    {"pki/ca.pem", "pki/client.pem", "pki/fw.key", NULL, "is not the private key of tunnel-client.pem",
+	     "secrets/tunnel-client.key"},
 	    {"pki/ca.pem", NULL, NULL, "/nonexistent-templates", "", "/nonexistent-templates/client.conf.tmpl"},
 	};
 	/* A file that is not PEM (e.g. a DER certificate pasted into the Secret). */
 	char notpem[PATH_MAX];
 	path(notpem, sizeof(notpem), "pki/ca.csr.notpem");
 	assert_int_equal(fsio_write_atomic(notpem, "\x30\x82\x01\x0a", 4, 0644, (gid_t)-1, &e), 0);
+	static const char replace_me[] = "-----REPLACE ME WITH THE TUNNEL CA CERTIFICATE (PEM)-----\n";
+	static const char empty_cert[] = "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
+	path(notpem, sizeof(notpem), "pki/replace-me.pem");
+	assert_int_equal(fsio_write_atomic(notpem, replace_me, sizeof(replace_me) - 1, 0644, (gid_t)-1, &e), 0);
+	path(notpem, sizeof(notpem), "pki/empty-cert.pem");
+	assert_int_equal(fsio_write_atomic(notpem, empty_cert, sizeof(empty_cert) - 1, 0644, (gid_t)-1, &e), 0);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		rm("secrets/tunnel-ca.pem");
 		rm("secrets/tunnel-client.pem");
