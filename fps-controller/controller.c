@@ -320,6 +320,17 @@ static pid_t ctl_squid_pid(struct ctl *x)
 	return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
 }
 
+/* A reload (SIGHUP) or log reopen (SIGUSR1) for Squid: through the supervision table when
+ * Squid is our child (or adopted); sidecar mode signals the other container's Squid, which
+ * no table of ours supervises. */
+static void ctl_signal_squid(struct ctl *x, pid_t pid, enum sup_event ev)
+{
+	if (x->opts->mode == CTL_MODE_SUPERVISE)
+		sup_event(&x->squid, ev, sup_now_ms());
+	else
+		kill(pid, ev == SUP_EV_RELOAD ? SIGHUP : SIGUSR1);
+}
+
 /* After SIGHUP: Squid re-reads its config, closes and reopens its ports, and logs
  * "Accepting HTTP Socket connections" once it serves again. */
 static int ctl_confirm_squid(struct ctl *x, off_t log_offset, struct fps_err *e)
@@ -835,7 +846,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		 * connections keep going on the old ones. */
 		log_info("generation %llu: tunnel config or certificates changed: reloading stunnel pid %d", gen,
 		         (int)x->stunnel.pid);
-		kill(x->stunnel.pid, SIGHUP);
+		sup_event(&x->stunnel, SUP_EV_RELOAD, sup_now_ms());
 		x->stunnel_stale = false;
 	}
 
@@ -847,7 +858,8 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		ctl_squid_argv(x, workers, argv);
 		sup_set_argv(&x->squid, argv);
 		log_info("generation %llu: squid workers %d -> %d: restarting squid", gen, x->squid_workers, workers);
-		kill(x->squid.pid, SIGTERM);
+		/* A planned restart: not a death, not counted in restarts, no backoff. */
+		sup_event(&x->squid, SUP_EV_RESTART, sup_now_ms());
 		x->squid_workers = workers;
 	} else if (conf_changed && squid_pid) {
 		char logpath[PATH_MAX + 16];
@@ -856,7 +868,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		long long t0 = sup_now_ms();
 		log_info("generation %llu: squid.conf changed: reconfiguring squid pid %d", gen, (int)squid_pid);
 		x->squid_gen = 0;
-		kill(squid_pid, SIGHUP);
+		ctl_signal_squid(x, squid_pid, SUP_EV_RELOAD);
 		stage = "reconfigure";
 		if (ctl_confirm_squid(x, off, &e) < 0) {
 			/* The new generation is active (Squid read it); record the failure. */
@@ -1246,7 +1258,7 @@ static void ctl_rotate_logs(struct ctl *x)
 	pid_t pid = ctl_squid_pid(x);
 	if (rotated && pid) {
 		log_info("squid logs over %lld bytes: rotated, squid pid %d reopens them", limit, (int)pid);
-		kill(pid, SIGUSR1);
+		ctl_signal_squid(x, pid, SUP_EV_REOPEN);
 	}
 }
 
@@ -1357,7 +1369,7 @@ static long long ctl_hurry_squid(struct ctl *x, long long now)
 		return now + DRAIN_POLL_MS;
 	log_info("squid: no client connected to port %d any more: finishing now, not after shutdown_lifetime",
 	         x->active.port);
-	kill(x->squid.pid, SIGTERM);
+	sup_event(&x->squid, SUP_EV_HURRY, now);
 	return 0;
 }
 
