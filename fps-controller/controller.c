@@ -31,6 +31,7 @@
 #include "cred.h"
 #include "denied.h"
 #include "fsio.h"
+#include "handover.h"
 #include "health.h"
 #include "inputs.h"
 #include "log.h"
@@ -56,6 +57,7 @@
 #define STATE_ROOM_BYTES  (1LL << 20)   /* this much more free than at a failed write: retry it */
 #define SQUID_HANG_MS     30000         /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
 #define DRAIN_POLL_MS     50            /* while Squid stops: how often to look for its remaining clients */
+#define DRAIN_MAX_MS      5000          /* SIGTERM: how long agents' connections get to close between requests */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
  * filtered server may take seconds, and the loop must not wait for it. */
@@ -959,7 +961,18 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 {
 	struct ctl *x = arg;
 	char why[512] = "";
-	if (x->have_active && pf_port_free(x->active.bind, x->active.port, why, sizeof(why)) < 0) {
+	char who[64];
+	if (x->have_active && pf_port_free(x->active.bind, x->active.port, why, sizeof(why)) < 0 &&
+	    ho_port_joinable(x->active.bind, x->active.port, x->st.as_root ? x->st.squid_uid : getuid(), who,
+	                     sizeof(who)) == 1) {
+		/* Another FPS instance's Squid serves the port: the handover case (docs/operations.md,
+		 * "Handing over to a second instance"). Ours joins it; the other one then drains. */
+		log_info(
+		    "squid: proxy port %s:%d is held by another FPS instance's Squid, %s: joining it (SO_REUSEPORT)",
+		    x->active.bind, x->active.port, who);
+		why[0] = '\0';
+	}
+	if (why[0]) {
 		char msg[sizeof(why) + 32];
 		snprintf(msg, sizeof(msg), "proxy port %s", why);
 		snprintf(why, sizeof(why), "%s", msg);
@@ -1364,13 +1377,62 @@ static long long ctl_hurry_squid(struct ctl *x, long long now)
 {
 	if (x->squid.state != SUP_STOPPING || x->squid.pid <= 0)
 		return 0;
-	int left = pf_port_clients(x->active.port);
+	/* This Squid's clients only: a second instance may serve the same port. */
+	int left = ho_clients(x->squid.pid, x->active.port);
 	if (left > 0)
 		return now + DRAIN_POLL_MS;
 	log_info("squid: no client connected to port %d any more: finishing now, not after shutdown_lifetime",
 	         x->active.port);
 	sup_event(&x->squid, SUP_EV_HURRY, now);
 	return 0;
+}
+
+/* SIGTERM: the drain (docs/operations.md, "Stopping"). Squid 5.7's own shutdown answers
+ * requests it has not forwarded yet with 503 (FwdState.cc, ERR_SHUTTING_DOWN) and closes
+ * idle connections at once, under a request that may be on its way. So Squid is not
+ * signalled first: its listening sockets are shut down (handover.c), after which Squid
+ * answers everything still on its connections normally, with "Connection: close", and
+ * closes each one after its answer. Once none is left (or after DRAIN_MAX_MS: idle agents
+ * and CONNECT tunnels), Squid gets SIGTERM. Returns the next time to look, 0 when Squid
+ * has been told to stop. */
+static long long ctl_drain_begin(struct ctl *x, long long now, long long *until)
+{
+	if (x->opts->mode != CTL_MODE_SUPERVISE || x->squid.state != SUP_RUNNING || !x->have_active)
+		return 0;
+	char why[256];
+	long long t0 = sup_now_ms();
+	int n = ho_stop_accepting(x->squid.pid, x->active.port, why, sizeof(why));
+	if (n < 0) {
+		log_warn("squid: %s: stopping it with SIGTERM alone (requests it has not forwarded get 503)", why);
+		return 0;
+	}
+	int mig = ho_migrate_req();
+	log_info("squid: pid %d no longer accepts on port %d (%d listening sockets shut down in %lld ms, "
+	         "net.ipv4.tcp_migrate_req=%d); draining %d connections, each closed after its answer",
+	         (int)x->squid.pid, x->active.port, n, sup_now_ms() - t0, mig,
+	         ho_clients(x->squid.pid, x->active.port));
+	*until = now + DRAIN_MAX_MS;
+	return now + DRAIN_POLL_MS;
+}
+
+static long long ctl_drain_step(struct ctl *x, long long now, long long until)
+{
+	if (x->squid.state != SUP_RUNNING)
+		return 0;
+	int left = ho_clients(x->squid.pid, x->active.port);
+	if (left > 0 && now < until)
+		return now + DRAIN_POLL_MS;
+	if (left == 0) {
+		log_info("squid: no client connected to port %d any more: drained; stopping pid %d now", x->active.port,
+		         (int)x->squid.pid);
+		sup_event(&x->squid, SUP_EV_STOP, now);
+		sup_event(&x->squid, SUP_EV_HURRY, now); /* nothing in flight: no shutdown_lifetime */
+		return 0;
+	}
+	log_info("squid: %d agent connections still open after %d ms (idle keep-alive or tunnels); stopping pid %d",
+	         left, DRAIN_MAX_MS, (int)x->squid.pid);
+	sup_event(&x->squid, SUP_EV_STOP, now);
+	return -1; /* the caller hurries it once its clients are gone */
 }
 
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
@@ -1513,7 +1575,9 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	long long burst_start = 0, debounce_at = 0, recheck_at = sup_now_ms() + RECHECK_MS;
 	long long publish_at = 0;
 	bool stopping = false;
-	long long drain_at = 0; /* next look for Squid's remaining clients while it stops */
+	long long drain_at = 0;   /* next look for Squid's remaining clients while it stops */
+	long long handoff_at = 0; /* SIGTERM: next look at a draining Squid that still runs (ctl_drain_step) */
+	long long drain_until = 0;
 	int exit_code = 0;
 	for (;;) {
 		long long now = sup_now_ms();
@@ -1537,10 +1601,20 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 				debounce_at = now;
 			x.retry_reload = false;
 		}
+		if (handoff_at && now >= handoff_at) {
+			handoff_at = ctl_drain_step(&x, now, drain_until);
+			if (handoff_at < 0) {
+				handoff_at = 0;
+				drain_at = now + DRAIN_POLL_MS;
+			}
+		}
 		if (drain_at && now >= drain_at)
 			drain_at = ctl_hurry_squid(&x, now);
+		/* stunnel stops after Squid: requests still answered on the tunnel route need it */
+		if (stopping && x.squid.state == SUP_STOPPED && x.stunnel.state == SUP_RUNNING)
+			sup_event(&x.stunnel, SUP_EV_STOP, now);
 		long long next = min_deadline(min_deadline(debounce_at, recheck_at), sup_deadline(&x.squid));
-		next = min_deadline(next, drain_at);
+		next = min_deadline(min_deadline(next, drain_at), handoff_at);
 		next = min_deadline(min_deadline(next, sup_deadline(&x.stunnel)), publish_at);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
 		struct epoll_event evs[4];
@@ -1564,10 +1638,14 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 					} else if (!stopping) {
 						log_info("signal %d: shutting down", (int)si.ssi_signo);
 						stopping = true;
-						sup_event(&x.squid, SUP_EV_STOP, now);
-						sup_event(&x.stunnel, SUP_EV_STOP, now);
-						if (x.squid.state == SUP_STOPPING && x.have_active)
-							drain_at = now + DRAIN_POLL_MS;
+						handoff_at = ctl_drain_begin(&x, now, &drain_until);
+						if (handoff_at == 0) {
+							sup_event(&x.squid, SUP_EV_STOP, now);
+							if (x.squid.state == SUP_STOPPING && x.have_active)
+								drain_at = now + DRAIN_POLL_MS;
+						}
+						if (x.squid.state != SUP_RUNNING && x.squid.state != SUP_STOPPING)
+							sup_event(&x.stunnel, SUP_EV_STOP, now);
 					}
 				}
 			} else if (evs[i].data.fd == x.squid_out[0]) {
@@ -1586,6 +1664,11 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		}
 		sup_tick(&x.squid, now);
 		sup_tick(&x.stunnel, now);
+		/* A Squid that died while draining or stopping is not started again. */
+		if (stopping && x.squid.state == SUP_BACKOFF)
+			sup_event(&x.squid, SUP_EV_STOP, now);
+		if (stopping && x.stunnel.state == SUP_BACKOFF)
+			sup_event(&x.stunnel, SUP_EV_STOP, now);
 		if (!stopping)
 			ctl_check_hung(&x, now);
 		if (x.squid.state == SUP_RUNNING && x.squid.started_ms == now)
