@@ -35,6 +35,7 @@
 #include "health.h"
 #include "inputs.h"
 #include "log.h"
+#include "metrics.h"
 #include "preflight.h"
 #include "proc.h"
 #include "squid.h"
@@ -57,6 +58,7 @@
 #define STATE_ROOM_BYTES  (1LL << 20)   /* this much more free than at a failed write: retry it */
 #define SQUID_HANG_MS     30000         /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
 #define DRAIN_POLL_MS     50            /* while Squid stops: how often to look for its remaining clients */
+#define DRAIN_QUIET_MS    2000          /* SIGTERM: how long Squid gets to finish its helper lookups */
 #define DRAIN_MAX_MS      5000          /* SIGTERM: how long agents' connections get to close between requests */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
@@ -1395,6 +1397,59 @@ static long long ctl_hurry_squid(struct ctl *x, long long now)
  * closes each one after its answer. Once none is left (or after DRAIN_MAX_MS: idle agents
  * and CONNECT tunnels), Squid gets SIGTERM. Returns the next time to look, 0 when Squid
  * has been told to stop. */
+/* Step 2 of leaving the port (handover.h): Squid re-reads a squid.conf without the agents'
+ * ports. The active generation's squid.conf is swapped for the drain text only for the
+ * reconfigure: it is put back once Squid has read it, so `current` stays what the next
+ * start of this state directory expects. */
+static int ctl_drain_reconfigure(struct ctl *x, struct fps_err *e)
+{
+	char conf[PATH_MAX + 16], keep[PATH_MAX + 32], logpath[PATH_MAX + 16], *text = NULL;
+	snprintf(conf, sizeof(conf), "%s/squid.conf", x->st.current);
+	snprintf(keep, sizeof(keep), "%s/squid.conf.serving", x->st.current);
+	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	if (fsio_read(conf, 8u << 20, &text, NULL, e) < 0)
+		return -1;
+	char *drain = ho_drain_conf(text);
+	free(text);
+	if (drain == NULL)
+		return err_set(e, conf, 0, 0, "out of memory");
+	struct stat sb;
+	unlink(keep);
+	if (stat(conf, &sb) < 0 || link(conf, keep) < 0) {
+		free(drain);
+		return err_set(e, keep, 0, 0, "%s", strerror(errno));
+	}
+	int rc = fsio_write_atomic(conf, drain, strlen(drain), sb.st_mode & 07777, sb.st_gid, e);
+	free(drain);
+	if (rc == 0) {
+		/* The reconfigure restarts the helpers: first let every lookup Squid has asked be
+		 * answered, with no new request coming in (ho_pause_input), at most DRAIN_QUIET_MS. */
+		struct ho_pause pz;
+		int paused = ho_pause_input(x->squid.pid, x->active.port, &pz);
+		long long t0 = sup_now_ms(), deadline = t0 + DRAIN_QUIET_MS;
+		long left = -1;
+		int quiet = 0;
+		while (sup_now_ms() < deadline && quiet < 2) {
+			char err[128], *page = metrics_squid_fetch("127.0.0.1", x->st.mgr_port, "external_acl", 500,
+			                                           err, sizeof(err));
+			left = page ? ho_acl_in_flight(page) : -1;
+			free(page);
+			quiet = left <= 0 && !ho_paused_unread(&pz) ? quiet + 1 : 0;
+			if (quiet < 2)
+				nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+		}
+		log_info("squid: %d agent connections paused; helper lookups in flight: %ld after %lld ms", paused,
+		         left, sup_now_ms() - t0);
+		off_t off = file_size(logpath);
+		ctl_signal_squid(x, x->squid.pid, SUP_EV_RELOAD);
+		rc = ctl_confirm_squid(x, off, e);
+		ho_resume_input(&pz);
+	}
+	if (rename(keep, conf) < 0 && rc == 0)
+		rc = err_set(e, conf, 0, 0, "cannot put the serving squid.conf back: %s", strerror(errno));
+	return rc;
+}
+
 static long long ctl_drain_begin(struct ctl *x, long long now, long long *until)
 {
 	if (x->opts->mode != CTL_MODE_SUPERVISE || x->squid.state != SUP_RUNNING || !x->have_active)
@@ -1407,9 +1462,18 @@ static long long ctl_drain_begin(struct ctl *x, long long now, long long *until)
 		return 0;
 	}
 	int mig = ho_migrate_req();
+	long long t1 = sup_now_ms();
+	struct fps_err e;
+	err_clear(&e);
+	if (ctl_drain_reconfigure(x, &e) < 0) {
+		char buf[1024];
+		log_warn("squid: drain configuration: %s: its keep-alive connections stay open until SIGTERM",
+		         err_str(&e, buf, sizeof(buf)));
+	}
 	log_info("squid: pid %d no longer accepts on port %d (%d listening sockets shut down in %lld ms, "
-	         "net.ipv4.tcp_migrate_req=%d); draining %d connections, each closed after its answer",
-	         (int)x->squid.pid, x->active.port, n, sup_now_ms() - t0, mig,
+	         "net.ipv4.tcp_migrate_req=%d; drain configuration read in %lld ms); draining %d connections, "
+	         "each closed after its answer",
+	         (int)x->squid.pid, x->active.port, n, t1 - t0, mig, sup_now_ms() - t1,
 	         ho_clients(x->squid.pid, x->active.port));
 	*until = now + DRAIN_MAX_MS;
 	return now + DRAIN_POLL_MS;

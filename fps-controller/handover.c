@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -399,4 +400,147 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 		close(t.fds[i]);
 	}
 	return (int)t.n;
+}
+
+/* ---- leaving: the drain configuration ------------------------------------------------------ */
+
+char *ho_drain_conf(const char *conf)
+{
+	static const char head[] = "# DRAINING: the agents' http_port lines are left out (fps-controller handover.c)\n";
+	size_t len = strlen(conf);
+	char *out = malloc(sizeof(head) + len + 1);
+	if (out == NULL)
+		return NULL;
+	size_t o = sizeof(head) - 1;
+	memcpy(out, head, o);
+	for (const char *p = conf; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t l = nl ? (size_t)(nl - p) + 1 : strlen(p);
+		bool port = strncmp(p, "http_port", 9) == 0 && (p[9] == ' ' || p[9] == '\t');
+		bool mgr = false;
+		for (const char *q = p; port && q + 12 <= p + l; q++)
+			if (strncmp(q, "name=fps_mgr", 12) == 0)
+				mgr = true;
+		if (!port || mgr) {
+			memcpy(out + o, p, l);
+			o += l;
+		}
+		p += l;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- leaving: pausing the agents' input ------------------------------------------------------ */
+
+struct ho_grab {
+	struct ho_pause *p;
+	size_t cap;
+	int pidfd;
+};
+
+/* Drops segments that carry data: the filter sees the TCP header at offset 0 and the
+ * segment's length as `len`; payload = len - 4 * data offset. */
+static int ho_drop_data(int fd)
+{
+	struct sock_filter code[] = {
+	    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 12), /* A = data offset << 4 */
+	    BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 2), /* A = 4 * data offset (low bits: reserved, 0) */
+	    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x3c),
+	    BPF_STMT(BPF_MISC | BPF_TAX, 0),              /* X = TCP header length */
+	    BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),        /* A = segment length */
+	    BPF_JUMP(BPF_JMP | BPF_JGT | BPF_X, 0, 0, 1), /* payload? */
+	    BPF_STMT(BPF_RET | BPF_K, 0),                 /* drop: the agent sends it again */
+	    BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+	};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
+}
+
+static void ho_grab_fd(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	(void)pid, (void)ino;
+	struct ho_grab *g = arg;
+	if (g->p->n >= g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 256;
+		int *fds = realloc(g->p->fds, cap * sizeof(int));
+		if (fds == NULL)
+			return;
+		g->p->fds = fds;
+		g->cap = cap;
+	}
+	int dup = pidfd_getfd(g->pidfd, fd, 0);
+	if (dup < 0)
+		return;
+	if (ho_drop_data(dup) < 0) {
+		close(dup);
+		return;
+	}
+	g->p->fds[g->p->n++] = dup;
+}
+
+int ho_pause_input(pid_t pid, int port, struct ho_pause *p)
+{
+	p->fds = NULL;
+	p->n = 0;
+	static struct ho_sock socks[HO_MAX_SOCKS * 4];
+	size_t n =
+	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
+	pid_t tree[HO_MAX_PIDS];
+	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
+	struct ho_grab g = {.p = p, .cap = 0};
+	for (size_t i = 0; i < np && n > 0; i++) {
+		g.pidfd = pidfd_open(tree[i], 0);
+		if (g.pidfd < 0)
+			continue;
+		ho_each_fd(tree[i], socks, n, ho_grab_fd, &g);
+		close(g.pidfd);
+	}
+	return (int)p->n;
+}
+
+void ho_resume_input(struct ho_pause *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		int zero = 0;
+		setsockopt(p->fds[i], SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof(zero));
+		close(p->fds[i]);
+	}
+	free(p->fds);
+	p->fds = NULL;
+	p->n = 0;
+}
+
+bool ho_paused_unread(const struct ho_pause *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		int n = 0;
+		if (ioctl(p->fds[i], FIONREAD, &n) == 0 && n > 0)
+			return true;
+	}
+	return false;
+}
+
+long ho_acl_in_flight(const char *page)
+{
+	long total = 0;
+	bool seen = false;
+	for (const char *l = page; l && *l;) {
+		long v;
+		const char *q;
+		if ((q = strstr(l, "requests sent:")) == l + strspn(l, " ") &&
+		    sscanf(q, "requests sent: %ld", &v) == 1) {
+			total += v;
+			seen = true;
+		} else if ((q = strstr(l, "replies received:")) == l + strspn(l, " ") &&
+		           sscanf(q, "replies received: %ld", &v) == 1) {
+			total -= v;
+		} else if ((q = strstr(l, "queue length:")) == l + strspn(l, " ") &&
+		           sscanf(q, "queue length: %ld", &v) == 1) {
+			total += v;
+		}
+		const char *nl = strchr(l, '\n');
+		l = nl ? nl + 1 : NULL;
+	}
+	return seen ? total : -1;
 }

@@ -1,15 +1,23 @@
 /*
  * handover: an FPS Squid joining and leaving the agents' port without an agent noticing.
  * A second instance's Squid joins the port of a running one (Squid binds it with
- * SO_REUSEPORT: "worker-queues"), and the first one leaves it without a signal: the
- * controller takes Squid's listening sockets (pidfd_getfd) and shuts them down. Squid then
- * answers every request still on its connections with "Connection: close" and closes each
- * connection after its answer (client_side_reply.cc: "listening port closed"), so no
- * keep-alive connection is closed under a request. docs/operations.md, "Handing over".
+ * SO_REUSEPORT: "worker-queues"), and the first one leaves it in two steps:
+ *   1. the controller takes Squid's listening sockets (pidfd_getfd) and shuts them down:
+ *      no new connection reaches this Squid, none waiting in its accept queue is lost;
+ *   2. Squid re-reads a squid.conf without the agents' http_port lines (ho_drain_conf):
+ *      first its agents' input is paused (ho_pause_input) until nothing is waiting for a
+ *      helper answer: a reconfigure restarts the helpers and Squid 5.7 answers lookups
+ *      still queued for the old ones as failed (helper.cc dropQueued: a false 403);
+ *      its reconfigure closes the old port objects, and Squid 5.7 then answers every
+ *      request on a connection of a closed port with "Connection: close" and closes the
+ *      connection after that answer (client_side_reply.cc, "listening port closed"), so
+ *      no keep-alive connection is closed under a request and nothing gets a 503.
+ * docs/operations.md, "Stopping" and "Handing over to a second instance".
  */
 #ifndef FPS_HANDOVER_H
 #define FPS_HANDOVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -31,6 +39,28 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len);
 
 /* Agents' connections on local port held by the Squid at pid (workers included). */
 int ho_clients(pid_t pid, int port);
+
+/* squid.conf for a draining Squid: conf without the agents' http_port lines (every
+ * http_port line but the controller's own "name=fps_mgr" one), with a first line saying
+ * so. Returns malloc'd text; NULL when out of memory. */
+char *ho_drain_conf(const char *conf);
+
+/* The agents' connections of the Squid at pid, paused: a socket filter on each drops
+ * incoming segments that carry data (ACKs and FINs pass), so Squid reads no new request
+ * while the requests it has finish; the agents' TCP sends them again (after about 200 ms
+ * on loopback) once ho_resume_input() has removed the filters. Nothing is lost or reset. */
+struct ho_pause {
+	int *fds;
+	size_t n;
+};
+int ho_pause_input(pid_t pid, int port, struct ho_pause *p);
+void ho_resume_input(struct ho_pause *p);
+/* Whether Squid has not yet read all that reached a paused connection. */
+bool ho_paused_unread(const struct ho_pause *p);
+
+/* From Squid's cache-manager page "external_acl": lookups not answered yet (queued, or sent
+ * and not replied), summed over helpers; -1 when the text says nothing. */
+long ho_acl_in_flight(const char *page);
 
 /* net.ipv4.tcp_migrate_req of our network namespace: 1, 0, or -1 when unknown. */
 int ho_migrate_req(void);

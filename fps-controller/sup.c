@@ -144,10 +144,12 @@ static void act_reopen(struct sup_child *c, long long now)
 	sup_signal(c, SIGUSR1);
 }
 
+/* SIGINT: Squid reads it as a shutdown without shutdown_lifetime, also when it comes
+ * together with the SIGTERM (two SIGTERMs in one event-loop pass count as one). */
 static void act_hurry(struct sup_child *c, long long now)
 {
 	(void)now;
-	sup_signal(c, SIGTERM);
+	sup_signal(c, SIGINT);
 }
 
 /* A stop asked while a planned restart is under way: it stays down. */

@@ -23,7 +23,7 @@ enum sup_state { SUP_STOPPED, SUP_RUNNING, SUP_BACKOFF, SUP_STOPPING, SUP_STATE_
  * exit that follows starts the child again at once, counted nowhere.
  * SUP_EV_RELOAD: SIGHUP (Squid re-reads its config, stunnel its config and certificates).
  * SUP_EV_REOPEN: SIGUSR1 (Squid reopens its logs).
- * SUP_EV_HURRY: while stopping, SIGTERM again (Squid: "shut down as soon as possible").
+ * SUP_EV_HURRY: while stopping, SIGINT (Squid: "shut down as soon as possible").
  * SUP_EV_STOP while a restart is under way turns it into a stop. */
 enum sup_event {
 	SUP_EV_START,

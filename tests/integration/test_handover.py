@@ -64,3 +64,110 @@ def test_workers_change_is_a_planned_restart_not_a_death():
         assert " died " not in log, log
     finally:
         w.close()
+
+
+# ---- a second instance, a drain, SIGTERM alone ------------------------------------------------
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from fpsharness import Prober, ROOT, spawn, stop_group
+
+LOADGEN = Path(os.environ.get("LOADGEN", ROOT / "build" / "bench" / "asan" / "loadgen"))
+AGENTS = 150  # keep-alive agents, closed loop: enough to keep requests on the wire at any instant
+HOST = "a.allowed.test"
+
+
+def handover_world(name):
+    w = World(name)
+    w.set_hosts({HOST: "127.0.0.1"})
+    w.origin()
+    w.write_keys()
+    w.write_config(w.yaml(), {"version": 1, "domains": [HOST]})
+    return w
+
+
+def second_instance(first, name):
+    """Another FPS on the same fps.yaml and Secret (so the same proxy port), with its own state
+    directory and admin port: what an upgrade starts beside the running one."""
+    w = World(name)
+    w.config, w.secrets, w.port, w.proxy = first.config, first.secrets, first.port, first.proxy
+    return w
+
+
+def ready(w):
+    return admin(w, "/readyz", timeout=2)[0] == 200
+
+
+class Load:
+    """loadgen's keep-alive agents and a prober opening a fresh connection every few ms,
+    both counting every outcome, until stopped."""
+
+    def __init__(self, w, seconds, agents=AGENTS):
+        self.proc = spawn([str(LOADGEN), "--proxy", w.proxy, "--no-auth", "--agents", str(agents), "--duration",
+                           str(seconds), "--timeout", "10000", "--url",
+                           f"http://{HOST}:{w.origins[0].port}/", "--json", "-"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.fresh = Prober(w.port, HOST, w.origins[0].port, interval=0.01)
+        self.fresh.start()
+
+    def mark(self):
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def finish(self, timeout=120):
+        fresh = self.fresh.finish()
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        finally:
+            stop_group(self.proc, signal.SIGKILL)
+        assert self.proc.returncode == 0, err.decode(errors="replace")[-2000:]
+        return json.loads(out), fresh
+
+    def stop(self):
+        self.fresh.finish()
+        stop_group(self.proc, signal.SIGKILL)
+
+
+def failed(result, fresh):
+    """Every outcome that is not a 2xx, from both kinds of agents."""
+    bad = {f"status {k}": v for k, v in result["status"].items() if not k.startswith("2") and v}
+    bad.update({k: v for k, v in result["errors"].items() if v})
+    bad.update({f"fresh {k}": v for k, v in fresh.items() if k != "200" and v})
+    return bad
+
+
+def running(proc):
+    return proc.poll() is None
+
+
+def test_second_instance_joins_the_port_and_the_first_drains_with_no_failed_request():
+    a = handover_world("ho-a")
+    b = second_instance(a, "ho-b")
+    load = None
+    try:
+        a.start()
+        load = Load(a, 14)
+        wait_for(lambda: a.squid_pid() and "squid: started" in a.log(), what="A serving")
+        threading.Event().wait(2)  # load on A alone first (not a synchronization: the load runs on)
+        b.start(wait=False)
+        wait_for(lambda: ready(b), 60, what="B ready")
+        assert "joining it (SO_REUSEPORT)" in b.log(), b.log()
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(timeout=30) == 0, a.log()
+        alog = a.log()
+        assert "no longer accepts on port" in alog, alog
+        assert "drained" in alog, alog
+        result, fresh = load.finish()
+        load = None
+        assert result["requests"] > 1000, result
+        assert sum(fresh.values()) > 50, fresh
+        assert failed(result, fresh) == {}, (result["status"], result["errors"], fresh)
+        # B serves on alone
+        assert b.get(HOST)[0] == 200
+    finally:
+        if load is not None:
+            load.stop()
+        b.close()
+        a.close()

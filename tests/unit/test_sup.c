@@ -116,15 +116,16 @@ static void test_reload_reopen_hurry_are_signals_through_the_table(void **state)
 	close(fd);
 	char script[512];
 	snprintf(script, sizeof(script),
-	         "trap 'echo HUP >> %s' HUP; trap 'echo USR1 >> %s' USR1; trap 'echo TERM >> %s' TERM; "
+	         "trap 'echo HUP >> %s' HUP; trap 'echo USR1 >> %s' USR1; trap 'echo TERM >> %s' TERM; trap 'echo INT "
+	         ">> %s' INT; "
 	         "echo READY >> %s; while :; do sleep 0.02; done",
-	         path, path, path, path);
+	         path, path, path, path, path);
 	char *argv[] = {"/bin/sh", "-c", script, NULL};
 	struct sup_child c;
 	sup_init(&c, "trapper", argv, 5000);
 	sup_event(&c, SUP_EV_START, 1000);
 	const char *want[] = {"READY\n", "READY\nHUP\n", "READY\nHUP\nUSR1\n", "READY\nHUP\nUSR1\nTERM\n",
-	                      "READY\nHUP\nUSR1\nTERM\nTERM\n"};
+	                      "READY\nHUP\nUSR1\nTERM\nINT\n"};
 	enum sup_event evs[] = {SUP_EV_START, SUP_EV_RELOAD, SUP_EV_REOPEN, SUP_EV_STOP, SUP_EV_HURRY};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		if (i > 0)
