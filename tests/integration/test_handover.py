@@ -165,9 +165,37 @@ def test_second_instance_joins_the_port_and_the_first_drains_with_no_failed_requ
         assert sum(fresh.values()) > 50, fresh
         assert failed(result, fresh) == {}, (result["status"], result["errors"], fresh)
         # B serves on alone
-        assert b.get(HOST)[0] == 200
+        assert b.get(HOST, port=a.origins[0].port)[0] == 200
     finally:
         if load is not None:
             load.stop()
         b.close()
+        a.close()
+
+
+def test_sigterm_alone_answers_every_request_on_the_wire_and_refuses_only_new_connections():
+    """No second instance: SIGTERM still drains. Every request on the wire at the signal
+    (loadgen's mark) is answered 2xx, none is cut or answered 503; what the agents meet
+    afterwards is refused connections only (their next connection, after "Connection: close")."""
+    a = handover_world("ho-alone")
+    load = None
+    try:
+        a.start()
+        load = Load(a, 10)
+        wait_for(lambda: sum(load.fresh.results.values()) > 20, 30, what="load under way")
+        load.mark()
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(timeout=30) == 0, a.log()
+        assert "no longer accepts on port" in a.log(), a.log()
+        result, fresh = load.finish()
+        load = None
+        at_mark = result["availability"]["in_flight_at_mark"]
+        assert at_mark["2xx"] > 0, result["availability"]
+        assert at_mark["other_status"] == 0 and at_mark["cut"] == 0, result["availability"]
+        assert {k: v for k, v in result["status"].items() if not k.startswith("2")} == {}, result["status"]
+        assert {k: v for k, v in result["errors"].items() if v and k != "connect_refused"} == {}, result["errors"]
+        assert set(fresh) <= {"200", "refused"}, fresh
+    finally:
+        if load is not None:
+            load.stop()
         a.close()
