@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/pidfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -1499,6 +1500,29 @@ static long long ctl_drain_step(struct ctl *x, long long now, long long until)
 	return -1; /* the caller hurries it once its clients are gone */
 }
 
+/* A controller that was killed (kill -9, a crash, systemd KillMode=process) leaves its Squid
+ * and stunnel serving. The next controller on the same state directory adopts them instead
+ * of replacing them (agents would meet a Squid start): the same pid-file and command-line
+ * check as ctl_replace_orphan decides that a process is ours, then a pidfd watches it (it is
+ * not our child: no SIGCHLD, no exit status) and every signal goes through it. Returns
+ * whether it adopted; when pidfd_open fails the orphan is replaced as before. */
+static bool ctl_adopt_orphan(struct sup_child *c, const char *pidfile, const char *conf, int replace_sig)
+{
+	pid_t pid = proc_pidfile_owner(pidfile, conf);
+	if (pid == 0)
+		return false;
+	int pfd = pidfd_open(pid, 0);
+	if (pfd < 0) {
+		log_warn_errno("%s: cannot watch pid %d from %s (pidfd_open)", c->name, (int)pid, pidfile);
+		ctl_replace_orphan(c->name, pidfile, conf, replace_sig);
+		return false;
+	}
+	log_warn("%s: pid %d from %s is still running (a previous controller's): adopting it", c->name, (int)pid,
+	         pidfile);
+	sup_adopt(c, pid, pfd, sup_now_ms());
+	return true;
+}
+
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 {
 	static struct ctl x; /* large (the status snapshot): not on the stack */
@@ -1551,6 +1575,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		return 3;
 	}
 	x.generation = state_current_gen(&x.st);
+	unsigned long long gen_at_start = x.generation; /* what an orphaned Squid last read */
 
 	if (ctl_reload(&x, opts->config_dir, false) < 0) {
 		unsigned long long last = state_current_gen(&x.st);
@@ -1606,11 +1631,24 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16];
 		snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x.st.run_dir);
 		snprintf(conf, sizeof(conf), "%s/squid.conf", x.st.current);
-		ctl_replace_orphan("squid", pidfile, conf, SIGINT);
+		if (ctl_adopt_orphan(&x.squid, pidfile, conf, SIGINT)) {
+			char logpath[PATH_MAX + 16];
+			snprintf(logpath, sizeof(logpath), "%s/cache.log", x.st.run_dir);
+			x.squid_log_off = file_size(logpath);
+			/* It runs what `current` held when it last read it: if this start activated a
+			 * newer generation, Squid reads it now (a reconfigure, as for any edit). */
+			if (x.generation != gen_at_start) {
+				log_info("squid: adopted pid %d read generation %llu; reconfiguring it for %llu",
+				         (int)x.squid.pid, gen_at_start, x.generation);
+				sup_event(&x.squid, SUP_EV_RELOAD, sup_now_ms());
+			}
+		}
 		snprintf(pidfile, sizeof(pidfile), "%s/stunnel.pid", x.tunnel_dir);
 		snprintf(conf, sizeof(conf), "%s/stunnel.conf", x.tunnel_dir);
-		ctl_replace_orphan("stunnel", pidfile, conf, SIGTERM);
-		sup_event(&x.squid, SUP_EV_START, sup_now_ms());
+		if (ctl_adopt_orphan(&x.stunnel, pidfile, conf, SIGTERM) && !(x.have_active && x.active.has_tunnel))
+			sup_event(&x.stunnel, SUP_EV_STOP, sup_now_ms()); /* the tunnel went away meanwhile */
+		if (x.squid.state == SUP_STOPPED)
+			sup_event(&x.squid, SUP_EV_START, sup_now_ms());
 		x.squid_gen = x.generation;
 	}
 
@@ -1630,6 +1668,14 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	if (x.squid_out[0] >= 0) {
 		ev.data.fd = x.squid_out[0];
 		epoll_ctl(ep, EPOLL_CTL_ADD, x.squid_out[0], &ev);
+	}
+	/* Adopted children: their pidfd becomes readable when they end. */
+	struct sup_child *adopted[2] = {&x.squid, &x.stunnel};
+	for (int i = 0; i < 2; i++) {
+		if (adopted[i]->adopted) {
+			ev.data.fd = adopted[i]->pidfd;
+			epoll_ctl(ep, EPOLL_CTL_ADD, adopted[i]->pidfd, &ev);
+		}
 	}
 
 	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
@@ -1712,6 +1758,14 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 							sup_event(&x.stunnel, SUP_EV_STOP, now);
 					}
 				}
+			} else if (x.squid.adopted && evs[i].data.fd == x.squid.pidfd) {
+				sup_adopted_exit(&x.squid, now);
+				if (x.squid.state == SUP_BACKOFF)
+					ctl_squid_exited(&x);
+				publish_at = now;
+			} else if (x.stunnel.adopted && evs[i].data.fd == x.stunnel.pidfd) {
+				sup_adopted_exit(&x.stunnel, now);
+				publish_at = now;
 			} else if (evs[i].data.fd == x.squid_out[0]) {
 				ctl_squid_out(&x);
 			} else if (evs[i].data.fd == x.health_fd) {
