@@ -199,3 +199,30 @@ def test_sigterm_alone_answers_every_request_on_the_wire_and_refuses_only_new_co
         if load is not None:
             load.stop()
         a.close()
+
+
+def test_an_edit_during_the_handover_reaches_the_instance_that_serves_after_it():
+    """Both instances read the same ConfigMap: an edit made while both serve, and one made
+    while the first drains, are in force in the second once it serves alone."""
+    a = handover_world("ho-edit-a")
+    a.set_hosts({"b.allowed.test": "127.0.0.1", "c.allowed.test": "127.0.0.1"})
+    b = second_instance(a, "ho-edit-b")
+    try:
+        a.start()
+        b.start(wait=False)
+        wait_for(lambda: ready(b), 60, what="B ready")
+        a.write_config(a.yaml(), {"version": 2, "domains": [HOST, "b.allowed.test"]})
+        for w in (a, b):
+            wait_for(lambda w=w: status(w).get("whitelist_version") == 2, 30,
+                     what=f"{w.dir.name} on version 2")
+        a.proc.send_signal(signal.SIGTERM)
+        a.write_config(a.yaml(), {"version": 3, "domains": [HOST, "b.allowed.test", "c.allowed.test"]})
+        assert a.proc.wait(timeout=30) == 0, a.log()
+        wait_for(lambda: status(b).get("whitelist_version") == 3, 30, what="B on version 3")
+        port = a.origins[0].port
+        for host in (HOST, "b.allowed.test", "c.allowed.test"):
+            b.wait_status(host, 200, port=port, timeout=30)
+        assert b.get("d.allowed.test", port=port)[0] == 403
+    finally:
+        b.close()
+        a.close()
