@@ -12,6 +12,7 @@
 #include <math.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,9 +299,16 @@ static void squid_files_hash(const struct render_out *out, char hex[65])
 
 static void ctl_squid_argv(struct ctl *x, int workers, char *argv[8])
 {
-	static char conf[PATH_MAX + 16];
+	static char conf[PATH_MAX + 16], name[32];
 	snprintf(conf, sizeof(conf), "%s/squid.conf", x->st.current);
-	squid_argv(x->paths->squid_bin, conf, workers, "fps", argv);
+	/* SMP Squids on one host need service names of their own (shared memory segments and
+	 * /run/squid sockets are named after it): two instances handing over one port run at
+	 * once, so the name follows the state directory (FNV-1a of its path). */
+	uint32_t h = 2166136261u;
+	for (const char *p = x->st.dir; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	snprintf(name, sizeof(name), "fps%08x", h); /* Squid: alphanumeric only */
+	squid_argv(x->paths->squid_bin, conf, workers, name, argv);
 }
 
 static off_t file_size(const char *path)
@@ -1435,7 +1443,7 @@ static int ctl_drain_reconfigure(struct ctl *x, struct fps_err *e)
 			                                           err, sizeof(err));
 			left = page ? ho_acl_in_flight(page) : -1;
 			free(page);
-			quiet = left <= 0 && !ho_paused_unread(&pz) ? quiet + 1 : 0;
+			quiet = left <= 0 ? quiet + 1 : 0;
 			if (quiet < 2)
 				nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
 		}
@@ -1476,7 +1484,7 @@ static long long ctl_drain_begin(struct ctl *x, long long now, long long *until)
 	         "each closed after its answer",
 	         (int)x->squid.pid, x->active.port, n, t1 - t0, mig, sup_now_ms() - t1,
 	         ho_clients(x->squid.pid, x->active.port));
-	*until = now + DRAIN_MAX_MS;
+	*until = sup_now_ms() + DRAIN_MAX_MS; /* from the end of the reconfigure */
 	return now + DRAIN_POLL_MS;
 }
 

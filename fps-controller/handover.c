@@ -439,22 +439,14 @@ struct ho_grab {
 	int pidfd;
 };
 
-/* Drops segments that carry data: the filter sees the TCP header at offset 0 and the
- * segment's length as `len`; payload = len - 4 * data offset. */
-static int ho_drop_data(int fd)
+/* Squid is woken for a readable agent socket by epoll, and a TCP socket is readable once
+ * SO_RCVLOWAT bytes wait: set to the most the kernel allows (half of tcp_rmem's maximum),
+ * a request (a few hundred bytes) no longer wakes Squid. The kernel still receives and
+ * acknowledges it, so the agent sees no loss and no retransmission, only a wait. */
+static int ho_hold_input(int fd)
 {
-	struct sock_filter code[] = {
-	    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 12), /* A = data offset << 4 */
-	    BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 2), /* A = 4 * data offset (low bits: reserved, 0) */
-	    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x3c),
-	    BPF_STMT(BPF_MISC | BPF_TAX, 0),              /* X = TCP header length */
-	    BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),        /* A = segment length */
-	    BPF_JUMP(BPF_JMP | BPF_JGT | BPF_X, 0, 0, 1), /* payload? */
-	    BPF_STMT(BPF_RET | BPF_K, 0),                 /* drop: the agent sends it again */
-	    BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
-	};
-	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
-	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
+	int big = 1 << 30; /* the kernel caps it */
+	return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &big, sizeof(big));
 }
 
 static void ho_grab_fd(pid_t pid, int fd, unsigned long ino, void *arg)
@@ -472,7 +464,7 @@ static void ho_grab_fd(pid_t pid, int fd, unsigned long ino, void *arg)
 	int dup = pidfd_getfd(g->pidfd, fd, 0);
 	if (dup < 0)
 		return;
-	if (ho_drop_data(dup) < 0) {
+	if (ho_hold_input(dup) < 0) {
 		close(dup);
 		return;
 	}
@@ -502,8 +494,8 @@ int ho_pause_input(pid_t pid, int port, struct ho_pause *p)
 void ho_resume_input(struct ho_pause *p)
 {
 	for (size_t i = 0; i < p->n; i++) {
-		int zero = 0;
-		setsockopt(p->fds[i], SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof(zero));
+		int one = 1; /* Linux's default; setting it wakes Squid at once if a request waits */
+		setsockopt(p->fds[i], SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
 		close(p->fds[i]);
 	}
 	free(p->fds);

