@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -501,16 +500,6 @@ void ho_resume_input(struct ho_pause *p)
 	free(p->fds);
 	p->fds = NULL;
 	p->n = 0;
-}
-
-bool ho_paused_unread(const struct ho_pause *p)
-{
-	for (size_t i = 0; i < p->n; i++) {
-		int n = 0;
-		if (ioctl(p->fds[i], FIONREAD, &n) == 0 && n > 0)
-			return true;
-	}
-	return false;
 }
 
 long ho_acl_in_flight(const char *page)

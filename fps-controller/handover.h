@@ -56,8 +56,6 @@ struct ho_pause {
 };
 int ho_pause_input(pid_t pid, int port, struct ho_pause *p);
 void ho_resume_input(struct ho_pause *p);
-/* Whether Squid has not yet read all that reached a paused connection. */
-bool ho_paused_unread(const struct ho_pause *p);
 
 /* From Squid's cache-manager page "external_acl": lookups not answered yet (queued, or sent
  * and not replied), summed over helpers; -1 when the text says nothing. */
