@@ -1531,6 +1531,25 @@ static bool ctl_adopt_orphan(struct sup_child *c, const char *pidfile, const cha
 	return true;
 }
 
+/* Whether generation gen's squid.conf is byte for byte the active one: a start always
+ * activates a new generation, but an adopted Squid needs a reconfigure (which closes and
+ * reopens its ports) only when what it reads changed. Its paths name `current`, so equal
+ * texts mean the same configuration. */
+static bool ctl_same_squid_conf(struct ctl *x, unsigned long long gen)
+{
+	char old[PATH_MAX + 32], cur[PATH_MAX + 16], *a = NULL, *b = NULL;
+	size_t la = 0, lb = 0;
+	struct fps_err e;
+	state_gen_dir(&x->st, gen, old, sizeof(old));
+	strncat(old, "/squid.conf", sizeof(old) - strlen(old) - 1);
+	snprintf(cur, sizeof(cur), "%s/squid.conf", x->st.current);
+	bool same = gen > 0 && fsio_read(old, 8u << 20, &a, &la, &e) == 0 &&
+	            fsio_read(cur, 8u << 20, &b, &lb, &e) == 0 && la == lb && memcmp(a, b, la) == 0;
+	free(a);
+	free(b);
+	return same;
+}
+
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 {
 	static struct ctl x; /* large (the status snapshot): not on the stack */
@@ -1645,7 +1664,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 			x.squid_log_off = file_size(logpath);
 			/* It runs what `current` held when it last read it: if this start activated a
 			 * newer generation, Squid reads it now (a reconfigure, as for any edit). */
-			if (x.generation != gen_at_start) {
+			if (x.generation != gen_at_start && !ctl_same_squid_conf(&x, gen_at_start)) {
 				log_info("squid: adopted pid %d read generation %llu; reconfiguring it for %llu",
 				         (int)x.squid.pid, gen_at_start, x.generation);
 				sup_event(&x.squid, SUP_EV_RELOAD, sup_now_ms());
