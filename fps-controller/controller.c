@@ -1443,16 +1443,20 @@ static int ctl_drain_reconfigure(struct ctl *x, struct fps_err *e)
 			                                           err, sizeof(err));
 			left = page ? ho_acl_in_flight(page) : -1;
 			free(page);
+			if (x->squid_out[0] >= 0)
+				ctl_squid_out(x); /* the loop waits: keep Squid's stderr flowing */
 			quiet = left <= 0 ? quiet + 1 : 0;
 			if (quiet < 2)
 				nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
 		}
-		log_info("squid: %d agent connections paused; helper lookups in flight: %ld after %lld ms", paused,
-		         left, sup_now_ms() - t0);
+		long long t1 = sup_now_ms();
 		off_t off = file_size(logpath);
 		ctl_signal_squid(x, x->squid.pid, SUP_EV_RELOAD);
 		rc = ctl_confirm_squid(x, off, e);
 		ho_resume_input(&pz);
+		log_info("squid: %d agent connections paused for %lld ms (helper lookups in flight: %ld after %lld ms, "
+		         "then the drain configuration's reconfigure)",
+		         paused, sup_now_ms() - t0, left, t1 - t0);
 	}
 	if (rename(keep, conf) < 0 && rc == 0)
 		rc = err_set(e, conf, 0, 0, "cannot put the serving squid.conf back: %s", strerror(errno));

@@ -23,7 +23,7 @@
 
 #define HO_MAX_SOCKS 4096 /* inodes on one port: listeners, or an instance's agents */
 #define HO_MAX_PIDS  256  /* an SMP Squid: master, workers, their helpers */
-#define HO_QUEUE_MS  1000 /* how long Squid gets to accept what its queue holds */
+#define HO_QUEUE_MS  3000 /* how long Squid gets to accept what its queue holds */
 
 enum { HO_ESTABLISHED = 0x01, HO_CLOSE_WAIT = 0x08, HO_LISTEN = 0x0A };
 
@@ -160,8 +160,17 @@ int ho_clients(pid_t pid, int port)
 	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
 	if (n == 0)
 		return 0;
-	pid_t tree[HO_MAX_PIDS];
-	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
+	/* The process tree is looked up once a second: the drain asks every 50 ms, and a walk
+	 * of all of /proc costs more than the answer. */
+	static pid_t tree[HO_MAX_PIDS], tree_of;
+	static size_t np;
+	static time_t tree_at;
+	time_t now = time(NULL);
+	if (tree_of != pid || now != tree_at) {
+		np = ho_tree(pid, tree, HO_MAX_PIDS);
+		tree_of = pid;
+		tree_at = now;
+	}
 	int count = 0;
 	for (size_t i = 0; i < np; i++)
 		ho_each_fd(tree[i], socks, n, ho_count, &count);
@@ -345,6 +354,13 @@ static int ho_drop_syns(int fd)
 	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
 }
 
+static long long ho_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static unsigned long ho_queued(const struct ho_taken *t, int port)
 {
 	static struct ho_sock socks[HO_MAX_SOCKS];
@@ -390,8 +406,10 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 		for (size_t i = 0; i < t.n; i++)
 			if (ho_drop_syns(t.fds[i]) < 0)
 				log_warn_errno("handover: socket filter on Squid's listening socket");
-		for (int waited = 0; waited < HO_QUEUE_MS && ho_queued(&t, port) > 0; waited += 5)
-			nanosleep(&(struct timespec){0, 5 * 1000000}, NULL);
+		/* By the clock: one look at /proc/net/tcp costs milliseconds with thousands of sockets. */
+		long long end = ho_mono_ms() + HO_QUEUE_MS;
+		while (ho_mono_ms() < end && ho_queued(&t, port) > 0)
+			nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
 	}
 	for (size_t i = 0; i < t.n; i++) {
 		if (shutdown(t.fds[i], SHUT_RDWR) < 0)

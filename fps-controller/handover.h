@@ -32,7 +32,7 @@ int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t le
  * in its accept queue are kept: with net.ipv4.tcp_migrate_req=1 and another listener on
  * the port the kernel moves them there; otherwise new SYNs to this Squid's sockets are
  * dropped (the client retries in 1 s, and meets the other listener or a refusal) until
- * Squid has accepted what is queued (at most 1 s). Returns the number of listening
+ * Squid has accepted what is queued (at most 3 s). Returns the number of listening
  * sockets shut down (0: none found), or -1 with why (no permission to take the sockets:
  * pidfd_getfd needs ptrace rights over Squid). */
 int ho_stop_accepting(pid_t pid, int port, char *why, size_t len);
