@@ -5,6 +5,8 @@ the wire, a killed controller's Squid is adopted, an edit during a handover reac
 instance that serves after it."""
 import json
 import signal
+
+import pytest
 import urllib.error
 import urllib.request
 
@@ -87,12 +89,12 @@ class BacklogOrigin(Origin):
     request_queue_size = 4096
 
 
-def handover_world(name):
+def handover_world(name, workers=1):
     w = World(name)
     w.set_hosts({HOST: "127.0.0.1"})
     w.origins.append(BacklogOrigin())
     w.write_keys()
-    w.write_config(w.yaml(), {"version": 1, "domains": [HOST]})
+    w.write_config(with_workers(w, workers), {"version": 1, "domains": [HOST]})
     return w
 
 
@@ -149,8 +151,12 @@ def running(proc):
     return proc.poll() is None
 
 
-def test_second_instance_joins_the_port_and_the_first_drains_with_no_failed_request():
-    a = handover_world("ho-a")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_second_instance_joins_the_port_and_the_first_drains_with_no_failed_request(workers):
+    """Keep-alive agents (loadgen) and fresh connections: 0 failed while a second instance
+    joins the port and the first drains; with 2 SMP workers each, the two Squids need
+    service names of their own."""
+    a = handover_world("ho-a", workers)
     b = second_instance(a, "ho-b")
     load = None
     try:
