@@ -239,3 +239,25 @@ def test_an_edit_during_the_handover_reaches_the_instance_that_serves_after_it()
     finally:
         b.close()
         a.close()
+
+
+def test_a_strangers_reuseport_listener_on_the_proxy_port_is_still_refused():
+    """The handover exception is for FPS Squids only: a listener of another program, even one
+    that set SO_REUSEPORT and runs as the same user (and would receive a share of the agents'
+    connections if Squid joined its group), keeps Squid from starting, named in the log."""
+    import socket as socketmod
+    w = handover_world("ho-stranger")
+    stranger = socketmod.socket()
+    try:
+        stranger.setsockopt(socketmod.SOL_SOCKET, socketmod.SO_REUSEADDR, 1)
+        stranger.setsockopt(socketmod.SOL_SOCKET, socketmod.SO_REUSEPORT, 1)
+        stranger.bind(("127.0.0.1", w.port))
+        stranger.listen(16)
+        w.start(wait=False)
+        wait_for(lambda: "squid not started: proxy port" in w.log(), 30, what="the preflight refusal")
+        assert "already in use by pid" in w.log(), w.log()
+        assert "joining it" not in w.log()
+        assert w.squid_pid() is None
+    finally:
+        stranger.close()
+        w.close()
