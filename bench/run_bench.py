@@ -457,6 +457,29 @@ class Bench:
                 self.res["failures"].append({"group": "restart", "target": "fps-direct", "rep": 1,
                                              "error": str(e)[-1000:]})
             self.save()
+            # (11) handover and adoption: a second instance joins the port and the first drains;
+            # the controller is SIGKILLed and the next one adopts its Squid (docs/operations.md).
+            for target, act in (("fps-handover", f.handover), ("fps-sigkill-adopt", f.kill_and_adopt)):
+                box2 = {}
+
+                def during2(stop, act=act, box2=box2):
+                    if stop.wait(a.warmup + at):
+                        return {}
+                    box2["lg"].send_signal(signal.SIGUSR1)
+                    return {"restart_at_s": a.warmup + at, "stages": act()}
+                self.wait_quiet()
+                try:
+                    rec = loadrun.run_load(self.env, f"restart-{target}", f.port, services.ORIGIN, "get1k", a.agents,
+                                           dur, a.warmup, during=during2, on_start=lambda lg, b=box2: b.update(lg=lg))
+                    rec.update(group="restart", target=target, rep=1)
+                    rec["cpu_s"], rec["rss_mb"] = {}, {}
+                    rec["cpu_note"] = "not measured across the handover"
+                    out.append(rec)
+                except Exception as e:
+                    log(f"restart/{target}: FAILED: {e}")
+                    self.res["failures"].append({"group": "restart", "target": target, "rep": 1,
+                                                 "error": str(e)[-1000:]})
+                self.save()
 
     # ---- (13) SMP: FPS with 2 workers and `auto` against the hand-written Squid with 2 ----------
     def smp(self):

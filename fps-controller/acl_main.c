@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,10 @@ int main(int argc, char **argv)
 	struct acl_state st = {0};
 	int c;
 	const char *genfile = NULL;
+	/* Our stderr is Squid's, which is a pipe to the controller that started it: a Squid
+	 * adopted by the next controller outlived that reader, and a log line must not kill
+	 * us (as fps-auth, write errors are ignored). */
+	signal(SIGPIPE, SIG_IGN);
 	while ((c = getopt_long(argc, argv, "s:d:g:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':

@@ -12,11 +12,13 @@
 #include <math.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/pidfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -34,9 +36,11 @@
 #include "denied.h"
 #include "fsio.h"
 #include "genword.h"
+#include "handover.h"
 #include "health.h"
 #include "inputs.h"
 #include "log.h"
+#include "metrics.h"
 #include "preflight.h"
 #include "proc.h"
 #include "squid.h"
@@ -59,6 +63,8 @@
 #define STATE_ROOM_BYTES  (1LL << 20)   /* this much more free than at a failed write: retry it */
 #define SQUID_HANG_MS     30000         /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
 #define DRAIN_POLL_MS     50            /* while Squid stops: how often to look for its remaining clients */
+#define DRAIN_QUIET_MS    2000          /* SIGTERM: how long Squid gets to finish its helper lookups */
+#define DRAIN_MAX_MS      5000          /* SIGTERM: how long agents' connections get to close between requests */
 
 /* The tunnel/upstream prober runs in its own thread: a TLS handshake to a dead or
  * filtered server may take seconds, and the loop must not wait for it. */
@@ -297,9 +303,16 @@ static void squid_files_hash(const struct render_out *out, char hex[65])
 
 static void ctl_squid_argv(struct ctl *x, int workers, char *argv[8])
 {
-	static char conf[PATH_MAX + 16];
+	static char conf[PATH_MAX + 16], name[32];
 	snprintf(conf, sizeof(conf), "%s/squid.conf", x->st.current);
-	squid_argv(x->paths->squid_bin, conf, workers, "fps", argv);
+	/* SMP Squids on one host need service names of their own (shared memory segments and
+	 * /run/squid sockets are named after it): two instances handing over one port run at
+	 * once, so the name follows the state directory (FNV-1a of its path). */
+	uint32_t h = 2166136261u;
+	for (const char *p = x->st.dir; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	snprintf(name, sizeof(name), "fps%08x", h); /* Squid: alphanumeric only */
+	squid_argv(x->paths->squid_bin, conf, workers, name, argv);
 }
 
 static off_t file_size(const char *path)
@@ -322,6 +335,17 @@ static pid_t ctl_squid_pid(struct ctl *x)
 	pid_t pid = (pid_t)strtol(text, NULL, 10);
 	free(text);
 	return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
+}
+
+/* A reload (SIGHUP) or log reopen (SIGUSR1) for Squid: through the supervision table when
+ * Squid is our child (or adopted); sidecar mode signals the other container's Squid, which
+ * no table of ours supervises. */
+static void ctl_signal_squid(struct ctl *x, pid_t pid, enum sup_event ev)
+{
+	if (x->opts->mode == CTL_MODE_SUPERVISE)
+		sup_event(&x->squid, ev, sup_now_ms());
+	else
+		kill(pid, ev == SUP_EV_RELOAD ? SIGHUP : SIGUSR1);
 }
 
 /* After SIGHUP: Squid re-reads its config, closes and reopens its ports, and logs
@@ -864,7 +888,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		 * connections keep going on the old ones. */
 		log_info("generation %llu: tunnel config or certificates changed: reloading stunnel pid %d", gen,
 		         (int)x->stunnel.pid);
-		kill(x->stunnel.pid, SIGHUP);
+		sup_event(&x->stunnel, SUP_EV_RELOAD, sup_now_ms());
 		x->stunnel_stale = false;
 	}
 
@@ -876,7 +900,8 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		ctl_squid_argv(x, workers, argv);
 		sup_set_argv(&x->squid, argv);
 		log_info("generation %llu: squid workers %d -> %d: restarting squid", gen, x->squid_workers, workers);
-		kill(x->squid.pid, SIGTERM);
+		/* A planned restart: not a death, not counted in restarts, no backoff. */
+		sup_event(&x->squid, SUP_EV_RESTART, sup_now_ms());
 		x->squid_workers = workers;
 	} else if (conf_changed && squid_pid) {
 		char logpath[PATH_MAX + 16];
@@ -885,7 +910,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		long long t0 = sup_now_ms();
 		log_info("generation %llu: squid.conf changed: reconfiguring squid pid %d", gen, (int)squid_pid);
 		x->squid_gen = 0;
-		kill(squid_pid, SIGHUP);
+		ctl_signal_squid(x, squid_pid, SUP_EV_RELOAD);
 		stage = "reconfigure";
 		if (ctl_confirm_squid(x, off, &e) < 0) {
 			/* The new generation is active (Squid read it); record the failure. */
@@ -975,7 +1000,18 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 {
 	struct ctl *x = arg;
 	char why[512] = "";
-	if (x->have_active && pf_port_free(x->active.bind, x->active.port, why, sizeof(why)) < 0) {
+	char who[64];
+	if (x->have_active && pf_port_free(x->active.bind, x->active.port, why, sizeof(why)) < 0 &&
+	    ho_port_joinable(x->active.bind, x->active.port, x->st.as_root ? x->st.squid_uid : getuid(), who,
+	                     sizeof(who)) == 1) {
+		/* Another FPS instance's Squid serves the port: the handover case (docs/operations.md,
+		 * "Handing over to a second instance"). Ours joins it; the other one then drains. */
+		log_info(
+		    "squid: proxy port %s:%d is held by another FPS instance's Squid, %s: joining it (SO_REUSEPORT)",
+		    x->active.bind, x->active.port, who);
+		why[0] = '\0';
+	}
+	if (why[0]) {
 		char msg[sizeof(why) + 32];
 		snprintf(msg, sizeof(msg), "proxy port %s", why);
 		snprintf(why, sizeof(why), "%s", msg);
@@ -1372,7 +1408,7 @@ static void ctl_rotate_logs(struct ctl *x)
 	pid_t pid = ctl_squid_pid(x);
 	if (rotated && pid) {
 		log_info("squid logs over %lld bytes: rotated, squid pid %d reopens them", limit, (int)pid);
-		kill(pid, SIGUSR1);
+		ctl_signal_squid(x, pid, SUP_EV_REOPEN);
 	}
 }
 
@@ -1478,13 +1514,170 @@ static long long ctl_hurry_squid(struct ctl *x, long long now)
 {
 	if (x->squid.state != SUP_STOPPING || x->squid.pid <= 0)
 		return 0;
-	int left = pf_port_clients(x->active.port);
+	/* This Squid's clients only: a second instance may serve the same port. */
+	int left = ho_clients(x->squid.pid, x->active.port);
 	if (left > 0)
 		return now + DRAIN_POLL_MS;
 	log_info("squid: no client connected to port %d any more: finishing now, not after shutdown_lifetime",
 	         x->active.port);
-	kill(x->squid.pid, SIGTERM);
+	sup_event(&x->squid, SUP_EV_HURRY, now);
 	return 0;
+}
+
+/* SIGTERM: the drain (docs/operations.md, "Stopping"). Squid 5.7's own shutdown answers
+ * requests it has not forwarded yet with 503 (FwdState.cc, ERR_SHUTTING_DOWN) and closes
+ * idle connections at once, under a request that may be on its way. So Squid is not
+ * signalled first: its listening sockets are shut down (handover.c), after which Squid
+ * answers everything still on its connections normally, with "Connection: close", and
+ * closes each one after its answer. Once none is left (or after DRAIN_MAX_MS: idle agents
+ * and CONNECT tunnels), Squid gets SIGTERM. Returns the next time to look, 0 when Squid
+ * has been told to stop. */
+/* Step 2 of leaving the port (handover.h): Squid re-reads a squid.conf without the agents'
+ * ports. The active generation's squid.conf is swapped for the drain text only for the
+ * reconfigure: it is put back once Squid has read it, so `current` stays what the next
+ * start of this state directory expects. */
+static int ctl_drain_reconfigure(struct ctl *x, struct fps_err *e)
+{
+	char conf[PATH_MAX + 16], keep[PATH_MAX + 32], logpath[PATH_MAX + 16], *text = NULL;
+	snprintf(conf, sizeof(conf), "%s/squid.conf", x->st.current);
+	snprintf(keep, sizeof(keep), "%s/squid.conf.serving", x->st.current);
+	snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
+	if (fsio_read(conf, 8u << 20, &text, NULL, e) < 0)
+		return -1;
+	char *drain = ho_drain_conf(text);
+	free(text);
+	if (drain == NULL)
+		return err_set(e, conf, 0, 0, "out of memory");
+	struct stat sb;
+	unlink(keep);
+	if (stat(conf, &sb) < 0 || link(conf, keep) < 0) {
+		free(drain);
+		return err_set(e, keep, 0, 0, "%s", strerror(errno));
+	}
+	int rc = fsio_write_atomic(conf, drain, strlen(drain), sb.st_mode & 07777, sb.st_gid, e);
+	free(drain);
+	if (rc == 0) {
+		/* The reconfigure restarts the helpers: first let every lookup Squid has asked be
+		 * answered, with no new request coming in (ho_pause_input), at most DRAIN_QUIET_MS. */
+		struct ho_pause pz;
+		int paused = ho_pause_input(x->squid.pid, x->active.port, &pz);
+		long long t0 = sup_now_ms(), deadline = t0 + DRAIN_QUIET_MS;
+		long left = -1;
+		int quiet = 0;
+		while (sup_now_ms() < deadline && quiet < 2) {
+			char err[128], *page = metrics_squid_fetch("127.0.0.1", x->st.mgr_port, "external_acl", 500,
+			                                           err, sizeof(err));
+			left = page ? ho_acl_in_flight(page) : -1;
+			free(page);
+			if (x->squid_out[0] >= 0)
+				ctl_squid_out(x); /* the loop waits: keep Squid's stderr flowing */
+			quiet = left <= 0 ? quiet + 1 : 0;
+			if (quiet < 2)
+				nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+		}
+		long long t1 = sup_now_ms();
+		off_t off = file_size(logpath);
+		ctl_signal_squid(x, x->squid.pid, SUP_EV_RELOAD);
+		rc = ctl_confirm_squid(x, off, e);
+		ho_resume_input(&pz);
+		log_info("squid: %d agent connections paused for %lld ms (helper lookups in flight: %ld after %lld ms, "
+		         "then the drain configuration's reconfigure)",
+		         paused, sup_now_ms() - t0, left, t1 - t0);
+	}
+	if (rename(keep, conf) < 0 && rc == 0)
+		rc = err_set(e, conf, 0, 0, "cannot put the serving squid.conf back: %s", strerror(errno));
+	return rc;
+}
+
+static long long ctl_drain_begin(struct ctl *x, long long now, long long *until)
+{
+	if (x->opts->mode != CTL_MODE_SUPERVISE || x->squid.state != SUP_RUNNING || !x->have_active)
+		return 0;
+	char why[256];
+	long long t0 = sup_now_ms();
+	int n = ho_stop_accepting(x->squid.pid, x->active.port, why, sizeof(why));
+	if (n < 0) {
+		log_warn("squid: %s: stopping it with SIGTERM alone (requests it has not forwarded get 503)", why);
+		return 0;
+	}
+	int mig = ho_migrate_req();
+	long long t1 = sup_now_ms();
+	struct fps_err e;
+	err_clear(&e);
+	if (ctl_drain_reconfigure(x, &e) < 0) {
+		char buf[1024];
+		log_warn("squid: drain configuration: %s: its keep-alive connections stay open until SIGTERM",
+		         err_str(&e, buf, sizeof(buf)));
+	}
+	log_info("squid: pid %d no longer accepts on port %d (%d listening sockets shut down in %lld ms, "
+	         "net.ipv4.tcp_migrate_req=%d; drain configuration read in %lld ms); draining %d connections, "
+	         "each closed after its answer",
+	         (int)x->squid.pid, x->active.port, n, t1 - t0, mig, sup_now_ms() - t1,
+	         ho_clients(x->squid.pid, x->active.port));
+	*until = sup_now_ms() + DRAIN_MAX_MS; /* from the end of the reconfigure */
+	return now + DRAIN_POLL_MS;
+}
+
+static long long ctl_drain_step(struct ctl *x, long long now, long long until)
+{
+	if (x->squid.state != SUP_RUNNING)
+		return 0;
+	int left = ho_clients(x->squid.pid, x->active.port);
+	if (left > 0 && now < until)
+		return now + DRAIN_POLL_MS;
+	if (left == 0) {
+		log_info("squid: no client connected to port %d any more: drained; stopping pid %d now", x->active.port,
+		         (int)x->squid.pid);
+		sup_event(&x->squid, SUP_EV_STOP, now);
+		sup_event(&x->squid, SUP_EV_HURRY, now); /* nothing in flight: no shutdown_lifetime */
+		return 0;
+	}
+	log_info("squid: %d agent connections still open after %d ms (idle keep-alive or tunnels); stopping pid %d",
+	         left, DRAIN_MAX_MS, (int)x->squid.pid);
+	sup_event(&x->squid, SUP_EV_STOP, now);
+	return -1; /* the caller hurries it once its clients are gone */
+}
+
+/* A controller that was killed (kill -9, a crash, systemd KillMode=process) leaves its Squid
+ * and stunnel serving. The next controller on the same state directory adopts them instead
+ * of replacing them (agents would meet a Squid start): the same pid-file and command-line
+ * check as ctl_replace_orphan decides that a process is ours, then a pidfd watches it (it is
+ * not our child: no SIGCHLD, no exit status) and every signal goes through it. Returns
+ * whether it adopted; when pidfd_open fails the orphan is replaced as before. */
+static bool ctl_adopt_orphan(struct sup_child *c, const char *pidfile, const char *conf, int replace_sig)
+{
+	pid_t pid = proc_pidfile_owner(pidfile, conf);
+	if (pid == 0)
+		return false;
+	int pfd = pidfd_open(pid, 0);
+	if (pfd < 0) {
+		log_warn_errno("%s: cannot watch pid %d from %s (pidfd_open)", c->name, (int)pid, pidfile);
+		ctl_replace_orphan(c->name, pidfile, conf, replace_sig);
+		return false;
+	}
+	log_warn("%s: pid %d from %s is still running (a previous controller's): adopting it", c->name, (int)pid,
+	         pidfile);
+	sup_adopt(c, pid, pfd, sup_now_ms());
+	return true;
+}
+
+/* Whether generation gen's squid.conf is byte for byte the active one: a start always
+ * activates a new generation, but an adopted Squid needs a reconfigure (which closes and
+ * reopens its ports) only when what it reads changed. Its paths name `current`, so equal
+ * texts mean the same configuration. */
+static bool ctl_same_squid_conf(struct ctl *x, unsigned long long gen)
+{
+	char old[PATH_MAX + 32], cur[PATH_MAX + 16], *a = NULL, *b = NULL;
+	size_t la = 0, lb = 0;
+	struct fps_err e;
+	state_gen_dir(&x->st, gen, old, sizeof(old));
+	strncat(old, "/squid.conf", sizeof(old) - strlen(old) - 1);
+	snprintf(cur, sizeof(cur), "%s/squid.conf", x->st.current);
+	bool same = gen > 0 && fsio_read(old, 8u << 20, &a, &la, &e) == 0 &&
+	            fsio_read(cur, 8u << 20, &b, &lb, &e) == 0 && la == lb && memcmp(a, b, la) == 0;
+	free(a);
+	free(b);
+	return same;
 }
 
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
@@ -1544,6 +1737,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		return 3;
 	}
 	x.generation = state_current_gen(&x.st);
+	unsigned long long gen_at_start = x.generation; /* what an orphaned Squid last read */
 
 	if (ctl_reload(&x, opts->config_dir, false) < 0) {
 		unsigned long long last = state_current_gen(&x.st);
@@ -1601,11 +1795,24 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		char pidfile[PATH_MAX + 16], conf[PATH_MAX + 16];
 		snprintf(pidfile, sizeof(pidfile), "%s/squid.pid", x.st.run_dir);
 		snprintf(conf, sizeof(conf), "%s/squid.conf", x.st.current);
-		ctl_replace_orphan("squid", pidfile, conf, SIGINT);
+		if (ctl_adopt_orphan(&x.squid, pidfile, conf, SIGINT)) {
+			char logpath[PATH_MAX + 16];
+			snprintf(logpath, sizeof(logpath), "%s/cache.log", x.st.run_dir);
+			x.squid_log_off = file_size(logpath);
+			/* It runs what `current` held when it last read it: if this start activated a
+			 * newer generation, Squid reads it now (a reconfigure, as for any edit). */
+			if (x.generation != gen_at_start && !ctl_same_squid_conf(&x, gen_at_start)) {
+				log_info("squid: adopted pid %d read generation %llu; reconfiguring it for %llu",
+				         (int)x.squid.pid, gen_at_start, x.generation);
+				sup_event(&x.squid, SUP_EV_RELOAD, sup_now_ms());
+			}
+		}
 		snprintf(pidfile, sizeof(pidfile), "%s/stunnel.pid", x.tunnel_dir);
 		snprintf(conf, sizeof(conf), "%s/stunnel.conf", x.tunnel_dir);
-		ctl_replace_orphan("stunnel", pidfile, conf, SIGTERM);
-		sup_event(&x.squid, SUP_EV_START, sup_now_ms());
+		if (ctl_adopt_orphan(&x.stunnel, pidfile, conf, SIGTERM) && !(x.have_active && x.active.has_tunnel))
+			sup_event(&x.stunnel, SUP_EV_STOP, sup_now_ms()); /* the tunnel went away meanwhile */
+		if (x.squid.state == SUP_STOPPED)
+			sup_event(&x.squid, SUP_EV_START, sup_now_ms());
 		x.squid_gen = x.generation;
 	}
 
@@ -1626,6 +1833,14 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		ev.data.fd = x.squid_out[0];
 		epoll_ctl(ep, EPOLL_CTL_ADD, x.squid_out[0], &ev);
 	}
+	/* Adopted children: their pidfd becomes readable when they end. */
+	struct sup_child *adopted[2] = {&x.squid, &x.stunnel};
+	for (int i = 0; i < 2; i++) {
+		if (adopted[i]->adopted) {
+			ev.data.fd = adopted[i]->pidfd;
+			epoll_ctl(ep, EPOLL_CTL_ADD, adopted[i]->pidfd, &ev);
+		}
+	}
 
 	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
 	         opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
@@ -1634,7 +1849,9 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	long long burst_start = 0, debounce_at = 0, recheck_at = sup_now_ms() + RECHECK_MS;
 	long long publish_at = 0;
 	bool stopping = false;
-	long long drain_at = 0; /* next look for Squid's remaining clients while it stops */
+	long long drain_at = 0;   /* next look for Squid's remaining clients while it stops */
+	long long handoff_at = 0; /* SIGTERM: next look at a draining Squid that still runs (ctl_drain_step) */
+	long long drain_until = 0;
 	int exit_code = 0;
 	for (;;) {
 		long long now = sup_now_ms();
@@ -1658,10 +1875,20 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 				debounce_at = now;
 			x.retry_reload = false;
 		}
+		if (handoff_at && now >= handoff_at) {
+			handoff_at = ctl_drain_step(&x, now, drain_until);
+			if (handoff_at < 0) {
+				handoff_at = 0;
+				drain_at = now + DRAIN_POLL_MS;
+			}
+		}
 		if (drain_at && now >= drain_at)
 			drain_at = ctl_hurry_squid(&x, now);
+		/* stunnel stops after Squid: requests still answered on the tunnel route need it */
+		if (stopping && x.squid.state == SUP_STOPPED && x.stunnel.state == SUP_RUNNING)
+			sup_event(&x.stunnel, SUP_EV_STOP, now);
 		long long next = min_deadline(min_deadline(debounce_at, recheck_at), sup_deadline(&x.squid));
-		next = min_deadline(next, drain_at);
+		next = min_deadline(min_deadline(next, drain_at), handoff_at);
 		next = min_deadline(min_deadline(next, sup_deadline(&x.stunnel)), publish_at);
 		int timeout = next ? (int)(next > now ? next - now : 0) : -1;
 		struct epoll_event evs[4];
@@ -1685,12 +1912,24 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 					} else if (!stopping) {
 						log_info("signal %d: shutting down", (int)si.ssi_signo);
 						stopping = true;
-						sup_event(&x.squid, SUP_EV_STOP, now);
-						sup_event(&x.stunnel, SUP_EV_STOP, now);
-						if (x.squid.state == SUP_STOPPING && x.have_active)
-							drain_at = now + DRAIN_POLL_MS;
+						handoff_at = ctl_drain_begin(&x, now, &drain_until);
+						if (handoff_at == 0) {
+							sup_event(&x.squid, SUP_EV_STOP, now);
+							if (x.squid.state == SUP_STOPPING && x.have_active)
+								drain_at = now + DRAIN_POLL_MS;
+						}
+						if (x.squid.state != SUP_RUNNING && x.squid.state != SUP_STOPPING)
+							sup_event(&x.stunnel, SUP_EV_STOP, now);
 					}
 				}
+			} else if (x.squid.adopted && evs[i].data.fd == x.squid.pidfd) {
+				sup_adopted_exit(&x.squid, now);
+				if (x.squid.state == SUP_BACKOFF)
+					ctl_squid_exited(&x);
+				publish_at = now;
+			} else if (x.stunnel.adopted && evs[i].data.fd == x.stunnel.pidfd) {
+				sup_adopted_exit(&x.stunnel, now);
+				publish_at = now;
 			} else if (evs[i].data.fd == x.squid_out[0]) {
 				ctl_squid_out(&x);
 			} else if (evs[i].data.fd == x.health_fd) {
@@ -1707,6 +1946,11 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		}
 		sup_tick(&x.squid, now);
 		sup_tick(&x.stunnel, now);
+		/* A Squid that died while draining or stopping is not started again. */
+		if (stopping && x.squid.state == SUP_BACKOFF)
+			sup_event(&x.squid, SUP_EV_STOP, now);
+		if (stopping && x.stunnel.state == SUP_BACKOFF)
+			sup_event(&x.stunnel, SUP_EV_STOP, now);
 		if (!stopping)
 			ctl_check_hung(&x, now);
 		if (x.squid.state == SUP_RUNNING && x.squid.started_ms == now)

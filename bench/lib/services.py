@@ -6,10 +6,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from . import common
@@ -497,6 +499,63 @@ default_route: direct
                 took.append((time.monotonic() - t0) * 1000)
             out["squid_parse_ms"] = round(sorted(took)[1])
         return out
+
+    def _spawn_controller(self, tag):
+        env = dict(os.environ, FPS_TEMPLATES_DIR=str(self.templates),
+                   FPS_STUNNEL_TEMPLATES_DIR=str(self.stunnel_templates), **self.extra_env)
+        return self.env.procs.spawn(
+            f"controller-{self.name}{tag}",
+            [str(BUILD / "fps-controller"), "run", "--config-dir", str(self.config), "--secrets-dir",
+             str(self.secrets), "--state-dir", str(self.state), "--admin", f"127.0.0.1:{self.admin_port}"],
+            env=env)
+
+    def _squid_answering(self, admin_port, proc, wait):
+        """Polls /status until children.squid.answering (not /readyz: a second instance's stunnel
+        client cannot bind tunnel.local_port while the first one's holds it)."""
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"controller exited {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/status", timeout=2) as r:
+                    sq = json.loads(r.read()).get("children", {}).get("squid", {})
+                    if sq.get("answering"):
+                        return time.time()
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("squid not answering")
+
+    def handover(self, wait=120):
+        """(11) handover: a second instance with its own state directory and admin port, on the
+        same ConfigMap and Secret (so the same proxy port), starts beside this one; once its
+        Squid answers, SIGTERM to this one, which drains (docs/operations.md, "Handing over").
+        This object then stands for the second instance. Stage times in ms after the SIGTERM."""
+        old_proc, old_state, old_admin = self.proc, self.state, self.admin_port
+        self.state = self.dir / "state-b"
+        self.admin_port = free_port()
+        t = {"second_started": time.time()}
+        self.proc = self._spawn_controller("-b")
+        t["second_squid_answering"] = self._squid_answering(self.admin_port, self.proc, wait)
+        t["sigterm"] = time.time()
+        self.env.procs.stop(old_proc, grace=30)
+        t["first_controller_gone"] = time.time()
+        self.env.roots[self.role] = self.proc.pid
+        shutil.rmtree(old_state, ignore_errors=True)
+        del old_admin
+        return {k: round((v - t["sigterm"]) * 1000) for k, v in t.items()}
+
+    def kill_and_adopt(self, wait=120):
+        """(11) SIGKILL of the controller (outside a container its Squid keeps serving), then a new
+        controller on the same state directory, which adopts that Squid. Stage times in ms."""
+        t = {"sigkill": time.time()}
+        os.kill(self.proc.pid, signal.SIGKILL)  # the controller only: its Squid lives on
+        self.proc.wait()
+        t["new_controller_spawned"] = time.time()
+        self.proc = self._spawn_controller("-adopter")
+        t["squid_answering_under_new_controller"] = self._squid_answering(self.admin_port, self.proc, wait)
+        self.env.roots[self.role] = self.proc.pid
+        return {k: round((v - t["sigkill"]) * 1000) for k, v in t.items()}
 
     def close(self):
         if self.proc is not None:

@@ -1,0 +1,545 @@
+/*
+ * handover: joining and leaving the agents' port (see handover.h). Everything here reads
+ * /proc: the sockets on a port (/proc/net/tcp, tcp6), which process holds which socket
+ * (/proc/PID/fd), who a holder is (comm, cmdline, status).
+ */
+#include "handover.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define HO_MAX_SOCKS 4096 /* inodes on one port: listeners, or an instance's agents */
+#define HO_MAX_PIDS  256  /* an SMP Squid: master, workers, their helpers */
+#define HO_QUEUE_MS  3000 /* how long Squid gets to accept what its queue holds */
+
+enum { HO_ESTABLISHED = 0x01, HO_CLOSE_WAIT = 0x08, HO_LISTEN = 0x0A };
+
+struct ho_sock {
+	unsigned long ino;
+	unsigned state;
+	unsigned long rxq; /* LISTEN: connections waiting in the accept queue */
+};
+
+/* Sockets on local port in the given states (bit 1 << state). */
+static size_t ho_port_sockets(int port, unsigned states, struct ho_sock *out, size_t max)
+{
+	const char *tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
+	size_t n = 0;
+	for (size_t t = 0; t < 2; t++) {
+		FILE *f = fopen(tables[t], "r");
+		if (f == NULL)
+			continue;
+		char line[512];
+		if (fgets(line, sizeof(line), f) == NULL) { /* header */
+			fclose(f);
+			continue;
+		}
+		while (n < max && fgets(line, sizeof(line), f)) {
+			char local[128];
+			unsigned st, p;
+			unsigned long txq, rxq, ino;
+			/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+			if (sscanf(line, " %*d: %127s %*s %x %lx:%lx %*s %*s %*u %*u %lu", local, &st, &txq, &rxq,
+			           &ino) != 5)
+				continue;
+			const char *colon = strrchr(local, ':');
+			if (colon == NULL || sscanf(colon + 1, "%x", &p) != 1 || (int)p != port || st > 31 ||
+			    !(states & (1u << st)))
+				continue;
+			out[n++] = (struct ho_sock){ino, st, rxq};
+		}
+		fclose(f);
+	}
+	return n;
+}
+
+static bool ho_has_ino(const struct ho_sock *s, size_t n, unsigned long ino)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i].ino == ino)
+			return true;
+	return false;
+}
+
+static pid_t ho_ppid(long pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	size_t k = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[k] = '\0';
+	const char *close_paren = strrchr(buf, ')'); /* comm may hold spaces and parentheses */
+	int ppid = 0;
+	if (close_paren == NULL || sscanf(close_paren + 1, " %*c %d", &ppid) != 1)
+		return 0;
+	return (pid_t)ppid;
+}
+
+/* pid and its descendants (two levels: an SMP master's workers and their helpers). */
+static size_t ho_tree(pid_t pid, pid_t *out, size_t max)
+{
+	size_t n = 0;
+	out[n++] = pid;
+	for (int level = 0; level < 2; level++) {
+		size_t have = n;
+		DIR *d = opendir("/proc");
+		if (d == NULL)
+			break;
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL && n < max) {
+			char *end;
+			long p = strtol(de->d_name, &end, 10);
+			if (*end != '\0' || p <= 0)
+				continue;
+			pid_t pp = ho_ppid(p);
+			bool known = false, parent = false;
+			for (size_t i = 0; i < n; i++) {
+				known |= out[i] == (pid_t)p;
+				parent |= out[i] == pp;
+			}
+			if (parent && !known && pp != 0)
+				out[n++] = (pid_t)p;
+		}
+		closedir(d);
+		if (n == have)
+			break;
+	}
+	return n;
+}
+
+/* Calls fn(pid, fd, ino, arg) for every descriptor of pid that is one of the sockets. */
+static void ho_each_fd(pid_t pid, const struct ho_sock *socks, size_t n,
+                       void (*fn)(pid_t pid, int fd, unsigned long ino, void *arg), void *arg)
+{
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char link[320], target[64];
+		snprintf(link, sizeof(link), "%s/%s", dir, de->d_name);
+		ssize_t k = readlink(link, target, sizeof(target) - 1);
+		if (k <= 0)
+			continue;
+		target[k] = '\0';
+		unsigned long ino;
+		if (sscanf(target, "socket:[%lu]", &ino) == 1 && ho_has_ino(socks, n, ino))
+			fn(pid, atoi(de->d_name), ino, arg);
+	}
+	closedir(d);
+}
+
+static void ho_count(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	(void)pid, (void)fd, (void)ino;
+	++*(int *)arg;
+}
+
+int ho_clients(pid_t pid, int port)
+{
+	static struct ho_sock socks[HO_MAX_SOCKS * 4];
+	size_t n =
+	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
+	if (n == 0)
+		return 0;
+	/* The process tree is looked up once a second: the drain asks every 50 ms, and a walk
+	 * of all of /proc costs more than the answer. */
+	static pid_t tree[HO_MAX_PIDS], tree_of;
+	static size_t np;
+	static time_t tree_at;
+	time_t now = time(NULL);
+	if (tree_of != pid || now != tree_at) {
+		np = ho_tree(pid, tree, HO_MAX_PIDS);
+		tree_of = pid;
+		tree_at = now;
+	}
+	int count = 0;
+	for (size_t i = 0; i < np; i++)
+		ho_each_fd(tree[i], socks, n, ho_count, &count);
+	return count;
+}
+
+int ho_migrate_req(void)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "r");
+	if (f == NULL)
+		return -1;
+	int v = -1;
+	if (fscanf(f, "%d", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
+/* ---- joining: who holds the port ------------------------------------------------------- */
+
+struct ho_holders {
+	pid_t pids[64];
+	size_t n;
+};
+
+static void ho_note_holder(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	(void)fd, (void)ino;
+	struct ho_holders *h = arg;
+	for (size_t i = 0; i < h->n; i++)
+		if (h->pids[i] == pid)
+			return;
+	if (h->n < sizeof(h->pids) / sizeof(h->pids[0]))
+		h->pids[h->n++] = pid;
+}
+
+/* An FPS Squid running as uid: program "squid", a command line naming a file
+ * .../current/squid.conf (what fps-controller starts Squid with), effective uid. */
+static bool ho_is_fps_squid(pid_t pid, uid_t uid)
+{
+	char path[64], buf[8192];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	bool squid = fgets(buf, sizeof(buf), f) && strcmp(buf, "squid\n") == 0;
+	fclose(f);
+	if (!squid)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	size_t k = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[k] = '\0';
+	bool conf = false;
+	for (size_t i = 0; i < k; i += strlen(buf + i) + 1) {
+		size_t l = strlen(buf + i);
+		if (l > 19 && strcmp(buf + i + l - 19, "/current/squid.conf") == 0)
+			conf = true;
+	}
+	if (!conf)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	bool same = false;
+	while (fgets(buf, sizeof(buf), f)) {
+		unsigned r, e;
+		if (sscanf(buf, "Uid: %u %u", &r, &e) == 2) {
+			same = (uid_t)e == uid;
+			break;
+		}
+	}
+	fclose(f);
+	return same;
+}
+
+/* A test bind with SO_REUSEPORT, as Squid binds with worker-queues: the kernel says
+ * whether the group accepts one more socket of ours (same owner, all with the option). */
+static bool ho_reuseport_bind(const char *addr, int port)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t sl;
+	const char *a = addr && *addr ? addr : "0.0.0.0";
+	if (inet_pton(AF_INET, a, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		sl = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, a, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		sl = sizeof(*sin6);
+	} else {
+		return false;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	bool ok = bind(fd, (struct sockaddr *)&ss, sl) == 0;
+	close(fd);
+	return ok;
+}
+
+int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
+{
+	who[0] = '\0';
+	static struct ho_sock socks[HO_MAX_SOCKS];
+	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	if (n == 0)
+		return 0;
+	struct ho_holders h = {.n = 0};
+	DIR *d = opendir("/proc");
+	if (d == NULL)
+		return 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long p = strtol(de->d_name, &end, 10);
+		if (*end == '\0' && p > 0 && (pid_t)p != getpid())
+			ho_each_fd((pid_t)p, socks, n, ho_note_holder, &h);
+	}
+	closedir(d);
+	if (h.n == 0)
+		return 0; /* a listener nobody we can see holds (another namespace): a stranger */
+	for (size_t i = 0; i < h.n; i++)
+		if (!ho_is_fps_squid(h.pids[i], uid))
+			return 0;
+	if (!ho_reuseport_bind(addr, port))
+		return 0;
+	snprintf(who, len, "pid %d (squid)", (int)h.pids[0]);
+	return 1;
+}
+
+/* ---- leaving: stop accepting ----------------------------------------------------------- */
+
+struct ho_taken {
+	int fds[64];
+	unsigned long inos[64];
+	size_t n;
+	int pidfd;
+	int err; /* errno of the first pidfd_getfd that failed */
+};
+
+static void ho_take(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	(void)pid;
+	struct ho_taken *t = arg;
+	if (t->err || t->n >= sizeof(t->fds) / sizeof(t->fds[0]))
+		return;
+	int dup = pidfd_getfd(t->pidfd, fd, 0);
+	if (dup < 0) {
+		t->err = errno;
+		return;
+	}
+	t->fds[t->n] = dup;
+	t->inos[t->n++] = ino;
+}
+
+/* Drops pure SYNs (SYN without ACK): the offset is the TCP header's, which is where a
+ * socket filter on a TCP socket starts (tcp_filter runs after the IP header is pulled).
+ * Completing handshakes (their ACK) still reach the queue. */
+static int ho_drop_syns(int fd)
+{
+	struct sock_filter code[] = {
+	    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13),          /* TCP flags */
+	    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),       /* SYN | ACK */
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1), /* SYN alone? */
+	    BPF_STMT(BPF_RET | BPF_K, 0),                    /* drop */
+	    BPF_STMT(BPF_RET | BPF_K, 0xffffffff),           /* keep */
+	};
+	struct sock_fprog prog = {.len = sizeof(code) / sizeof(code[0]), .filter = code};
+	return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
+}
+
+static long long ho_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static unsigned long ho_queued(const struct ho_taken *t, int port)
+{
+	static struct ho_sock socks[HO_MAX_SOCKS];
+	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	unsigned long q = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < t->n; j++)
+			if (socks[i].ino == t->inos[j])
+				q += socks[i].rxq;
+	return q;
+}
+
+int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
+{
+	why[0] = '\0';
+	static struct ho_sock socks[HO_MAX_SOCKS];
+	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	pid_t tree[HO_MAX_PIDS];
+	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
+	struct ho_taken t = {.n = 0, .err = 0};
+	for (size_t i = 0; i < np && !t.err; i++) {
+		t.pidfd = pidfd_open(tree[i], 0);
+		if (t.pidfd < 0)
+			continue; /* gone meanwhile */
+		ho_each_fd(tree[i], socks, n, ho_take, &t);
+		close(t.pidfd);
+	}
+	if (t.err) {
+		snprintf(why, len, "cannot take Squid's listening sockets (pidfd_getfd: %s)", strerror(t.err));
+		for (size_t i = 0; i < t.n; i++)
+			close(t.fds[i]);
+		return -1;
+	}
+	/* Other listeners on the port: a second instance's Squid. */
+	size_t others = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool ours = false;
+		for (size_t j = 0; j < t.n; j++)
+			ours |= socks[i].ino == t.inos[j];
+		others += !ours;
+	}
+	if (!(others > 0 && ho_migrate_req() == 1) && t.n > 0) {
+		for (size_t i = 0; i < t.n; i++)
+			if (ho_drop_syns(t.fds[i]) < 0)
+				log_warn_errno("handover: socket filter on Squid's listening socket");
+		/* By the clock: one look at /proc/net/tcp costs milliseconds with thousands of sockets. */
+		long long end = ho_mono_ms() + HO_QUEUE_MS;
+		while (ho_mono_ms() < end && ho_queued(&t, port) > 0)
+			nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
+	}
+	for (size_t i = 0; i < t.n; i++) {
+		if (shutdown(t.fds[i], SHUT_RDWR) < 0)
+			log_warn_errno("handover: shutdown of Squid's listening socket");
+		close(t.fds[i]);
+	}
+	return (int)t.n;
+}
+
+/* ---- leaving: the drain configuration ------------------------------------------------------ */
+
+char *ho_drain_conf(const char *conf)
+{
+	static const char head[] = "# DRAINING: the agents' http_port lines are left out (fps-controller handover.c)\n";
+	size_t len = strlen(conf);
+	char *out = malloc(sizeof(head) + len + 1);
+	if (out == NULL)
+		return NULL;
+	size_t o = sizeof(head) - 1;
+	memcpy(out, head, o);
+	for (const char *p = conf; *p;) {
+		const char *nl = strchr(p, '\n');
+		size_t l = nl ? (size_t)(nl - p) + 1 : strlen(p);
+		bool port = strncmp(p, "http_port", 9) == 0 && (p[9] == ' ' || p[9] == '\t');
+		bool mgr = false;
+		for (const char *q = p; port && q + 12 <= p + l; q++)
+			if (strncmp(q, "name=fps_mgr", 12) == 0)
+				mgr = true;
+		if (!port || mgr) {
+			memcpy(out + o, p, l);
+			o += l;
+		}
+		p += l;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- leaving: pausing the agents' input ------------------------------------------------------ */
+
+struct ho_grab {
+	struct ho_pause *p;
+	size_t cap;
+	int pidfd;
+};
+
+/* Squid is woken for a readable agent socket by epoll, and a TCP socket is readable once
+ * SO_RCVLOWAT bytes wait: set to the most the kernel allows (half of tcp_rmem's maximum),
+ * a request (a few hundred bytes) no longer wakes Squid. The kernel still receives and
+ * acknowledges it, so the agent sees no loss and no retransmission, only a wait. */
+static int ho_hold_input(int fd)
+{
+	int big = 1 << 30; /* the kernel caps it */
+	return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &big, sizeof(big));
+}
+
+static void ho_grab_fd(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	(void)pid, (void)ino;
+	struct ho_grab *g = arg;
+	if (g->p->n >= g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 256;
+		int *fds = realloc(g->p->fds, cap * sizeof(int));
+		if (fds == NULL)
+			return;
+		g->p->fds = fds;
+		g->cap = cap;
+	}
+	int dup = pidfd_getfd(g->pidfd, fd, 0);
+	if (dup < 0)
+		return;
+	if (ho_hold_input(dup) < 0) {
+		close(dup);
+		return;
+	}
+	g->p->fds[g->p->n++] = dup;
+}
+
+int ho_pause_input(pid_t pid, int port, struct ho_pause *p)
+{
+	p->fds = NULL;
+	p->n = 0;
+	static struct ho_sock socks[HO_MAX_SOCKS * 4];
+	size_t n =
+	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
+	pid_t tree[HO_MAX_PIDS];
+	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
+	struct ho_grab g = {.p = p, .cap = 0};
+	for (size_t i = 0; i < np && n > 0; i++) {
+		g.pidfd = pidfd_open(tree[i], 0);
+		if (g.pidfd < 0)
+			continue;
+		ho_each_fd(tree[i], socks, n, ho_grab_fd, &g);
+		close(g.pidfd);
+	}
+	return (int)p->n;
+}
+
+void ho_resume_input(struct ho_pause *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		int one = 1; /* Linux's default; setting it wakes Squid at once if a request waits */
+		setsockopt(p->fds[i], SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+		close(p->fds[i]);
+	}
+	free(p->fds);
+	p->fds = NULL;
+	p->n = 0;
+}
+
+long ho_acl_in_flight(const char *page)
+{
+	long total = 0;
+	bool seen = false;
+	for (const char *l = page; l && *l;) {
+		long v;
+		const char *q;
+		if ((q = strstr(l, "requests sent:")) == l + strspn(l, " ") &&
+		    sscanf(q, "requests sent: %ld", &v) == 1) {
+			total += v;
+			seen = true;
+		} else if ((q = strstr(l, "replies received:")) == l + strspn(l, " ") &&
+		           sscanf(q, "replies received: %ld", &v) == 1) {
+			total -= v;
+		} else if ((q = strstr(l, "queue length:")) == l + strspn(l, " ") &&
+		           sscanf(q, "queue length: %ld", &v) == 1) {
+			total += v;
+		}
+		const char *nl = strchr(l, '\n');
+		l = nl ? nl + 1 : NULL;
+	}
+	return seen ? total : -1;
+}
