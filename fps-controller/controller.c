@@ -36,6 +36,7 @@
 #include "log.h"
 #include "preflight.h"
 #include "proc.h"
+#include "reports.h"
 #include "squid.h"
 #include "state.h"
 #include "status.h"
@@ -132,6 +133,7 @@ struct ctl {
 	long long hang_ms;
 	struct denied_collector denied; /* the helpers' denied-destination files, merged */
 	bool have_denied;
+	struct rep_state *reports; /* /failures and /traffic from Squid's logs; NULL = off */
 };
 
 static double wall_now(void)
@@ -237,7 +239,8 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .generation = 0,
 	                        .max_fds = ctl_max_fds(),
 	                        .mgr_port = state_pick_loopback_port(),
-	                        .no_denied_report = ctl_no_denied_report()};
+	                        .no_denied_report = ctl_no_denied_report(),
+	                        .no_reports = reports_off()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -458,6 +461,28 @@ static void child_status(struct status_child *out, const char *name, const struc
 	snprintf(out->state, sizeof(out->state), "%s", sup_state_name(c->state));
 }
 
+/* What the reports need from the controller to name a failure (reports.h rep_context). */
+static void ctl_publish_reports(struct ctl *x, struct fps_status *s, double now)
+{
+	if (x->reports == NULL)
+		return;
+	struct rep_context rc = {0};
+	if (x->have_active) {
+		rc.has_tunnel = x->active.has_tunnel;
+		rc.has_upstream = x->active.has_upstream;
+		if (rc.has_upstream) /* matches the logged parent address when written as one */
+			snprintf(rc.upstream_addr, sizeof(rc.upstream_addr), "%s", x->active.upstream_host);
+	}
+	rc.tunnel_up = s->tunnel.up;
+	if (rc.has_tunnel && !s->tunnel.up) {
+		snprintf(rc.tunnel_error, sizeof(rc.tunnel_error), "%s", s->tunnel.error);
+		rc.tunnel_tls_failed = s->tunnel.interception || strncmp(s->tunnel.error, "certificate", 11) == 0 ||
+		                       strstr(s->tunnel.error, "TLS") != NULL;
+	}
+	reports_poll(x->reports, &rc);
+	reports_snapshot(x->reports, now, &s->reports);
+}
+
 static void ctl_publish(struct ctl *x)
 {
 	struct fps_status *s = &x->pub;
@@ -576,6 +601,7 @@ static void ctl_publish(struct ctl *x)
 		s->denied.truncated = v->evicted > 0;
 		s->denied.n_top = denied_top(v, s->denied.top, DENIED_TOP_MAX);
 	}
+	ctl_publish_reports(x, s, now);
 	status_publish(s);
 }
 
@@ -771,7 +797,8 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	                        .generation = gen,
 	                        .max_fds = ctl_max_fds(),
 	                        .mgr_port = x->st.mgr_port,
-	                        .no_denied_report = ctl_no_denied_report()};
+	                        .no_denied_report = ctl_no_denied_report(),
+	                        .no_reports = reports_off()};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";
@@ -1227,7 +1254,7 @@ static long long min_deadline(long long a, long long b)
  * volume: past LOG_ROTATE_BYTES keep one previous file and have Squid reopen. */
 static void ctl_rotate_logs(struct ctl *x)
 {
-	static const char *const names[] = {"access.log", "cache.log"};
+	static const char *const names[] = {"access.log", "cache.log", "detail.log"};
 	static long long limit;
 	if (limit == 0) {
 		const char *env = getenv("FPS_LOG_ROTATE_BYTES"); /* tests use a small limit */
@@ -1389,6 +1416,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		x.have_denied = true;
 	else
 		log_warn("denied report: out of memory: /denied stays empty");
+	if (!reports_off() && (x.reports = reports_new(x.st.run_dir, x.st.denied_dir, wall_now())) == NULL)
+		log_warn("reports: out of memory: /failures and /traffic stay empty");
 	x.tpaths = (struct tunnel_paths){
 	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
 	x.probe.paths = x.tpaths;
@@ -1609,5 +1638,6 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		cfg_free(&x.active);
 	if (x.have_denied)
 		denied_collector_free(&x.denied);
+	reports_free(x.reports);
 	return exit_code;
 }

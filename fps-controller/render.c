@@ -366,6 +366,31 @@ void render_free(struct render_out *out)
 	memset(out, 0, sizeof(*out));
 }
 
+/* The reports' second access log (docs/operations.md, "Failures and traffic"; the reader is
+ * reports.c): one line only for the requests the native line cannot describe, so that the
+ * common case (a body-less request answered below 400) costs Squid one fast ACL check and no
+ * formatting. Failed answers carry Squid's error code and detail (errno, the DNS rcode);
+ * CONNECT tunnels and requests with a body carry the bytes the agent sent (%>st), which the
+ * native format does not have. Field order is fixed: reports.c parses it, the error detail
+ * last because it may contain spaces. */
+static void render_reports_log(const struct render_ctx *rc, struct buf *b)
+{
+	if (rc->no_reports) {
+		bprintf(b, "# reports off (FPS_REPORTS=off): no detail log");
+		return;
+	}
+	bprintf(b,
+	        "logformat fps_detail %%ts.%%03tu %%tr %%>Hs %%Ss %%Sh %%<a %%et %%>st %%<st %%rm %%[un %%err_code %%ru "
+	        "%%err_detail\n"
+	        "acl fps_http_failed http_status 400-599\n"
+	        "acl fps_connect method CONNECT\n"
+	        "acl fps_has_length req_header Content-Length ^[1-9]\n"
+	        "acl fps_chunked req_header Transfer-Encoding .\n"
+	        "acl fps_detailed any-of fps_http_failed fps_connect fps_has_length fps_chunked\n"
+	        "access_log stdio:%s/detail.log logformat=fps_detail on-error=drop fps_detailed !fps_health_probe",
+	        rc->run_dir);
+}
+
 int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
                       struct render_out *out, struct fps_err *e)
 {
@@ -379,6 +404,8 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	struct buf http_port = {0}, mgr_port = {0}, maxfd = {0}, workers = {0}, dns = {0}, cports = {0}, sports = {0},
 	           blocked = {0}, never = {0};
 	struct buf auth = {0}, auth_access = {0}, allow = {0}, wl = {0}, routes = {0}, list = {0};
+	struct buf reports = {0};
+	render_reports_log(rc, &reports);
 	bool v6 = strchr(c->bind, ':') != NULL;
 	for (int i = 0; i < RENDER_LISTEN_SOCKETS; i++)
 		bprintf(&http_port, v6 ? "%shttp_port [%s]:%d worker-queues" : "%shttp_port %s:%d worker-queues",
@@ -472,12 +499,13 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	    {"WHITELIST", bstr(&wl)},
 	    {"ALLOW", bstr(&allow)},
 	    {"ROUTES", bstr(&routes)},
+	    {"REPORTS_LOG", bstr(&reports)},
 	};
 	int rc_ = 0;
 	if (rc->mgr_port <= 0 || rc->mgr_port > 65535 || rc->mgr_port == c->port)
 		rc_ = err_set(e, NULL, 0, 0, "no usable cache-manager port (%d)", rc->mgr_port);
 	struct buf *all[] = {&http_port, &mgr_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
-	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list};
+	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list, &reports};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && rc_ == 0; i++)
 		if (all[i]->failed)
 			rc_ = err_set(e, NULL, 0, 0, "out of memory rendering squid.conf");
