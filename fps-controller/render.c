@@ -196,6 +196,8 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	 * "die" should a helper stop answering altogether. */
 	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --extra-fields 1 --keys %s/apikeys.json",
 	        rc->bin_dir, rc->secrets_dir);
+	if (!rc->no_reports) /* refusal reasons for the failures report (authreasons.h) */
+		bprintf(auth, " --reasons-dir %s/denied", rc->run_dir);
 	if (c->products.n > 0) {
 		bprintf(auth, " --products ");
 		for (size_t i = 0; i < c->products.n; i++)
@@ -424,6 +426,9 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	} else {
 		bprintf(&dns, "# dns_nameservers: the system's resolvers");
 	}
+	/* proxy.dns_timeout, proxy.read_timeout: how long an agent waits before Squid names the
+	 * failure (a resolver that never answers; an origin that accepts and never answers). */
+	bprintf(&dns, "\ndns_timeout %d seconds\nread_timeout %d seconds", c->dns_timeout, c->read_timeout);
 	join_ports(&cports, c->connect_ports, c->n_connect_ports);
 	join_ports(&sports, c->safe_ports, c->n_safe_ports);
 	if (c->blocked_networks.n == 0)

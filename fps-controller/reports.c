@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cred.h"
 #include "denied.h"
 
 #define REP_POLL_BUDGET (8u << 20) /* bytes read per log per poll; the rest waits for the next */
@@ -343,8 +345,18 @@ int rep_classify(const struct rep_line *l, const struct rep_context *ctx, const 
 		}
 		if (auth_reason && auth_reason[0]) {
 			enum rep_cause c = auth_cause(auth_reason);
-			snprintf(detail, dlen, "fps-auth: %s", auth_reason);
+			const char *text = c == REP_AUTH_UNKNOWN_USER  ? "the product is not in auth.products"
+			                   : c == REP_AUTH_BAD_KEY     ? "the password matches no valid API key"
+			                   : c == REP_AUTH_EXPIRED_KEY ? "the password was made with an expired API key "
+			                                                 "(or every key has expired)"
+			                   : c == REP_AUTH_MALFORMED   ? "not a username or request of the credential scheme"
+			                                               : auth_reason;
+			snprintf(detail, dlen, "fps-auth: %s", text);
 			return c;
+		}
+		if (cred_check_user(l->user, NULL) != CRED_OK) {
+			snprintf(detail, dlen, "not a username of the credential scheme");
+			return REP_AUTH_MALFORMED;
 		}
 		snprintf(detail, dlen, "credentials refused (fps-auth gave no reason in time)");
 		return REP_OTHER;
@@ -774,6 +786,15 @@ static void auth_reload(struct rep_state *r, double now)
 			continue;
 		char path[4500];
 		snprintf(path, sizeof(path), "%s/%s", r->auth_dir, de->d_name);
+		/* A gone helper's file is kept a while (the lines it explains may still be on
+		 * their way), then removed: every reconfigure starts new fps-auth processes. */
+		long pid = strncmp(de->d_name, "auth-", 5) == 0 ? strtol(de->d_name + 5, NULL, 10) : 0;
+		struct stat st;
+		if (pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH && stat(path, &st) == 0 &&
+		    now - (double)st.st_mtime > 60) {
+			unlink(path);
+			continue;
+		}
 		FILE *f = fopen(path, "re");
 		if (f == NULL)
 			continue;

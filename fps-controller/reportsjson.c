@@ -102,24 +102,29 @@ char *reports_json_traffic(const struct rep_snapshot *s)
 		cJSON_AddNumberToObject(x, "bytes_from_cache", (double)d->bytes_from_cache);
 		cJSON_AddItemToArray(ds, x);
 	}
-	/* The charts' data: per minute, oldest first, the last REP_MINUTES minutes. */
-	cJSON *mins = cJSON_AddArrayToObject(root, "minutes");
-	for (int k = 0; mins && k < REP_MINUTES; k++) {
-		const struct rep_minute *m = &s->minutes[k];
-		cJSON *x = cJSON_CreateObject();
-		if (x == NULL)
-			break;
-		rj_time(x, "minute", (double)m->minute * 60.0);
-		cJSON *rq = cJSON_AddObjectToObject(x, "requests");
-		cJSON *by = cJSON_AddObjectToObject(x, "bytes_to_agents");
+	/* The charts' data: one value per minute, oldest first, the last REP_MINUTES minutes
+	 * ending with the current one (`minutes.start` is the first). */
+	cJSON *mins = cJSON_AddObjectToObject(root, "minutes");
+	if (mins) {
+		rj_time(mins, "start", (double)s->minutes[0].minute * 60.0);
+		cJSON *rq = cJSON_AddObjectToObject(mins, "requests");
+		cJSON *by = cJSON_AddObjectToObject(mins, "bytes_to_agents");
 		for (size_t i = 0; rq && by && i < s->n_products; i++) {
-			size_t pi = s->products[i].slot;
-			cJSON_AddNumberToObject(rq, s->products[i].name, (double)m->requests[pi]);
-			cJSON_AddNumberToObject(by, s->products[i].name, (double)m->bytes[pi]);
+			double a[REP_MINUTES], b[REP_MINUTES];
+			for (int k = 0; k < REP_MINUTES; k++) {
+				a[k] = (double)s->minutes[k].requests[s->products[i].slot];
+				b[k] = (double)s->minutes[k].bytes[s->products[i].slot];
+			}
+			cJSON_AddItemToObject(rq, s->products[i].name, cJSON_CreateDoubleArray(a, REP_MINUTES));
+			cJSON_AddItemToObject(by, s->products[i].name, cJSON_CreateDoubleArray(b, REP_MINUTES));
 		}
-		cJSON_AddNumberToObject(x, "bytes_from_cache", (double)m->from_cache);
-		cJSON_AddNumberToObject(x, "bytes_from_origin", (double)m->from_origin);
-		cJSON_AddItemToArray(mins, x);
+		double c[REP_MINUTES], o[REP_MINUTES];
+		for (int k = 0; k < REP_MINUTES; k++) {
+			c[k] = (double)s->minutes[k].from_cache;
+			o[k] = (double)s->minutes[k].from_origin;
+		}
+		cJSON_AddItemToObject(mins, "bytes_from_cache", cJSON_CreateDoubleArray(c, REP_MINUTES));
+		cJSON_AddItemToObject(mins, "bytes_from_origin", cJSON_CreateDoubleArray(o, REP_MINUTES));
 	}
 	return rj_print(root);
 }

@@ -1,0 +1,267 @@
+"""Every failure named, every byte counted (docs/operations.md, "Failures and traffic"):
+GET /failures, GET /traffic, their metrics and commands, with real causes: a DNS server on
+loopback that answers NXDOMAIN (and one that never answers), a refused port, an origin that
+answers 503 and one that never answers, port and network refusals, 407s for each reason
+fps-auth knows, the tunnel's server from another CA and the tunnel down."""
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from dnsserver import DNS
+from fpsharness import BIN, World, agent_credentials, curl, free_port, wait_for
+
+OK, NX, SILENT, BLOCKED = "ok.fps.test", "nx.fps.test", "silent.fps.test", "blocked.fps.test"
+PROMTOOL = shutil.which("promtool")  # one variable: where promtool comes from may change
+
+
+def get_json(w, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def metrics_text(w):
+    with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+class RawOrigin:
+    """A loopback origin that answers every request with one fixed answer, or never."""
+
+    def __init__(self, answer=None):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.conns = []
+        self.stopping = False
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        self.sock.settimeout(0.2)
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+            if self.answer is not None:
+                try:
+                    c.settimeout(5)
+                    c.recv(65536)
+                    c.sendall(self.answer)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stopping = True
+        self.t.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+EXPIRED_KEY = "k-2026-10-expired-secret"
+
+
+@pytest.fixture
+def world():
+    dns = DNS({OK: "127.0.0.1", SILENT: "silent", "*.flood.fps.test": "127.0.0.1"})
+    w = World("reports")
+    w.dns = dns
+    w.extra = []
+    try:
+        w.http = w.origin()
+        w.o503 = RawOrigin(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy")
+        w.silent = RawOrigin(None)
+        w.extra += [w.o503, w.silent]
+        w.closed = free_port()
+        w.set_hosts({BLOCKED: "127.0.0.99"})
+        ports = [80, 443, w.http.port, w.o503.port, w.silent.port, w.closed]
+        w.write_keys([{"id": "it", "key": w.API_KEY, "expires": "2099-01-01T00:00:00Z"},
+                      {"id": "old", "key": EXPIRED_KEY, "expires": "2020-01-01T00:00:00Z"}])
+        y = w.yaml(auth=True, whitelist_preset=["*.fps.test"], safe_ports=ports, connect_ports=ports)
+        y = y.replace("dns_nameservers: [127.0.0.1]",
+                      f"dns_nameservers: [{dns.ip}]\n  dns_timeout: 3\n  read_timeout: 2")
+        y = y.replace("auth:\n  enabled: true\n", "auth:\n  enabled: true\n  products: [ApexOne, Deep]\n")
+        w.write_config(y)
+        w.start()
+        yield w
+    finally:
+        w.close()
+        for x in w.extra:
+            x.stop()
+        dns.stop()
+
+
+def find(doc, host, cause):
+    return [e for e in doc["top"] if e["host"] == host and e["cause"] == cause]
+
+
+def test_failures_name_each_cause(world):
+    w = world
+    user, pw = agent_credentials(w.API_KEY)
+    P = w.http.port
+    assert curl(f"http://{OK}:{P}/fine", w.proxy, user, pw)[0] == 200
+    assert curl(f"http://{NX}:{P}/x", w.proxy, user, pw)[0] == 502        # Squid 5.7's NXDOMAIN answer
+    assert curl(f"https://{NX}:{P}/x", w.proxy, user, pw)[0] in (500, 502, 503)
+    assert curl(f"http://{SILENT}:{P}/x", w.proxy, user, pw, timeout=30)[0] in (502, 503, 504)
+    assert curl(f"http://{OK}:{w.closed}/x", w.proxy, user, pw)[0] == 503
+    assert curl(f"http://{OK}:{w.o503.port}/x", w.proxy, user, pw)[0] == 503
+    assert curl(f"http://{OK}:{w.silent.port}/x", w.proxy, user, pw, timeout=30)[0] == 504
+    assert curl(f"https://{OK}:8443/x", w.proxy, user, pw)[0] == 403       # port not allowed
+    assert curl(f"http://{BLOCKED}:{P}/x", w.proxy, user, pw)[0] == 403    # blocked network
+    assert curl(f"http://not.listed.example:{P}/x", w.proxy, user, pw)[0] == 403  # whitelist: not here
+    assert curl(f"http://{OK}:{P}/a", w.proxy)[0] == 407                    # no credentials
+    assert curl(f"http://{OK}:{P}/b", w.proxy, user, "0" * 40)[0] == 407    # wrong key
+    rogue, rpw = agent_credentials(w.API_KEY, product="Rogue")
+    assert curl(f"http://{OK}:{P}/c", w.proxy, rogue, rpw)[0] == 407        # product not allowed
+    deep, dpw = agent_credentials(EXPIRED_KEY, product="Deep")
+    assert curl(f"http://{OK}:{P}/d", w.proxy, deep, dpw)[0] == 407         # made with an expired key
+
+    want = [(NX, "dns", 502), (NX, "dns", None), (SILENT, "dns", None), (OK, "connect", 503), (OK, "origin", 503),
+            (OK, "timeout", 504), (OK, "port", 403), (BLOCKED, "network", 403), (OK, "auth_missing", 407),
+            (OK, "auth_bad_key", 407), (OK, "auth_unknown_user", 407), (OK, "auth_expired_key", 407)]
+
+    def complete():
+        doc = get_json(w, "/failures")
+        return doc if all(any(status in (None, e["status"]) for e in find(doc, h, c)) for h, c, status in want) else None
+
+    doc = wait_for(complete, 20, what="/failures naming every cause")
+    assert doc["total"] == 13, doc                       # 2 dns NX + 1 silent + 10 others, nothing else
+    assert not [e for e in doc["top"] if e["host"] == "not.listed.example"]  # the denied report's, not ours
+    nx = find(doc, NX, "dns")
+    assert {e["status"] for e in nx} == {502} | {e["status"] for e in nx if e["status"] != 502}
+    assert "did not resolve" in find(doc, NX, "dns")[0]["detail"]
+    assert "no DNS answer" in find(doc, SILENT, "dns")[0]["detail"]
+    conn = find(doc, OK, "connect")[0]
+    assert conn["port"] == w.closed and conn["route"] == "direct" and "ERR_CONNECT_FAIL" in conn["detail"]
+    assert conn["products"] == ["ApexOne"] and conn["count"] == 1
+    assert find(doc, OK, "origin")[0]["port"] == w.o503.port
+    assert "ERR_READ_TIMEOUT" in find(doc, OK, "timeout")[0]["detail"]
+    assert find(doc, OK, "port")[0]["port"] == 8443
+    assert find(doc, OK, "auth_unknown_user")[0]["products"] == ["Rogue"]
+    assert find(doc, OK, "auth_expired_key")[0]["products"] == ["Deep"]
+    assert find(doc, OK, "auth_missing")[0]["products"] == []
+    for e in doc["top"]:
+        assert e["first_seen"] and e["last_seen"] and e["detail"]
+        assert pw not in json.dumps(e) and w.API_KEY not in json.dumps(e)
+
+    # The metrics agree, and pass promtool.
+    m = metrics_text(w)
+    assert 'fps_failures_total{cause="dns"} 3' in m
+    assert 'fps_failures_total{cause="auth_missing"} 1' in m
+    assert PROMTOOL, "promtool missing (Makefile DEB_PKGS: prometheus)"
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=m.encode(), capture_output=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    # The command reads the same report.
+    out = subprocess.run([str(BIN / "fps-controller"), "failures", "--admin", f"127.0.0.1:{w.admin_port}"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert "auth_expired_key" in out.stdout and NX in out.stdout
+    js = subprocess.run([str(BIN / "fps-controller"), "failures", "--json", "--admin", f"127.0.0.1:{w.admin_port}"],
+                        capture_output=True, text=True, timeout=20)
+    assert json.loads(js.stdout)["total"] == 13
+
+
+def test_traffic_counts_requests_and_bytes_uploads_too(world):
+    w = world
+    a_user, a_pw = agent_credentials(w.API_KEY)
+    d_user, d_pw = agent_credentials(w.API_KEY, product="Deep")
+    P = w.http.port
+    body_sizes = []
+    for i in range(5):
+        st, body = curl(f"http://{OK}:{P}/get{i}", w.proxy, a_user, a_pw)
+        assert st == 200
+        body_sizes.append(len(body) + 1)  # curl() strips the newline the origin sent
+    upload = w.dir / "upload.bin"
+    upload.write_bytes(b"u" * 300_000)
+    st, body = curl(f"http://{OK}:{P}/up", w.proxy, a_user, a_pw, extra=["--data-binary", f"@{upload}"])
+    assert st == 200 and "received 300000 bytes" in body
+    for i in range(3):
+        assert curl(f"http://{OK}:{P}/deep{i}", w.proxy, d_user, d_pw)[0] == 200
+    assert curl(f"http://{NX}:{P}/x", w.proxy, d_user, d_pw)[0] == 502
+
+    def settled():
+        t = get_json(w, "/traffic")
+        p = t["products"]
+        return t if p.get("ApexOne", {}).get("requests") == 6 and p.get("Deep", {}).get("requests") == 4 and \
+            p["Deep"]["failures"] == 1 else None
+
+    t = wait_for(settled, 20, what="/traffic counting every request")
+    a, d = t["products"]["ApexOne"], t["products"]["Deep"]
+    assert a["failures"] == 0
+    assert a["bytes_from_agents"] >= 300_000                     # the upload, headers included
+    assert a["bytes_from_agents"] < 300_000 + 5_000
+    assert a["bytes_to_agents"] >= sum(body_sizes)               # bodies plus Squid's headers
+    assert a["bytes_from_origin"] == a["bytes_to_agents"]        # no cache: every byte from the origin
+    assert a["bytes_from_cache"] == 0
+    assert d["bytes_to_agents"] > d["bytes_from_origin"] > 0     # the 502 page is Squid's own
+    dest = {x["host"]: x for x in t["destinations"]}
+    assert dest[OK]["requests"] == 9                             # 6 + 3 served; the NX one reached nothing
+    assert dest[OK]["bytes_to_agents"] == a["bytes_from_origin"] + d["bytes_from_origin"]
+    # The charts' data: this hour's minutes add up to the totals.
+    mins = t["minutes"]
+    assert sum(mins["requests"]["ApexOne"]) == 6 and sum(mins["requests"]["Deep"]) == 4
+    assert sum(mins["bytes_to_agents"]["ApexOne"]) == a["bytes_to_agents"]
+    m = metrics_text(w)
+    assert f'fps_bytes_total{{product="ApexOne",direction="from_agents"}} {a["bytes_from_agents"]}' in m
+    assert 'fps_requests_total{product="ApexOne",route="direct",class="2xx"} 6' in m
+    assert 'fps_requests_total{product="Deep",route="none",class="5xx"} 1' in m
+    out = subprocess.run([str(BIN / "fps-controller"), "traffic", "--admin", f"127.0.0.1:{w.admin_port}"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0 and "ApexOne" in out.stdout and OK in out.stdout, out.stdout + out.stderr
+
+
+def _raw(port, data):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got[9:12]
+
+
+def test_reports_stay_bounded_under_a_flood_of_distinct_hosts(world):
+    """1,200 distinct hosts served and 1,200 refused: the reports keep their bounded number of
+    entries and say they are truncated; the totals stay exact."""
+    w = world
+    user, pw = agent_credentials(w.API_KEY)
+    import base64
+    auth = "Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode() + "\r\n"
+    n = 1200
+    with socket.create_connection(("127.0.0.1", w.port), timeout=10) as s:
+        f = s.makefile("rb")
+        for i in range(n):
+            host = f"h{i}.flood.fps.test:{w.http.port}"
+            s.sendall(f"GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode())
+            status = f.readline()
+            assert status.startswith(b"HTTP/1.1 200"), status
+            length = 0
+            while (line := f.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            f.read(length)
+    for i in range(n):  # port refusals close the connection: one each
+        host = f"p{i}.flood.fps.test:8443"
+        assert _raw(w.port, f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()) == b"403"
+    t = wait_for(lambda: (d := get_json(w, "/traffic"))["products"].get("ApexOne", {}).get("requests") == 2 * n and d,
+                 30, what="every flood request counted")
+    assert len(t["destinations"]) <= 50 and t["destinations_truncated"] is True
+    f = wait_for(lambda: (d := get_json(w, "/failures"))["total"] == n and d, 30, what="every refusal counted")
+    assert f["by_cause"]["port"] == n
+    assert len(f["top"]) <= 100 and f["truncated"] is True
+    assert sum(f["by_cause"].values()) == n
