@@ -632,7 +632,7 @@ static struct rep_product *product_slot(struct rep_state *r, const char *user)
 static struct rep_minute *minute_slot(struct rep_state *r, double ts)
 {
 	long long m = (long long)(ts / 60.0);
-	struct rep_minute *s = &r->min[m % REP_MINUTES];
+	struct rep_minute *s = &r->min[((m % REP_MINUTES) + REP_MINUTES) % REP_MINUTES];
 	if (s->minute != m) {
 		if (s->minute > m)
 			return NULL; /* older than the window */
@@ -685,7 +685,7 @@ void reports_feed_native(struct rep_state *r, const char *line, size_t len)
 		else if (served)
 			m->from_origin += l.bytes_out;
 	}
-	if (l.host[0] && served) {
+	if (l.host[0] && (served || hit)) {
 		bool fresh;
 		unsigned long long inh;
 		int i = topk_slot(&r->dk, fnv(l.host, 2166136261u), dest_eq, r->dest, l.host, &fresh, &inh);
@@ -1054,7 +1054,7 @@ void reports_snapshot(const struct rep_state *r, double now, struct rep_snapshot
 	out->now_minute = cur;
 	for (int k = 0; k < REP_MINUTES; k++) {
 		long long m = cur - (REP_MINUTES - 1) + k;
-		const struct rep_minute *s = &r->min[m % REP_MINUTES];
+		const struct rep_minute *s = &r->min[((m % REP_MINUTES) + REP_MINUTES) % REP_MINUTES];
 		struct rep_minute *o = &out->minutes[k];
 		if (s->minute == m)
 			*o = *s;
