@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "whitelist.h"
@@ -175,5 +176,8 @@ size_t reports_for_host(const struct rep_snapshot *s, const char *host, const st
 /* JSON documents (reportsjson.c): GET /failures, GET /traffic. malloc'd, NULL: no memory. */
 char *reports_json_failures(const struct rep_snapshot *s);
 char *reports_json_traffic(const struct rep_snapshot *s);
+
+/* The status page's traffic and failures sections, charts included (reportspage.c). */
+void reportspage_render(FILE *f, const struct rep_snapshot *s);
 
 #endif

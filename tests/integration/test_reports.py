@@ -264,3 +264,73 @@ def test_reports_stay_bounded_under_a_flood_of_distinct_hosts(world):
     assert f["by_cause"]["port"] == n
     assert len(f["top"]) <= 100 and f["truncated"] is True
     assert sum(f["by_cause"].values()) == n
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Makefile TEST_PKGS)")
+def test_status_page_charts_show_the_numbers_of_traffic(world):
+    """The charts are SVG the page draws itself: headless Chromium renders them (screenshot
+    kept in build/test-artifacts/), and every bar's number is the number /traffic has."""
+    import html.parser
+    from test_statuspage import ARTIFACTS, chromium
+    w = world
+    a_user, a_pw = agent_credentials(w.API_KEY)
+    d_user, d_pw = agent_credentials(w.API_KEY, product="Deep")
+    for i in range(4):
+        assert curl(f"http://{OK}:{w.http.port}/p{i}", w.proxy, a_user, a_pw)[0] == 200
+    for i in range(2):
+        assert curl(f"http://{OK}:{w.http.port}/q{i}", w.proxy, d_user, d_pw)[0] == 200
+    assert curl(f"http://{NX}:{w.http.port}/x", w.proxy, d_user, d_pw)[0] == 502
+    t = wait_for(lambda: (d := get_json(w, "/traffic"))["requests"] == 7 and d, 20, what="/traffic counting 7")
+
+    class Bars(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.charts, self.cur, self.by_id, self.stack = {}, None, {}, []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "svg":
+                self.cur = a.get("id")
+                self.charts[self.cur] = {"first": int(a["data-first-minute"]), "total": int(a["data-total"]),
+                                         "bars": []}
+            if tag == "rect" and a.get("class") == "bar":
+                self.charts[self.cur]["bars"].append((a["data-series"], int(a["data-minute"]), int(a["data-value"])))
+            self.stack.append(a.get("id"))
+
+        def handle_endtag(self, tag):
+            if self.stack:
+                self.stack.pop()
+
+        def handle_data(self, data):
+            for i in self.stack:
+                if i:
+                    self.by_id[i] = self.by_id.get(i, "") + data
+
+    url = f"http://127.0.0.1:{w.admin_port}/"
+    p = chromium(url, "--dump-dom")
+    assert p.returncode == 0, p.stderr[-2000:]
+    dom = Bars()
+    dom.feed(p.stdout)
+    t = get_json(w, "/traffic")  # after the page: nothing more was sent, the figures are the same
+    import calendar
+    start = calendar.timegm(time.strptime(t["minutes"]["start"], "%Y-%m-%dT%H:%M:%SZ")) // 60
+    for chart, key in (("chart-requests", "requests"), ("chart-bytes", "bytes_to_agents")):
+        c = dom.charts[chart]
+        series = t["minutes"][key]
+        shift = c["first"] - start  # a minute may have begun between the page and the JSON
+        assert c["total"] == sum(sum(v) for v in series.values())
+        for name, k, v in c["bars"]:
+            assert series[name][k + shift] == v, (chart, name, k, v)
+        assert {n for n, _, _ in c["bars"]} == {n for n, v in series.items() if sum(v)}
+        assert sum(v for _, _, v in c["bars"]) == c["total"]
+    assert dom.charts["chart-requests"]["total"] == 7
+    assert "7 requests" in dom.by_id["traffic-summary"]
+    assert "1 failed requests" in dom.by_id["failures-summary"]
+    shot = w.dir / "reports-page.png"
+    p = chromium(url, f"--screenshot={shot}")
+    assert p.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / "reports-page.png")
