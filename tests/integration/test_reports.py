@@ -358,3 +358,20 @@ def test_dashboard_and_rules_name_only_metrics_fps_exports(world):
     rule_names = {n for r in rules for n in re.findall(r"\bfps_[a-z_]+\b", r["expr"])}
     # Absent by design until a reference answered / in this world (no tunnel, no clock reference).
     assert not rule_names - exported - {"fps_clock_skew_seconds"}, sorted(rule_names - exported)
+
+
+def test_explain_lists_the_recent_failures_for_a_host(world):
+    w = world
+    user, pw = agent_credentials(w.API_KEY)
+    assert curl(f"http://{NX}:{w.http.port}/e", w.proxy, user, pw)[0] == 502
+    assert curl(f"http://{OK}:{w.closed}/e", w.proxy, user, pw)[0] == 503
+    wait_for(lambda: get_json(w, "/failures")["total"] == 2, 20, what="both failures counted")
+    doc = get_json(w, f"/explain?host={NX}&port={w.http.port}")
+    assert [(f["cause"], f["status"]) for f in doc["failures"]] == [("dns", 502)]
+    assert "did not resolve" in doc["failures"][0]["detail"]
+    out = subprocess.run([str(BIN / "fps-controller"), "explain", "--admin", f"127.0.0.1:{w.admin_port}",
+                          f"{OK}:{w.closed}"], capture_output=True, text=True, timeout=20)
+    assert "failures:   connect, 1 x 503 on port" in out.stdout, out.stdout + out.stderr
+    assert "ERR_CONNECT_FAIL" in out.stdout
+    doc = get_json(w, f"/explain?host=unrelated.fps.test&port=80")
+    assert doc["failures"] == []
