@@ -295,8 +295,7 @@ static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fp
 }
 
 /* GET /failures, GET /traffic: the reports (reports.h). */
-static enum MHD_Result admin_reports(struct MHD_Connection *conn, const struct fps_status *s, bool have,
-                                     bool traffic)
+static enum MHD_Result admin_reports(struct MHD_Connection *conn, const struct fps_status *s, bool have, bool traffic)
 {
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
@@ -357,7 +356,8 @@ enum admin_path {
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/failures", "/traffic", "/"};
+	static const char *paths[] = {"/healthz", "/readyz",   "/metrics", "/status", "/denied",
+	                              "/explain", "/failures", "/traffic", "/"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -378,9 +378,10 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	admin_conn_busy(conn, true);
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
-		return admin_text(conn, MHD_HTTP_NOT_FOUND,
-		                  "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain, /failures, "
-		                  "/traffic\n");
+		return admin_text(
+		    conn, MHD_HTTP_NOT_FOUND,
+		    "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain, /failures, "
+		    "/traffic\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)

@@ -182,7 +182,7 @@ struct helper {
 	enum authproto_ids ids;
 	struct out_buf out;
 	struct authproto_req req;
-	unsigned extras; /* --extra-fields: Squid's key_extras after the password, ignored */
+	unsigned extras;         /* --extra-fields: Squid's key_extras after the password, ignored */
 	const char *reasons_dir; /* --reasons-dir: the failures report's refusal reasons (authreasons.h) */
 	struct authr_table reasons;
 	long long reasons_written_ns;
@@ -223,7 +223,8 @@ static void reasons_flush(struct helper *h)
 		return;
 	h->reasons_written_ns = mono_ns();
 	if (authr_write(&h->reasons, h->reasons_dir, (int)getpid()) < 0 && !warned) {
-		log_warn("failures report: cannot write into %s: %s (keeps answering)", h->reasons_dir, strerror(errno));
+		log_warn("failures report: cannot write into %s: %s (keeps answering)", h->reasons_dir,
+		         strerror(errno));
 		warned = true;
 	}
 	h->reasons.dirty = false;
@@ -265,11 +266,11 @@ static int answer_line(struct helper *h, const char *line, size_t len)
 	time_t now = time(NULL);
 	enum cred_result r = cred_verify(&h->ks.keys, h->req.user, h->req.pass, now, &h->products);
 	if (r != CRED_OK && r != CRED_INTERNAL_ERROR && h->reasons_dir) {
-		const char *why_r = r == CRED_BAD_USER              ? "malformed"
-		                    : r == CRED_PRODUCT_NOT_ALLOWED ? "unknown_user"
-		                    : r == CRED_NO_VALID_KEY        ? "expired_key"
+		const char *why_r = r == CRED_BAD_USER                                                ? "malformed"
+		                    : r == CRED_PRODUCT_NOT_ALLOWED                                   ? "unknown_user"
+		                    : r == CRED_NO_VALID_KEY                                          ? "expired_key"
 		                    : matches_expired_key(&h->ks.keys, h->req.user, h->req.pass, now) ? "expired_key"
-		                                                                                       : "bad_key";
+		                                                                                      : "bad_key";
 		reasons_record(h, h->req.user, why_r);
 	}
 	/* The password buffer is reused for the next line; do not leave it lying around. */
@@ -365,14 +366,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"keys", required_argument, NULL, 'k'},
-	    {"products", required_argument, NULL, 'p'},
-	    {"concurrency", required_argument, NULL, 'c'},
-	    {"extra-fields", required_argument, NULL, 'x'},
-	    {"reasons-dir", required_argument, NULL, 'r'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
+	    {"keys", required_argument, NULL, 'k'},        {"products", required_argument, NULL, 'p'},
+	    {"concurrency", required_argument, NULL, 'c'}, {"extra-fields", required_argument, NULL, 'x'},
+	    {"reasons-dir", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},           {NULL, 0, NULL, 0},
 	};
 	static struct helper h;
 	const char *keys = NULL, *products = NULL;

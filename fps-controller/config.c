@@ -59,7 +59,7 @@ void cfg_init_defaults(struct fps_config *c)
 	for (size_t i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++)
 		strv_push(&c->blocked_networks, blocked[i]);
 	snprintf(c->hosts_file, sizeof(c->hosts_file), "/etc/hosts");
-	c->dns_timeout = 30;   /* Squid's own defaults */
+	c->dns_timeout = 30; /* Squid's own defaults */
 	c->read_timeout = 900;
 	c->auth_enabled = true;
 	snprintf(c->realm, sizeof(c->realm), "FPS");

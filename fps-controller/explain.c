@@ -584,11 +584,12 @@ void explain_print(const cJSON *r, FILE *out)
 		int nf = 0;
 		cJSON_ArrayForEach(x, fl)
 		{
-			fprintf(out, "  %s%s, %d x %d on port %d via %s, last %s: %s\n", nf++ ? "            " : "failures:   ",
-			        js(x, "cause"), cJSON_GetObjectItemCaseSensitive(x, "count")->valueint,
+			fprintf(out, "  %s%s, %d x %d on port %d via %s, last %s: %s\n",
+			        nf++ ? "            " : "failures:   ", js(x, "cause"),
+			        cJSON_GetObjectItemCaseSensitive(x, "count")->valueint,
 			        cJSON_GetObjectItemCaseSensitive(x, "status")->valueint,
-			        cJSON_GetObjectItemCaseSensitive(x, "port")->valueint, js(x, "route"), js(x, "last_seen"),
-			        js(x, "detail"));
+			        cJSON_GetObjectItemCaseSensitive(x, "port")->valueint, js(x, "route"),
+			        js(x, "last_seen"), js(x, "detail"));
 		}
 		if (nf == 0)
 			fprintf(out, "  failures:   none recorded for this host\n");

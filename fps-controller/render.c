@@ -196,13 +196,13 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 	 * "die" should a helper stop answering altogether. */
 	bprintf(auth, "auth_param basic program %s/fps-auth --concurrency on --extra-fields 1 --keys %s/apikeys.json",
 	        rc->bin_dir, rc->secrets_dir);
-	if (!rc->no_reports) /* refusal reasons for the failures report (authreasons.h) */
-		bprintf(auth, " --reasons-dir %s/denied", rc->run_dir);
 	if (c->products.n > 0) {
 		bprintf(auth, " --products ");
 		for (size_t i = 0; i < c->products.n; i++)
 			bprintf(auth, "%s%s", i ? "," : "", c->products.v[i]);
 	}
+	if (!rc->no_reports) /* refusal reasons for the failures report (authreasons.h) */
+		bprintf(auth, " --reasons-dir %s/denied", rc->run_dir);
 	bprintf(auth, "\n");
 	struct buf line[2] = {{0}};
 	for (int i = 0; i < 2; i++)
@@ -381,16 +381,17 @@ static void render_reports_log(const struct render_ctx *rc, struct buf *b)
 		bprintf(b, "# reports off (FPS_REPORTS=off): no detail log");
 		return;
 	}
-	bprintf(b,
-	        "logformat fps_detail %%ts.%%03tu %%tr %%>Hs %%Ss %%Sh %%<a %%et %%>st %%<st %%rm %%[un %%err_code %%ru "
-	        "%%err_detail\n"
-	        "acl fps_http_failed http_status 400-599\n"
-	        "acl fps_connect method CONNECT\n"
-	        "acl fps_has_length req_header Content-Length ^[1-9]\n"
-	        "acl fps_chunked req_header Transfer-Encoding .\n"
-	        "acl fps_detailed any-of fps_http_failed fps_connect fps_has_length fps_chunked\n"
-	        "access_log stdio:%s/detail.log logformat=fps_detail on-error=drop fps_detailed !fps_health_probe",
-	        rc->run_dir);
+	bprintf(
+	    b,
+	    "logformat fps_detail %%ts.%%03tu %%tr %%>Hs %%Ss %%Sh %%<a %%et %%>st %%<st %%rm %%[un %%err_code %%ru "
+	    "%%err_detail\n"
+	    "acl fps_http_failed http_status 400-599\n"
+	    "acl fps_connect method CONNECT\n"
+	    "acl fps_has_length req_header Content-Length ^[1-9]\n"
+	    "acl fps_chunked req_header Transfer-Encoding .\n"
+	    "acl fps_detailed any-of fps_http_failed fps_connect fps_has_length fps_chunked\n"
+	    "access_log stdio:%s/detail.log logformat=fps_detail on-error=drop fps_detailed !fps_health_probe",
+	    rc->run_dir);
 }
 
 int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
@@ -510,7 +511,7 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	if (rc->mgr_port <= 0 || rc->mgr_port > 65535 || rc->mgr_port == c->port)
 		rc_ = err_set(e, NULL, 0, 0, "no usable cache-manager port (%d)", rc->mgr_port);
 	struct buf *all[] = {&http_port, &mgr_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
-	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list, &reports};
+	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list,   &reports};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && rc_ == 0; i++)
 		if (all[i]->failed)
 			rc_ = err_set(e, NULL, 0, 0, "out of memory rendering squid.conf");

@@ -25,8 +25,10 @@
 #define REP_AUTH_USERS  1024       /* usernames whose last refusal reason is remembered */
 
 static const char *const cause_names[REP_CAUSES] = {
-    "dns",  "connect",      "timeout",   "tls",  "route_down", "origin",         "auth_missing", "auth_unknown_user",
-    "auth_bad_key", "auth_expired_key", "auth_malformed", "port", "network", "https_absolute", "other"};
+    "dns",          "connect",          "timeout",        "tls",
+    "route_down",   "origin",           "auth_missing",   "auth_unknown_user",
+    "auth_bad_key", "auth_expired_key", "auth_malformed", "port",
+    "network",      "https_absolute",   "other"};
 static const char *const route_names[REP_ROUTES] = {"none", "direct", "upstream", "tunnel"};
 static const char *const class_names[REP_CLASSES] = {"2xx", "3xx", "4xx", "5xx", "other"};
 
@@ -288,7 +290,7 @@ static enum rep_route route_of(const struct rep_line *l, const struct rep_contex
 		 * upstream the upstream's address tells them apart (docs/operations.md). */
 		if (ctx && ctx->has_tunnel && ctx->has_upstream)
 			return ctx->upstream_addr[0] && strcmp(ctx->upstream_addr, l->server) == 0 ? REP_ROUTE_UPSTREAM
-			                                                                              : REP_ROUTE_TUNNEL;
+			                                                                           : REP_ROUTE_TUNNEL;
 		if (ctx && ctx->has_upstream)
 			return REP_ROUTE_UPSTREAM;
 		return REP_ROUTE_TUNNEL;
@@ -345,12 +347,13 @@ int rep_classify(const struct rep_line *l, const struct rep_context *ctx, const 
 		}
 		if (auth_reason && auth_reason[0]) {
 			enum rep_cause c = auth_cause(auth_reason);
-			const char *text = c == REP_AUTH_UNKNOWN_USER  ? "the product is not in auth.products"
-			                   : c == REP_AUTH_BAD_KEY     ? "the password matches no valid API key"
-			                   : c == REP_AUTH_EXPIRED_KEY ? "the password was made with an expired API key "
-			                                                 "(or every key has expired)"
-			                   : c == REP_AUTH_MALFORMED   ? "not a username or request of the credential scheme"
-			                                               : auth_reason;
+			const char *text =
+			    c == REP_AUTH_UNKNOWN_USER  ? "the product is not in auth.products"
+			    : c == REP_AUTH_BAD_KEY     ? "the password matches no valid API key"
+			    : c == REP_AUTH_EXPIRED_KEY ? "the password was made with an expired API key "
+			                                  "(or every key has expired)"
+			    : c == REP_AUTH_MALFORMED   ? "not a username or request of the credential scheme"
+			                                : auth_reason;
 			snprintf(detail, dlen, "fps-auth: %s", text);
 			return c;
 		}
@@ -363,8 +366,9 @@ int rep_classify(const struct rep_line *l, const struct rep_context *ctx, const 
 	}
 	if (!squid_err) {
 		if (l->status >= 500) {
-			snprintf(detail, dlen, "the %s answered %d%s%s", *route == REP_ROUTE_UPSTREAM ? "upstream or origin" : "origin",
-			         l->status, l->server[0] ? " from " : "", l->server);
+			snprintf(detail, dlen, "the %s answered %d%s%s",
+			         *route == REP_ROUTE_UPSTREAM ? "upstream or origin" : "origin", l->status,
+			         l->server[0] ? " from " : "", l->server);
 			return REP_ORIGIN;
 		}
 		return -1; /* an origin's own 4xx */

@@ -22,15 +22,15 @@
 
 #include "whitelist.h"
 
-#define REP_PRODUCTS      16  /* named products tracked; more fold into "other" */
-#define REP_PRODUCT_MAX   32  /* bytes of a product name */
+#define REP_PRODUCTS      16                 /* named products tracked; more fold into "other" */
+#define REP_PRODUCT_MAX   32                 /* bytes of a product name */
 #define REP_NPROD         (REP_PRODUCTS + 2) /* + "-" (no username) and "other" */
-#define REP_FAIL_CAP      1024 /* failure groups tracked */
-#define REP_FAIL_TOP      100  /* groups /failures shows */
-#define REP_DEST_CAP      1024 /* destinations tracked */
-#define REP_DEST_TOP      50   /* destinations /traffic shows */
-#define REP_MINUTES       60   /* the charts' window */
-#define REP_FAIL_PRODUCTS 4    /* products remembered per failure group */
+#define REP_FAIL_CAP      1024               /* failure groups tracked */
+#define REP_FAIL_TOP      100                /* groups /failures shows */
+#define REP_DEST_CAP      1024               /* destinations tracked */
+#define REP_DEST_TOP      50                 /* destinations /traffic shows */
+#define REP_MINUTES       60                 /* the charts' window */
+#define REP_FAIL_PRODUCTS 4                  /* products remembered per failure group */
 #define REP_DETAIL_MAX    200
 #define REP_LINE_MAX      8192 /* longer log lines are skipped and counted */
 
@@ -77,8 +77,8 @@ struct rep_line {
 	int status;
 	const char *code; /* TCP_MISS, TCP_DENIED, ... (NUL-terminated copy in code_buf) */
 	char code_buf[40];
-	char hier[40];    /* HIER_DIRECT, FIRSTUP_PARENT, HIER_NONE ... */
-	char server[64];  /* the peer/origin address, "" = none */
+	char hier[40];                          /* HIER_DIRECT, FIRSTUP_PARENT, HIER_NONE ... */
+	char server[64];                        /* the peer/origin address, "" = none */
 	unsigned long long bytes_in, bytes_out; /* from agents (detail only), to agents */
 	char method[24];
 	char user[256]; /* as logged ("-" = none) */

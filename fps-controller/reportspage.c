@@ -17,8 +17,8 @@
 #define RP_TOPF 20 /* failure groups shown */
 #define RP_TOPD 10 /* destinations shown */
 
-static const char *const rp_colors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-                                        "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+static const char *const rp_colors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+                                        "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
 
 static void rp_esc(FILE *f, const char *s)
 {
@@ -66,8 +66,8 @@ static void rp_bytes(FILE *f, double b)
 
 /* One stacked bar chart: per minute, one segment per series. values[k][i]: minute k, series i. */
 static void rp_chart(FILE *f, const char *id, const char *title, const char *unit, const struct rep_snapshot *r,
-                     size_t nseries, const char *const *names, unsigned long long (*value)(const struct rep_snapshot *,
-                                                                                           int, size_t))
+                     size_t nseries, const char *const *names,
+                     unsigned long long (*value)(const struct rep_snapshot *, int, size_t))
 {
 	unsigned long long max = 0, total = 0;
 	for (int k = 0; k < REP_MINUTES; k++) {
@@ -79,10 +79,11 @@ static void rp_chart(FILE *f, const char *id, const char *title, const char *uni
 			max = sum;
 	}
 	fprintf(f, "<figure><figcaption>%s</figcaption>\n", title);
-	fprintf(f,
-	        "<svg id=\"%s\" class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
-	        "data-total=\"%llu\" data-max=\"%llu\" data-first-minute=\"%lld\" xmlns=\"http://www.w3.org/2000/svg\">\n",
-	        id, RP_W + 140, RP_H + 40, RP_W + 140, RP_H + 40, total, max, r->minutes[0].minute);
+	fprintf(
+	    f,
+	    "<svg id=\"%s\" class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" "
+	    "data-total=\"%llu\" data-max=\"%llu\" data-first-minute=\"%lld\" xmlns=\"http://www.w3.org/2000/svg\">\n",
+	    id, RP_W + 140, RP_H + 40, RP_W + 140, RP_H + 40, total, max, r->minutes[0].minute);
 	fprintf(f, "<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" stroke=\"#ccc\"/>\n", RP_W, RP_H);
 	for (int k = 0; k < REP_MINUTES; k++) {
 		double y = RP_H;
@@ -96,9 +97,12 @@ static void rp_chart(FILE *f, const char *id, const char *title, const char *uni
 			y -= h;
 			fputs("<rect class=\"bar\" data-series=\"", f);
 			rp_esc(f, names[i]);
-			fprintf(f, "\" data-minute=\"%d\" data-value=\"%llu\" x=\"%d\" y=\"%.1f\" width=\"%d\" height=\"%.1f\" "
-			           "fill=\"%s\"><title>",
-			        k, v, k * RP_BAR, y, RP_BAR - 1, h, rp_colors[i % (sizeof(rp_colors) / sizeof(rp_colors[0]))]);
+			fprintf(f,
+			        "\" data-minute=\"%d\" data-value=\"%llu\" x=\"%d\" y=\"%.1f\" width=\"%d\" "
+			        "height=\"%.1f\" "
+			        "fill=\"%s\"><title>",
+			        k, v, k * RP_BAR, y, RP_BAR - 1, h,
+			        rp_colors[i % (sizeof(rp_colors) / sizeof(rp_colors[0]))]);
 			rp_esc(f, names[i]);
 			fputc(' ', f);
 			rp_hhmm(f, r->minutes[k].minute);
@@ -115,8 +119,9 @@ static void rp_chart(FILE *f, const char *id, const char *title, const char *uni
 	fputs(" UTC</text>\n", f);
 	/* legend */
 	for (size_t i = 0; i < nseries; i++) {
-		fprintf(f, "<rect x=\"%zu\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%zu\" y=\"%d\" "
-		           "font-size=\"11\">",
+		fprintf(f,
+		        "<rect x=\"%zu\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%zu\" y=\"%d\" "
+		        "font-size=\"11\">",
 		        i * 110, RP_H + 22, rp_colors[i % (sizeof(rp_colors) / sizeof(rp_colors[0]))], i * 110 + 14,
 		        RP_H + 31);
 		rp_esc(f, names[i]);
@@ -155,8 +160,8 @@ void reportspage_render(FILE *f, const struct rep_snapshot *r)
 	const char *names[REP_NPROD];
 	for (size_t i = 0; i < r->n_products; i++)
 		names[i] = r->products[i].name;
-	rp_chart(f, "chart-requests", "Requests per minute, last hour, per product", "requests", r, r->n_products, names,
-	         rp_requests);
+	rp_chart(f, "chart-requests", "Requests per minute, last hour, per product", "requests", r, r->n_products,
+	         names, rp_requests);
 	rp_chart(f, "chart-bytes", "Bytes to agents per minute, last hour, per product", "bytes", r, r->n_products,
 	         names, rp_bytes_v);
 	static const char *const cache_names[] = {"from cache", "from origin"};
@@ -181,8 +186,8 @@ void reportspage_render(FILE *f, const struct rep_snapshot *r)
 		fputs("<tr class=\"traffic-row\"><td>", f);
 		rp_esc(f, p->name);
 		fprintf(f, "</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td><td>%llu</td></tr>\n",
-		        p->requests, p->bytes_to_agents, p->bytes_from_agents, p->bytes_from_origin, p->bytes_from_cache,
-		        p->failures);
+		        p->requests, p->bytes_to_agents, p->bytes_from_agents, p->bytes_from_origin,
+		        p->bytes_from_cache, p->failures);
 	}
 	fputs("</table>\n<table id=\"destinations\"><tr><th>destination</th><th>requests</th><th>to agents</th>"
 	      "<th>from cache</th></tr>\n",
@@ -195,8 +200,9 @@ void reportspage_render(FILE *f, const struct rep_snapshot *r)
 	}
 	fputs("</table>\n", f);
 
-	fprintf(f, "<h2>Failures</h2>\n<p id=\"failures-summary\">%llu failed requests (other than whitelist denials) "
-	           "since %s%s (<a href=\"/failures\">/failures</a>).</p>\n",
+	fprintf(f,
+	        "<h2>Failures</h2>\n<p id=\"failures-summary\">%llu failed requests (other than whitelist denials) "
+	        "since %s%s (<a href=\"/failures\">/failures</a>).</p>\n",
 	        r->failures_total, since[0] ? since : "never",
 	        r->failures_truncated ? "; more groups than tracked, counts are upper bounds" : "");
 	if (r->n_fail == 0)

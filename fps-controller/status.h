@@ -101,7 +101,7 @@ struct fps_status {
 
 	struct status_denied denied;
 	struct rep_snapshot reports; /* /failures, /traffic (reports.h); enabled false = off */
-	struct clock_check clock; /* the system clock against the tunnel's / upstream's Date */
+	struct clock_check clock;    /* the system clock against the tunnel's / upstream's Date */
 
 	/* the state volume (--state-dir): Squid's logs and every generation live there */
 	bool have_state_volume;

@@ -37,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int rc = fmt ? rep_parse_detail(line, size, &l) : rep_parse_native(line, size, &l);
 		if (rc == 0) {
 			for (const char *p = l.host; *p; p++)
-				assert(islower((unsigned char)*p) || isdigit((unsigned char)*p) || strchr(".-_[]:", *p));
+				assert(islower((unsigned char)*p) || isdigit((unsigned char)*p) ||
+				       strchr(".-_[]:", *p));
 			assert(l.port <= 65535);
 			char detail[REP_DETAIL_MAX];
 			enum rep_route route;

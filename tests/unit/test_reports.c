@@ -30,7 +30,8 @@ static void test_native_line_parses(void **state)
 	assert_int_equal(l.bytes_out, 275);
 	assert_string_equal(l.hier, "HIER_DIRECT");
 	assert_string_equal(l.server, "127.0.0.1");
-	const char *c = "1796647359.596 46 127.0.0.1 TCP_TUNNEL/200 544 CONNECT ok.fps.test:443 - HIER_DIRECT/10.0.0.1 -";
+	const char *c =
+	    "1796647359.596 46 127.0.0.1 TCP_TUNNEL/200 544 CONNECT ok.fps.test:443 - HIER_DIRECT/10.0.0.1 -";
 	assert_int_equal(rep_parse_native(c, strlen(c), &l), 0);
 	assert_int_equal(l.port, 443);
 	assert_string_equal(l.user, "-");
@@ -50,42 +51,62 @@ static void test_causes_as_squid_logs_them(void **state)
 {
 	(void)state;
 	const struct cause_case cases[] = {
-	    {"NXDOMAIN GET", "1.0 8 502 TCP_MISS HIER_NONE - direct 281 3348 GET " U
-	                     " ERR_READ_ERROR http://nx.fps.test:80/x WITH_SERVER", NULL, REP_DNS, "did not resolve"},
-	    {"NXDOMAIN CONNECT", "1.0 5 500 NONE_NONE HIER_NONE - direct 263 0 CONNECT " U
-	                         " ERR_CANNOT_FORWARD nx.fps.test:443 -", NULL, REP_DNS, "did not resolve"},
-	    {"no DNS answer", "1.0 38696 502 TCP_MISS HIER_NONE - direct 289 3356 GET " U
-	                      " ERR_READ_ERROR http://silent.fps.test/x WITH_SERVER", NULL, REP_DNS, "no DNS answer"},
-	    {"refused", "1.0 5 503 TCP_MISS HIER_DIRECT 127.0.0.1 direct 281 3378 GET " U
-	                " ERR_CONNECT_FAIL http://ok.fps.test:17524/x WITH_SERVER", NULL, REP_CONNECT, "127.0.0.1"},
-	    {"read timeout", "1.0 2001 504 TCP_MISS HIER_DIRECT 127.0.0.1 direct 281 3378 GET " U
-	                     " ERR_READ_TIMEOUT http://ok.fps.test/x -", NULL, REP_TIMEOUT, "ERR_READ_TIMEOUT"},
+	    {"NXDOMAIN GET",
+	     "1.0 8 502 TCP_MISS HIER_NONE - direct 281 3348 GET " U
+	     " ERR_READ_ERROR http://nx.fps.test:80/x WITH_SERVER",
+	     NULL, REP_DNS, "did not resolve"},
+	    {"NXDOMAIN CONNECT",
+	     "1.0 5 500 NONE_NONE HIER_NONE - direct 263 0 CONNECT " U " ERR_CANNOT_FORWARD nx.fps.test:443 -", NULL,
+	     REP_DNS, "did not resolve"},
+	    {"no DNS answer",
+	     "1.0 38696 502 TCP_MISS HIER_NONE - direct 289 3356 GET " U
+	     " ERR_READ_ERROR http://silent.fps.test/x WITH_SERVER",
+	     NULL, REP_DNS, "no DNS answer"},
+	    {"refused",
+	     "1.0 5 503 TCP_MISS HIER_DIRECT 127.0.0.1 direct 281 3378 GET " U
+	     " ERR_CONNECT_FAIL http://ok.fps.test:17524/x WITH_SERVER",
+	     NULL, REP_CONNECT, "127.0.0.1"},
+	    {"read timeout",
+	     "1.0 2001 504 TCP_MISS HIER_DIRECT 127.0.0.1 direct 281 3378 GET " U
+	     " ERR_READ_TIMEOUT http://ok.fps.test/x -",
+	     NULL, REP_TIMEOUT, "ERR_READ_TIMEOUT"},
 	    {"origin 503", "1.0 5 503 TCP_MISS HIER_DIRECT 127.0.0.1 direct 281 100 GET " U " - http://ok.fps.test/x -",
 	     NULL, REP_ORIGIN, "503"},
-	    {"origin 404 is no failure", "1.0 5 404 TCP_MISS HIER_DIRECT 127.0.0.1 direct 281 100 GET " U
-	                                 " - http://ok.fps.test/x -", NULL, -1, NULL},
-	    {"whitelist denial is the denied report's", "1.0 0 403 TCP_DENIED HIER_NONE - - 275 835 GET " U
-	                                                " ERR_FPS_NOT_WHITELISTED http://ok.other/x -", NULL, -1, NULL},
-	    {"port", "1.0 0 403 TCP_DENIED HIER_NONE - - 261 733 CONNECT " U " ERR_FPS_PORT_NOT_ALLOWED ok.fps.test:8443 -",
+	    {"origin 404 is no failure",
+	     "1.0 5 404 TCP_MISS HIER_DIRECT 127.0.0.1 direct 281 100 GET " U " - http://ok.fps.test/x -", NULL, -1,
+	     NULL},
+	    {"whitelist denial is the denied report's",
+	     "1.0 0 403 TCP_DENIED HIER_NONE - - 275 835 GET " U " ERR_FPS_NOT_WHITELISTED http://ok.other/x -", NULL,
+	     -1, NULL},
+	    {"port",
+	     "1.0 0 403 TCP_DENIED HIER_NONE - - 261 733 CONNECT " U " ERR_FPS_PORT_NOT_ALLOWED ok.fps.test:8443 -",
 	     NULL, REP_PORT, "connect_ports"},
-	    {"network", "1.0 0 403 TCP_DENIED HIER_NONE - direct 291 826 GET " U
-	                " ERR_FPS_BLOCKED_NETWORK http://b.fps.test/x -", NULL, REP_NETWORK, "blocked"},
+	    {"network",
+	     "1.0 0 403 TCP_DENIED HIER_NONE - direct 291 826 GET " U " ERR_FPS_BLOCKED_NETWORK http://b.fps.test/x -",
+	     NULL, REP_NETWORK, "blocked"},
 	    {"no credentials", "1.0 0 407 TCP_DENIED HIER_NONE - - 136 3432 GET - ERR_CACHE_ACCESS_DENIED http://a/x -",
 	     NULL, REP_AUTH_MISSING, "no credentials"},
 	    {"bad key", "1.0 0 407 TCP_DENIED HIER_NONE - - 136 3432 GET " U " ERR_CACHE_ACCESS_DENIED http://a/x -",
 	     "bad_key", REP_AUTH_BAD_KEY, "no valid API key"},
-	    {"expired key", "1.0 0 407 TCP_DENIED HIER_NONE - - 136 3432 GET " U " ERR_CACHE_ACCESS_DENIED http://a/x -",
+	    {"expired key",
+	     "1.0 0 407 TCP_DENIED HIER_NONE - - 136 3432 GET " U " ERR_CACHE_ACCESS_DENIED http://a/x -",
 	     "expired_key", REP_AUTH_EXPIRED_KEY, "expired"},
-	    {"unknown product", "1.0 0 407 TCP_DENIED HIER_NONE - - 136 3432 GET Rogue-1 ERR_CACHE_ACCESS_DENIED http://a/ -",
+	    {"unknown product",
+	     "1.0 0 407 TCP_DENIED HIER_NONE - - 136 3432 GET Rogue-1 ERR_CACHE_ACCESS_DENIED http://a/ -",
 	     "unknown_user", REP_AUTH_UNKNOWN_USER, "auth.products"},
-	    {"https absolute", "1.0 0 400 TCP_DENIED HIER_NONE - - 136 3432 GET " U
-	                       " ERR_FPS_HTTPS_ABSOLUTE https://a.fps.test/x -", NULL, REP_HTTPS_ABSOLUTE, "CONNECT"},
-	    {"tunnel refused, TLS failed", "1.0 3 502 TCP_MISS FIRSTUP_PARENT 127.0.0.1 tunnel 281 3300 GET " U
-	                                   " ERR_READ_ERROR http://t.fps.test/x WITH_SERVER", NULL, REP_TLS, "Corp CA"},
-	    {"upstream refused", "1.0 3 503 TCP_MISS HIER_NONE - upstream 281 3300 GET " U
-	                         " ERR_CONNECT_FAIL http://u.fps.test/x WITH_SERVER", NULL, REP_ROUTE_DOWN, "upstream"},
-	    {"2xx", "1.0 3 200 TCP_TUNNEL HIER_DIRECT 1.2.3.4 direct 780 544 CONNECT " U " - a.fps.test:443 -", NULL, -1,
-	     NULL},
+	    {"https absolute",
+	     "1.0 0 400 TCP_DENIED HIER_NONE - - 136 3432 GET " U " ERR_FPS_HTTPS_ABSOLUTE https://a.fps.test/x -",
+	     NULL, REP_HTTPS_ABSOLUTE, "CONNECT"},
+	    {"tunnel refused, TLS failed",
+	     "1.0 3 502 TCP_MISS FIRSTUP_PARENT 127.0.0.1 tunnel 281 3300 GET " U
+	     " ERR_READ_ERROR http://t.fps.test/x WITH_SERVER",
+	     NULL, REP_TLS, "Corp CA"},
+	    {"upstream refused",
+	     "1.0 3 503 TCP_MISS HIER_NONE - upstream 281 3300 GET " U
+	     " ERR_CONNECT_FAIL http://u.fps.test/x WITH_SERVER",
+	     NULL, REP_ROUTE_DOWN, "upstream"},
+	    {"2xx", "1.0 3 200 TCP_TUNNEL HIER_DIRECT 1.2.3.4 direct 780 544 CONNECT " U " - a.fps.test:443 -", NULL,
+	     -1, NULL},
 	};
 	struct rep_context ctx = {.has_tunnel = true, .has_upstream = true, .tunnel_tls_failed = true};
 	snprintf(ctx.tunnel_error, sizeof(ctx.tunnel_error), "certificate issued by 'Corp CA'");
@@ -116,10 +137,11 @@ static void test_traffic_counts_products_bytes_and_minutes(void **state)
 		         i < 3 ? "TCP_MEM_HIT" : "TCP_MISS", i < 3 ? "HIER_NONE/-" : "HIER_DIRECT/10.0.0.1");
 		reports_feed_native(r, line, strlen(line));
 	}
-	const char *up = "1796647358.5 3 200 TCP_MISS HIER_DIRECT 10.0.0.1 direct 300281 200 POST " U
-	                 " - http://ok.fps.test/up -";
+	const char *up =
+	    "1796647358.5 3 200 TCP_MISS HIER_DIRECT 10.0.0.1 direct 300281 200 POST " U " - http://ok.fps.test/up -";
 	reports_feed_detail(r, up, strlen(up), NULL);
-	const char *anon = "1796647358.6 1 127.0.0.1 TCP_DENIED/407 3400 GET http://ok.fps.test/x - HIER_NONE/- text/html";
+	const char *anon =
+	    "1796647358.6 1 127.0.0.1 TCP_DENIED/407 3400 GET http://ok.fps.test/x - HIER_NONE/- text/html";
 	reports_feed_native(r, anon, strlen(anon));
 	static struct rep_snapshot s;
 	reports_snapshot(r, 1796647358.0, &s);
@@ -152,11 +174,13 @@ static void test_flood_stays_bounded(void **state)
 	enum { N = 300000 };
 	for (int i = 0; i < N; i++) {
 		snprintf(line, sizeof(line),
-		         "2.0 0 403 TCP_DENIED HIER_NONE - - 261 733 CONNECT P%d-x ERR_FPS_PORT_NOT_ALLOWED h%d.example:8443 -",
+		         "2.0 0 403 TCP_DENIED HIER_NONE - - 261 733 CONNECT P%d-x ERR_FPS_PORT_NOT_ALLOWED "
+		         "h%d.example:8443 -",
 		         i % 40, i);
 		reports_feed_detail(r, line, strlen(line), NULL);
-		snprintf(line, sizeof(line), "2.0 1 127.0.0.1 TCP_MISS/200 100 GET http://s%d.example/ P%d-x HIER_DIRECT/1.2.3.4 -",
-		         i, i % 40);
+		snprintf(line, sizeof(line),
+		         "2.0 1 127.0.0.1 TCP_MISS/200 100 GET http://s%d.example/ P%d-x HIER_DIRECT/1.2.3.4 -", i,
+		         i % 40);
 		reports_feed_native(r, line, strlen(line));
 	}
 	static struct rep_snapshot s;
