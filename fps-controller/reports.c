@@ -67,7 +67,10 @@ static int field(const char **p, const char *end, char *out, size_t outlen)
 	size_t n = (size_t)(e - s);
 	if (n >= outlen)
 		n = outlen - 1;
-	memcpy(out, s, n);
+	/* Only printable ASCII reaches the reports (and JSON, HTML): Squid escapes what it logs,
+	 * but a log line is not trusted to be Squid's. */
+	for (size_t i = 0; i < n; i++)
+		out[i] = (s[i] > 0x20 && s[i] < 0x7f) ? s[i] : '?';
 	out[n] = '\0';
 	*p = e;
 	return 0;
