@@ -209,9 +209,15 @@ static void m_reports(FILE *f, const struct rep_snapshot *r)
 {
 	if (!r->enabled)
 		return;
-	m_family(f, "fps_requests_total", "counter",
-	         "Agents' requests by product (the username's part before its first '-'; '-' without a username, "
-	         "'other' past the tracked products), route and answer class, as Squid logged them.");
+	/* Families with no sample are left out (docs/operations.md): no requests yet, no products. */
+	unsigned long long any = 0;
+	for (size_t i = 0; i < r->n_products; i++)
+		any += r->products[i].requests;
+	if (any)
+		m_family(
+		    f, "fps_requests_total", "counter",
+		    "Agents' requests by product (the username's part before its first '-'; '-' without a username, "
+		    "'other' past the tracked products), route and answer class, as Squid logged them.");
 	for (size_t i = 0; i < r->n_products; i++)
 		for (int rt = 0; rt < REP_ROUTES; rt++)
 			for (int c = 0; c < REP_CLASSES; c++) {
@@ -225,9 +231,10 @@ static void m_reports(FILE *f, const struct rep_snapshot *r)
 				m_double(f, (double)v);
 				fputc('\n', f);
 			}
-	m_family(f, "fps_bytes_total", "counter",
-	         "Bytes by product and direction: to_agents and from_agents (uploads, CONNECT tunnels), from_origin, "
-	         "from_cache.");
+	if (r->n_products)
+		m_family(f, "fps_bytes_total", "counter",
+		         "Bytes by product and direction: to_agents, from_agents (uploads, CONNECT tunnels), "
+		         "from_origin, from_cache.");
 	static const char *const dirs[] = {"to_agents", "from_agents", "from_origin", "from_cache"};
 	for (size_t i = 0; i < r->n_products; i++) {
 		const struct rep_product *p = &r->products[i];
