@@ -5,74 +5,77 @@ traffic"): the price of the data source.
 Two FPS instances side by side, the same build: one as shipped (squid.conf's second access log,
 detail.log, for failed answers, CONNECT tunnels and requests with a body; the controller reading
 access.log and detail.log; fps-auth writing refusal reasons), one with FPS_REPORTS=off (none of
-it). Each takes the same closed-loop load in turn (interleaved, the box drifts between runs):
+it). Each takes the same closed-loop load in turn, interleaved and alternating which goes first
+(the box drifts between runs):
 
-  get      1000 agents, GET 1 KiB from a whitelisted origin (every answer 200): the target,
-           on <= 3% off (the issue's bound)
-  connect  200 agents, CONNECT tunnels of 10 GETs each (each tunnel one detail line)
-  denied   1000 agents, GETs to a host not whitelisted (every answer a 403: each one a detail line)
+  get1k    1000 agents, GET 1 KiB from a whitelisted origin (every answer 200): the issue's
+           bound is <= 3% of throughput against reports off
+  connect  CONNECT tunnels recycled at --tunnel-rate (each tunnel one detail line)
+  denied   GETs to a host not whitelisted (every answer a 403, each one a detail line)
 
-  bench/ab_reports.py [--agents N] [--duration S] [--runs N] [--kinds get,connect,denied]
+Two figures per run: answers per second, and the proxy's CPU per answer (its whole process
+tree: Squid, helpers, the controller reading the logs; from /proc), which other jobs on a shared
+box disturb far less than throughput.
 
-Prints answers per second for each run and the medians, and on/off per kind.
+  bench/ab_reports.py [--agents N] [--duration S] [--runs N] [--kinds get1k,connect,denied]
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from lib import services  # noqa: E402
+from lib import loadrun, services  # noqa: E402
 
 
-def load(env, f, kind, a):
-    args = [str(HERE.parent / "build/bench/loadgen"), "--proxy", f"127.0.0.1:{f.port}", "--apikey", services.APIKEY,
-            "--duration", str(a.duration), "--warmup", "1", "--threads", "1"]
-    if kind == "connect":
-        args += ["--mode", "connect", "--agents", str(min(a.agents, 200)), "--requests-per-tunnel", "10",
-                 "--insecure", "--url", f"https://{services.ORIGIN}:{env.https_port}/1k"]
-    else:
-        host = services.ORIGIN if kind == "get" else services.DENIED
-        args += ["--agents", str(a.agents), "--url", f"http://{host}:{env.http_port}/1k"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True)
-    r = json.loads(out.stdout)
-    return r["requests_per_s"], r["status"]
+def cpu_us(rec, role):
+    cpu = sum(v for k, v in rec["cpu_s"].items() if k.startswith(role))
+    return cpu / max(1, rec["rps"] * rec["elapsed_s"]) * 1e6
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=1000)
     ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--warmup", type=float, default=1)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--kinds", default="get,connect,denied")
+    ap.add_argument("--tunnel-rate", type=float, default=200)
+    ap.add_argument("--kinds", default="get1k,connect,denied")
     a = ap.parse_args()
     kinds = a.kinds.split(",")
     env = services.Env()
     try:
         env.start_nginx()
-        on = env.start_fps(name="reports-on", routes=False)
-        off = env.start_fps(name="reports-off", routes=False, extra_env={"FPS_REPORTS": "off"})
+        on = env.start_fps(name="reports-on", routes=False, role="fps:")
+        off = env.start_fps(name="reports-off", routes=False, extra_env={"FPS_REPORTS": "off"}, role="fpsoff:")
         assert "detail.log" in on.active_conf() and "detail.log" not in off.active_conf()
-        rates = {(v, k): [] for v in ("on", "off") for k in kinds}
+        variants = {"on": (on, "fps:"), "off": (off, "fpsoff:")}
+        res = {(v, k): [] for v in variants for k in kinds}
         for i in range(a.runs):
             for k in kinds:
-                # Alternate which variant goes first: the second of a pair meets a warmer box.
-                order = (("on", on), ("off", off)) if i % 2 == 0 else (("off", off), ("on", on))
-                for v, f in order:
-                    rate, status = load(env, f, k, a)
-                    rates[(v, k)].append(rate)
-                    print(f"reports {v:3} {k:7} {rate:9.0f} answers/s  status {status}", flush=True)
-        result = {}
+                order = ("on", "off") if i % 2 == 0 else ("off", "on")
+                for v in order:
+                    f, role = variants[v]
+                    host = services.DENIED if k == "denied" else services.ORIGIN
+                    r = loadrun.run_load(env, f"reports-{v}-{k}-{i}", f.port, host,
+                                         "get1k" if k == "denied" else k, a.agents, a.duration, a.warmup,
+                                         tunnel_rate=a.tunnel_rate)
+                    res[(v, k)].append(r)
+                    print(f"reports {v:3} {k:7} {r['rps']:9.0f} answers/s  {cpu_us(r, role):7.1f} us CPU/answer  "
+                          f"status {r['status']}  other jobs {r['other_cpu_s']} s", flush=True)
+        out = {}
         for k in kinds:
-            m_on, m_off = (statistics.median(rates[(v, k)]) for v in ("on", "off"))
-            result[k] = {"on": m_on, "off": m_off, "ratio": m_on / m_off, "runs": a.runs}
-            print(f"{k:7}: reports on {m_on:.0f}, off {m_off:.0f} answers/s (median of {a.runs}): "
-                  f"on/off = {m_on / m_off:.3f}", flush=True)
-        print(json.dumps(result))
+            med = {v: (statistics.median(r["rps"] for r in res[(v, k)]),
+                       statistics.median(cpu_us(r, variants[v][1]) for r in res[(v, k)])) for v in variants}
+            out[k] = {"rps_on": med["on"][0], "rps_off": med["off"][0], "rps_ratio": med["on"][0] / med["off"][0],
+                      "cpu_us_on": med["on"][1], "cpu_us_off": med["off"][1],
+                      "cpu_ratio": med["on"][1] / med["off"][1], "runs": a.runs}
+            print(f"{k:7}: answers/s on {med['on'][0]:.0f} off {med['off'][0]:.0f} (on/off {out[k]['rps_ratio']:.3f}); "
+                  f"CPU/answer on {med['on'][1]:.1f} off {med['off'][1]:.1f} us (on/off {out[k]['cpu_ratio']:.3f}), "
+                  f"medians of {a.runs}", flush=True)
+        print(json.dumps(out))
     finally:
         env.close()
 

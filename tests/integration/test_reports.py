@@ -127,17 +127,19 @@ def test_failures_name_each_cause(world):
     assert curl(f"http://{OK}:{P}/c", w.proxy, rogue, rpw)[0] == 407        # product not allowed
     deep, dpw = agent_credentials(EXPIRED_KEY, product="Deep")
     assert curl(f"http://{OK}:{P}/d", w.proxy, deep, dpw)[0] == 407         # made with an expired key
+    assert curl(f"http://{OK}:{P}/e", w.proxy, "ApexOne-" + "x" * 150, "0" * 40)[0] == 407  # not a username
 
     want = [(NX, "dns", 502), (NX, "dns", None), (SILENT, "dns", None), (OK, "connect", 503), (OK, "origin", 503),
             (OK, "timeout", 504), (OK, "port", 403), (BLOCKED, "network", 403), (OK, "auth_missing", 407),
-            (OK, "auth_bad_key", 407), (OK, "auth_unknown_user", 407), (OK, "auth_expired_key", 407)]
+            (OK, "auth_bad_key", 407), (OK, "auth_unknown_user", 407), (OK, "auth_expired_key", 407),
+            (OK, "auth_malformed", 407)]
 
     def complete():
         doc = get_json(w, "/failures")
         return doc if all(any(status in (None, e["status"]) for e in find(doc, h, c)) for h, c, status in want) else None
 
     doc = wait_for(complete, 20, what="/failures naming every cause")
-    assert doc["total"] == 12, doc                       # 3 dns + 9 others, nothing else
+    assert doc["total"] == 13, doc                       # 3 dns + 10 others, nothing else
     assert not [e for e in doc["top"] if e["host"] == "not.listed.example"]  # the denied report's, not ours
     assert len(find(doc, NX, "dns")) == 2                # GET (502) and CONNECT, grouped by status
     assert "did not resolve" in find(doc, NX, "dns")[0]["detail"]
@@ -170,7 +172,7 @@ def test_failures_name_each_cause(world):
     assert "auth_expired_key" in out.stdout and NX in out.stdout
     js = subprocess.run([str(BIN / "fps-controller"), "failures", "--json", "--admin", f"127.0.0.1:{w.admin_port}"],
                         capture_output=True, text=True, timeout=20)
-    assert json.loads(js.stdout)["total"] == 12
+    assert json.loads(js.stdout)["total"] == 13
 
 
 def test_traffic_counts_requests_and_bytes_uploads_too(world):

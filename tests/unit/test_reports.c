@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "authreasons.h"
 #include "reports.h"
 
 #define U "ApexOne-1b4e28ba-2fa1-11d2-883f-0016d3cca427"
@@ -197,6 +198,30 @@ static void test_flood_stays_bounded(void **state)
 	reports_free(r);
 }
 
+/* fps-auth's table: bounded (the oldest username forgotten first), one line per username
+ * with its latest reason, control bytes and spaces never reach the file. */
+static void test_auth_reasons_table_is_bounded(void **state)
+{
+	(void)state;
+	static struct authr_table t;
+	char user[64];
+	for (int i = 0; i < AUTHR_USERS + 44; i++) {
+		snprintf(user, sizeof(user), "P-%d", i);
+		authr_record(&t, user, "bad_key", 100.0 + i);
+	}
+	assert_int_equal(t.n, AUTHR_USERS);
+	authr_record(&t, "P-299", "expired_key", 1000.0); /* known: updated, not added */
+	authr_record(&t, "bad user\n", "malformed", 1001.0);
+	assert_int_equal(t.n, AUTHR_USERS);
+	static char buf[AUTHR_USERS * (AUTHR_USER_MAX + 48)];
+	size_t len = authr_render(&t, buf, sizeof(buf));
+	buf[len] = '\0';
+	assert_null(strstr(buf, " P-0\n"));  /* the oldest went first */
+	assert_null(strstr(buf, " P-44\n")); /* evicted by the malformed one */
+	assert_non_null(strstr(buf, "R 1000.000 expired_key P-299\n"));
+	assert_non_null(strstr(buf, "R 1001.000 malformed bad?user?\n"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -204,6 +229,7 @@ int main(void)
 	    cmocka_unit_test(test_causes_as_squid_logs_them),
 	    cmocka_unit_test(test_traffic_counts_products_bytes_and_minutes),
 	    cmocka_unit_test(test_flood_stays_bounded),
+	    cmocka_unit_test(test_auth_reasons_table_is_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
