@@ -339,9 +339,16 @@ int rep_classify(const struct rep_line *l, const struct rep_context *ctx, const 
 		snprintf(detail, dlen, "the address is never allowed or in proxy.blocked_networks (%s)", squid);
 		return REP_NETWORK;
 	}
-	if (strstr(ec, "HTTPS_ABSOLUTE") != NULL || (l->https_absolute && l->status < 500 && l->status != 407)) {
+	/* The refusal page of absolute-form https:// (ERR_FPS_HTTPS_NEEDS_CONNECT, docs/security.md),
+	 * or any 4xx to such a URL when that page has another name. */
+	if (is(ec, "ERR_FPS_HTTPS_NEEDS_CONNECT") || strstr(ec, "HTTPS_ABSOLUTE") != NULL ||
+	    (l->https_absolute && l->status < 500 && l->status != 407)) {
 		snprintf(detail, dlen, "https:// URL sent without CONNECT: use CONNECT (%s)", squid);
 		return REP_HTTPS_ABSOLUTE;
+	}
+	if (is(ec, "ERR_FPS_SCHEME_NOT_ALLOWED")) {
+		snprintf(detail, dlen, "a URL scheme other than http:// without CONNECT (%s)", squid);
+		return REP_OTHER;
 	}
 	if (l->status == 407 || is(ec, "ERR_CACHE_ACCESS_DENIED")) {
 		if (is(l->user, "-") || l->user[0] == '\0') {

@@ -96,7 +96,7 @@ static void test_causes_as_squid_logs_them(void **state)
 	     "1.0 0 407 TCP_DENIED HIER_NONE - - 136 3432 GET Rogue-1 ERR_CACHE_ACCESS_DENIED http://a/ -",
 	     "unknown_user", REP_AUTH_UNKNOWN_USER, "auth.products"},
 	    {"https absolute",
-	     "1.0 0 400 TCP_DENIED HIER_NONE - - 136 3432 GET " U " ERR_FPS_HTTPS_ABSOLUTE https://a.fps.test/x -",
+	     "1.0 0 400 TCP_DENIED HIER_NONE - - 136 3432 GET " U " ERR_FPS_HTTPS_NEEDS_CONNECT https://a.fps.test/x -",
 	     NULL, REP_HTTPS_ABSOLUTE, "CONNECT"},
 	    {"tunnel refused, TLS failed",
 	     "1.0 3 502 TCP_MISS FIRSTUP_PARENT 127.0.0.1 tunnel 281 3300 GET " U
