@@ -258,7 +258,7 @@ static void m_reports(FILE *f, const struct rep_snapshot *r)
 	m_counter(f, "fps_report_log_malformed_lines_total", "Squid log lines the reports could not parse.",
 	          (double)r->lines_malformed);
 	m_counter(f, "fps_report_log_skipped_bytes_total",
-	          "Log bytes rotated away before the reports read them (a reader that lagged more than one rotation).",
+	          "Bytes of a rotated Squid log the reports could not open (docs/operations.md).",
 	          (double)r->bytes_skipped);
 }
 

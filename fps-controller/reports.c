@@ -545,6 +545,7 @@ struct rep_tail {
 	char buf[REP_LINE_MAX + 1];
 	size_t have;
 	bool skipping; /* inside an over-long line */
+	int next_fd;   /* the file after ours once the path was rotated, -1 = none */
 };
 
 struct rep_pending {
@@ -583,6 +584,7 @@ static void tail_init(struct rep_tail *t, const char *dir, const char *name)
 	memset(t, 0, sizeof(*t));
 	snprintf(t->path, sizeof(t->path), "%s/%s", dir, name);
 	t->fd = -1;
+	t->next_fd = -1;
 }
 
 struct rep_state *reports_new(const char *run_dir, const char *auth_dir, double now)
@@ -612,10 +614,13 @@ void reports_free(struct rep_state *r)
 {
 	if (r == NULL)
 		return;
-	if (r->native.fd >= 0)
-		close(r->native.fd);
-	if (r->detail.fd >= 0)
-		close(r->detail.fd);
+	struct rep_tail *tails[] = {&r->native, &r->detail};
+	for (size_t i = 0; i < 2; i++) {
+		if (tails[i]->fd >= 0)
+			close(tails[i]->fd);
+		if (tails[i]->next_fd >= 0)
+			close(tails[i]->next_fd);
+	}
 	topk_free(&r->fk);
 	topk_free(&r->dk);
 	free(r->fail);
@@ -941,34 +946,50 @@ static void tail_lines(struct rep_state *r, struct rep_tail *t, const char *data
 	}
 }
 
-/* Reads what t's file gained. Rotation (the controller renames the file and Squid reopens
- * the path) is followed once the old file is read to its end; a file already there at the
- * first look is read from its end (lines from before this controller are not counted). */
+/* Makes fd the file t reads (from its start, or its end for a file found at the first look). */
+static void tail_take(struct rep_tail *t, int fd, bool from_end)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		close(fd);
+		return;
+	}
+	if (from_end)
+		lseek(fd, 0, SEEK_END);
+	t->fd = fd;
+	t->dev = st.st_dev;
+	t->ino = st.st_ino;
+	t->have = 0;
+	t->skipping = false;
+}
+
+static bool same_file(const struct stat *st, dev_t dev, ino_t ino)
+{
+	return st->st_dev == dev && st->st_ino == ino;
+}
+
+/* Reads what t's file gained (at most REP_POLL_BUDGET bytes a pass). Rotation (the controller
+ * renames the file to <name>.1 and has Squid reopen the path): the file that follows ours is
+ * opened at once, so it is kept whatever happens to its name, and becomes ours a pass later,
+ * after the old one was read to its end once more (Squid writes into it until it has reopened
+ * its logs). The follower is the path, or <name>.1 when the path was rotated twice meanwhile.
+ * A file already there at the first look is read from its end (lines from before this
+ * controller are not counted). */
 static void tail_poll(struct rep_state *r, struct rep_tail *t, line_fn fn, const struct rep_context *ctx)
 {
 	static char chunk[1u << 16];
 	size_t budget = REP_POLL_BUDGET;
-	for (int round = 0; round < 2; round++) {
-		if (t->fd < 0) {
-			int fd = open(t->path, O_RDONLY | O_CLOEXEC);
-			if (fd < 0) {
-				t->started = true;
-				return;
-			}
-			struct stat st;
-			if (fstat(fd, &st) < 0) {
-				close(fd);
-				return;
-			}
-			if (!t->started)
-				lseek(fd, 0, SEEK_END);
-			t->started = true;
-			t->fd = fd;
-			t->dev = st.st_dev;
-			t->ino = st.st_ino;
-			t->have = 0;
-			t->skipping = false;
-		}
+	if (t->fd < 0) {
+		int fd = open(t->path, O_RDONLY | O_CLOEXEC);
+		bool first = !t->started;
+		t->started = true;
+		if (fd < 0)
+			return;
+		tail_take(t, fd, first);
+		if (t->fd < 0)
+			return;
+	}
+	for (;;) {
 		for (;;) {
 			if (budget == 0)
 				return;
@@ -980,19 +1001,26 @@ static void tail_poll(struct rep_state *r, struct rep_tail *t, line_fn fn, const
 			budget -= (size_t)n;
 			tail_lines(r, t, chunk, (size_t)n, fn, ctx);
 		}
-		struct stat st;
-		if (stat(t->path, &st) < 0 || (st.st_dev == t->dev && st.st_ino == t->ino))
+		if (t->next_fd >= 0) { /* the old file is read to its end a pass after the rotation */
+			close(t->fd);
+			t->fd = -1;
+			tail_take(t, t->next_fd, false);
+			t->next_fd = -1;
+			if (t->fd < 0)
+				return;
+			continue; /* read the follower now */
+		}
+		struct stat st, ost;
+		if (stat(t->path, &st) < 0 || same_file(&st, t->dev, t->ino))
 			return; /* not rotated */
-		/* Rotated. A lagging reader that missed a whole file (access.log.1 replaced again)
-		 * counts its size as skipped. */
 		char old[4300];
-		struct stat ost;
 		snprintf(old, sizeof(old), "%s.1", t->path);
-		if (stat(old, &ost) == 0 && !(ost.st_dev == t->dev && ost.st_ino == t->ino) &&
-		    !(ost.st_dev == st.st_dev && ost.st_ino == st.st_ino))
-			r->bytes_skipped += (unsigned long long)ost.st_size;
-		close(t->fd);
-		t->fd = -1;
+		bool twice =
+		    stat(old, &ost) == 0 && !same_file(&ost, t->dev, t->ino) && !same_file(&ost, st.st_dev, st.st_ino);
+		t->next_fd = open(twice ? old : t->path, O_RDONLY | O_CLOEXEC);
+		if (t->next_fd < 0)
+			r->bytes_skipped += (unsigned long long)(twice ? ost.st_size : st.st_size);
+		return;
 	}
 }
 

@@ -73,8 +73,7 @@ class RawOrigin:
 EXPIRED_KEY = "k-2026-10-expired-secret"
 
 
-@pytest.fixture
-def world():
+def make_world(env_extra=None):
     dns = DNS({OK: "127.0.0.1", SILENT: "silent", "*.flood.fps.test": "127.0.0.1"})
     w = World("reports")
     w.dns = dns
@@ -94,13 +93,29 @@ def world():
                       f"dns_nameservers: [{dns.ip}]\n  dns_timeout: 3\n  read_timeout: 2")
         y = y.replace("auth:\n  enabled: true\n", "auth:\n  enabled: true\n  products: [ApexOne, Deep]\n")
         w.write_config(y)
-        w.start()
-        yield w
-    finally:
+        w.start(env_extra=env_extra)
+        return w
+    except BaseException:
+        close_world(w)
+        raise
+
+
+def close_world(w):
+    try:
         w.close()
+    finally:
         for x in w.extra:
             x.stop()
-        dns.stop()
+        w.dns.stop()
+
+
+@pytest.fixture
+def world():
+    w = make_world()
+    try:
+        yield w
+    finally:
+        close_world(w)
 
 
 def find(doc, host, cause):
@@ -377,3 +392,43 @@ def test_explain_lists_the_recent_failures_for_a_host(world):
     assert "ERR_CONNECT_FAIL" in out.stdout
     doc = get_json(w, f"/explain?host=unrelated.fps.test&port=80")
     assert doc["failures"] == []
+
+
+def _get_many(w, user, pw, n, prefix):
+    import base64
+    auth = "Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode() + "\r\n"
+    got = 0
+    with socket.create_connection(("127.0.0.1", w.port), timeout=10) as s:
+        f = s.makefile("rb")
+        host = f"{OK}:{w.http.port}"
+        for i in range(n):
+            s.sendall(f"GET http://{host}/{prefix}{i} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode())
+            assert f.readline().startswith(b"HTTP/1.1 200")
+            length = 0
+            while (line := f.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            f.read(length)
+            got += 1
+    return got
+
+
+def test_traffic_counts_every_line_across_log_rotations():
+    """The controller rotates Squid's logs (here past 20 KB): every request is still counted
+    once, the lines Squid wrote into the old file after the rename included."""
+    w = make_world(env_extra={"FPS_LOG_ROTATE_BYTES": "20000"})
+    try:
+        user, pw = agent_credentials(w.API_KEY)
+        run = w.state / "run"
+        sent = 0
+        for burst in range(6):  # ~25 KB of access.log per burst, a rotation check every second
+            sent += _get_many(w, user, pw, 120, f"b{burst}-")
+            wait_for(lambda: get_json(w, "/traffic")["requests"] >= sent - 120, 20, what="the reader keeping up")
+        assert (run / "access.log.1").exists(), "no rotation happened"
+        assert "rotated" in w.log()
+        t = wait_for(lambda: (d := get_json(w, "/traffic"))["requests"] == sent and d, 20,
+                     what=f"{sent} requests counted")
+        assert t["products"]["ApexOne"]["requests"] == sent
+        assert get_json(w, "/traffic")["requests"] == sent
+    finally:
+        close_world(w)
