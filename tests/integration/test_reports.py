@@ -432,3 +432,21 @@ def test_traffic_counts_every_line_across_log_rotations():
         assert get_json(w, "/traffic")["requests"] == sent
     finally:
         close_world(w)
+
+
+def test_a_stopped_reader_never_blocks_squid_and_catches_up(world):
+    """The reports read Squid's logs after the fact: with the controller stopped (SIGSTOP),
+    agents are served as before; once it runs again every request is counted, once."""
+    import os
+    import signal as sig
+    w = world
+    user, pw = agent_credentials(w.API_KEY)
+    assert _get_many(w, user, pw, 10, "before") == 10
+    wait_for(lambda: get_json(w, "/traffic")["requests"] == 10, 20, what="10 counted")
+    os.kill(w.proc.pid, sig.SIGSTOP)
+    try:
+        assert _get_many(w, user, pw, 200, "stopped") == 200  # Squid never waits for the reader
+    finally:
+        os.kill(w.proc.pid, sig.SIGCONT)
+    t = wait_for(lambda: (d := get_json(w, "/traffic"))["requests"] == 210 and d, 30, what="210 counted")
+    assert t["products"]["ApexOne"]["requests"] == 210 and t["products"]["ApexOne"]["failures"] == 0
