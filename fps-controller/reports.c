@@ -577,6 +577,8 @@ struct rep_state {
 	struct rep_auth *auth;
 	size_t n_auth;
 	double auth_read_at;
+	struct rep_context ctx; /* the last one reports_poll got: which parent is which route */
+	bool have_ctx;
 };
 
 static void tail_init(struct rep_tail *t, const char *dir, const char *name)
@@ -685,7 +687,7 @@ void reports_feed_native(struct rep_state *r, const char *line, size_t len)
 	bool hit = is_hit(l.code);
 	bool served = strcmp(l.hier, "HIER_NONE") != 0 && l.hier[0] != '\0';
 	enum rep_class cls = l.status >= 200 && l.status < 600 ? (enum rep_class)(l.status / 100 - 2) : REP_CLASS_OTHER;
-	enum rep_route route = route_of(&l, NULL);
+	enum rep_route route = route_of(&l, r->have_ctx ? &r->ctx : NULL);
 	p->requests++;
 	r->requests_total++;
 	p->bytes_to_agents += l.bytes_out;
@@ -1029,6 +1031,10 @@ void reports_poll(struct rep_state *r, const struct rep_context *ctx)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	if (ctx) {
+		r->ctx = *ctx;
+		r->have_ctx = true;
+	}
 	tail_poll(r, &r->native, native_fn, ctx);
 	tail_poll(r, &r->detail, reports_feed_detail, ctx);
 	pending_retry(r, ctx, now);

@@ -198,6 +198,31 @@ static void test_flood_stays_bounded(void **state)
 	reports_free(r);
 }
 
+/* The native log names a parent by address: the upstream's address tells it from the tunnel. */
+static void test_native_routes_by_parent_address(void **state)
+{
+	(void)state;
+	struct rep_state *r = reports_new("/nonexistent", NULL, 1.0);
+	assert_non_null(r);
+	struct rep_context ctx = {.has_tunnel = true, .has_upstream = true, .tunnel_up = true};
+	snprintf(ctx.upstream_addr, sizeof(ctx.upstream_addr), "10.0.0.5");
+	reports_poll(r, &ctx); /* no files: only remembers the context */
+	const char *lines[] = {
+	    "2.0 1 127.0.0.1 TCP_MISS/200 100 GET http://u.example/ " U " FIRSTUP_PARENT/10.0.0.5 -",
+	    "2.0 1 127.0.0.1 TCP_MISS/200 100 GET http://t.example/ " U " FIRSTUP_PARENT/127.0.0.1 -",
+	    "2.0 1 127.0.0.1 TCP_MISS/503 100 GET http://d.example/ " U " HIER_DIRECT/1.2.3.4 -",
+	};
+	for (size_t i = 0; i < 3; i++)
+		reports_feed_native(r, lines[i], strlen(lines[i]));
+	static struct rep_snapshot s;
+	reports_snapshot(r, 3.0, &s);
+	assert_int_equal(s.n_products, 1);
+	assert_int_equal(s.products[0].by_route_class[REP_ROUTE_UPSTREAM][REP_2XX], 1);
+	assert_int_equal(s.products[0].by_route_class[REP_ROUTE_TUNNEL][REP_2XX], 1);
+	assert_int_equal(s.products[0].by_route_class[REP_ROUTE_DIRECT][REP_5XX], 1);
+	reports_free(r);
+}
+
 /* fps-auth's table: bounded (the oldest username forgotten first), one line per username
  * with its latest reason, control bytes and spaces never reach the file. */
 static void test_auth_reasons_table_is_bounded(void **state)
@@ -230,6 +255,7 @@ int main(void)
 	    cmocka_unit_test(test_traffic_counts_products_bytes_and_minutes),
 	    cmocka_unit_test(test_flood_stays_bounded),
 	    cmocka_unit_test(test_auth_reasons_table_is_bounded),
+	    cmocka_unit_test(test_native_routes_by_parent_address),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
