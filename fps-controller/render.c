@@ -383,6 +383,8 @@ static void render_reports_log(const struct render_ctx *rc, struct buf *b)
 	}
 	bprintf(
 	    b,
+	    "# The failures and traffic reports' second log (docs/operations.md): only failed answers, CONNECT\n"
+	    "# tunnels and requests with a body, with what the native line lacks; the controller reads both.\n"
 	    "logformat fps_detail %%ts.%%03tu %%tr %%>Hs %%Ss %%Sh %%<a %%et %%>st %%<st %%rm %%[un %%err_code %%ru "
 	    "%%err_detail\n"
 	    "acl fps_http_failed http_status 400-599\n"
