@@ -417,11 +417,12 @@ static void ex_live(cJSON *root, const struct fps_status *live, enum wl_via via)
  * most recent first: what agents actually got, beside what the policy says. */
 static void ex_failures(cJSON *root, const struct fps_status *live, const char *host)
 {
-	if (live == NULL || !live->reports.enabled)
+	cJSON *l = cJSON_GetObjectItemCaseSensitive(root, "live");
+	if (live == NULL || !live->reports.enabled || !cJSON_IsObject(l))
 		return;
 	const struct rep_fail *f[10];
 	size_t n = reports_for_host(&live->reports, host, f, sizeof(f) / sizeof(f[0]));
-	cJSON *arr = cJSON_AddArrayToObject(root, "failures");
+	cJSON *arr = cJSON_AddArrayToObject(l, "failures");
 	for (size_t i = 0; arr && i < n; i++) {
 		cJSON *x = cJSON_CreateObject();
 		if (x == NULL)
@@ -578,7 +579,7 @@ void explain_print(const cJSON *r, FILE *out)
 		fprintf(out, "  addresses:  none (%s)\n",
 		        js(r, "resolve_error") ? js(r, "resolve_error") : "not resolved");
 	fprintf(out, "  resolver:   %s\n", js(r, "resolver"));
-	const cJSON *fl = cJSON_GetObjectItemCaseSensitive(r, "failures");
+	const cJSON *fl = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "live"), "failures");
 	if (cJSON_IsArray(fl)) {
 		const cJSON *x;
 		int nf = 0;

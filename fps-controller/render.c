@@ -374,7 +374,10 @@ void render_free(struct render_out *out)
  * formatting. Failed answers carry Squid's error code and detail (errno, the DNS rcode);
  * CONNECT tunnels and requests with a body carry the bytes the agent sent (%>st), which the
  * native format does not have. Field order is fixed: reports.c parses it, the error detail
- * last because it may contain spaces. */
+ * last because it may contain spaces. The `has` guards come first: Squid logs transactions
+ * without a request (a connection closed before its headers) and without a response (an agent
+ * that gave up), and an ACL that needs the missing part writes a WARNING to cache.log for
+ * each of them (src/acl/Acl.cc, ACL::matches). */
 static void render_reports_log(const struct render_ctx *rc, struct buf *b)
 {
 	if (rc->no_reports) {
@@ -387,12 +390,16 @@ static void render_reports_log(const struct render_ctx *rc, struct buf *b)
 	    "# tunnels and requests with a body, with what the native line lacks; the controller reads both.\n"
 	    "logformat fps_detail %%ts.%%03tu %%tr %%>Hs %%Ss %%Sh %%<a %%et %%>st %%<st %%rm %%[un %%err_code %%ru "
 	    "%%err_detail\n"
-	    "acl fps_http_failed http_status 400-599\n"
+	    "acl fps_has_request has request\n"
+	    "acl fps_has_response has response\n"
+	    "acl fps_http_status_failed http_status 400-599\n"
+	    "acl fps_http_failed all-of fps_has_response fps_http_status_failed\n"
 	    "acl fps_connect method CONNECT\n"
 	    "acl fps_has_length req_header Content-Length ^[1-9]\n"
 	    "acl fps_chunked req_header Transfer-Encoding .\n"
 	    "acl fps_detailed any-of fps_http_failed fps_connect fps_has_length fps_chunked\n"
-	    "access_log stdio:%s/detail.log logformat=fps_detail on-error=drop fps_detailed !fps_health_probe",
+	    "access_log stdio:%s/detail.log logformat=fps_detail on-error=drop fps_has_request fps_detailed "
+	    "!fps_health_probe",
 	    rc->run_dir);
 }
 

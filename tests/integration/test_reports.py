@@ -384,14 +384,14 @@ def test_explain_lists_the_recent_failures_for_a_host(world):
     assert curl(f"http://{OK}:{w.closed}/e", w.proxy, user, pw)[0] == 503
     wait_for(lambda: get_json(w, "/failures")["total"] == 2, 20, what="both failures counted")
     doc = get_json(w, f"/explain?host={NX}&port={w.http.port}")
-    assert [(f["cause"], f["status"]) for f in doc["failures"]] == [("dns", 502)]
-    assert "did not resolve" in doc["failures"][0]["detail"]
+    assert [(f["cause"], f["status"]) for f in doc["live"]["failures"]] == [("dns", 502)]
+    assert "did not resolve" in doc["live"]["failures"][0]["detail"]
     out = subprocess.run([str(BIN / "fps-controller"), "explain", "--admin", f"127.0.0.1:{w.admin_port}",
                           f"{OK}:{w.closed}"], capture_output=True, text=True, timeout=20)
     assert "failures:   connect, 1 x 503 on port" in out.stdout, out.stdout + out.stderr
     assert "ERR_CONNECT_FAIL" in out.stdout
     doc = get_json(w, f"/explain?host=unrelated.fps.test&port=80")
-    assert doc["failures"] == []
+    assert doc["live"]["failures"] == []
 
 
 def _get_many(w, user, pw, n, prefix):
@@ -450,3 +450,22 @@ def test_a_stopped_reader_never_blocks_squid_and_catches_up(world):
         os.kill(w.proc.pid, sig.SIGCONT)
     t = wait_for(lambda: (d := get_json(w, "/traffic"))["requests"] == 210 and d, 30, what="210 counted")
     assert t["products"]["ApexOne"]["requests"] == 210 and t["products"]["ApexOne"]["failures"] == 0
+
+
+def test_detail_log_costs_no_cache_log_warnings(world):
+    """Connections closed before a request and requests the agent gave up on are logged by
+    Squid without a request or a response: the detail log's ACLs are guarded (`has`), so they
+    write no "ACL is used in context without an HTTP ..." warning into cache.log for them."""
+    w = world
+    user, pw = agent_credentials(w.API_KEY)
+    for _ in range(3):
+        socket.create_connection(("127.0.0.1", w.port), timeout=5).close()
+    assert curl(f"http://{OK}:{w.silent.port}/gave-up", w.proxy, user, pw, timeout=1)[0] == 0
+    assert curl(f"http://{OK}:{w.http.port}/after", w.proxy, user, pw)[0] == 200
+    run = w.state / "run"
+    wait_for(lambda: "transaction-end-before-headers" in (run / "access.log").read_text()
+             and "/gave-up" in (run / "access.log").read_text(), 20, what="Squid logging both")
+    warnings = [ln for ln in (run / "cache.log").read_text(errors="replace").splitlines()
+                if "ACL is used in context without" in ln and "fps_" in ln
+                and "fps_health_probe" not in ln]  # the native access.log line's own guard: not ours
+    assert not warnings, warnings
