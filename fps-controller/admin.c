@@ -24,6 +24,7 @@
 #include "preflight.h"
 #include "metrics.h"
 #include "explain.h"
+#include "reports.h"
 #include "status.h"
 #include "statuspage.h"
 #include "statusjson.h"
@@ -293,6 +294,17 @@ static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fp
 	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
 }
 
+/* GET /failures, GET /traffic: the reports (reports.h). */
+static enum MHD_Result admin_reports(struct MHD_Connection *conn, const struct fps_status *s, bool have, bool traffic)
+{
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	char *body = traffic ? reports_json_traffic(&s->reports) : reports_json_failures(&s->reports);
+	if (body == NULL)
+		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	return admin_reply(conn, MHD_HTTP_OK, "application/json", body, strlen(body));
+}
+
 /* GET /: the status page for a browser. The CSP keeps it self-contained. */
 static enum MHD_Result admin_page(struct MHD_Connection *conn, const struct fps_status *s, bool have)
 {
@@ -336,13 +348,16 @@ enum admin_path {
 	ADMIN_STATUS,
 	ADMIN_DENIED,
 	ADMIN_EXPLAIN,
+	ADMIN_FAILURES,
+	ADMIN_TRAFFIC,
 	ADMIN_PAGE,
 	ADMIN_UNKNOWN
 };
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/"};
+	static const char *paths[] = {"/healthz", "/readyz",   "/metrics", "/status", "/denied",
+	                              "/explain", "/failures", "/traffic", "/"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -363,8 +378,10 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	admin_conn_busy(conn, true);
 	enum admin_path p = admin_route(url);
 	if (p == ADMIN_UNKNOWN)
-		return admin_text(conn, MHD_HTTP_NOT_FOUND,
-		                  "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain\n");
+		return admin_text(
+		    conn, MHD_HTTP_NOT_FOUND,
+		    "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain, /failures, "
+		    "/traffic\n");
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
@@ -391,6 +408,10 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_EXPLAIN:
 		ret = admin_explain(conn, s, have);
+		break;
+	case ADMIN_FAILURES:
+	case ADMIN_TRAFFIC:
+		ret = admin_reports(conn, s, have, p == ADMIN_TRAFFIC);
 		break;
 	case ADMIN_PAGE:
 		ret = admin_page(conn, s, have);

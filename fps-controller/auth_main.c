@@ -24,7 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <poll.h>
+
 #include "authproto.h"
+#include "authreasons.h"
 #include "cred.h"
 #include "err.h"
 #include "log.h"
@@ -178,17 +182,97 @@ struct helper {
 	enum authproto_ids ids;
 	struct out_buf out;
 	struct authproto_req req;
-	unsigned extras; /* --extra-fields: Squid's key_extras after the password, ignored */
+	unsigned extras;         /* --extra-fields: Squid's key_extras after the password, ignored */
+	const char *reasons_dir; /* --reasons-dir: the failures report's refusal reasons (authreasons.h) */
+	struct authr_table reasons;
+	long long reasons_written_ns;
 };
+
+static double wall_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Whether pass is the password of user under a key that has expired (after a refusal only,
+ * to name the reason; the verdict is the same ERR). Every expired key is hashed. */
+static bool matches_expired_key(const struct cred_keys *keys, const char *user, const char *pass, time_t now)
+{
+	char norm[CRED_PASSWORD_LEN + 1] = "";
+	size_t plen = strnlen(pass, CRED_PASSWORD_LEN + 1);
+	if (plen != CRED_PASSWORD_LEN)
+		return false;
+	for (size_t i = 0; i < CRED_PASSWORD_LEN; i++)
+		norm[i] = (char)(pass[i] >= 'A' && pass[i] <= 'Z' ? pass[i] + 32 : pass[i]);
+	unsigned match = 0;
+	for (size_t k = 0; keys && k < keys->n; k++) {
+		char want[CRED_PASSWORD_LEN + 1];
+		if (keys->v[k].expires <= now && cred_password(user, keys->v[k].key, want) == 0)
+			match |= CRYPTO_memcmp(norm, want, CRED_PASSWORD_LEN) == 0;
+		OPENSSL_cleanse(want, sizeof(want));
+	}
+	OPENSSL_cleanse(norm, sizeof(norm));
+	return match != 0;
+}
+
+static void reasons_flush(struct helper *h)
+{
+	static bool warned;
+	if (h->reasons_dir == NULL || !h->reasons.dirty)
+		return;
+	h->reasons_written_ns = mono_ns();
+	if (authr_write(&h->reasons, h->reasons_dir, (int)getpid()) < 0 && !warned) {
+		log_warn("failures report: cannot write into %s: %s (keeps answering)", h->reasons_dir,
+		         strerror(errno));
+		warned = true;
+	}
+	h->reasons.dirty = false;
+}
+
+static void reasons_record(struct helper *h, const char *user, const char *reason)
+{
+	if (h->reasons_dir == NULL)
+		return;
+	authr_record(&h->reasons, user, reason, wall_now());
+	if (mono_ns() - h->reasons_written_ns >= AUTHR_WRITE_MS * 1000000LL)
+		reasons_flush(h);
+}
+
+/* Before a read that could block: pending reasons are written within AUTHR_WRITE_MS even
+ * when no other line comes. */
+static void reasons_wait(struct helper *h)
+{
+	if (h->reasons_dir == NULL || !h->reasons.dirty)
+		return;
+	long long left = h->reasons_written_ns + AUTHR_WRITE_MS * 1000000LL - mono_ns();
+	if (left > 0) {
+		struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+		if (poll(&pfd, 1, (int)(left / 1000000LL) + 1) > 0)
+			return; /* input first; the next pass writes */
+	}
+	reasons_flush(h);
+}
 
 static int answer_line(struct helper *h, const char *line, size_t len)
 {
 	const char *why = NULL;
-	if (authproto_parse_extras(line, len, h->ids, h->extras, &h->req, &why) != 0)
+	if (authproto_parse_extras(line, len, h->ids, h->extras, &h->req, &why) != 0) {
+		reasons_record(h, h->req.user, "malformed");
 		return out_reply(&h->out, h->req.id, AUTHPROTO_BH, why);
+	}
 
 	keys_refresh(&h->ks, false);
-	enum cred_result r = cred_verify(&h->ks.keys, h->req.user, h->req.pass, time(NULL), &h->products);
+	time_t now = time(NULL);
+	enum cred_result r = cred_verify(&h->ks.keys, h->req.user, h->req.pass, now, &h->products);
+	if (r != CRED_OK && r != CRED_INTERNAL_ERROR && h->reasons_dir) {
+		const char *why_r = r == CRED_BAD_USER                                                ? "malformed"
+		                    : r == CRED_PRODUCT_NOT_ALLOWED                                   ? "unknown_user"
+		                    : r == CRED_NO_VALID_KEY                                          ? "expired_key"
+		                    : matches_expired_key(&h->ks.keys, h->req.user, h->req.pass, now) ? "expired_key"
+		                                                                                      : "bad_key";
+		reasons_record(h, h->req.user, why_r);
+	}
 	/* The password buffer is reused for the next line; do not leave it lying around. */
 	explicit_bzero(h->req.pass, sizeof(h->req.pass));
 	if (r == CRED_NO_VALID_KEY && !h->ks.none_valid_logged) {
@@ -220,6 +304,7 @@ static int serve(struct helper *h)
 	while (!eof) {
 		if (out_flush(&h->out) != 0)
 			return errno == EPIPE ? 0 : -1;
+		reasons_wait(h);
 		ssize_t n = read(STDIN_FILENO, in + have, sizeof(in) - have);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -266,12 +351,14 @@ static int serve(struct helper *h)
 		rc = answer_line(h, in, have);
 	if (rc == 0)
 		rc = out_flush(&h->out);
+	reasons_flush(h);
 	return rc != 0 && errno != EPIPE ? -1 : 0;
 }
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: fps-auth --keys FILE [--products A,B] [--concurrency auto|on|off] [--extra-fields N]\n"
+	           "                [--reasons-dir DIR]\n"
 	           "       fps-auth --version | --help\n"
 	           "Squid basic-auth helper: reads \"[ID ]user password\" lines on stdin, answers OK/ERR/BH.\n");
 }
@@ -279,13 +366,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"keys", required_argument, NULL, 'k'},
-	    {"products", required_argument, NULL, 'p'},
-	    {"concurrency", required_argument, NULL, 'c'},
-	    {"extra-fields", required_argument, NULL, 'x'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
+	    {"keys", required_argument, NULL, 'k'},        {"products", required_argument, NULL, 'p'},
+	    {"concurrency", required_argument, NULL, 'c'}, {"extra-fields", required_argument, NULL, 'x'},
+	    {"reasons-dir", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},           {NULL, 0, NULL, 0},
 	};
 	static struct helper h;
 	const char *keys = NULL, *products = NULL;
@@ -319,6 +403,9 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			h.extras = (unsigned)(optarg[0] - '0');
+			break;
+		case 'r':
+			h.reasons_dir = optarg;
 			break;
 		case 'h':
 			usage(stdout);

@@ -60,6 +60,8 @@ void cfg_init_defaults(struct fps_config *c)
 	for (size_t i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++)
 		strv_push(&c->blocked_networks, blocked[i]);
 	snprintf(c->hosts_file, sizeof(c->hosts_file), "/etc/hosts");
+	c->dns_timeout = 30; /* Squid's own defaults */
+	c->read_timeout = 900;
 	c->auth_enabled = true;
 	snprintf(c->realm, sizeof(c->realm), "FPS");
 	c->credentials_ttl = 300;
@@ -147,6 +149,8 @@ const struct cfg_key cfg_keys[] = {
     {CFG_YAML_NAME, "proxy.allow_loopback_destinations"},
     {CFG_YAML_NAME, "proxy.dns_nameservers"},
     {CFG_YAML_NAME, "proxy.hosts_file"},
+    {CFG_YAML_NAME, "proxy.dns_timeout"},
+    {CFG_YAML_NAME, "proxy.read_timeout"},
     {CFG_YAML_NAME, "auth"},
     {CFG_YAML_NAME, "auth.enabled"},
     {CFG_YAML_NAME, "auth.realm"},
@@ -478,6 +482,10 @@ static int sec_proxy(struct ywalk *w, const char *key, const yaml_node_t *v, con
 		return y_bool(w, v, key, &c->allow_loopback);
 	if (strcmp(key, "dns_nameservers") == 0)
 		return y_str_list(w, v, key, &c->dns_nameservers, check_ip);
+	if (strcmp(key, "dns_timeout") == 0)
+		return y_int(w, v, key, 1, 300, &c->dns_timeout);
+	if (strcmp(key, "read_timeout") == 0)
+		return y_int(w, v, key, 1, 86400, &c->read_timeout);
 	if (strcmp(key, "hosts_file") == 0) {
 		if (y_string(w, v, key, c->hosts_file, sizeof(c->hosts_file)) < 0)
 			return -1;

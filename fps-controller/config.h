@@ -73,6 +73,8 @@ struct fps_config {
 	bool allow_loopback;          /* proxy.allow_loopback_destinations: re-allows 127.0.0.0/8, ::1 */
 	struct strv dns_nameservers;
 	char hosts_file[PATH_MAX];
+	int dns_timeout;  /* seconds Squid waits for DNS answers (Squid's dns_timeout) */
+	int read_timeout; /* seconds Squid waits for the origin's next bytes (Squid's read_timeout) */
 
 	/* auth */
 	bool auth_enabled;

@@ -43,6 +43,7 @@
 #include "metrics.h"
 #include "preflight.h"
 #include "proc.h"
+#include "reports.h"
 #include "squid.h"
 #include "state.h"
 #include "status.h"
@@ -144,6 +145,7 @@ struct ctl {
 	struct denied_collector denied; /* the helpers' denied-destination files, merged */
 	bool have_denied;
 	struct genword acl_gen; /* the generation every fps-acl serves (genword.h) */
+	struct rep_state *reports; /* /failures and /traffic from Squid's logs; NULL = off */
 };
 
 static double wall_now(void)
@@ -249,7 +251,8 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .generation = 0,
 	                        .max_fds = ctl_max_fds(),
 	                        .mgr_port = state_pick_loopback_port(),
-	                        .no_denied_report = ctl_no_denied_report()};
+	                        .no_denied_report = ctl_no_denied_report(),
+	                        .no_reports = reports_off()};
 	if (render_generation(c, cp, &rc, out, e) < 0) {
 		compile_free(cp);
 		cfg_free(c);
@@ -498,6 +501,28 @@ static void ctl_abs_path(const char *path, char *out, size_t outlen)
 		snprintf(out, outlen, "%s/%s", cwd, path);
 }
 
+/* What the reports need from the controller to name a failure (reports.h rep_context). */
+static void ctl_publish_reports(struct ctl *x, struct fps_status *s, double now)
+{
+	if (x->reports == NULL)
+		return;
+	struct rep_context rc = {0};
+	if (x->have_active) {
+		rc.has_tunnel = x->active.has_tunnel;
+		rc.has_upstream = x->active.has_upstream;
+		if (rc.has_upstream) /* matches the logged parent address when written as one */
+			snprintf(rc.upstream_addr, sizeof(rc.upstream_addr), "%s", x->active.upstream_host);
+	}
+	rc.tunnel_up = s->tunnel.up;
+	if (rc.has_tunnel && !s->tunnel.up) {
+		snprintf(rc.tunnel_error, sizeof(rc.tunnel_error), "%s", s->tunnel.error);
+		rc.tunnel_tls_failed = s->tunnel.interception || strncmp(s->tunnel.error, "certificate", 11) == 0 ||
+		                       strstr(s->tunnel.error, "TLS") != NULL;
+	}
+	reports_poll(x->reports, &rc);
+	reports_snapshot(x->reports, now, &s->reports);
+}
+
 static void ctl_publish(struct ctl *x)
 {
 	struct fps_status *s = &x->pub;
@@ -620,6 +645,7 @@ static void ctl_publish(struct ctl *x)
 		s->denied.truncated = v->evicted > 0;
 		s->denied.n_top = denied_top(v, s->denied.top, DENIED_TOP_MAX);
 	}
+	ctl_publish_reports(x, s, now);
 	status_publish(s);
 }
 
@@ -823,7 +849,8 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	                        .generation = gen,
 	                        .max_fds = ctl_max_fds(),
 	                        .mgr_port = x->st.mgr_port,
-	                        .no_denied_report = ctl_no_denied_report()};
+	                        .no_denied_report = ctl_no_denied_report(),
+	                        .no_reports = reports_off()};
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";
@@ -1389,7 +1416,7 @@ static long long min_deadline(long long a, long long b)
  * volume: past LOG_ROTATE_BYTES keep one previous file and have Squid reopen. */
 static void ctl_rotate_logs(struct ctl *x)
 {
-	static const char *const names[] = {"access.log", "cache.log"};
+	static const char *const names[] = {"access.log", "cache.log", "detail.log"};
 	static long long limit;
 	if (limit == 0) {
 		const char *env = getenv("FPS_LOG_ROTATE_BYTES"); /* tests use a small limit */
@@ -1713,6 +1740,8 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		x.have_denied = true;
 	else
 		log_warn("denied report: out of memory: /denied stays empty");
+	if (!reports_off() && (x.reports = reports_new(x.st.run_dir, x.st.denied_dir, wall_now())) == NULL)
+		log_warn("reports: out of memory: /failures and /traffic stay empty");
 	x.tpaths = (struct tunnel_paths){
 	    .templates_dir = paths->stunnel_templates_dir, .dir = x.tunnel_dir, .secrets_dir = opts->secrets_dir};
 	x.probe.paths = x.tpaths;
@@ -1987,5 +2016,6 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	if (x.have_denied)
 		denied_collector_free(&x.denied);
 	genword_close(&x.acl_gen);
+	reports_free(x.reports);
 	return exit_code;
 }

@@ -413,6 +413,33 @@ static void ex_live(cJSON *root, const struct fps_status *live, enum wl_via via)
 	}
 }
 
+/* The recent failures for host from the running controller's failures report (reports.h),
+ * most recent first: what agents actually got, beside what the policy says. */
+static void ex_failures(cJSON *root, const struct fps_status *live, const char *host)
+{
+	cJSON *l = cJSON_GetObjectItemCaseSensitive(root, "live");
+	if (live == NULL || !live->reports.enabled || !cJSON_IsObject(l))
+		return;
+	const struct rep_fail *f[10];
+	size_t n = reports_for_host(&live->reports, host, f, sizeof(f) / sizeof(f[0]));
+	cJSON *arr = cJSON_AddArrayToObject(l, "failures");
+	for (size_t i = 0; arr && i < n; i++) {
+		cJSON *x = cJSON_CreateObject();
+		if (x == NULL)
+			break;
+		cJSON_AddNumberToObject(x, "port", f[i]->port);
+		cJSON_AddNumberToObject(x, "status", f[i]->status);
+		cJSON_AddStringToObject(x, "cause", rep_cause_name(f[i]->cause));
+		cJSON_AddStringToObject(x, "route", rep_route_name(f[i]->route));
+		cJSON_AddStringToObject(x, "detail", f[i]->detail);
+		cJSON_AddNumberToObject(x, "count", (double)f[i]->count);
+		char t[32];
+		statusjson_rfc3339(f[i]->last_seen, t, sizeof(t));
+		cJSON_AddStringToObject(x, "last_seen", t);
+		cJSON_AddItemToArray(arr, x);
+	}
+}
+
 cJSON *explain_json(const struct explain_policy *p, const char *host_in, int port, const struct fps_status *live,
                     bool *allowed, struct fps_err *e)
 {
@@ -479,6 +506,7 @@ cJSON *explain_json(const struct explain_policy *p, const char *host_in, int por
 		cJSON_ReplaceItemInObject(r, "where", cJSON_CreateNull());
 	}
 	ex_live(root, live, via);
+	ex_failures(root, live, host);
 	*allowed = ok;
 	return root;
 }
@@ -551,6 +579,22 @@ void explain_print(const cJSON *r, FILE *out)
 		fprintf(out, "  addresses:  none (%s)\n",
 		        js(r, "resolve_error") ? js(r, "resolve_error") : "not resolved");
 	fprintf(out, "  resolver:   %s\n", js(r, "resolver"));
+	const cJSON *fl = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "live"), "failures");
+	if (cJSON_IsArray(fl)) {
+		const cJSON *x;
+		int nf = 0;
+		cJSON_ArrayForEach(x, fl)
+		{
+			fprintf(out, "  %s%s, %d x %d on port %d via %s, last %s: %s\n",
+			        nf++ ? "            " : "failures:   ", js(x, "cause"),
+			        cJSON_GetObjectItemCaseSensitive(x, "count")->valueint,
+			        cJSON_GetObjectItemCaseSensitive(x, "status")->valueint,
+			        cJSON_GetObjectItemCaseSensitive(x, "port")->valueint, js(x, "route"),
+			        js(x, "last_seen"), js(x, "detail"));
+		}
+		if (nf == 0)
+			fprintf(out, "  failures:   none recorded for this host\n");
+	}
 	const cJSON *l = cJSON_GetObjectItemCaseSensitive(r, "live");
 	if (!cJSON_IsObject(l)) {
 		fprintf(out, "  live state: unknown (ask a running controller with --admin ADDR:PORT)\n");

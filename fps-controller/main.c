@@ -14,6 +14,7 @@
 #include "config.h"
 #include "controller.h"
 #include "deniedcli.h"
+#include "reportscli.h"
 #include "explain.h"
 #include "diagnose.h"
 #include "fsio.h"
@@ -39,6 +40,8 @@ static void usage(FILE *f)
 	        "                        [--json]\n"
 	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
 	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
+	        "  fps-controller failures [--admin ADDR:PORT] [--json]\n"
+	        "  fps-controller traffic [--admin ADDR:PORT] [--json]\n"
 	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
 	        "  fps-controller --version | version | --help | help\n"
 	        "LEVEL is debug, info, warn or error. FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may\n"
@@ -273,6 +276,10 @@ int main(int argc, char **argv)
 	/* denied asks a running controller: no configuration needed */
 	if (strcmp(cmd, "denied") == 0)
 		return deniedcli_run(a.admin, a.json, stdout);
+	if (strcmp(cmd, "failures") == 0)
+		return reportscli_failures(a.admin, a.json, stdout);
+	if (strcmp(cmd, "traffic") == 0)
+		return reportscli_traffic(a.admin, a.json, stdout);
 	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
 	if (strcmp(cmd, "explain") == 0) {
 		/* with neither flag nor FPS_CONFIG_DIR: the controller at the default admin address */

@@ -203,6 +203,65 @@ static void m_path(FILE *f, const char *what, const struct status_path *p)
 	}
 }
 
+/* The reports (reports.h): labels from fixed sets, products bounded by REP_PRODUCTS plus
+ * "-" and "other", so the series count stays bounded whatever the traffic. */
+static void m_reports(FILE *f, const struct rep_snapshot *r)
+{
+	if (!r->enabled)
+		return;
+	/* Families with no sample are left out (docs/operations.md): no requests yet, no products. */
+	unsigned long long any = 0;
+	for (size_t i = 0; i < r->n_products; i++)
+		any += r->products[i].requests;
+	if (any)
+		m_family(
+		    f, "fps_requests_total", "counter",
+		    "Agents' requests by product (the username's part before its first '-'; '-' without a username, "
+		    "'other' past the tracked products), route and answer class, as Squid logged them.");
+	for (size_t i = 0; i < r->n_products; i++)
+		for (int rt = 0; rt < REP_ROUTES; rt++)
+			for (int c = 0; c < REP_CLASSES; c++) {
+				unsigned long long v = r->products[i].by_route_class[rt][c];
+				if (v == 0)
+					continue;
+				fputs("fps_requests_total{product=\"", f);
+				m_label_value(f, r->products[i].name, sizeof(r->products[i].name));
+				fprintf(f, "\",route=\"%s\",class=\"%s\"} ", rep_route_name((enum rep_route)rt),
+				        rep_class_name((enum rep_class)c));
+				m_double(f, (double)v);
+				fputc('\n', f);
+			}
+	if (r->n_products)
+		m_family(f, "fps_bytes_total", "counter",
+		         "Bytes by product and direction: to_agents, from_agents (uploads, CONNECT tunnels), "
+		         "from_origin, from_cache.");
+	static const char *const dirs[] = {"to_agents", "from_agents", "from_origin", "from_cache"};
+	for (size_t i = 0; i < r->n_products; i++) {
+		const struct rep_product *p = &r->products[i];
+		const unsigned long long v[4] = {p->bytes_to_agents, p->bytes_from_agents, p->bytes_from_origin,
+		                                 p->bytes_from_cache};
+		for (int d = 0; d < 4; d++) {
+			fputs("fps_bytes_total{product=\"", f);
+			m_label_value(f, p->name, sizeof(p->name));
+			fprintf(f, "\",direction=\"%s\"} ", dirs[d]);
+			m_double(f, (double)v[d]);
+			fputc('\n', f);
+		}
+	}
+	m_family(f, "fps_failures_total", "counter", "Failed requests by cause (see /failures).");
+	for (int c = 0; c < REP_CAUSES; c++) {
+		fprintf(f, "fps_failures_total{cause=\"%s\"} ", rep_cause_name((enum rep_cause)c));
+		m_double(f, (double)r->failures_by_cause[c]);
+		fputc('\n', f);
+	}
+	m_counter(f, "fps_report_log_lines_total", "Squid log lines the reports have read.", (double)r->lines_read);
+	m_counter(f, "fps_report_log_malformed_lines_total", "Squid log lines the reports could not parse.",
+	          (double)r->lines_malformed);
+	m_counter(f, "fps_report_log_skipped_bytes_total",
+	          "Bytes of a rotated Squid log the reports could not open (docs/operations.md).",
+	          (double)r->bytes_skipped);
+}
+
 char *metrics_render(const struct fps_status *s, const char *counters_text, const char *info_text, double now_unix)
 {
 	char *buf = NULL;
@@ -255,6 +314,7 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	          (double)s->denied.total);
 	m_gauge(f, "fps_whitelist_denied_hosts", "Distinct denied destinations (host:port) tracked (see /denied).",
 	        (double)s->denied.distinct);
+	m_reports(f, &s->reports);
 	if (s->have_version) {
 		m_gauge(f, "fps_whitelist_version", "The version number of the customer's whitelist.json in force.",
 		        (double)s->whitelist_version);

@@ -202,6 +202,8 @@ static void render_auth(const struct fps_config *c, const struct render_ctx *rc,
 		for (size_t i = 0; i < c->products.n; i++)
 			bprintf(auth, "%s%s", i ? "," : "", c->products.v[i]);
 	}
+	if (!rc->no_reports) /* refusal reasons for the failures report (authreasons.h) */
+		bprintf(auth, " --reasons-dir %s/denied", rc->run_dir);
 	bprintf(auth, "\n");
 	struct buf line[2] = {{0}};
 	for (int i = 0; i < 2; i++)
@@ -367,6 +369,41 @@ void render_free(struct render_out *out)
 	memset(out, 0, sizeof(*out));
 }
 
+/* The reports' second access log (docs/operations.md, "Failures and traffic"; the reader is
+ * reports.c): one line only for the requests the native line cannot describe, so that the
+ * common case (a body-less request answered below 400) costs Squid one fast ACL check and no
+ * formatting. Failed answers carry Squid's error code and detail (errno, the DNS rcode);
+ * CONNECT tunnels and requests with a body carry the bytes the agent sent (%>st), which the
+ * native format does not have. Field order is fixed: reports.c parses it, the error detail
+ * last because it may contain spaces. The `has` guards come first: Squid logs transactions
+ * without a request (a connection closed before its headers) and without a response (an agent
+ * that gave up), and an ACL that needs the missing part writes a WARNING to cache.log for
+ * each of them (src/acl/Acl.cc, ACL::matches). */
+static void render_reports_log(const struct render_ctx *rc, struct buf *b)
+{
+	if (rc->no_reports) {
+		bprintf(b, "# reports off (FPS_REPORTS=off): no detail log");
+		return;
+	}
+	bprintf(
+	    b,
+	    "# The failures and traffic reports' second log (docs/operations.md): only failed answers, CONNECT\n"
+	    "# tunnels and requests with a body, with what the native line lacks; the controller reads both.\n"
+	    "logformat fps_detail %%ts.%%03tu %%tr %%>Hs %%Ss %%Sh %%<a %%et %%>st %%<st %%rm %%[un %%err_code %%ru "
+	    "%%err_detail\n"
+	    "acl fps_has_request has request\n"
+	    "acl fps_has_response has response\n"
+	    "acl fps_http_status_failed http_status 400-599\n"
+	    "acl fps_http_failed all-of fps_has_response fps_http_status_failed\n"
+	    "acl fps_connect method CONNECT\n"
+	    "acl fps_has_length req_header Content-Length ^[1-9]\n"
+	    "acl fps_chunked req_header Transfer-Encoding .\n"
+	    "acl fps_detailed any-of fps_http_failed fps_connect fps_has_length fps_chunked\n"
+	    "access_log stdio:%s/detail.log logformat=fps_detail on-error=drop fps_has_request fps_detailed "
+	    "!fps_health_probe",
+	    rc->run_dir);
+}
+
 int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
                       struct render_out *out, struct fps_err *e)
 {
@@ -380,6 +417,8 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	struct buf http_port = {0}, mgr_port = {0}, maxfd = {0}, workers = {0}, dns = {0}, cports = {0}, sports = {0},
 	           blocked = {0}, never = {0};
 	struct buf auth = {0}, auth_access = {0}, allow = {0}, wl = {0}, routes = {0}, list = {0};
+	struct buf reports = {0};
+	render_reports_log(rc, &reports);
 	bool v6 = strchr(c->bind, ':') != NULL;
 	for (int i = 0; i < RENDER_LISTEN_SOCKETS; i++)
 		bprintf(&http_port, v6 ? "%shttp_port [%s]:%d worker-queues" : "%shttp_port %s:%d worker-queues",
@@ -398,6 +437,9 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	} else {
 		bprintf(&dns, "# dns_nameservers: the system's resolvers");
 	}
+	/* proxy.dns_timeout, proxy.read_timeout: how long an agent waits before Squid names the
+	 * failure (a resolver that never answers; an origin that accepts and never answers). */
+	bprintf(&dns, "\ndns_timeout %d seconds\nread_timeout %d seconds", c->dns_timeout, c->read_timeout);
 	join_ports(&cports, c->connect_ports, c->n_connect_ports);
 	join_ports(&sports, c->safe_ports, c->n_safe_ports);
 	if (c->blocked_networks.n == 0)
@@ -475,12 +517,13 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	    {"WHITELIST", bstr(&wl)},
 	    {"ALLOW", bstr(&allow)},
 	    {"ROUTES", bstr(&routes)},
+	    {"REPORTS_LOG", bstr(&reports)},
 	};
 	int rc_ = 0;
 	if (rc->mgr_port <= 0 || rc->mgr_port > 65535 || rc->mgr_port == c->port)
 		rc_ = err_set(e, NULL, 0, 0, "no usable cache-manager port (%d)", rc->mgr_port);
 	struct buf *all[] = {&http_port, &mgr_port, &maxfd,       &workers, &dns, &cports, &sports, &blocked,
-	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list};
+	                     &never,     &auth,     &auth_access, &allow,   &wl,  &routes, &list,   &reports};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]) && rc_ == 0; i++)
 		if (all[i]->failed)
 			rc_ = err_set(e, NULL, 0, 0, "out of memory rendering squid.conf");

@@ -24,6 +24,7 @@ struct render_ctx {
 	long max_fds;          /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
 	int mgr_port;          /* the loopback port only the controller's cache-manager scrape uses */
 	bool no_denied_report; /* FPS_DENIED_REPORT=off: only for the benchmark's on/off comparison */
+	bool no_reports;       /* FPS_REPORTS=off: no detail log (/failures, /traffic): the bench's A/B only */
 };
 
 #define RENDER_MAX_FILES 12

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "denied.h"
+#include "reports.h"
 #include "whitelist.h"
 
 #define STATUS_MAX_REJECTED 200 /* kept for /status; the count is exact */
@@ -100,7 +101,8 @@ struct fps_status {
 	char keys_error[256];
 
 	struct status_denied denied;
-	struct clock_check clock; /* the system clock against the tunnel's / upstream's Date */
+	struct rep_snapshot reports; /* /failures, /traffic (reports.h); enabled false = off */
+	struct clock_check clock;    /* the system clock against the tunnel's / upstream's Date */
 
 	/* the state volume (--state-dir): Squid's logs and every generation live there */
 	bool have_state_volume;

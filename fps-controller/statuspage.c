@@ -259,12 +259,14 @@ char *statuspage_render(const struct fps_status *s, double now)
 	fputs("</table>\n", f);
 
 	sp_denied(f, s);
+	reportspage_render(f, &s->reports);
 
 	fprintf(f, "<p><small>Generated ");
 	sp_time(f, now);
 	fprintf(f,
 	        "; this page refreshes every %d s. JSON: <a href=\"/status\">/status</a>, "
-	        "<a href=\"/denied\">/denied</a>, <a href=\"/metrics\">/metrics</a>.</small></p>\n"
+	        "<a href=\"/denied\">/denied</a>, <a href=\"/failures\">/failures</a>, "
+	        "<a href=\"/traffic\">/traffic</a>, <a href=\"/metrics\">/metrics</a>.</small></p>\n"
 	        "<script>document.getElementById('copy').addEventListener('click',function(){"
 	        "var t=document.getElementById('fragment');t.select();"
 	        "if(navigator.clipboard){navigator.clipboard.writeText(t.value);}else{document.execCommand('copy');}"

@@ -106,7 +106,11 @@ static void test_auth_block(void **state)
 	struct rendered r;
 	render_yaml(&r, "auth: {realm: Vendor Proxy, credentials_ttl: 60, products: [ApexOne, Deep-Sec]}\n", NULL);
 	after(r.conf, "auth_param basic program /opt/fps/bin/fps-auth --concurrency on --extra-fields 1 --keys "
-	              "/state/secrets/apikeys.json --products ApexOne,Deep-Sec\n");
+	              "/state/secrets/apikeys.json --products ApexOne,Deep-Sec --reasons-dir /state/run/denied\n");
+	/* the failures report: a second log only for failed, CONNECT and body-carrying requests */
+	after(r.conf, "acl fps_detailed any-of fps_http_failed fps_connect fps_has_length fps_chunked\n"
+	              "access_log stdio:/state/run/detail.log logformat=fps_detail on-error=drop fps_has_request "
+	              "fps_detailed !fps_health_probe\n");
 	after(r.conf, "auth_param basic children 4 startup=4 idle=1 concurrency=256 queue-size=4096 "
 	              "on-persistent-overload=ERR\n");
 	after(r.conf, "auth_param basic realm Vendor Proxy\n");
