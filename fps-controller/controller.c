@@ -28,6 +28,7 @@
 #include <pthread.h>
 
 #include "admin.h"
+#include "cache.h"
 #include "cred.h"
 #include "denied.h"
 #include "fsio.h"
@@ -132,6 +133,8 @@ struct ctl {
 	long long hang_ms;
 	struct denied_collector denied; /* the helpers' denied-destination files, merged */
 	bool have_denied;
+	char cache_layout[64];      /* cache.h cache_layout of the config the running Squid started with */
+	bool cache_restart_pending; /* a cache change waits for a Squid restart (sidecar mode) */
 };
 
 static double wall_now(void)
@@ -226,11 +229,13 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 		cfg_free(c);
 		return -1;
 	}
-	char run[PATH_MAX], sec[PATH_MAX];
+	char run[PATH_MAX], sec[PATH_MAX], cache[PATH_MAX];
 	snprintf(run, sizeof(run), "%s/run", out_dir);
 	snprintf(sec, sizeof(sec), "%s/secrets", out_dir);
+	snprintf(cache, sizeof(cache), "%s/cache", out_dir);
 	struct render_ctx rc = {.templates_dir = paths->templates_dir,
 	                        .run_dir = run,
+	                        .cache_dir = cache,
 	                        .gen_dir = out_dir,
 	                        .secrets_dir = sec,
 	                        .bin_dir = paths->bin_dir,
@@ -736,6 +741,26 @@ static void probe_stop(struct probe *p)
  * Returns 0 when a new generation is active, 1 when the inputs equal the active ones,
  * -1 when it failed before anything changed (*stage and *e say where and why: the caller
  * decides whom to blame), -2 when it failed after activation (already recorded). */
+/* The update cache's footing, before anything is rendered: disk_mb must fit the state volume
+ * where its size is visible and memory_mb the container's memory limit (a bad value is an
+ * error naming the key; the last good config keeps serving), and the disk stores' directories
+ * exist for Squid's user (cache.h: made here, which is all `squid -z` does for aufs). */
+static int ctl_cache_ready(struct ctl *x, const struct fps_config *c, const char *config_dir, struct fps_err *e)
+{
+	if (!c->has_cache)
+		return 0;
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
+	unsigned long long free_b = 0, total_b = 0;
+	if (state_volume(&x->st, &free_b, &total_b) < 0)
+		total_b = 0;
+	const char *env = getenv("FPS_LOG_ROTATE_BYTES");
+	long long rot = env && atoll(env) > 0 ? atoll(env) : LOG_ROTATE_BYTES;
+	if (cache_check_room(c, path, total_b, free_b, CACHE_VOLUME_RESERVE(rot), cache_memory_limit(), e) < 0)
+		return -1;
+	return cache_prepare(c, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, e);
+}
+
 static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_dir, bool quiet_if_same,
                      struct fps_err *ep, const char **stagep)
 {
@@ -758,6 +783,12 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		return -1;
 	}
 	ctl_report_entries(&cp, config_dir);
+	if (ctl_cache_ready(x, &c, config_dir, ep) < 0) {
+		compile_free(&cp);
+		cfg_free(&c);
+		*stagep = "cache";
+		return -1;
+	}
 
 	unsigned long long gen = state_max_gen(&x->st);
 	gen = (gen > x->generation ? gen : x->generation) + 1;
@@ -765,6 +796,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	state_gen_dir(&x->st, gen, gen_dir, sizeof(gen_dir));
 	struct render_ctx rc = {.templates_dir = x->paths->templates_dir,
 	                        .run_dir = x->st.run_dir,
+	                        .cache_dir = x->st.cache_dir,
 	                        .gen_dir = x->st.current,
 	                        .secrets_dir = x->st.secrets_dir,
 	                        .bin_dir = x->helper_dir,
@@ -841,14 +873,25 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 
 	int workers = cfg_workers(&c);
 	pid_t squid_pid = ctl_squid_pid(x);
-	if (x->opts->mode == CTL_MODE_SUPERVISE && squid_pid && workers != x->squid_workers) {
-		/* -N vs --foreground: a worker count change needs a new Squid process. */
+	char layout[64];
+	cache_layout(&c, layout, sizeof(layout));
+	bool cache_restart = squid_pid && x->cache_layout[0] && strcmp(layout, x->cache_layout) != 0;
+	if (x->opts->mode == CTL_MODE_SUPERVISE && squid_pid && (workers != x->squid_workers || cache_restart)) {
+		/* -N vs --foreground: a worker count change needs a new Squid process. So does a
+		 * disk store that appears or goes (cache.h cache_layout). */
 		char *argv[8];
 		ctl_squid_argv(x, workers, argv);
 		sup_set_argv(&x->squid, argv);
-		log_info("generation %llu: squid workers %d -> %d: restarting squid", gen, x->squid_workers, workers);
+		if (workers != x->squid_workers)
+			log_info("generation %llu: squid workers %d -> %d: restarting squid", gen, x->squid_workers,
+			         workers);
+		else
+			log_info("generation %llu: cache stores change (%s -> %s): restarting squid", gen,
+			         x->cache_layout, layout);
 		kill(x->squid.pid, SIGTERM);
 		x->squid_workers = workers;
+		snprintf(x->cache_layout, sizeof(x->cache_layout), "%s", layout);
+		x->cache_restart_pending = false;
 	} else if (conf_changed && squid_pid) {
 		char logpath[PATH_MAX + 16];
 		snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
@@ -869,6 +912,14 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		x->squid_gen = gen; /* nothing Squid reads changed: it runs this generation too */
 	}
 
+	if (cache_restart && x->opts->mode != CTL_MODE_SUPERVISE) {
+		/* Sidecar: Squid is not ours to restart; /status says the change waits for one. */
+		log_warn("generation %llu: cache stores change (%s -> %s): takes effect when squid restarts", gen,
+		         x->cache_layout, layout);
+		x->cache_restart_pending = true;
+	}
+	if (!squid_pid)
+		snprintf(x->cache_layout, sizeof(x->cache_layout), "%s", layout);
 	unsigned long long prev = x->generation;
 	x->generation = gen;
 	snprintf(x->squid_hash, sizeof(x->squid_hash), "%s", squid_hash);
@@ -964,6 +1015,18 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 	if (why[0]) {
 		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, why, true);
 		return -1;
+	}
+	if (x->have_active) {
+		/* The disk stores' directories, again before every start: a volume that was emptied
+		 * or a directory someone removed would otherwise stop Squid with a FATAL. */
+		struct fps_err ce;
+		err_clear(&ce);
+		if (cache_prepare(&x->active, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, &ce) < 0) {
+			char cb[600];
+			log_warn("squid: update cache: %s", err_str(&ce, cb, sizeof(cb)));
+		}
+		cache_layout(&x->active, x->cache_layout, sizeof(x->cache_layout));
+		x->cache_restart_pending = false;
 	}
 	if (c->gated)
 		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, "", true);
@@ -1449,6 +1512,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 
 	char *argv[8];
 	x.squid_workers = cfg_workers(&x.active);
+	cache_layout(&x.active, x.cache_layout, sizeof(x.cache_layout));
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
 	x.squid.gate = ctl_squid_gate;
