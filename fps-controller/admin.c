@@ -26,6 +26,8 @@
 #include "explain.h"
 #include "status.h"
 #include "statuspage.h"
+#include "cachestats.h"
+#include "purge.h"
 #include "statusjson.h"
 
 /* Simultaneous connections, each with its own thread. libmicrohttpd closes a connection over
@@ -177,10 +179,18 @@ static enum MHD_Result admin_metrics(struct MHD_Connection *conn, const struct f
 	return admin_reply(conn, MHD_HTTP_OK, METRICS_CONTENT_TYPE, body, strlen(body));
 }
 
-static enum MHD_Result admin_status(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+static enum MHD_Result admin_status(struct MHD_Connection *conn, struct fps_status *s, bool have)
 {
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	if (s->cache.enabled) {
+		/* Squid's figures, from the pages /metrics reads (cached for a moment). */
+		char *counters = NULL, *info = NULL;
+		metrics_squid_pages(s, &counters, &info);
+		cachestats_parse(counters, info, &s->cache);
+		free(counters);
+		free(info);
+	}
 	char *body = statusjson_render(s, admin_wall());
 	if (body == NULL)
 		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
@@ -329,6 +339,35 @@ static enum MHD_Result admin_explain(struct MHD_Connection *conn, const struct f
 	                   strlen(body));
 }
 
+/* POST /purge?url=URL (`fps-controller purge`): from loopback only, whatever admin.bind is:
+ * it changes what agents get, so it is for someone on the appliance itself. */
+static enum MHD_Result admin_purge(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+	bool local = false;
+	if (sa && sa->sa_family == AF_INET)
+		local = (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	else if (sa && sa->sa_family == AF_INET6)
+		local = IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	if (!local)
+		return admin_text(conn, MHD_HTTP_FORBIDDEN, "purge is answered on loopback only\n");
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	if (!s->cache.enabled)
+		return admin_text(conn, MHD_HTTP_CONFLICT, "no cache is configured (fps.yaml has no cache section)\n");
+	const char *url = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "url");
+	if (!purge_url_ok(url))
+		return admin_text(conn, MHD_HTTP_BAD_REQUEST,
+		                  "url= must be an absolute http:// URL (HTTPS through CONNECT is never kept)\n");
+	char msg[256];
+	enum purge_result r = purge_url(s->mgr_port, url, 5000, msg, sizeof(msg));
+	/* The URL is what an operator typed; it carries no credential of ours. */
+	log_info("purge %s: %s", url, msg);
+	unsigned code = r == PURGE_PURGED ? MHD_HTTP_OK : r == PURGE_ABSENT ? MHD_HTTP_NOT_FOUND : MHD_HTTP_BAD_GATEWAY;
+	return admin_text(conn, code, "%s: %s\n", msg, url);
+}
+
 enum admin_path {
 	ADMIN_HEALTHZ,
 	ADMIN_READYZ,
@@ -337,12 +376,13 @@ enum admin_path {
 	ADMIN_DENIED,
 	ADMIN_EXPLAIN,
 	ADMIN_PAGE,
+	ADMIN_PURGE,
 	ADMIN_UNKNOWN
 };
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/"};
+	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/", "/purge"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -365,7 +405,9 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 	if (p == ADMIN_UNKNOWN)
 		return admin_text(conn, MHD_HTTP_NOT_FOUND,
 		                  "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain\n");
-	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+	if (p == ADMIN_PURGE && strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use POST\n");
+	if (p != ADMIN_PURGE && strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
 		return admin_healthz(conn);
@@ -394,6 +436,9 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_PAGE:
 		ret = admin_page(conn, s, have);
+		break;
+	case ADMIN_PURGE:
+		ret = admin_purge(conn, s, have);
 		break;
 	default:
 		break;

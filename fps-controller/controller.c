@@ -557,6 +557,13 @@ static void ctl_publish(struct ctl *x)
 	s->squid.hung_kills = x->squid.hung_kills;
 	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 && h.answering;
 	s->mgr_port = x->st.mgr_port;
+	if (x->have_active && x->active.has_cache) {
+		s->cache.enabled = true;
+		s->cache.memory_mb = x->active.cache_memory_mb;
+		s->cache.disk_mb = x->active.cache_disk_mb;
+		s->cache.max_object_mb = cfg_cache_max_object(&x->active);
+		s->cache.restart_pending = x->cache_restart_pending;
+	}
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;

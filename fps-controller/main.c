@@ -13,6 +13,7 @@
 #include "controller.h"
 #include "deniedcli.h"
 #include "explain.h"
+#include "purge.h"
 #include "diagnose.h"
 #include "fsio.h"
 #include "log.h"
@@ -34,6 +35,7 @@ static void usage(FILE *f)
 	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
 	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
 	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
+	        "  fps-controller purge  [--admin ADDR:PORT] URL   (removes URL from the update cache)\n"
 	        "  fps-controller --version | --help\n"
 	        "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"
 	        "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
@@ -103,7 +105,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 			return -1;
 		}
 	}
-	if (strcmp(argv[1], "explain") == 0 && optind == argc - 1)
+	if ((strcmp(argv[1], "explain") == 0 || strcmp(argv[1], "purge") == 0) && optind == argc - 1)
 		a->target = argv[optind++];
 	if (optind != argc) {
 		fprintf(stderr, "fps-controller: unexpected argument '%s'\n", argv[optind]);
@@ -222,6 +224,8 @@ int main(int argc, char **argv)
 	/* denied asks a running controller: no configuration needed */
 	if (strcmp(cmd, "denied") == 0)
 		return deniedcli_run(a.admin, a.json, stdout);
+	if (strcmp(cmd, "purge") == 0)
+		return purge_cli(a.admin, a.target, stdout);
 	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
 	if (strcmp(cmd, "explain") == 0)
 		return explain_cli(a.admin ? NULL : a.config_dir, a.secrets_dir, a.admin, a.json, a.target, stdout);

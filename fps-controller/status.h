@@ -59,6 +59,19 @@ struct status_denied {
 	struct denied_entry top[DENIED_TOP_MAX];
 };
 
+/* The update cache (docs/operations.md "The update cache"): the configuration comes from the
+ * active generation, Squid's figures (cachestats.h) are read by the admin thread when it
+ * answers, from the same cache-manager pages /metrics reads. */
+struct status_cache {
+	bool enabled;
+	int memory_mb, disk_mb, max_object_mb;
+	bool restart_pending; /* a change of the stores waits for a Squid restart */
+	bool have_stats;      /* Squid's cache manager answered */
+	unsigned long long hit, miss, collapsed;
+	unsigned long long bytes_from_cache, bytes_from_origin;
+	unsigned long long used_bytes, objects;
+};
+
 struct fps_status {
 	/* build */
 	char version[32];
@@ -110,6 +123,8 @@ struct fps_status {
 	char proxy_addr[64];
 	int proxy_port;
 	int mgr_port; /* Squid's cache manager, on 127.0.0.1 (0 = unknown) */
+
+	struct status_cache cache;
 };
 
 /* Publishing side (control loop) and reading side (admin thread). */
