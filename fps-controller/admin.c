@@ -382,7 +382,8 @@ enum admin_path {
 
 static enum admin_path admin_route(const char *url)
 {
-	static const char *paths[] = {"/healthz", "/readyz", "/metrics", "/status", "/denied", "/explain", "/", "/purge"};
+	static const char *paths[] = {"/healthz", "/readyz",  "/metrics", "/status",
+	                              "/denied",  "/explain", "/",        "/purge"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;

@@ -13,7 +13,7 @@
  * status with *body (malloc'd, NUL-terminated), or -1 with err saying why. */
 int adminclient_get(const char *admin, const char *path, int timeout_ms, char **body, char *err, size_t errlen);
 /* The same with another method (POST /purge), an empty body. */
-int adminclient_request(const char *admin, const char *method, const char *path, int timeout_ms, char **body,
-                        char *err, size_t errlen);
+int adminclient_request(const char *admin, const char *method, const char *path, int timeout_ms, char **body, char *err,
+                        size_t errlen);
 
 #endif

@@ -94,7 +94,8 @@ int cache_check_room(const struct fps_config *c, const char *path, unsigned long
 			               "cache.memory_mb %d does not fit the container's memory limit of %llu MB: Squid "
 			               "and the helpers need about %d MB more with %d worker(s) (at most %lld MB)",
 			               c->cache_memory_mb, mem_limit >> 20,
-			               CACHE_MEMORY_BASE_MB + CACHE_MEMORY_PER_WORKER_MB * cfg_workers(c), cfg_workers(c),
+			               CACHE_MEMORY_BASE_MB + CACHE_MEMORY_PER_WORKER_MB * cfg_workers(c),
+			               cfg_workers(c),
 			               (long long)(mem_limit >> 20) -
 			                   (CACHE_MEMORY_BASE_MB + CACHE_MEMORY_PER_WORKER_MB * cfg_workers(c)));
 	}
@@ -128,9 +129,7 @@ unsigned long long cache_memory_limit(void)
 
 void cache_layout(const struct fps_config *c, char *out, size_t len)
 {
-	if (!c->has_cache)
-		snprintf(out, len, "none");
-	else
-		snprintf(out, len, "disk=%d mem=%d", c->cache_disk_mb > 0,
-		         cfg_workers(c) > 1 ? c->cache_memory_mb : 0);
+	/* One worker: the memory cache is Squid's own and follows a reconfigure. */
+	snprintf(out, len, "disk=%d shared_mem=%d", c->has_cache && c->cache_disk_mb > 0,
+	         c->has_cache && cfg_workers(c) > 1 ? c->cache_memory_mb : 0);
 }

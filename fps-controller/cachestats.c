@@ -55,9 +55,9 @@ int cachestats_parse(const char *counters, const char *info, struct status_cache
 	c->collapsed = joined > 0 ? (unsigned long long)joined : 0;
 	c->bytes_from_cache = (unsigned long long)hit_kb * 1024ULL;
 	c->bytes_from_origin = (unsigned long long)http_kb_in * 1024ULL;
-	c->used_bytes = (unsigned long long)(info_value(info, "Storage Swap size:", 0) +
-	                                     info_value(info, "Storage Mem size:", 0)) *
-	                1024ULL;
+	c->used_bytes =
+	    (unsigned long long)(info_value(info, "Storage Swap size:", 0) + info_value(info, "Storage Mem size:", 0)) *
+	    1024ULL;
 	c->objects = (unsigned long long)info_value(info, " StoreEntries\n", 1);
 	c->have_stats = true;
 	return 0;

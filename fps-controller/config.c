@@ -94,8 +94,9 @@ int cfg_check_cache(const struct fps_config *c, const char *path, struct fps_err
 	if (c->cache_max_object_set && c->cache_max_object_mb > store)
 		return err_set(e, path, c->cache_line, 0,
 		               "cache.max_object_mb %d is above the store it would go to (%s: %ld MB%s)",
-		               c->cache_max_object_mb, c->cache_disk_mb > 0 ? "cache.disk_mb per worker" : "cache.memory_mb",
-		               store, c->cache_disk_mb > 0 ? "" : ", and cache.disk_mb is 0");
+		               c->cache_max_object_mb,
+		               c->cache_disk_mb > 0 ? "cache.disk_mb per worker" : "cache.memory_mb", store,
+		               c->cache_disk_mb > 0 ? "" : ", and cache.disk_mb is 0");
 	return 0;
 }
 

@@ -1028,7 +1028,8 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 		 * or a directory someone removed would otherwise stop Squid with a FATAL. */
 		struct fps_err ce;
 		err_clear(&ce);
-		if (cache_prepare(&x->active, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, &ce) < 0) {
+		if (cache_prepare(&x->active, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, &ce) <
+		    0) {
 			char cb[600];
 			log_warn("squid: update cache: %s", err_str(&ce, cb, sizeof(cb)));
 		}

@@ -212,7 +212,8 @@ static void m_render_cache(FILE *f, const struct fps_status *s, const char *coun
 	m_gauge(f, "fps_cache_enabled", "1 when fps.yaml configures the update cache.", s->cache.enabled);
 	unsigned long purges[PURGE_RESULTS];
 	purge_counts(purges);
-	m_family(f, "fps_cache_purges_total", "counter", "Objects asked to be purged (fps-controller purge), by result.");
+	m_family(f, "fps_cache_purges_total", "counter",
+	         "Objects asked to be purged (fps-controller purge), by result.");
 	for (int r = 0; r < PURGE_RESULTS; r++)
 		fprintf(f, "fps_cache_purges_total{result=\"%s\"} %lu\n", purge_result_name((enum purge_result)r),
 		        purges[r]);

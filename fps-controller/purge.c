@@ -136,14 +136,16 @@ int purge_cli(const char *admin, const char *url, FILE *out)
 	char path[3 * PURGE_URL_MAX + 32];
 	size_t n = (size_t)snprintf(path, sizeof(path), "/purge?url=");
 	for (const unsigned char *p = (const unsigned char *)url; *p && n + 4 < sizeof(path); p++) {
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-._~", *p))
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		    strchr("-._~", *p))
 			path[n++] = (char)*p;
 		else
 			n += (size_t)snprintf(path + n, sizeof(path) - n, "%%%02X", *p);
 	}
 	path[n] = '\0';
 	char *body = NULL, err[256];
-	int status = adminclient_request(admin ? admin : ADMINCLIENT_DEFAULT, "POST", path, 10000, &body, err, sizeof(err));
+	int status =
+	    adminclient_request(admin ? admin : ADMINCLIENT_DEFAULT, "POST", path, 10000, &body, err, sizeof(err));
 	if (status < 0) {
 		fprintf(stderr, "fps-controller purge: %s\n", err);
 		return 3;

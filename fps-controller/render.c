@@ -526,11 +526,12 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	    {"ALLOW", bstr(&allow)},
 	    {"ROUTES", bstr(&routes)},
 	    {"CACHE", cache_block},
-	    {"CACHE_ACCESS", c->has_cache ? "# PURGE (fps-controller purge) on the controller's port only, never from agents.\n"
-	                                     "acl fps_purge method PURGE\n"
-	                                     "http_access allow fps_mgr_port fps_purge localhost\n"
-	                                     "http_access deny fps_purge"
-	                                   : "# (no cache: no PURGE)"},
+	    {"CACHE_ACCESS", c->has_cache
+	                         ? "# PURGE (fps-controller purge) on the controller's port only, never from agents.\n"
+	                           "acl fps_purge method PURGE\n"
+	                           "http_access allow fps_mgr_port fps_purge localhost\n"
+	                           "http_access deny fps_purge"
+	                         : "# (no cache: no PURGE)"},
 	};
 	int rc_ = 0;
 	if (rc->mgr_port <= 0 || rc->mgr_port > 65535 || rc->mgr_port == c->port)
