@@ -39,33 +39,27 @@ int cache_prepare(const struct fps_config *c, const char *cache_dir, bool as_roo
 		return 0;
 	if (mkdir_for(cache_dir, as_root, uid, gid, e) < 0)
 		return -1;
-	int workers = cfg_workers(c);
-	/* Under SMP the coordinator (process workers + 1) parses the same cache_dir line. */
-	int dirs = workers > 1 ? workers + 1 : 1;
-	for (int w = 1; w <= dirs; w++) {
-		char store[PATH_MAX];
-		snprintf(store, sizeof(store), "%s/%d", cache_dir, w);
-		if (mkdir_for(store, as_root, uid, gid, e) < 0)
+	/* One store, for the one worker a disk store allows (config.c cfg_check_cache). */
+	char store[PATH_MAX];
+	snprintf(store, sizeof(store), "%s/1", cache_dir);
+	if (mkdir_for(store, as_root, uid, gid, e) < 0)
+		return -1;
+	/* The last second-level directory exists only once all of them were made. */
+	char last[PATH_MAX + 16];
+	snprintf(last, sizeof(last), "%s/%02X/%02X", store, CACHE_L1 - 1, CACHE_L2 - 1);
+	struct stat sb;
+	if (stat(last, &sb) == 0 && sb.st_uid == uid)
+		return 0;
+	for (int i = 0; i < CACHE_L1; i++) {
+		char l1[PATH_MAX + 8];
+		snprintf(l1, sizeof(l1), "%s/%02X", store, i);
+		if (mkdir_for(l1, as_root, uid, gid, e) < 0)
 			return -1;
-		if (w > workers)
-			continue;
-		/* The last second-level directory exists only once all of them were made. */
-		char last[PATH_MAX + 16];
-		snprintf(last, sizeof(last), "%s/%02X/%02X", store, CACHE_L1 - 1, CACHE_L2 - 1);
-		struct stat sb;
-		if (stat(last, &sb) == 0 && sb.st_uid == uid)
-			continue;
-		for (int i = 0; i < CACHE_L1; i++) {
-			char l1[PATH_MAX + 8];
-			snprintf(l1, sizeof(l1), "%s/%02X", store, i);
-			if (mkdir_for(l1, as_root, uid, gid, e) < 0)
+		for (int j = 0; j < CACHE_L2; j++) {
+			char l2[PATH_MAX + 16];
+			snprintf(l2, sizeof(l2), "%s/%02X", l1, j);
+			if (mkdir_for(l2, as_root, uid, gid, e) < 0)
 				return -1;
-			for (int j = 0; j < CACHE_L2; j++) {
-				char l2[PATH_MAX + 16];
-				snprintf(l2, sizeof(l2), "%s/%02X", l1, j);
-				if (mkdir_for(l2, as_root, uid, gid, e) < 0)
-					return -1;
-			}
 		}
 	}
 	return 0;

@@ -22,9 +22,9 @@
 #define CACHE_MEMORY_PER_WORKER_MB 96
 
 /*
- * Creates <cache_dir>/<N> for every Squid worker N with Squid's aufs layout (16 x 256
- * directories, what `squid -z` makes for a ufs store), owned by uid:gid, and repairs the
- * ownership of existing ones (as root). Idempotent; cheap when everything exists.
+ * Creates the disk store <cache_dir>/1 with Squid's aufs layout (16 x 256 directories, all
+ * `squid -z` makes for a ufs-type store), owned by uid:gid, and repairs the ownership of
+ * existing ones (as root). Idempotent; cheap when everything exists.
  */
 int cache_prepare(const struct fps_config *c, const char *cache_dir, bool as_root, uid_t uid, gid_t gid,
                   struct fps_err *e);

@@ -85,6 +85,15 @@ int cfg_check_cache(const struct fps_config *c, const char *path, struct fps_err
 	if (!c->has_cache)
 		return 0;
 	int workers = cfg_workers(c);
+	/* Squid 5.7 has no disk store that several workers can use safely (docs/squid-facts.md):
+	 * rock loses the one-fetch property (94 origin copies of 100 in a storm with 2 workers),
+	 * a ufs-type store per worker crashes a worker at the next disk hit under collapsed
+	 * forwarding ("assertion failed: Controller.cc"). Several workers share the memory cache. */
+	if (c->cache_disk_mb > 0 && workers > 1)
+		return err_set(e, path, c->cache_line, 0,
+		               "cache.disk_mb %d needs proxy.workers: 1 (it resolves to %d here): with several Squid "
+		               "workers the cache is memory only (cache.disk_mb: 0), see docs/operations.md",
+		               c->cache_disk_mb, workers);
 	long store = c->cache_disk_mb > 0 ? c->cache_disk_mb / (workers > 0 ? workers : 1) : c->cache_memory_mb;
 	if (c->cache_disk_mb > 0 && store < 1)
 		return err_set(e, path, c->cache_line, 0,

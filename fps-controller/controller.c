@@ -135,6 +135,7 @@ struct ctl {
 	bool have_denied;
 	char cache_layout[64];      /* cache.h cache_layout of the config the running Squid started with */
 	bool cache_restart_pending; /* a cache change waits for a Squid restart (sidecar mode) */
+	bool cache_disk_suspended;  /* the state volume is nearly full: the disk store is left out */
 };
 
 static double wall_now(void)
@@ -463,6 +464,8 @@ static void child_status(struct status_child *out, const char *name, const struc
 	snprintf(out->state, sizeof(out->state), "%s", sup_state_name(c->state));
 }
 
+static bool ctl_cache_disk_suspend(struct ctl *x, const struct fps_config *c);
+
 static void ctl_publish(struct ctl *x)
 {
 	struct fps_status *s = &x->pub;
@@ -526,6 +529,8 @@ static void ctl_publish(struct ctl *x)
 			log_info("state volume %s has room again (%llu bytes free)", x->st.dir, s->state_free_bytes);
 		x->state_full_logged = s->state_full;
 	}
+	if (x->have_active && ctl_cache_disk_suspend(x, &x->active) != x->cache_disk_suspended)
+		x->retry_reload = true; /* the disk store goes or comes back (ctl_apply) */
 	if (x->state_enospc && s->have_state_volume && s->state_free_bytes >= x->enospc_free + STATE_ROOM_BYTES) {
 		x->enospc_free = s->state_free_bytes;
 		x->retry_reload = true;
@@ -563,6 +568,7 @@ static void ctl_publish(struct ctl *x)
 		s->cache.disk_mb = x->active.cache_disk_mb;
 		s->cache.max_object_mb = cfg_cache_max_object(&x->active);
 		s->cache.restart_pending = x->cache_restart_pending;
+		s->cache.disk_suspended = x->cache_disk_suspended;
 	}
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
@@ -752,6 +758,21 @@ static void probe_stop(struct probe *p)
  * where its size is visible and memory_mb the container's memory limit (a bad value is an
  * error naming the key; the last good config keeps serving), and the disk stores' directories
  * exist for Squid's user (cache.h: made here, which is all `squid -z` does for aufs). */
+/* Free space on the state volume below which the disk store is left out, and above which it
+ * comes back (inside the reserve cache_check_room keeps beside the store). */
+#define CACHE_SUSPEND_BYTES (32ULL << 20)
+#define CACHE_RESUME_BYTES  (48ULL << 20)
+
+static bool ctl_cache_disk_suspend(struct ctl *x, const struct fps_config *c)
+{
+	if (!c->has_cache || c->cache_disk_mb == 0)
+		return false;
+	unsigned long long free_b = 0, total_b = 0;
+	if (state_volume(&x->st, &free_b, &total_b) < 0)
+		return x->cache_disk_suspended;
+	return free_b < (x->cache_disk_suspended ? CACHE_RESUME_BYTES : CACHE_SUSPEND_BYTES);
+}
+
 static int ctl_cache_ready(struct ctl *x, const struct fps_config *c, const char *config_dir, struct fps_err *e)
 {
 	if (!c->has_cache)
@@ -777,7 +798,11 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	*stagep = "load";
 	if (cfg_load(&c, config_dir, secrets_dir, ep) < 0)
 		return -1;
-	if (x->have_active && strcmp(c.input_hash, x->active_hash) == 0) {
+	/* The disk store is left out while the state volume is (nearly) full: Squid 5.7 asserts
+	 * on a failed write to an aufs store ("assertion failed: fs_io.cc"), and would again at
+	 * every restart. It comes back when space does. */
+	bool disk_off = ctl_cache_disk_suspend(x, &c);
+	if (x->have_active && strcmp(c.input_hash, x->active_hash) == 0 && disk_off == x->cache_disk_suspended) {
 		if (!quiet_if_same)
 			log_debug("inputs unchanged (hash %.12s): nothing to do", c.input_hash);
 		cfg_free(&c);
@@ -790,7 +815,11 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		return -1;
 	}
 	ctl_report_entries(&cp, config_dir);
-	if (ctl_cache_ready(x, &c, config_dir, ep) < 0) {
+	/* What Squid is given: the configuration, less a suspended disk store. */
+	struct fps_config eff = c;
+	if (disk_off)
+		eff.cache_disk_mb = 0;
+	if (ctl_cache_ready(x, &eff, config_dir, ep) < 0) {
 		compile_free(&cp);
 		cfg_free(&c);
 		*stagep = "cache";
@@ -814,7 +843,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";
-	if (render_generation(&c, &cp, &rc, &out, &e) < 0)
+	if (render_generation(&eff, &cp, &rc, &out, &e) < 0)
 		goto fail_nofiles;
 	stage = "write";
 	if (state_write_gen(&x->st, gen, &out, &c, &e) < 0)
@@ -828,7 +857,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		 * generation's directory instead of `current`. */
 		stage = "render";
 		rc.gen_dir = gen_dir;
-		if (render_generation(&c, &cp, &rc, &check, &e) < 0)
+		if (render_generation(&eff, &cp, &rc, &check, &e) < 0)
 			goto fail;
 		stage = "write";
 		if (state_write_file(&x->st, gen, "check.conf", check.files[0].data, check.files[0].len, &e) < 0)
@@ -881,7 +910,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	int workers = cfg_workers(&c);
 	pid_t squid_pid = ctl_squid_pid(x);
 	char layout[64];
-	cache_layout(&c, layout, sizeof(layout));
+	cache_layout(&eff, layout, sizeof(layout));
 	bool cache_restart = squid_pid && x->cache_layout[0] && strcmp(layout, x->cache_layout) != 0;
 	if (x->opts->mode == CTL_MODE_SUPERVISE && squid_pid && (workers != x->squid_workers || cache_restart)) {
 		/* -N vs --foreground: a worker count change needs a new Squid process. So does a
@@ -927,6 +956,18 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	}
 	if (!squid_pid)
 		snprintf(x->cache_layout, sizeof(x->cache_layout), "%s", layout);
+	if (disk_off != x->cache_disk_suspended) {
+		if (disk_off)
+			log_error(
+			    "generation %llu: the state volume %s is nearly full: the update cache's disk store is "
+			    "left out (memory only) until space returns",
+			    gen, x->st.dir);
+		else
+			log_info(
+			    "generation %llu: the state volume has room again: the update cache's disk store is back",
+			    gen);
+		x->cache_disk_suspended = disk_off;
+	}
 	unsigned long long prev = x->generation;
 	x->generation = gen;
 	snprintf(x->squid_hash, sizeof(x->squid_hash), "%s", squid_hash);
@@ -1028,12 +1069,14 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 		 * or a directory someone removed would otherwise stop Squid with a FATAL. */
 		struct fps_err ce;
 		err_clear(&ce);
-		if (cache_prepare(&x->active, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, &ce) <
-		    0) {
+		struct fps_config eff = x->active;
+		if (x->cache_disk_suspended)
+			eff.cache_disk_mb = 0;
+		if (cache_prepare(&eff, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, &ce) < 0) {
 			char cb[600];
 			log_warn("squid: update cache: %s", err_str(&ce, cb, sizeof(cb)));
 		}
-		cache_layout(&x->active, x->cache_layout, sizeof(x->cache_layout));
+		cache_layout(&eff, x->cache_layout, sizeof(x->cache_layout));
 		x->cache_restart_pending = false;
 	}
 	if (c->gated)

@@ -113,7 +113,7 @@ int render_template(const char *tmpl, const char *tmpl_path, const struct render
 #define RENDER_HELPER_CHILDREN    4
 #define RENDER_HELPER_CONCURRENCY 256
 
-/* Under SMP the coordinator (process number workers + 1: no diskers, nothing is cached)
+/* Under SMP the coordinator (process number workers + 1: no diskers, no disk store)
  * parses the same squid.conf and started a full set of helpers that never answer a
  * request: 8 processes, each fps-acl holding the whole whitelist snapshot. A helper line
  * is therefore rendered twice, for `startup` 0 (the coordinator: Squid starts helpers
@@ -139,13 +139,14 @@ static void per_process(struct buf *b, int nworkers, struct buf *coordinator, st
 /*
  * The update cache (docs/operations.md "The update cache" says why each line):
  * - collapsed_forwarding: concurrent misses for one URL make one origin fetch.
- * - The disk store is aufs, one per worker (${process_number}), not rock: with Squid 5.7 a
- *   rock store cannot be read while it is being written (src/fs/rock/RockSwapDir.cc
- *   openStoreIO), so every agent that joined a fetch after its first 4 KB became a disk
- *   reader that failed (TCP_SWAPFAIL_MISS) and fetched again: 2 origin copies per storm with
- *   one worker, 94 of 100 with two. aufs readers read the file being written: 1.00 copy. The
- *   workers share the memory cache (memory_cache_shared, Squid's SMP default), through which
- *   they also collapse onto each other's fetches.
+ * - The disk store is aufs under <state-dir>/cache/1, not rock: with Squid 5.7 a rock store
+ *   cannot be read while it is being written (src/fs/rock/RockSwapDir.cc openStoreIO), so
+ *   every agent that joined a fetch after its first 4 KB became a disk reader that failed
+ *   (TCP_SWAPFAIL_MISS) and fetched again: 2 origin copies per storm with one worker, 94 of
+ *   100 with two. aufs readers read the file being written: 1.00 copy. A disk store needs
+ *   one worker (config.c cfg_check_cache says why); several workers share the memory cache
+ *   (memory_cache_shared, Squid's SMP default) and collapse onto each other's fetches
+ *   through it. No store adds disker processes, so the coordinator stays workers + 1.
  * - range_offset_limit max_object_mb: a Range miss starting within the limit fetches the
  *   whole object once and keeps it; later resumes are partial hits.
  * - quick_abort_min -1 KB: a fetch goes on when its last agent gives up, so it is kept.
@@ -156,14 +157,12 @@ void render_cache_block(const struct fps_config *c, const char *cache_dir, char 
 		snprintf(out, len, "cache deny all");
 		return;
 	}
-	int workers = cfg_workers(c);
 	int max_obj = cfg_cache_max_object(c);
 	int in_mem = max_obj < c->cache_memory_mb ? max_obj : c->cache_memory_mb;
 	int gap = max_obj < RENDER_READ_AHEAD_MAX_MB ? max_obj : RENDER_READ_AHEAD_MAX_MB;
 	char disk[PATH_MAX + 128];
 	if (c->cache_disk_mb > 0)
-		snprintf(disk, sizeof(disk), "cache_dir aufs %s/%s %d 16 256", cache_dir,
-		         workers > 1 ? "${process_number}" : "1", c->cache_disk_mb / workers);
+		snprintf(disk, sizeof(disk), "cache_dir aufs %s/1 %d 16 256", cache_dir, c->cache_disk_mb);
 	else
 		snprintf(disk, sizeof(disk), "# cache.disk_mb: 0 -- memory only, nothing survives a restart");
 	snprintf(out, len,

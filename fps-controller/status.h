@@ -66,6 +66,7 @@ struct status_cache {
 	bool enabled;
 	int memory_mb, disk_mb, max_object_mb;
 	bool restart_pending; /* a change of the stores waits for a Squid restart */
+	bool disk_suspended;  /* the state volume is nearly full: memory only until space returns */
 	bool have_stats;      /* Squid's cache manager answered */
 	unsigned long long hit, miss, collapsed;
 	unsigned long long bytes_from_cache, bytes_from_origin;

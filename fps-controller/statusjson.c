@@ -234,7 +234,12 @@ static void statusjson_cache(cJSON *root, const struct status_cache *c)
 	cJSON_AddNumberToObject(o, "disk_mb", c->disk_mb);
 	cJSON_AddNumberToObject(o, "max_object_mb", c->max_object_mb);
 	cJSON_AddBoolToObject(o, "restart_pending", c->restart_pending);
-	if (c->restart_pending)
+	cJSON_AddBoolToObject(o, "disk_suspended", c->disk_suspended);
+	if (c->disk_suspended)
+		cJSON_AddStringToObject(o, "note",
+		                        "the state volume is nearly full: nothing is written to the disk store "
+		                        "until space returns");
+	else if (c->restart_pending)
 		cJSON_AddStringToObject(o, "note", "a change of the cache stores waits for a restart of Squid");
 	if (!c->have_stats) {
 		cJSON_AddNullToObject(o, "used_bytes");

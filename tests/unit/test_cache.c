@@ -39,8 +39,8 @@ static const struct cache_case cases[] = {
      0, 0, 0},
     {"cache:\n  disk_mb: 1024\n  max_object_mb: 2048\n", 0, "above the store it would go to (cache.disk_mb per worker",
      0, 0, 0},
-    {"proxy:\n  workers: 4\ncache:\n  disk_mb: 2\n", 0, "less than 1 MB for each of the 4 Squid workers", 0, 0, 0},
-    {"proxy:\n  workers: 2\ncache:\n  disk_mb: 1000\n  max_object_mb: 600\n", 0, "per worker: 500 MB", 0, 0, 0},
+    {"proxy:\n  workers: 2\ncache:\n  disk_mb: 1000\n", 0, "cache.disk_mb 1000 needs proxy.workers: 1", 0, 0, 0},
+    {"proxy:\n  workers: 2\ncache:\n  memory_mb: 300\n", 1, NULL, 300, 0, 300},
     {"cache:\n  memory: 5\n", 0, "unknown key 'memory' in 'cache'", 0, 0, 0},
     {"cache:\n  disk_mb: lots\n", 0, "must be an integer", 0, 0, 0},
     {"cache: [1]\n", 0, "'cache' must be a mapping", 0, 0, 0},
@@ -157,11 +157,6 @@ static void test_render_block(void **state)
 	assert_non_null(strstr(out, "range_offset_limit 512 MB\n"));
 	assert_non_null(strstr(out, "store_miss deny fps_sets_cookie"));
 	assert_null(strstr(out, "cache deny all"));
-	cfg_free(&c);
-	/* SMP: one store per worker, the per-worker share of disk_mb */
-	parse(&c, "proxy:\n  workers: 2\ncache:\n  disk_mb: 1000\n");
-	render_cache_block(&c, "/s/cache", out, sizeof(out));
-	assert_non_null(strstr(out, "cache_dir aufs /s/cache/${process_number} 500 16 256\n"));
 	cfg_free(&c);
 	parse(&c, "cache:\n  memory_mb: 64\n");
 	render_cache_block(&c, "/s/cache", out, sizeof(out));
