@@ -179,18 +179,23 @@ static enum MHD_Result admin_metrics(struct MHD_Connection *conn, const struct f
 	return admin_reply(conn, MHD_HTTP_OK, METRICS_CONTENT_TYPE, body, strlen(body));
 }
 
+/* The update cache's figures from Squid, from the pages /metrics reads (cached for a moment). */
+static void admin_cache_stats(struct fps_status *s)
+{
+	if (!s->cache.enabled)
+		return;
+	char *counters = NULL, *info = NULL;
+	metrics_squid_pages(s, &counters, &info);
+	cachestats_parse(counters, info, &s->cache);
+	free(counters);
+	free(info);
+}
+
 static enum MHD_Result admin_status(struct MHD_Connection *conn, struct fps_status *s, bool have)
 {
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
-	if (s->cache.enabled) {
-		/* Squid's figures, from the pages /metrics reads (cached for a moment). */
-		char *counters = NULL, *info = NULL;
-		metrics_squid_pages(s, &counters, &info);
-		cachestats_parse(counters, info, &s->cache);
-		free(counters);
-		free(info);
-	}
+	admin_cache_stats(s);
 	char *body = statusjson_render(s, admin_wall());
 	if (body == NULL)
 		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
@@ -304,8 +309,10 @@ static enum MHD_Result admin_denied(struct MHD_Connection *conn, const struct fp
 }
 
 /* GET /: the status page for a browser. The CSP keeps it self-contained. */
-static enum MHD_Result admin_page(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+static enum MHD_Result admin_page(struct MHD_Connection *conn, struct fps_status *s, bool have)
 {
+	if (have)
+		admin_cache_stats(s);
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
 	char *body = statuspage_render(s, admin_wall());

@@ -279,6 +279,8 @@ def test_status_and_metrics_show_the_cache(world):
     assert m['fps_cache_requests_total{result="hit"}'] >= 1
     assert m['fps_cache_bytes_total{source="cache"}'] >= 200000
     assert m["fps_cache_used_bytes"] > 0
+    code, _, page = request(world.admin_port, "/")
+    assert code == 200 and 'id="cache-saved"' in page and 'id="cache-hit-ratio"' in page
 
 
 def test_no_cache_section_keeps_nothing():
