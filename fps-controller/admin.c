@@ -333,13 +333,55 @@ static enum MHD_Result admin_page(struct MHD_Connection *conn, struct fps_status
 }
 
 /* GET /explain?host=H&port=P: the verdict for one destination against the active generation. */
+/* explain's answer for a URL also says whether the update cache keeps it (purge.h). */
+static char *admin_explain_cache(const struct fps_status *s, const char *url, char *body)
+{
+	cJSON *r = cJSON_Parse(body);
+	if (r == NULL)
+		return body;
+	cJSON_AddStringToObject(r, "url", url);
+	cJSON *c = cJSON_AddObjectToObject(r, "cache");
+	if (c) {
+		cJSON_AddBoolToObject(c, "configured", s->cache.enabled);
+		char msg[256] = "no cache is configured";
+		int kept = s->cache.enabled ? purge_probe(s->mgr_port, url, 3000, msg, sizeof(msg)) : 0;
+		if (kept < 0)
+			cJSON_AddNullToObject(c, "kept");
+		else
+			cJSON_AddBoolToObject(c, "kept", kept == 1);
+		cJSON_AddStringToObject(c, "detail", msg);
+	}
+	char *out = cJSON_Print(r);
+	cJSON_Delete(r);
+	if (out == NULL)
+		return body;
+	free(body);
+	return out;
+}
+
 static enum MHD_Result admin_explain(struct MHD_Connection *conn, const struct fps_status *s, bool have)
 {
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
 	char *body = NULL;
-	int code = explain_admin(s, MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "host"),
-	                         MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "port"), &body);
+	const char *url = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "url");
+	const char *host = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "host");
+	const char *port = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "port");
+	char url_host[256], url_port[8];
+	if (url) {
+		/* ?url=http://host[:port]/path: the policy for host:port, and whether the URL is kept */
+		int p;
+		if (purge_url_host(url, url_host, sizeof(url_host), &p) < 0)
+			return admin_text(conn, MHD_HTTP_BAD_REQUEST,
+			                  "url= must be an absolute http:// URL without user:password@ (HTTPS through "
+			                  "CONNECT is never kept)\n");
+		snprintf(url_port, sizeof(url_port), "%d", p);
+		host = url_host;
+		port = url_port;
+	}
+	int code = explain_admin(s, host, port, &body);
+	if (code == 200 && url && body)
+		body = admin_explain_cache(s, url, body);
 	if (body == NULL)
 		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 	return admin_reply(conn, (unsigned)code, code == 200 ? "application/json" : "text/plain; charset=utf-8", body,

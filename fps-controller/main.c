@@ -34,7 +34,7 @@ static void usage(FILE *f)
 	        "  fps-controller diagnose [--config-dir D --secrets-dir D] [--json]\n"
 	        "  fps-controller keys   (every configuration key, as docs/configuration.md lists them)\n"
 	        "  fps-controller denied [--admin ADDR:PORT] [--json]\n"
-	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
+	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT] | URL\n"
 	        "  fps-controller purge  [--admin ADDR:PORT] URL   (removes URL from the update cache)\n"
 	        "  fps-controller --version | --help\n"
 	        "FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may stand in for the flags.\n"

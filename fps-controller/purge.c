@@ -46,25 +46,23 @@ int purge_url_ok(const char *url)
 	return memchr(url + 7, '@', auth_len) == NULL;
 }
 
-static enum purge_result purge_do(int mgr_port, const char *url, int timeout_ms, char *msg, size_t len)
+/* One request to Squid's controller-only port; the status of its answer, or -1 with msg. */
+static int mgr_request(int mgr_port, const char *method, const char *url, const char *headers, int timeout_ms,
+                       char *msg, size_t len)
 {
-	if (!purge_url_ok(url)) {
-		snprintf(msg, len, "not an absolute http:// URL (HTTPS through CONNECT is never kept)");
-		return PURGE_FAILED;
-	}
 	if (mgr_port <= 0 || mgr_port > 65535) {
 		snprintf(msg, len, "Squid's cache-manager port is not known yet");
-		return PURGE_FAILED;
+		return -1;
 	}
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(msg, len, "socket: %s", strerror(errno));
-		return PURGE_FAILED;
+		return -1;
 	}
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mgr_port)};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	long long deadline = fsio_mono_ms() + timeout_ms;
-	enum purge_result r = PURGE_FAILED;
+	int status = -1;
 	char buf[512];
 	size_t got = 0;
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
@@ -75,15 +73,16 @@ static enum purge_result purge_do(int mgr_port, const char *url, int timeout_ms,
 		snprintf(msg, len, "Squid did not accept on 127.0.0.1:%d", mgr_port);
 		goto out;
 	}
-	char req[PURGE_URL_MAX + 128];
-	int rl = snprintf(req, sizeof(req), "PURGE %s HTTP/1.0\r\nUser-Agent: fps-controller\r\n\r\n", url);
+	char req[PURGE_URL_MAX + 256];
+	int rl =
+	    snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nUser-Agent: fps-controller\r\n%s\r\n", method, url, headers);
 	if (rl < 0 || (size_t)rl >= sizeof(req) || write(fd, req, (size_t)rl) != rl) {
-		snprintf(msg, len, "cannot send PURGE to Squid: %s", strerror(errno));
+		snprintf(msg, len, "cannot send %s to Squid: %s", method, strerror(errno));
 		goto out;
 	}
 	while (got < sizeof(buf) - 1 && memchr(buf, '\n', got) == NULL) {
 		if (fsio_wait_fd(fd, POLLIN, deadline) <= 0) {
-			snprintf(msg, len, "Squid did not answer the PURGE in time");
+			snprintf(msg, len, "Squid did not answer the %s in time", method);
 			goto out;
 		}
 		ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
@@ -94,23 +93,55 @@ static enum purge_result purge_do(int mgr_port, const char *url, int timeout_ms,
 		got += (size_t)n;
 	}
 	buf[got] = '\0';
-	int status = 0;
 	if (sscanf(buf, "HTTP/%*d.%*d %d", &status) != 1) {
-		snprintf(msg, len, "Squid did not answer the PURGE with HTTP");
-		goto out;
-	}
-	if (status == 200) {
-		snprintf(msg, len, "purged");
-		r = PURGE_PURGED;
-	} else if (status == 404) {
-		snprintf(msg, len, "not in the cache");
-		r = PURGE_ABSENT;
-	} else {
-		snprintf(msg, len, "Squid answered the PURGE with %d", status);
+		snprintf(msg, len, "Squid did not answer the %s with HTTP", method);
+		status = -1;
 	}
 out:
 	close(fd);
-	return r;
+	return status;
+}
+
+int purge_probe(int mgr_port, const char *url, int timeout_ms, char *msg, size_t len)
+{
+	if (!purge_url_ok(url)) {
+		snprintf(msg, len, "not an absolute http:// URL (HTTPS through CONNECT is never kept)");
+		return -1;
+	}
+	/* only-if-cached: Squid answers from the cache or 504, and never forwards (nor could it
+	 * from this port: squid.conf gives it no path out). */
+	int status = mgr_request(mgr_port, "HEAD", url, "Cache-Control: only-if-cached\r\n", timeout_ms, msg, len);
+	if (status == 200) {
+		snprintf(msg, len, "kept (fresh: an agent gets it from the cache)");
+		return 1;
+	}
+	if (status == 504) {
+		snprintf(msg, len, "not kept (or stale: the next agent fetches it)");
+		return 0;
+	}
+	if (status > 0)
+		snprintf(msg, len, "Squid answered the cache lookup with %d", status);
+	return -1;
+}
+
+static enum purge_result purge_do(int mgr_port, const char *url, int timeout_ms, char *msg, size_t len)
+{
+	if (!purge_url_ok(url)) {
+		snprintf(msg, len, "not an absolute http:// URL (HTTPS through CONNECT is never kept)");
+		return PURGE_FAILED;
+	}
+	int status = mgr_request(mgr_port, "PURGE", url, "", timeout_ms, msg, len);
+	if (status == 200) {
+		snprintf(msg, len, "purged");
+		return PURGE_PURGED;
+	}
+	if (status == 404) {
+		snprintf(msg, len, "not in the cache");
+		return PURGE_ABSENT;
+	}
+	if (status > 0)
+		snprintf(msg, len, "Squid answered the PURGE with %d", status);
+	return PURGE_FAILED;
 }
 
 enum purge_result purge_url(int mgr_port, const char *url, int timeout_ms, char *msg, size_t len)
@@ -153,4 +184,39 @@ int purge_cli(const char *admin, const char *url, FILE *out)
 	fputs(body ? body : "", out);
 	free(body);
 	return status == 200 ? 0 : status == 404 ? 1 : 3;
+}
+
+int purge_url_host(const char *url, char *host, size_t hostlen, int *port)
+{
+	if (!purge_url_ok(url))
+		return -1;
+	const char *a = url + 7;
+	size_t n = strcspn(a, "/?#");
+	char auth[300];
+	if (n == 0 || n >= sizeof(auth))
+		return -1;
+	memcpy(auth, a, n);
+	auth[n] = '\0';
+	*port = 80;
+	char *colon = auth[0] == '[' ? strstr(auth, "]:") : strrchr(auth, ':');
+	if (colon) {
+		char *p = auth[0] == '[' ? colon + 2 : colon + 1;
+		char *end;
+		long v = strtol(p, &end, 10);
+		if (end == p || *end || v < 1 || v > 65535)
+			return -1;
+		*port = (int)v;
+		*(auth[0] == '[' ? colon + 1 : colon) = '\0';
+	}
+	const char *h = auth;
+	size_t hl = strlen(h);
+	if (h[0] == '[' && hl > 2 && h[hl - 1] == ']') {
+		h++;
+		hl -= 2;
+	}
+	if (hl == 0 || hl >= hostlen)
+		return -1;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	return 0;
 }

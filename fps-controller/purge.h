@@ -1,5 +1,6 @@
 /*
- * purge: removes one object from the update cache (`fps-controller purge URL`, POST /purge):
+ * purge: removes one object from the update cache (`fps-controller purge URL`, POST /purge),
+ * and says whether one is kept (`explain URL`):
  * Squid's PURGE method, sent only to Squid's controller-only cache-manager port on loopback,
  * never to the agents' port (squid.conf refuses PURGE there). Each result is counted.
  */
@@ -19,6 +20,13 @@ int purge_url_ok(const char *url);
 
 /* PURGE url at 127.0.0.1:mgr_port. msg says what happened (for the log and the caller). */
 enum purge_result purge_url(int mgr_port, const char *url, int timeout_ms, char *msg, size_t len);
+
+/* Is url kept, fresh? HEAD with Cache-Control: only-if-cached to the same port (never
+ * forwarded). 1 kept, 0 not (or stale), -1 with msg when Squid could not be asked. */
+int purge_probe(int mgr_port, const char *url, int timeout_ms, char *msg, size_t len);
+
+/* The host and port (80 unless given) of an http:// URL that purge_url_ok accepts; -1 if not. */
+int purge_url_host(const char *url, char *host, size_t hostlen, int *port);
 
 /* Results counted since the controller started (thread-safe). */
 void purge_counts(unsigned long out[PURGE_RESULTS]);

@@ -529,7 +529,12 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	                         ? "# PURGE (fps-controller purge) on the controller's port only, never from agents.\n"
 	                           "acl fps_purge method PURGE\n"
 	                           "http_access allow fps_mgr_port fps_purge localhost\n"
-	                           "http_access deny fps_purge"
+	                           "http_access deny fps_purge\n"
+	                           "# explain URL's cache lookup: HEAD with only-if-cached, answered from the cache\n"
+	                           "# or with 504, never forwarded.\n"
+	                           "acl fps_head method HEAD\n"
+	                           "acl fps_only_if_cached req_header Cache-Control only-if-cached\n"
+	                           "http_access allow fps_mgr_port fps_head fps_only_if_cached localhost"
 	                         : "# (no cache: no PURGE)"},
 	};
 	int rc_ = 0;
