@@ -208,3 +208,36 @@ def test_small_tmpfs_volume_bounds_the_store_and_a_full_one_does_not_stop_squid(
     path = fresh(size=5000)
     assert kept(w, path, 5000)
     assert w.squid_pid() == pid
+
+
+def test_unwritable_store_directory_is_repaired_at_start():
+    w = make_world("cache-perm")
+    try:
+        start(w)
+        assert kept(w, fresh(size=5000), 5000)
+        w.stop()
+        store = w.state / "cache" / "1"
+        os.chown(store, 0, 0)
+        os.chmod(store, 0)
+        start(w)
+        path = fresh(size=5000)
+        assert kept(w, path, 5000)
+        assert (store.stat().st_mode & 0o700) == 0o700
+    finally:
+        w.close()
+
+
+def test_memory_mb_above_the_memory_limit_is_refused_and_the_last_good_config_serves():
+    w = make_world("cache-mem", extra="cache:\n  memory_mb: 64\n")
+    try:
+        start(w, {"FPS_MEMORY_LIMIT_BYTES": str(600 << 20)})  # 64 + 128 + 96 fits
+        pid = w.squid_pid()
+        y = (w.config / "fps.yaml").read_text()
+        w.write_config(y.replace("memory_mb: 64", "memory_mb: 512"), {"version": 2, "domains": [HOST]})
+        err = wait_for(lambda: (status_json(w.admin_port)["last_reload"] or {}).get("error"), 20,
+                       what="the reload error")
+        assert "cache.memory_mb 512 does not fit the container's memory limit of 600 MB" in err
+        assert status_json(w.admin_port)["cache"]["memory_mb"] == 64
+        assert w.squid_pid() == pid and kept(w, fresh(size=1000), 1000)
+    finally:
+        w.close()
