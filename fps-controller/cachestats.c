@@ -3,6 +3,7 @@
  */
 #include "cachestats.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,12 @@ static double info_value(const char *text, const char *label, int number_first)
 	return strtod(line, NULL);
 }
 
+/* A counter as an integer: what is not a finite, non-negative number counts as 0. */
+static unsigned long long ull(double v)
+{
+	return isfinite(v) && v > 0 ? (v < 1e18 ? (unsigned long long)v : 1000000000000000000ULL) : 0;
+}
+
 int cachestats_parse(const char *counters, const char *info, struct status_cache *c)
 {
 	c->have_stats = false;
@@ -47,8 +54,8 @@ int cachestats_parse(const char *counters, const char *info, struct status_cache
 	    counter(counters, "client_http.hit_kbytes_out", &hit_kb) < 0 ||
 	    counter(counters, "server.http.kbytes_in", &http_kb_in) < 0)
 		return -1;
-	c->hit = (unsigned long long)hits;
-	c->miss = (unsigned long long)server_http;
+	c->hit = ull(hits);
+	c->miss = ull(server_http);
 	/* Answered neither from the cache nor by a server fetch of their own: requests that
 	 * joined another's fetch (and Squid's own internal answers). */
 	double joined = req - hits - errors - server_all;
