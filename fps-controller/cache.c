@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
+
 /* Squid's defaults for a ufs-type store, as rendered (render.c): 16 first-level and 256
  * second-level directories, named %02X. */
 #define CACHE_L1 16
@@ -39,6 +41,15 @@ int cache_prepare(const struct fps_config *c, const char *cache_dir, bool as_roo
 		return 0;
 	if (mkdir_for(cache_dir, as_root, uid, gid, e) < 0)
 		return -1;
+	char ballast[PATH_MAX + 16];
+	snprintf(ballast, sizeof(ballast), "%s/ballast", cache_dir);
+	int bfd = open(ballast, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (bfd >= 0) {
+		/* Best effort: on a volume without 8 MiB free there is no ballast to give up. */
+		if (posix_fallocate(bfd, 0, CACHE_BALLAST_BYTES) != 0 && ftruncate(bfd, 0) < 0)
+			log_debug("%s: cannot size the ballast", ballast);
+		close(bfd);
+	}
 	/* One store, for the one worker a disk store allows (config.c cfg_check_cache). */
 	char store[PATH_MAX];
 	snprintf(store, sizeof(store), "%s/1", cache_dir);
@@ -119,6 +130,13 @@ unsigned long long cache_memory_limit(void)
 		return strtoull(env, NULL, 10);
 	unsigned long long v = read_limit("/sys/fs/cgroup/memory.max");
 	return v ? v : read_limit("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+}
+
+void cache_release_ballast(const char *cache_dir)
+{
+	char ballast[PATH_MAX + 16];
+	snprintf(ballast, sizeof(ballast), "%s/ballast", cache_dir);
+	unlink(ballast);
 }
 
 void cache_layout(const struct fps_config *c, char *out, size_t len)

@@ -30,6 +30,14 @@ int cache_prepare(const struct fps_config *c, const char *cache_dir, bool as_roo
                   struct fps_err *e);
 
 /*
+ * A file of CACHE_BALLAST_BYTES beside the store, made by cache_prepare and given up by
+ * cache_release_ballast when the volume is full: the room the controller needs to write the
+ * generation that leaves the disk store out (writing it would otherwise fail for lack of space).
+ */
+#define CACHE_BALLAST_BYTES (8LL << 20)
+void cache_release_ballast(const char *cache_dir);
+
+/*
  * Pure checks against what the controller measured: the state volume's size (0 = unknown,
  * e.g. an emptyDir whose sizeLimit statvfs cannot see) and free bytes, and the memory limit
  * (0 = none). -1 with e naming the key.

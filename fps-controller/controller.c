@@ -815,6 +815,9 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		return -1;
 	}
 	ctl_report_entries(&cp, config_dir);
+	/* Leaving the store out needs room for the new generation: give up the ballast. */
+	if (disk_off)
+		cache_release_ballast(x->st.cache_dir);
 	/* What Squid is given: the configuration, less a suspended disk store. */
 	struct fps_config eff = c;
 	if (disk_off)
