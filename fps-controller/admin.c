@@ -27,6 +27,8 @@
 #include "reports.h"
 #include "status.h"
 #include "statuspage.h"
+#include "cachestats.h"
+#include "purge.h"
 #include "statusjson.h"
 
 /* Simultaneous connections, each with its own thread. libmicrohttpd closes a connection over
@@ -178,10 +180,23 @@ static enum MHD_Result admin_metrics(struct MHD_Connection *conn, const struct f
 	return admin_reply(conn, MHD_HTTP_OK, METRICS_CONTENT_TYPE, body, strlen(body));
 }
 
-static enum MHD_Result admin_status(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+/* The update cache's figures from Squid, from the pages /metrics reads (cached for a moment). */
+static void admin_cache_stats(struct fps_status *s)
+{
+	if (!s->cache.enabled)
+		return;
+	char *counters = NULL, *info = NULL;
+	metrics_squid_pages(s, &counters, &info);
+	cachestats_parse(counters, info, &s->cache);
+	free(counters);
+	free(info);
+}
+
+static enum MHD_Result admin_status(struct MHD_Connection *conn, struct fps_status *s, bool have)
 {
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	admin_cache_stats(s);
 	char *body = statusjson_render(s, admin_wall());
 	if (body == NULL)
 		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
@@ -306,8 +321,10 @@ static enum MHD_Result admin_reports(struct MHD_Connection *conn, const struct f
 }
 
 /* GET /: the status page for a browser. The CSP keeps it self-contained. */
-static enum MHD_Result admin_page(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+static enum MHD_Result admin_page(struct MHD_Connection *conn, struct fps_status *s, bool have)
 {
+	if (have)
+		admin_cache_stats(s);
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
 	char *body = statuspage_render(s, admin_wall());
@@ -328,17 +345,88 @@ static enum MHD_Result admin_page(struct MHD_Connection *conn, const struct fps_
 }
 
 /* GET /explain?host=H&port=P: the verdict for one destination against the active generation. */
+/* explain's answer for a URL also says whether the update cache keeps it (purge.h). */
+static char *admin_explain_cache(const struct fps_status *s, const char *url, char *body)
+{
+	cJSON *r = cJSON_Parse(body);
+	if (r == NULL)
+		return body;
+	cJSON_AddStringToObject(r, "url", url);
+	cJSON *c = cJSON_AddObjectToObject(r, "cache");
+	if (c) {
+		cJSON_AddBoolToObject(c, "configured", s->cache.enabled);
+		char msg[256] = "no cache is configured";
+		int kept = s->cache.enabled ? purge_probe(s->mgr_port, url, 3000, msg, sizeof(msg)) : 0;
+		if (kept < 0)
+			cJSON_AddNullToObject(c, "kept");
+		else
+			cJSON_AddBoolToObject(c, "kept", kept == 1);
+		cJSON_AddStringToObject(c, "detail", msg);
+	}
+	char *out = cJSON_Print(r);
+	cJSON_Delete(r);
+	if (out == NULL)
+		return body;
+	free(body);
+	return out;
+}
+
 static enum MHD_Result admin_explain(struct MHD_Connection *conn, const struct fps_status *s, bool have)
 {
 	if (!have)
 		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
 	char *body = NULL;
-	int code = explain_admin(s, MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "host"),
-	                         MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "port"), &body);
+	const char *url = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "url");
+	const char *host = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "host");
+	const char *port = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "port");
+	char url_host[256], url_port[8];
+	if (url) {
+		/* ?url=http://host[:port]/path: the policy for host:port, and whether the URL is kept */
+		int p;
+		if (purge_url_host(url, url_host, sizeof(url_host), &p) < 0)
+			return admin_text(conn, MHD_HTTP_BAD_REQUEST,
+			                  "url= must be an absolute http:// URL without user:password@ (HTTPS through "
+			                  "CONNECT is never kept)\n");
+		snprintf(url_port, sizeof(url_port), "%d", p);
+		host = url_host;
+		port = url_port;
+	}
+	int code = explain_admin(s, host, port, &body);
+	if (code == 200 && url && body)
+		body = admin_explain_cache(s, url, body);
 	if (body == NULL)
 		return admin_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
 	return admin_reply(conn, (unsigned)code, code == 200 ? "application/json" : "text/plain; charset=utf-8", body,
 	                   strlen(body));
+}
+
+/* POST /purge?url=URL (`fps-controller purge`): from loopback only, whatever admin.bind is:
+ * it changes what agents get, so it is for someone on the appliance itself. */
+static enum MHD_Result admin_purge(struct MHD_Connection *conn, const struct fps_status *s, bool have)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+	bool local = false;
+	if (sa && sa->sa_family == AF_INET)
+		local = (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	else if (sa && sa->sa_family == AF_INET6)
+		local = IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	if (!local)
+		return admin_text(conn, MHD_HTTP_FORBIDDEN, "purge is answered on loopback only\n");
+	if (!have)
+		return admin_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no status published yet\n");
+	if (!s->cache.enabled)
+		return admin_text(conn, MHD_HTTP_CONFLICT, "no cache is configured (fps.yaml has no cache section)\n");
+	const char *url = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "url");
+	if (!purge_url_ok(url))
+		return admin_text(conn, MHD_HTTP_BAD_REQUEST,
+		                  "url= must be an absolute http:// URL (HTTPS through CONNECT is never kept)\n");
+	char msg[256];
+	enum purge_result r = purge_url(s->mgr_port, url, 5000, msg, sizeof(msg));
+	/* The URL is what an operator typed; it carries no credential of ours. */
+	log_info("purge %s: %s", url, msg);
+	unsigned code = r == PURGE_PURGED ? MHD_HTTP_OK : r == PURGE_ABSENT ? MHD_HTTP_NOT_FOUND : MHD_HTTP_BAD_GATEWAY;
+	return admin_text(conn, code, "%s: %s\n", msg, url);
 }
 
 enum admin_path {
@@ -351,13 +439,14 @@ enum admin_path {
 	ADMIN_FAILURES,
 	ADMIN_TRAFFIC,
 	ADMIN_PAGE,
+	ADMIN_PURGE,
 	ADMIN_UNKNOWN
 };
 
 static enum admin_path admin_route(const char *url)
 {
 	static const char *paths[] = {"/healthz", "/readyz",   "/metrics", "/status", "/denied",
-	                              "/explain", "/failures", "/traffic", "/"};
+	                              "/explain", "/failures", "/traffic", "/",       "/purge"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
 		if (strcmp(url, paths[i]) == 0)
 			return (enum admin_path)i;
@@ -382,7 +471,9 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		    conn, MHD_HTTP_NOT_FOUND,
 		    "not found: try /, /healthz, /readyz, /metrics, /status, /denied, /explain, /failures, "
 		    "/traffic\n");
-	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+	if (p == ADMIN_PURGE && strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use POST\n");
+	if (p != ADMIN_PURGE && strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
 		return admin_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed: use GET or HEAD\n");
 	if (p == ADMIN_HEALTHZ)
 		return admin_healthz(conn);
@@ -415,6 +506,9 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *conn, cons
 		break;
 	case ADMIN_PAGE:
 		ret = admin_page(conn, s, have);
+		break;
+	case ADMIN_PURGE:
+		ret = admin_purge(conn, s, have);
 		break;
 	default:
 		break;

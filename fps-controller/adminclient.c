@@ -45,6 +45,12 @@ static int ac_wait(int fd, short events, long long deadline)
 
 int adminclient_get(const char *admin, const char *path, int timeout_ms, char **body, char *err, size_t errlen)
 {
+	return adminclient_request(admin, "GET", path, timeout_ms, body, err, errlen);
+}
+
+int adminclient_request(const char *admin, const char *method, const char *path, int timeout_ms, char **body, char *err,
+                        size_t errlen)
+{
 	*body = NULL;
 	char host[128], port[16];
 	if (ac_split(admin, host, sizeof(host), port, sizeof(port)) < 0) {
@@ -82,7 +88,9 @@ int adminclient_get(const char *admin, const char *path, int timeout_ms, char **
 		goto out;
 	}
 	char req[2048];
-	int rl = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host);
+	int rl =
+	    snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+	             method, path, host);
 	if (rl < 0 || (size_t)rl >= sizeof(req) || write(fd, req, (size_t)rl) != rl) {
 		snprintf(err, errlen, "cannot send the request to %s", admin);
 		goto out;

@@ -17,6 +17,9 @@
 /* GETs http://<admin><path>; admin is ADDR:PORT or [V6]:PORT (numeric). Returns the HTTP
  * status with *body (malloc'd, NUL-terminated), or -1 with err saying why. */
 int adminclient_get(const char *admin, const char *path, int timeout_ms, char **body, char *err, size_t errlen);
+/* The same with another method (POST /purge), an empty body. */
+int adminclient_request(const char *admin, const char *method, const char *path, int timeout_ms, char **body, char *err,
+                        size_t errlen);
 
 /* The inputs of the controller answering at admin (its /status `inputs`): dirs[0] config,
  * [1] secrets, [2] state directory ("" when it has none). -1 with err when it cannot say. */

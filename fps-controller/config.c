@@ -72,6 +72,54 @@ void cfg_init_defaults(struct fps_config *c)
 	c->default_route = WL_VIA_DIRECT;
 	snprintf(c->admin_bind, sizeof(c->admin_bind), "127.0.0.1");
 	c->admin_port = CFG_ADMIN_PORT_DEFAULT;
+	c->cache_memory_mb = 256;
+	c->cache_disk_mb = 0;
+	c->cache_max_object_mb = CFG_CACHE_OBJECT_DEF;
+}
+
+/*
+ * Objects go to memory (cache_mem) and, with disk_mb, to a disk store per Squid worker
+ * (disk_mb / workers each, docs/operations.md "Update cache"): an object larger than the
+ * store it would go to could never be kept, which is a configuration mistake, not a
+ * policy. An unset max_object_mb is fitted to the store instead.
+ */
+int cfg_check_cache(const struct fps_config *c, const char *path, struct fps_err *e)
+{
+	if (!c->has_cache)
+		return 0;
+	int workers = cfg_workers(c);
+	/* Squid 5.7 has no disk store that several workers can use safely (docs/squid-facts.md):
+	 * rock loses the one-fetch property (94 origin copies of 100 in a storm with 2 workers),
+	 * a ufs-type store per worker crashes a worker at the next disk hit under collapsed
+	 * forwarding ("assertion failed: Controller.cc"). Several workers share the memory cache. */
+	if (c->cache_disk_mb > 0 && workers > 1)
+		return err_set(e, path, c->cache_line, 0,
+		               "cache.disk_mb %d needs proxy.workers: 1 (it resolves to %d here): with several Squid "
+		               "workers the cache is memory only (cache.disk_mb: 0), see docs/operations.md",
+		               c->cache_disk_mb, workers);
+	long store = c->cache_disk_mb > 0 ? c->cache_disk_mb / (workers > 0 ? workers : 1) : c->cache_memory_mb;
+	if (c->cache_disk_mb > 0 && store < 1)
+		return err_set(e, path, c->cache_line, 0,
+		               "cache.disk_mb %d is less than 1 MB for each of the %d Squid workers (each keeps its "
+		               "own disk store)",
+		               c->cache_disk_mb, workers);
+	if (c->cache_max_object_set && c->cache_max_object_mb > store)
+		return err_set(e, path, c->cache_line, 0,
+		               "cache.max_object_mb %d is above the store it would go to (%s: %ld MB%s)",
+		               c->cache_max_object_mb,
+		               c->cache_disk_mb > 0 ? "cache.disk_mb per worker" : "cache.memory_mb", store,
+		               c->cache_disk_mb > 0 ? "" : ", and cache.disk_mb is 0");
+	return 0;
+}
+
+/* max_object_mb as rendered: as set, or the default fitted to the store. */
+int cfg_cache_max_object(const struct fps_config *c)
+{
+	if (c->cache_max_object_set)
+		return c->cache_max_object_mb;
+	int workers = cfg_workers(c);
+	long store = c->cache_disk_mb > 0 ? c->cache_disk_mb / (workers > 0 ? workers : 1) : c->cache_memory_mb;
+	return store < CFG_CACHE_OBJECT_DEF ? (int)(store > 0 ? store : 1) : CFG_CACHE_OBJECT_DEF;
 }
 
 void cfg_free(struct fps_config *c)
@@ -176,6 +224,10 @@ const struct cfg_key cfg_keys[] = {
     {CFG_YAML_NAME, "admin"},
     {CFG_YAML_NAME, "admin.bind"},
     {CFG_YAML_NAME, "admin.port"},
+    {CFG_YAML_NAME, "cache"},
+    {CFG_YAML_NAME, "cache.memory_mb"},
+    {CFG_YAML_NAME, "cache.disk_mb"},
+    {CFG_YAML_NAME, "cache.max_object_mb"},
     {CFG_JSON_NAME, "version"},
     {CFG_JSON_NAME, "domains"},
     {CFG_JSON_NAME, "domains[].domain"},
@@ -623,6 +675,19 @@ static int sec_admin(struct ywalk *w, const char *key, const yaml_node_t *v, con
 	return unknown_key(w, k, "admin");
 }
 
+static int sec_cache(struct ywalk *w, const char *key, const yaml_node_t *v, const yaml_node_t *k, struct fps_config *c)
+{
+	if (strcmp(key, "memory_mb") == 0)
+		return y_int(w, v, "cache.memory_mb", CFG_CACHE_MEMORY_MIN, CFG_CACHE_MEMORY_MAX, &c->cache_memory_mb);
+	if (strcmp(key, "disk_mb") == 0)
+		return y_int(w, v, "cache.disk_mb", 0, CFG_CACHE_DISK_MAX, &c->cache_disk_mb);
+	if (strcmp(key, "max_object_mb") == 0) {
+		c->cache_max_object_set = true;
+		return y_int(w, v, "cache.max_object_mb", 1, CFG_CACHE_OBJECT_MAX, &c->cache_max_object_mb);
+	}
+	return unknown_key(w, k, "cache");
+}
+
 static int y_via(struct ywalk *w, const yaml_node_t *v, enum wl_via *out)
 {
 	if (v->type != YAML_SCALAR_NODE || wl_via_parse(y_text(v), out) < 0)
@@ -717,6 +782,14 @@ static int sec_top(struct ywalk *w, const char *key, const yaml_node_t *v, const
 		return y_via(w, v, &c->default_route);
 	if (strcmp(key, "admin") == 0)
 		return y_mapping(w, v, key, sec_admin, c);
+	if (strcmp(key, "cache") == 0) {
+		c->has_cache = true;
+		c->cache_line = (int)k->start_mark.line + 1;
+		/* An empty section ("cache:" or "cache: {}") turns the cache on with its defaults. */
+		if (v->type == YAML_SCALAR_NODE && y_text(v)[0] == '\0')
+			return 0;
+		return y_mapping(w, v, key, sec_cache, c);
+	}
 	return unknown_key(w, k, "");
 }
 
@@ -1182,6 +1255,9 @@ int cfg_load(struct fps_config *c, const char *config_dir, const char *secrets_d
 		err_set(e, path, 0, 0, "'upstream' needs 'host'");
 		goto fail;
 	}
+	snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
+	if (cfg_check_cache(c, path, e) < 0)
+		goto fail;
 	if (c->has_tunnel && c->tunnel_server[0] == '\0') {
 		snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
 		err_set(e, path, 0, 0, "'tunnel' needs 'server' (the name on its certificate)");

@@ -113,6 +113,14 @@ struct fps_config {
 	char admin_bind[64];
 	int admin_port;
 
+	/* cache (docs/configuration.md): absent = nothing is kept, as before the section existed */
+	bool has_cache;
+	int cache_memory_mb;     /* Squid's cache_mem */
+	int cache_disk_mb;       /* on-disk store under <state-dir>/cache; 0 = memory only */
+	int cache_max_object_mb; /* larger answers are relayed, not kept */
+	bool cache_max_object_set;
+	int cache_line; /* where the section starts in fps.yaml, for errors across its keys */
+
 	/* The raw inputs, kept to persist the last good generation and to hash. */
 	char *yaml_text, *json_text, *keys_text;
 	size_t yaml_len, json_len, keys_len;
@@ -148,6 +156,19 @@ int cfg_parse_whitelist_json(struct fps_config *c, const char *text, size_t len,
 
 /* Squid workers: proxy.workers, or for "auto" the CPUs this process may use (cpus.h). */
 int cfg_workers(const struct fps_config *c);
+/* Checks the cache section's keys against each other and against the Squid workers that
+ * will share it (cache.max_object_mb above the store it would go to). Pure; 0 or -1 with e
+ * naming the key. cfg_load calls it. */
+int cfg_check_cache(const struct fps_config *c, const char *path, struct fps_err *e);
+/* max_object_mb as rendered: as set, or 512 fitted to the store it would go to. */
+int cfg_cache_max_object(const struct fps_config *c);
+/* The cache limits */
+#define CFG_CACHE_MEMORY_MIN 8
+#define CFG_CACHE_MEMORY_MAX (1 << 20) /* 1 TiB */
+#define CFG_CACHE_DISK_MAX   (1 << 24) /* 16 TiB */
+#define CFG_CACHE_OBJECT_MAX (1 << 16) /* 64 GiB: far above any update package */
+#define CFG_CACHE_OBJECT_DEF 512
+
 /* Does any route (or the default) use via? */
 bool cfg_uses_via(const struct fps_config *c, enum wl_via via);
 

@@ -32,6 +32,7 @@
 
 #include "admin.h"
 #include "cpus.h"
+#include "cache.h"
 #include "cred.h"
 #include "denied.h"
 #include "fsio.h"
@@ -146,6 +147,9 @@ struct ctl {
 	bool have_denied;
 	struct genword acl_gen; /* the generation every fps-acl serves (genword.h) */
 	struct rep_state *reports; /* /failures and /traffic from Squid's logs; NULL = off */
+	char cache_layout[64];      /* cache.h cache_layout of the config the running Squid started with */
+	bool cache_restart_pending; /* a cache change waits for a Squid restart (sidecar mode) */
+	bool cache_disk_suspended;  /* the state volume is nearly full: the disk store is left out */
 };
 
 static double wall_now(void)
@@ -240,11 +244,13 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 		cfg_free(c);
 		return -1;
 	}
-	char run[PATH_MAX], sec[PATH_MAX];
+	char run[PATH_MAX], sec[PATH_MAX], cache[PATH_MAX];
 	snprintf(run, sizeof(run), "%s/run", out_dir);
 	snprintf(sec, sizeof(sec), "%s/secrets", out_dir);
+	snprintf(cache, sizeof(cache), "%s/cache", out_dir);
 	struct render_ctx rc = {.templates_dir = paths->templates_dir,
 	                        .run_dir = run,
+	                        .cache_dir = cache,
 	                        .gen_dir = out_dir,
 	                        .secrets_dir = sec,
 	                        .bin_dir = paths->bin_dir,
@@ -522,6 +528,7 @@ static void ctl_publish_reports(struct ctl *x, struct fps_status *s, double now)
 	reports_poll(x->reports, &rc);
 	reports_snapshot(x->reports, now, &s->reports);
 }
+static bool ctl_cache_disk_suspend(struct ctl *x, const struct fps_config *c);
 
 static void ctl_publish(struct ctl *x)
 {
@@ -587,6 +594,8 @@ static void ctl_publish(struct ctl *x)
 			log_info("state volume %s has room again (%llu bytes free)", x->st.dir, s->state_free_bytes);
 		x->state_full_logged = s->state_full;
 	}
+	if (x->have_active && ctl_cache_disk_suspend(x, &x->active) != x->cache_disk_suspended)
+		x->retry_reload = true; /* the disk store goes or comes back (ctl_apply) */
 	if (x->state_enospc && s->have_state_volume && s->state_free_bytes >= x->enospc_free + STATE_ROOM_BYTES) {
 		x->enospc_free = s->state_free_bytes;
 		x->retry_reload = true;
@@ -621,6 +630,14 @@ static void ctl_publish(struct ctl *x)
 	ctl_abs_path(x->opts->config_dir, s->config_dir, sizeof(s->config_dir));
 	ctl_abs_path(x->opts->secrets_dir, s->secrets_dir, sizeof(s->secrets_dir));
 	ctl_abs_path(x->opts->state_dir, s->state_dir, sizeof(s->state_dir));
+	if (x->have_active && x->active.has_cache) {
+		s->cache.enabled = true;
+		s->cache.memory_mb = x->active.cache_memory_mb;
+		s->cache.disk_mb = x->active.cache_disk_mb;
+		s->cache.max_object_mb = cfg_cache_max_object(&x->active);
+		s->cache.restart_pending = x->cache_restart_pending;
+		s->cache.disk_suspended = x->cache_disk_suspended;
+	}
 	s->tunnel_needed = x->have_active && cfg_uses_via(&x->active, WL_VIA_TUNNEL);
 	pthread_mutex_lock(&x->probe.mu);
 	s->tunnel = x->probe.tunnel;
@@ -814,6 +831,41 @@ static void probe_stop(struct probe *p)
  * Returns 0 when a new generation is active, 1 when the inputs equal the active ones,
  * -1 when it failed before anything changed (*stage and *e say where and why: the caller
  * decides whom to blame), -2 when it failed after activation (already recorded). */
+/* The update cache's footing, before anything is rendered: disk_mb must fit the state volume
+ * where its size is visible and memory_mb the container's memory limit (a bad value is an
+ * error naming the key; the last good config keeps serving), and the disk stores' directories
+ * exist for Squid's user (cache.h: made here, which is all `squid -z` does for aufs). */
+/* Free space on the state volume below which the disk store is left out, and above which it
+ * comes back (inside the reserve cache_check_room keeps beside the store). */
+#define CACHE_SUSPEND_BYTES (32ULL << 20)
+#define CACHE_RESUME_BYTES  (48ULL << 20)
+
+static bool ctl_cache_disk_suspend(struct ctl *x, const struct fps_config *c)
+{
+	if (!c->has_cache || c->cache_disk_mb == 0)
+		return false;
+	unsigned long long free_b = 0, total_b = 0;
+	if (state_volume(&x->st, &free_b, &total_b) < 0)
+		return x->cache_disk_suspended;
+	return free_b < (x->cache_disk_suspended ? CACHE_RESUME_BYTES : CACHE_SUSPEND_BYTES);
+}
+
+static int ctl_cache_ready(struct ctl *x, const struct fps_config *c, const char *config_dir, struct fps_err *e)
+{
+	if (!c->has_cache)
+		return 0;
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/%s", config_dir, CFG_YAML_NAME);
+	unsigned long long free_b = 0, total_b = 0;
+	if (state_volume(&x->st, &free_b, &total_b) < 0)
+		total_b = 0;
+	const char *env = getenv("FPS_LOG_ROTATE_BYTES");
+	long long rot = env && atoll(env) > 0 ? atoll(env) : LOG_ROTATE_BYTES;
+	if (cache_check_room(c, path, total_b, free_b, CACHE_VOLUME_RESERVE(rot), cache_memory_limit(), e) < 0)
+		return -1;
+	return cache_prepare(c, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, e);
+}
+
 static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_dir, bool quiet_if_same,
                      struct fps_err *ep, const char **stagep)
 {
@@ -823,7 +875,11 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	*stagep = "load";
 	if (cfg_load(&c, config_dir, secrets_dir, ep) < 0)
 		return -1;
-	if (x->have_active && strcmp(c.input_hash, x->active_hash) == 0) {
+	/* The disk store is left out while the state volume is (nearly) full: Squid 5.7 asserts
+	 * on a failed write to an aufs store ("assertion failed: fs_io.cc"), and would again at
+	 * every restart. It comes back when space does. */
+	bool disk_off = ctl_cache_disk_suspend(x, &c);
+	if (x->have_active && strcmp(c.input_hash, x->active_hash) == 0 && disk_off == x->cache_disk_suspended) {
 		if (!quiet_if_same)
 			log_debug("inputs unchanged (hash %.12s): nothing to do", c.input_hash);
 		cfg_free(&c);
@@ -836,6 +892,19 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		return -1;
 	}
 	ctl_report_entries(&cp, config_dir);
+	/* Leaving the store out needs room for the new generation: give up the ballast. */
+	if (disk_off)
+		cache_release_ballast(x->st.cache_dir);
+	/* What Squid is given: the configuration, less a suspended disk store. */
+	struct fps_config eff = c;
+	if (disk_off)
+		eff.cache_disk_mb = 0;
+	if (ctl_cache_ready(x, &eff, config_dir, ep) < 0) {
+		compile_free(&cp);
+		cfg_free(&c);
+		*stagep = "cache";
+		return -1;
+	}
 
 	unsigned long long gen = state_max_gen(&x->st);
 	gen = (gen > x->generation ? gen : x->generation) + 1;
@@ -843,6 +912,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	state_gen_dir(&x->st, gen, gen_dir, sizeof(gen_dir));
 	struct render_ctx rc = {.templates_dir = x->paths->templates_dir,
 	                        .run_dir = x->st.run_dir,
+	                        .cache_dir = x->st.cache_dir,
 	                        .gen_dir = x->st.current,
 	                        .secrets_dir = x->st.secrets_dir,
 	                        .bin_dir = x->helper_dir,
@@ -854,7 +924,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 	struct render_out out, check;
 	memset(&check, 0, sizeof(check));
 	const char *stage = "render";
-	if (render_generation(&c, &cp, &rc, &out, &e) < 0)
+	if (render_generation(&eff, &cp, &rc, &out, &e) < 0)
 		goto fail_nofiles;
 	stage = "write";
 	if (state_write_gen(&x->st, gen, &out, &c, &e) < 0)
@@ -868,7 +938,7 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		 * generation's directory instead of `current`. */
 		stage = "render";
 		rc.gen_dir = gen_dir;
-		if (render_generation(&c, &cp, &rc, &check, &e) < 0)
+		if (render_generation(&eff, &cp, &rc, &check, &e) < 0)
 			goto fail;
 		stage = "write";
 		if (state_write_file(&x->st, gen, "check.conf", check.files[0].data, check.files[0].len, &e) < 0)
@@ -921,15 +991,26 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 
 	int workers = cfg_workers(&c);
 	pid_t squid_pid = ctl_squid_pid(x);
-	if (x->opts->mode == CTL_MODE_SUPERVISE && squid_pid && workers != x->squid_workers) {
-		/* -N vs --foreground: a worker count change needs a new Squid process. */
+	char layout[64];
+	cache_layout(&eff, layout, sizeof(layout));
+	bool cache_restart = squid_pid && x->cache_layout[0] && strcmp(layout, x->cache_layout) != 0;
+	if (x->opts->mode == CTL_MODE_SUPERVISE && squid_pid && (workers != x->squid_workers || cache_restart)) {
+		/* -N vs --foreground: a worker count change needs a new Squid process. So does a
+		 * disk store that appears or goes (cache.h cache_layout). */
 		char *argv[8];
 		ctl_squid_argv(x, workers, argv);
 		sup_set_argv(&x->squid, argv);
-		log_info("generation %llu: squid workers %d -> %d: restarting squid", gen, x->squid_workers, workers);
+		if (workers != x->squid_workers)
+			log_info("generation %llu: squid workers %d -> %d: restarting squid", gen, x->squid_workers,
+			         workers);
+		else
+			log_info("generation %llu: cache stores change (%s -> %s): restarting squid", gen,
+			         x->cache_layout, layout);
 		/* A planned restart: not a death, not counted in restarts, no backoff. */
 		sup_event(&x->squid, SUP_EV_RESTART, sup_now_ms());
 		x->squid_workers = workers;
+		snprintf(x->cache_layout, sizeof(x->cache_layout), "%s", layout);
+		x->cache_restart_pending = false;
 	} else if (conf_changed && squid_pid) {
 		char logpath[PATH_MAX + 16];
 		snprintf(logpath, sizeof(logpath), "%s/cache.log", x->st.run_dir);
@@ -950,6 +1031,26 @@ static int ctl_apply(struct ctl *x, const char *config_dir, const char *secrets_
 		x->squid_gen = gen; /* nothing Squid reads changed: it runs this generation too */
 	}
 
+	if (cache_restart && x->opts->mode != CTL_MODE_SUPERVISE) {
+		/* Sidecar: Squid is not ours to restart; /status says the change waits for one. */
+		log_warn("generation %llu: cache stores change (%s -> %s): takes effect when squid restarts", gen,
+		         x->cache_layout, layout);
+		x->cache_restart_pending = true;
+	}
+	if (!squid_pid)
+		snprintf(x->cache_layout, sizeof(x->cache_layout), "%s", layout);
+	if (disk_off != x->cache_disk_suspended) {
+		if (disk_off)
+			log_error(
+			    "generation %llu: the state volume %s is nearly full: the update cache's disk store is "
+			    "left out (memory only) until space returns",
+			    gen, x->st.dir);
+		else
+			log_info(
+			    "generation %llu: the state volume has room again: the update cache's disk store is back",
+			    gen);
+		x->cache_disk_suspended = disk_off;
+	}
 	unsigned long long prev = x->generation;
 	x->generation = gen;
 	snprintf(x->squid_hash, sizeof(x->squid_hash), "%s", squid_hash);
@@ -1055,6 +1156,21 @@ static int ctl_squid_gate(struct sup_child *c, void *arg)
 	if (why[0]) {
 		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, why, true);
 		return -1;
+	}
+	if (x->have_active) {
+		/* The disk stores' directories, again before every start: a volume that was emptied
+		 * or a directory someone removed would otherwise stop Squid with a FATAL. */
+		struct fps_err ce;
+		err_clear(&ce);
+		struct fps_config eff = x->active;
+		if (x->cache_disk_suspended)
+			eff.cache_disk_mb = 0;
+		if (cache_prepare(&eff, x->st.cache_dir, x->st.as_root, x->st.squid_uid, x->st.squid_gid, &ce) < 0) {
+			char cb[600];
+			log_warn("squid: update cache: %s", err_str(&ce, cb, sizeof(cb)));
+		}
+		cache_layout(&eff, x->cache_layout, sizeof(x->cache_layout));
+		x->cache_restart_pending = false;
 	}
 	if (c->gated)
 		ctl_set_problem(x->squid_problem, sizeof(x->squid_problem), c->name, "", true);
@@ -1805,6 +1921,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	if (x.active.workers == 0)
 		log_info("proxy.workers auto: %d (CPUs this process may use: affinity %d, cgroup quota %d, 0 = none)",
 		         x.squid_workers, cpus_affinity(), cpus_quota("/proc/self/cgroup", "/sys/fs/cgroup"));
+	cache_layout(&x.active, x.cache_layout, sizeof(x.cache_layout));
 	ctl_squid_argv(&x, x.squid_workers, argv);
 	sup_init(&x.squid, "squid", argv, 10000);
 	x.squid.gate = ctl_squid_gate;

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "adminclient.h"
+#include "purge.h"
 #include "fsio.h"
 #include "render.h"
 #include "statusjson.h"
@@ -695,15 +696,22 @@ int explain_cli(const char *config_dir, const char *secrets_dir, const char *adm
 {
 	char host[WL_NAME_MAX + 8];
 	int port;
-	if (target == NULL || explain_parse_target(target, host, sizeof(host), &port) < 0) {
-		fprintf(stderr, "fps-controller explain: give HOST[:PORT] (IPv6: [ADDR]:PORT)\n");
+	/* A URL (http://host[:port]/path): the policy for host:port, and from a running
+	 * controller whether the update cache keeps it. */
+	const char *url = target && strncmp(target, "http://", 7) == 0 ? target : NULL;
+	if (url ? purge_url_host(url, host, sizeof(host), &port) < 0
+	        : (target == NULL || explain_parse_target(target, host, sizeof(host), &port) < 0)) {
+		fprintf(stderr, "fps-controller explain: give HOST[:PORT] (IPv6: [ADDR]:PORT) or an http:// URL\n");
 		return 2;
 	}
 	cJSON *r = NULL;
 	if (admin) {
-		char path[1024], q[WL_NAME_MAX * 3 + 8], err[512];
-		ex_query_escape(host, q, sizeof(q));
-		snprintf(path, sizeof(path), "/explain?host=%s&port=%d", q, port);
+		char path[3 * PURGE_URL_MAX + 64], q[3 * PURGE_URL_MAX + 8], err[512];
+		ex_query_escape(url ? url : host, q, sizeof(q));
+		if (url)
+			snprintf(path, sizeof(path), "/explain?url=%s", q);
+		else
+			snprintf(path, sizeof(path), "/explain?host=%s&port=%d", q, port);
 		char *body = NULL;
 		int code = adminclient_get(admin, path, 30000, &body, err, sizeof(err));
 		if (code < 0) {
@@ -749,6 +757,14 @@ int explain_cli(const char *config_dir, const char *secrets_dir, const char *adm
 		free(t);
 	} else {
 		explain_print(r, out);
+		if (url) {
+			const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "cache");
+			const cJSON *d = c ? cJSON_GetObjectItemCaseSensitive(c, "detail") : NULL;
+			fprintf(out, "cache: %s\n",
+			        cJSON_IsString(d)
+			            ? d->valuestring
+			            : "unknown without a running controller (explain --admin ADDR:PORT URL)");
+		}
 	}
 	cJSON_Delete(r);
 	return allowed ? 0 : 1;

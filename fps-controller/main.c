@@ -16,6 +16,7 @@
 #include "deniedcli.h"
 #include "reportscli.h"
 #include "explain.h"
+#include "purge.h"
 #include "diagnose.h"
 #include "fsio.h"
 #include "inputs.h"
@@ -43,6 +44,8 @@ static void usage(FILE *f)
 	        "  fps-controller failures [--admin ADDR:PORT] [--json]\n"
 	        "  fps-controller traffic [--admin ADDR:PORT] [--json]\n"
 	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
+	        "  fps-controller explain [--admin ADDR:PORT] [--json] http://HOST[:PORT]/PATH\n"
+	        "  fps-controller purge  [--admin ADDR:PORT] URL   (removes URL from the update cache)\n"
 	        "  fps-controller --version | version | --help | help\n"
 	        "LEVEL is debug, info, warn or error. FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may\n"
 	        "stand in for the flags. Without them, diagnose asks the controller at --admin (default\n"
@@ -114,7 +117,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 			return -1;
 		}
 	}
-	if (strcmp(argv[1], "explain") == 0 && optind == argc - 1)
+	if ((strcmp(argv[1], "explain") == 0 || strcmp(argv[1], "purge") == 0) && optind == argc - 1)
 		a->target = argv[optind++];
 	if (optind != argc) {
 		fprintf(stderr, "fps-controller: unexpected argument '%s'\n", argv[optind]);
@@ -280,6 +283,8 @@ int main(int argc, char **argv)
 		return reportscli_failures(a.admin, a.json, stdout);
 	if (strcmp(cmd, "traffic") == 0)
 		return reportscli_traffic(a.admin, a.json, stdout);
+	if (strcmp(cmd, "purge") == 0)
+		return purge_cli(a.admin, a.target, stdout);
 	/* explain: exit 0 allowed, 1 denied, 2 usage, 3 runtime */
 	if (strcmp(cmd, "explain") == 0) {
 		/* with neither flag nor FPS_CONFIG_DIR: the controller at the default admin address */

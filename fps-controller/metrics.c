@@ -19,7 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cachestats.h"
 #include "fsio.h"
+#include "purge.h"
 
 #ifndef FPS_VERSION
 #define FPS_VERSION "0.0.0"
@@ -262,6 +264,36 @@ static void m_reports(FILE *f, const struct rep_snapshot *r)
 	          (double)r->bytes_skipped);
 }
 
+/* The update cache (docs/operations.md "The update cache"): whether one is configured, the
+ * purges asked for, and Squid's cache figures (cachestats.h) when its manager answered. */
+static void m_render_cache(FILE *f, const struct fps_status *s, const char *counters_text, const char *info_text)
+{
+	m_gauge(f, "fps_cache_enabled", "1 when fps.yaml configures the update cache.", s->cache.enabled);
+	unsigned long purges[PURGE_RESULTS];
+	purge_counts(purges);
+	m_family(f, "fps_cache_purges_total", "counter",
+	         "Objects asked to be purged (fps-controller purge), by result.");
+	for (int r = 0; r < PURGE_RESULTS; r++)
+		fprintf(f, "fps_cache_purges_total{result=\"%s\"} %lu\n", purge_result_name((enum purge_result)r),
+		        purges[r]);
+	struct status_cache c = s->cache;
+	if (!c.enabled || cachestats_parse(counters_text, info_text, &c) < 0)
+		return;
+	m_family(f, "fps_cache_requests_total", "counter",
+	         "Agent requests by cache result: hit (from the cache), miss (an origin fetch), collapsed "
+	         "(joined another agent's fetch).");
+	fprintf(f, "fps_cache_requests_total{result=\"hit\"} %llu\n", c.hit);
+	fprintf(f, "fps_cache_requests_total{result=\"miss\"} %llu\n", c.miss);
+	fprintf(f, "fps_cache_requests_total{result=\"collapsed\"} %llu\n", c.collapsed);
+	m_family(f, "fps_cache_bytes_total", "counter",
+	         "Plain-HTTP body bytes: sent to agents from the cache, and received from origins and peers.");
+	fprintf(f, "fps_cache_bytes_total{source=\"cache\"} %llu\n", c.bytes_from_cache);
+	fprintf(f, "fps_cache_bytes_total{source=\"origin\"} %llu\n", c.bytes_from_origin);
+	m_gauge(f, "fps_cache_used_bytes", "Bytes the cache holds, memory and disk stores together.",
+	        (double)c.used_bytes);
+	m_gauge(f, "fps_cache_objects", "Objects Squid's store knows.", (double)c.objects);
+}
+
 char *metrics_render(const struct fps_status *s, const char *counters_text, const char *info_text, double now_unix)
 {
 	char *buf = NULL;
@@ -367,6 +399,7 @@ char *metrics_render(const struct fps_status *s, const char *counters_text, cons
 	        squid_ok);
 	if (squid_ok)
 		m_render_squid(f, counters_text, info_text);
+	m_render_cache(f, s, counters_text, info_text);
 
 	if (fclose(f) != 0) {
 		free(buf);

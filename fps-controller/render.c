@@ -114,7 +114,7 @@ int render_template(const char *tmpl, const char *tmpl_path, const struct render
 #define RENDER_HELPER_CHILDREN    4
 #define RENDER_HELPER_CONCURRENCY 256
 
-/* Under SMP the coordinator (process number workers + 1: no diskers, nothing is cached)
+/* Under SMP the coordinator (process number workers + 1: no diskers, no disk store)
  * parses the same squid.conf and started a full set of helpers that never answer a
  * request: 8 processes, each fps-acl holding the whole whitelist snapshot. A helper line
  * is therefore rendered twice, for `startup` 0 (the coordinator: Squid starts helpers
@@ -130,6 +130,56 @@ static void per_process(struct buf *b, int nworkers, struct buf *coordinator, st
 		bprintf(b, "%s", bstr(others));
 	free(coordinator->p);
 	free(others->p);
+}
+
+/* Squid reads a fetch in progress no further ahead of its slowest in-memory reader than
+ * read_ahead_gap (src/MemObject.cc readAheadPolicyCanRead): with Squid's 16 KB, one agent on
+ * a slow link paced the whole storm. The gap is what one slow transfer may buffer. */
+#define RENDER_READ_AHEAD_MAX_MB 32
+
+/*
+ * The update cache (docs/operations.md "The update cache" says why each line):
+ * - collapsed_forwarding: concurrent misses for one URL make one origin fetch.
+ * - The disk store is aufs under <state-dir>/cache/1, not rock: with Squid 5.7 a rock store
+ *   cannot be read while it is being written (src/fs/rock/RockSwapDir.cc openStoreIO), so
+ *   every agent that joined a fetch after its first 4 KB became a disk reader that failed
+ *   (TCP_SWAPFAIL_MISS) and fetched again: 2 origin copies per storm with one worker, 94 of
+ *   100 with two. aufs readers read the file being written: 1.00 copy. A disk store needs
+ *   one worker (config.c cfg_check_cache says why); several workers share the memory cache
+ *   (memory_cache_shared, Squid's SMP default) and collapse onto each other's fetches
+ *   through it. No store adds disker processes, so the coordinator stays workers + 1.
+ * - range_offset_limit max_object_mb: a Range miss starting within the limit fetches the
+ *   whole object once and keeps it; later resumes are partial hits.
+ * - quick_abort_min -1 KB: a fetch goes on when its last agent gives up, so it is kept.
+ */
+void render_cache_block(const struct fps_config *c, const char *cache_dir, char *out, size_t len)
+{
+	if (!c->has_cache) {
+		snprintf(out, len, "cache deny all");
+		return;
+	}
+	int max_obj = cfg_cache_max_object(c);
+	int in_mem = max_obj < c->cache_memory_mb ? max_obj : c->cache_memory_mb;
+	int gap = max_obj < RENDER_READ_AHEAD_MAX_MB ? max_obj : RENDER_READ_AHEAD_MAX_MB;
+	char disk[PATH_MAX + 128];
+	if (c->cache_disk_mb > 0)
+		snprintf(disk, sizeof(disk), "cache_dir aufs %s/1 %d 16 256", cache_dir, c->cache_disk_mb);
+	else
+		snprintf(disk, sizeof(disk), "# cache.disk_mb: 0 -- memory only, nothing survives a restart");
+	snprintf(out, len,
+	         "cache_mem %d MB\n"
+	         "maximum_object_size_in_memory %d MB\n"
+	         "maximum_object_size %d MB\n"
+	         "%s\n"
+	         "collapsed_forwarding on\n"
+	         "range_offset_limit %d MB\n"
+	         "quick_abort_min -1 KB\n"
+	         "read_ahead_gap %d MB\n"
+	         "# An answer that sets a cookie is never kept: a cookie is one agent's, and Squid would\n"
+	         "# hand it to every agent that joined the fetch.\n"
+	         "acl fps_sets_cookie rep_header Set-Cookie .\n"
+	         "store_miss deny fps_sets_cookie",
+	         c->cache_memory_mb, in_mem, max_obj, disk, max_obj, gap);
 }
 
 static long render_max_fds(const struct render_ctx *rc)
@@ -498,6 +548,8 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 
 	char gen[32];
 	snprintf(gen, sizeof(gen), "%llu", rc->generation);
+	char cache_block[2 * PATH_MAX + 1024];
+	render_cache_block(c, rc->cache_dir ? rc->cache_dir : "/nonexistent", cache_block, sizeof(cache_block));
 	const struct render_var vars[] = {
 	    {"VERSION", FPS_VERSION},
 	    {"HTTP_PORTS", bstr(&http_port)},
@@ -518,6 +570,18 @@ int render_generation(const struct fps_config *c, const struct compiled *cp, con
 	    {"ALLOW", bstr(&allow)},
 	    {"ROUTES", bstr(&routes)},
 	    {"REPORTS_LOG", bstr(&reports)},
+	    {"CACHE", cache_block},
+	    {"CACHE_ACCESS", c->has_cache
+	                         ? "# PURGE (fps-controller purge) on the controller's port only, never from agents.\n"
+	                           "acl fps_purge method PURGE\n"
+	                           "http_access allow fps_mgr_port fps_purge localhost\n"
+	                           "http_access deny fps_purge\n"
+	                           "# explain URL's cache lookup: HEAD with only-if-cached, answered from the cache\n"
+	                           "# or with 504, never forwarded.\n"
+	                           "acl fps_head method HEAD\n"
+	                           "acl fps_only_if_cached req_header Cache-Control only-if-cached\n"
+	                           "http_access allow fps_mgr_port fps_head fps_only_if_cached localhost"
+	                         : "# (no cache: no PURGE)"},
 	};
 	int rc_ = 0;
 	if (rc->mgr_port <= 0 || rc->mgr_port > 65535 || rc->mgr_port == c->port)

@@ -20,6 +20,7 @@ struct render_ctx {
 	const char *gen_dir;       /* where Squid will read this generation's files */
 	const char *secrets_dir;   /* the copies of secrets Squid's helpers read */
 	const char *bin_dir;       /* fps-acl and fps-auth */
+	const char *cache_dir;     /* <state-dir>/cache: one disk store per Squid worker below it */
 	unsigned long long generation;
 	long max_fds;          /* Squid's max_filedescriptors: at most our hard RLIMIT_NOFILE */
 	int mgr_port;          /* the loopback port only the controller's cache-manager scrape uses */
@@ -43,6 +44,9 @@ struct render_out {
 /* The never-allowed destination networks squid.conf refuses whatever blocked_networks says
  * (loopback unless proxy.allow_loopback_destinations); returns how many were put in out. */
 size_t render_never_networks(const struct fps_config *c, const char **out, size_t max);
+
+/* The cache block of squid.conf (nothing kept without a cache section). Pure. */
+void render_cache_block(const struct fps_config *c, const char *cache_dir, char *out, size_t len);
 
 int render_generation(const struct fps_config *c, const struct compiled *cp, const struct render_ctx *rc,
                       struct render_out *out, struct fps_err *e);

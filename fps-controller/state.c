@@ -141,6 +141,7 @@ int state_open(struct state *s, const char *dir, struct fps_err *e)
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->current, sizeof(s->current), "%s/current", dir);
 	snprintf(s->run_dir, sizeof(s->run_dir), "%s/run", dir);
+	snprintf(s->cache_dir, sizeof(s->cache_dir), "%s/cache", dir);
 	snprintf(s->secrets_dir, sizeof(s->secrets_dir), "%s/secrets", dir);
 	s->as_root = geteuid() == 0;
 	s->squid_uid = geteuid();

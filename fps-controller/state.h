@@ -8,6 +8,7 @@
  *   <state>/run/                   Squid's pid file, cache.log, access.log, mgr.port
  *   <state>/run/denied/            fps-acl's denied-destination files (denied.h)
  *   <state>/run/acl.generation     the generation every fps-acl serves (genword.h)
+ *   <state>/cache/<worker>/        the update cache's disk stores (only with cache.disk_mb)
  *   <state>/secrets/apikeys.json   the keys, readable by Squid's helpers and nobody else
  */
 #ifndef FPS_STATE_H
@@ -25,6 +26,7 @@ struct state {
 	char dir[PATH_MAX];
 	char current[PATH_MAX]; /* <dir>/current */
 	char run_dir[PATH_MAX];
+	char cache_dir[PATH_MAX]; /* <dir>/cache: the update cache's disk stores (cache.h) */
 	char secrets_dir[PATH_MAX];
 	char denied_dir[PATH_MAX + 8]; /* <run>/denied: fps-acl's denied-report files */
 	uid_t squid_uid;               /* who Squid's workers and helpers run as */

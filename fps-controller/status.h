@@ -60,6 +60,20 @@ struct status_denied {
 	struct denied_entry top[DENIED_TOP_MAX];
 };
 
+/* The update cache (docs/operations.md "The update cache"): the configuration comes from the
+ * active generation, Squid's figures (cachestats.h) are read by the admin thread when it
+ * answers, from the same cache-manager pages /metrics reads. */
+struct status_cache {
+	bool enabled;
+	int memory_mb, disk_mb, max_object_mb;
+	bool restart_pending; /* a change of the stores waits for a Squid restart */
+	bool disk_suspended;  /* the state volume is nearly full: memory only until space returns */
+	bool have_stats;      /* Squid's cache manager answered */
+	unsigned long long hit, miss, collapsed;
+	unsigned long long bytes_from_cache, bytes_from_origin;
+	unsigned long long used_bytes, objects;
+};
+
 struct fps_status {
 	/* build */
 	char version[32];
@@ -116,6 +130,7 @@ struct fps_status {
 
 	/* where this controller reads its inputs: diagnose run without flags finds them here */
 	char config_dir[1024], secrets_dir[1024], state_dir[1024];
+	struct status_cache cache;
 };
 
 /* Publishing side (control loop) and reading side (admin thread). */

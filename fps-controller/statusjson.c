@@ -221,6 +221,48 @@ char *statusjson_render_denied(const struct fps_status *s, bool whitelist)
 	return text;
 }
 
+/* "cache": the configuration always; Squid's figures when its cache manager answered. */
+static void statusjson_cache(cJSON *root, const struct status_cache *c)
+{
+	cJSON *o = cJSON_AddObjectToObject(root, "cache");
+	if (o == NULL)
+		return;
+	cJSON_AddBoolToObject(o, "enabled", c->enabled);
+	if (!c->enabled)
+		return;
+	cJSON_AddNumberToObject(o, "memory_mb", c->memory_mb);
+	cJSON_AddNumberToObject(o, "disk_mb", c->disk_mb);
+	cJSON_AddNumberToObject(o, "max_object_mb", c->max_object_mb);
+	cJSON_AddBoolToObject(o, "restart_pending", c->restart_pending);
+	cJSON_AddBoolToObject(o, "disk_suspended", c->disk_suspended);
+	if (c->disk_suspended)
+		cJSON_AddStringToObject(o, "note",
+		                        "the state volume is nearly full: nothing is written to the disk store "
+		                        "until space returns");
+	else if (c->restart_pending)
+		cJSON_AddStringToObject(o, "note", "a change of the cache stores waits for a restart of Squid");
+	if (!c->have_stats) {
+		cJSON_AddNullToObject(o, "used_bytes");
+		cJSON_AddNullToObject(o, "objects");
+		cJSON_AddNullToObject(o, "requests");
+		cJSON_AddNullToObject(o, "bytes");
+		return;
+	}
+	cJSON_AddNumberToObject(o, "used_bytes", (double)c->used_bytes);
+	cJSON_AddNumberToObject(o, "objects", (double)c->objects);
+	cJSON *r = cJSON_AddObjectToObject(o, "requests");
+	if (r) {
+		cJSON_AddNumberToObject(r, "hit", (double)c->hit);
+		cJSON_AddNumberToObject(r, "miss", (double)c->miss);
+		cJSON_AddNumberToObject(r, "collapsed", (double)c->collapsed);
+	}
+	cJSON *b = cJSON_AddObjectToObject(o, "bytes");
+	if (b) {
+		cJSON_AddNumberToObject(b, "from_cache", (double)c->bytes_from_cache);
+		cJSON_AddNumberToObject(b, "from_origin", (double)c->bytes_from_origin);
+	}
+}
+
 char *statusjson_render(const struct fps_status *s, double now)
 {
 	cJSON *root = cJSON_CreateObject();
@@ -347,6 +389,8 @@ char *statusjson_render(const struct fps_status *s, double now)
 		cJSON_AddNumberToObject(sv, "free_bytes", (double)s->state_free_bytes);
 		cJSON_AddNumberToObject(sv, "total_bytes", (double)s->state_total_bytes);
 	}
+
+	statusjson_cache(root, &s->cache);
 
 	char *text = cJSON_Print(root);
 	cJSON_Delete(root);

@@ -110,6 +110,35 @@ static void sp_path(FILE *f, const char *name, const struct status_path *p, bool
 	fputs("</td></tr>\n", f);
 }
 
+/* The update cache: what it saved (docs/operations.md "Reading the savings"). */
+static void sp_cache(FILE *f, const struct fps_status *s)
+{
+	const struct status_cache *c = &s->cache;
+	fputs("<h2>Update cache</h2>\n<p id=\"cache\">", f);
+	if (!c->enabled) {
+		fputs("No cache is configured (fps.yaml has no <code>cache</code> section): nothing is kept.</p>\n", f);
+		return;
+	}
+	fprintf(f, "memory %d MB, disk %d MB%s, objects up to %d MB. ", c->memory_mb, c->disk_mb,
+	        c->disk_suspended ? " (<span class=\"bad\">left out: the state volume is nearly full</span>)" : "",
+	        c->max_object_mb);
+	if (!c->have_stats) {
+		fputs("Squid's figures are not available (its cache manager did not answer).</p>\n", f);
+		return;
+	}
+	unsigned long long answered = c->hit + c->miss + c->collapsed;
+	fprintf(f,
+	        "<span id=\"cache-saved\">%.1f MB</span> sent to agents from the cache, %.1f MB fetched from "
+	        "origins; hit ratio <span id=\"cache-hit-ratio\">%.1f%%</span> (%llu hits, %llu joined a "
+	        "fetch, %llu fetched); %.1f MB kept in %llu objects.",
+	        (double)c->bytes_from_cache / 1e6, (double)c->bytes_from_origin / 1e6,
+	        answered ? 100.0 * (double)c->hit / (double)answered : 0.0, c->hit, c->collapsed, c->miss,
+	        (double)c->used_bytes / 1e6, c->objects);
+	if (c->restart_pending)
+		fputs(" <span class=\"bad\">A change of the cache stores waits for a restart of Squid.</span>", f);
+	fputs("</p>\n", f);
+}
+
 static void sp_denied(FILE *f, const struct fps_status *s)
 {
 	const struct status_denied *d = &s->denied;
@@ -258,6 +287,7 @@ char *statuspage_render(const struct fps_status *s, double now)
 	sp_path(f, "upstream", &s->upstream, false);
 	fputs("</table>\n", f);
 
+	sp_cache(f, s);
 	sp_denied(f, s);
 	reportspage_render(f, &s->reports);
 
