@@ -145,8 +145,8 @@ struct ctl {
 	long long hang_ms;
 	struct denied_collector denied; /* the helpers' denied-destination files, merged */
 	bool have_denied;
-	struct genword acl_gen; /* the generation every fps-acl serves (genword.h) */
-	struct rep_state *reports; /* /failures and /traffic from Squid's logs; NULL = off */
+	struct genword acl_gen;     /* the generation every fps-acl serves (genword.h) */
+	struct rep_state *reports;  /* /failures and /traffic from Squid's logs; NULL = off */
 	char cache_layout[64];      /* cache.h cache_layout of the config the running Squid started with */
 	bool cache_restart_pending; /* a cache change waits for a Squid restart (sidecar mode) */
 	bool cache_disk_suspended;  /* the state volume is nearly full: the disk store is left out */

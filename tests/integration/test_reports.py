@@ -17,7 +17,7 @@ from dnsserver import DNS
 from fpsharness import BIN, World, agent_credentials, curl, free_port, wait_for
 
 OK, NX, SILENT, BLOCKED = "ok.fps.test", "nx.fps.test", "silent.fps.test", "blocked.fps.test"
-PROMTOOL = shutil.which("promtool")  # one variable: where promtool comes from may change
+from fpsharness import PROMTOOL  # unpacked into build/ (Makefile PROMTOOL_DEB)
 
 
 def get_json(w, path):
@@ -176,8 +176,8 @@ def test_failures_name_each_cause(world):
     m = metrics_text(w)
     assert 'fps_failures_total{cause="dns"} 3' in m
     assert 'fps_failures_total{cause="auth_missing"} 1' in m
-    assert PROMTOOL, "promtool missing (Makefile DEB_PKGS: prometheus)"
-    r = subprocess.run([PROMTOOL, "check", "metrics"], input=m.encode(), capture_output=True)
+    assert PROMTOOL.exists(), f"{PROMTOOL} missing (make $(PROMTOOL_DEB))"
+    r = subprocess.run([str(PROMTOOL), "check", "metrics"], input=m.encode(), capture_output=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
     # The command reads the same report.
