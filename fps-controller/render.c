@@ -175,10 +175,15 @@ void render_cache_block(const struct fps_config *c, const char *cache_dir, char 
 	         "range_offset_limit %d MB\n"
 	         "quick_abort_min -1 KB\n"
 	         "read_ahead_gap %d MB\n"
-	         "# An answer that sets a cookie is never kept: a cookie is one agent's, and Squid would\n"
-	         "# hand it to every agent that joined the fetch.\n"
+	         "# An answer that sets a cookie is never kept: a cookie is one agent's. Squid 5.7 strips\n"
+	         "# Set-Cookie from hits but not from requests that joined another agent's fetch\n"
+	         "# (client_side_reply.cc buildReplyHeader), and store_miss acts only once the answer's\n"
+	         "# headers are in, after such requests have joined: so GET and HEAD answers (the only\n"
+	         "# ones that collapse) reach agents without Set-Cookie. POST and the rest keep it.\n"
 	         "acl fps_sets_cookie rep_header Set-Cookie .\n"
-	         "store_miss deny fps_sets_cookie",
+	         "store_miss deny fps_sets_cookie\n"
+	         "acl fps_shared_method method GET HEAD\n"
+	         "reply_header_access Set-Cookie deny fps_shared_method",
 	         c->cache_memory_mb, in_mem, max_obj, disk, max_obj, gap);
 }
 

@@ -162,13 +162,19 @@ def test_private_and_no_store_answers_are_never_kept(world):
 def test_a_cookie_is_never_handed_to_another_agent(world):
     path = fresh(size=2 << 20, cookie=1, pace="0.01")
     other = creds(world, guid="00000000-0000-0000-0000-000000000002")
-    # at once, so the second joins the first one's fetch if anything would let it
+    # At once, so the others join the first one's fetch if anything lets them. Squid 5.7 hands
+    # the initiator's Set-Cookie to requests that joined its fetch (a race: about one storm in
+    # four here), so FPS removes Set-Cookie from GET/HEAD answers while the cache is on.
     results = storm(world.port, url(world, path), 6, headers=auth_header(world))
+    assert all(r[0] == 200 for r in results), [r[0] for r in results]
     cookies = [r[1].get("set-cookie") for r in results]
-    assert len(set(cookies)) == len(cookies), cookies  # each agent its own cookie (its own fetch)
+    assert cookies == [None] * 6, cookies
+    before = world.co.hits(path.split("?")[0])
+    assert 1 <= before <= 6
+    # ... and such an answer is never kept: the next agent's request goes to the origin.
     status, headers, _ = curl_get(world, path, user=other)
-    assert status == 200 and headers.get("set-cookie") and headers["set-cookie"][0] not in cookies
-    assert world.co.hits(path.split("?")[0]) == 7
+    assert status == 200 and not headers.get("set-cookie")
+    assert world.co.hits(path.split("?")[0]) == before + 1
 
 
 def test_origin_authorization_is_reused_only_where_the_origin_allows(world):

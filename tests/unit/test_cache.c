@@ -156,6 +156,7 @@ static void test_render_block(void **state)
 	assert_non_null(strstr(out, "collapsed_forwarding on\n"));
 	assert_non_null(strstr(out, "range_offset_limit 512 MB\n"));
 	assert_non_null(strstr(out, "store_miss deny fps_sets_cookie"));
+	assert_non_null(strstr(out, "reply_header_access Set-Cookie deny fps_shared_method"));
 	assert_null(strstr(out, "cache deny all"));
 	cfg_free(&c);
 	parse(&c, "cache:\n  memory_mb: 64\n");
