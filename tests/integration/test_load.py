@@ -129,7 +129,9 @@ def world():
 
 def test_burst_larger_than_the_helper_queue_gets_no_403(world):
     assert world.get("burst.allowed.test")[0] == 200
-    # Every fps-acl child starts with Squid (none is forked during the burst) ...
+    # Every fps-acl child starts with Squid (none is forked during the burst): all four are
+    # there once Squid has started them (on a busy machine the last may still be exec'ing) ...
+    wait_for(lambda: len(helper_pids(world, "fps-acl")) >= 4, 30, what="Squid's 4 fps-acl helpers")
     acl = helper_pids(world, "fps-acl")
     assert len(acl) == 4, acl
     # ... and none answers while the burst arrives: every lookup has to wait in the queue.
