@@ -53,6 +53,23 @@ def wait_for(pred, what, deadline_s=10.0):
     raise AssertionError("timed out waiting for " + what)
 
 
+def signal_taken(pid, sig):
+    """True once no thread of pid has sig pending: the kernel has handed it to loadgen's
+    handler. Signals are asynchronous; without this, an answer released right after
+    send_signal can reach loadgen before its mark does (on a busy machine it did)."""
+    bit = 1 << (sig - 1)
+    files = [f"/proc/{pid}/status"] + [f"/proc/{pid}/task/{t}/status" for t in os.listdir(f"/proc/{pid}/task")]
+    for path in files:
+        try:
+            text = open(path).read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & bit:
+                return False
+    return True
+
+
 def expected_user(product, index):
     return "%s-%s" % (product, uuid.uuid5(uuid.NAMESPACE_URL, "fps-loadgen:agent:%d" % index))
 
@@ -228,6 +245,7 @@ def test_sigusr1_mark_reports_when_every_agent_is_served_again(loadgen, servers)
         wait_for(lambda: origin.count() >= 50, "first requests")
         paused.set()
         proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: signal_taken(proc.pid, signal.SIGUSR1), "loadgen to take the mark")
         time.sleep(0.4)  # the gap to measure (not a synchronization)
         paused.clear()
         out, err = proc.communicate(timeout=30)
@@ -276,6 +294,7 @@ def test_mark_reports_requests_in_flight_and_agents_failed(loadgen, servers):
         wait_for(lambda: len(waiting) == 5, "5 requests held by the origin")
         # pending before the origin answers: loadgen runs its handler before it sees any event
         proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: signal_taken(proc.pid, signal.SIGUSR1), "loadgen to take the mark")
         held.clear()
         release.set()
         out, err = proc.communicate(timeout=30)
