@@ -77,9 +77,15 @@ void cfg_init_defaults(struct fps_config *c)
 	c->cache_max_object_mb = CFG_CACHE_OBJECT_DEF;
 }
 
+/* The store an object would go to: the disk store (one worker only, cfg_check_cache), else memory. */
+static long cfg_cache_store_mb(const struct fps_config *c)
+{
+	return c->cache_disk_mb > 0 ? c->cache_disk_mb : c->cache_memory_mb;
+}
+
 /*
- * Objects go to memory (cache_mem) and, with disk_mb, to a disk store per Squid worker
- * (disk_mb / workers each, docs/operations.md "Update cache"): an object larger than the
+ * Objects go to memory (cache_mem) and, with disk_mb, to the disk store (docs/operations.md
+ * "The update cache"): an object larger than the
  * store it would go to could never be kept, which is a configuration mistake, not a
  * policy. An unset max_object_mb is fitted to the store instead.
  */
@@ -97,12 +103,7 @@ int cfg_check_cache(const struct fps_config *c, const char *path, struct fps_err
 		               "cache.disk_mb %d needs proxy.workers: 1 (it resolves to %d here): with several Squid "
 		               "workers the cache is memory only (cache.disk_mb: 0), see docs/operations.md",
 		               c->cache_disk_mb, workers);
-	long store = c->cache_disk_mb > 0 ? c->cache_disk_mb / (workers > 0 ? workers : 1) : c->cache_memory_mb;
-	if (c->cache_disk_mb > 0 && store < 1)
-		return err_set(e, path, c->cache_line, 0,
-		               "cache.disk_mb %d is less than 1 MB for each of the %d Squid workers (each keeps its "
-		               "own disk store)",
-		               c->cache_disk_mb, workers);
+	long store = cfg_cache_store_mb(c);
 	if (c->cache_max_object_set && c->cache_max_object_mb > store)
 		return err_set(e, path, c->cache_line, 0,
 		               "cache.max_object_mb %d is above the store it would go to (%s: %ld MB%s)",
@@ -117,8 +118,7 @@ int cfg_cache_max_object(const struct fps_config *c)
 {
 	if (c->cache_max_object_set)
 		return c->cache_max_object_mb;
-	int workers = cfg_workers(c);
-	long store = c->cache_disk_mb > 0 ? c->cache_disk_mb / (workers > 0 ? workers : 1) : c->cache_memory_mb;
+	long store = cfg_cache_store_mb(c);
 	return store < CFG_CACHE_OBJECT_DEF ? (int)(store > 0 ? store : 1) : CFG_CACHE_OBJECT_DEF;
 }
 

@@ -5,11 +5,13 @@
  * (data-value, and a <title> a browser shows on hover) so a test can compare the picture
  * with GET /traffic; nothing is loaded from elsewhere and no script draws anything.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "reports.h"
 #include "statusjson.h"
+#include "statuspage.h"
 
 #define RP_W    720 /* chart width: 60 bars of 12 px */
 #define RP_H    150
@@ -20,30 +22,10 @@
 static const char *const rp_colors[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                                         "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
 
+/* HTML-escaped, as the rest of the status page (statuspage.c). */
 static void rp_esc(FILE *f, const char *s)
 {
-	for (; *s; s++) {
-		switch (*s) {
-		case '&':
-			fputs("&amp;", f);
-			break;
-		case '<':
-			fputs("&lt;", f);
-			break;
-		case '>':
-			fputs("&gt;", f);
-			break;
-		case '"':
-			fputs("&quot;", f);
-			break;
-		case '\'':
-			fputs("&#39;", f);
-			break;
-		default:
-			if ((unsigned char)*s >= 0x20)
-				fputc(*s, f);
-		}
-	}
+	statuspage_esc(f, s, SIZE_MAX);
 }
 
 static void rp_hhmm(FILE *f, long long minute)

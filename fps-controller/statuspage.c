@@ -13,7 +13,7 @@
 #include "statusjson.h"
 
 /* Writes v (at most max bytes) HTML-escaped. */
-static void sp_esc(FILE *f, const char *v, size_t max)
+void statuspage_esc(FILE *f, const char *v, size_t max)
 {
 	for (size_t i = 0; i < max && v[i]; i++) {
 		unsigned char c = (unsigned char)v[i];
@@ -42,7 +42,7 @@ static void sp_esc(FILE *f, const char *v, size_t max)
 	}
 }
 
-#define SP_ESC(f, field) sp_esc((f), (field), sizeof(field))
+#define SP_ESC(f, field) statuspage_esc((f), (field), sizeof(field))
 
 static void sp_time(FILE *f, double t)
 {
@@ -185,7 +185,7 @@ static void sp_denied(FILE *f, const struct fps_status *s)
 	      "customer's list.</p>\n<textarea id=\"fragment\" readonly rows=\"6\">",
 	      f);
 	if (frag)
-		sp_esc(f, frag, strlen(frag));
+		statuspage_esc(f, frag, strlen(frag));
 	free(frag);
 	fputs("</textarea><br><button id=\"copy\" type=\"button\">Copy</button>\n", f);
 }
