@@ -30,6 +30,7 @@
 # After `make test`: squid.service (and every unit the installs enabled) is neither running nor
 # enabled, no daemon listens, and `make run` answers its four printed curl commands with the
 # codes it prints and `fps-controller diagnose` works without flags.
+# shellcheck disable=SC2016 # the single-quoted commands expand in the container
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/image/containers.conf}
@@ -90,7 +91,12 @@ cache=()
 	--network slirp4netns --pids-limit -1 \
 	--shm-size "$(($(awk '/^MemTotal:/ { print $2 }' /proc/meminfo) / 2))k" \
 	-v "$NAME-containers:/var/lib/containers" "${cache[@]}" "$BASE" >/dev/null || fail "podman run"
-state=$(in_box 'systemctl is-system-running --wait' 2>&1)
+# systemd's bus comes up a moment after PID 1 starts: until then systemctl cannot ask.
+for _ in $(seq 120); do
+	state=$(in_box 'systemctl is-system-running --wait' 2>&1) && break
+	case $state in degraded | maintenance | stopping) break ;; esac
+	sleep 0.5
+done
 [ "$(in_box 'cat /proc/1/comm')" = systemd ] || fail "PID 1 is not systemd"
 step "systemd: $state $(in_box 'systemctl --failed --no-legend --plain | cut -d" " -f1 | tr "\n" " "')"
 
