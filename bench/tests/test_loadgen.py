@@ -230,12 +230,16 @@ def test_bounded_run_counts_agree_with_origin_log(loadgen, servers):
 def test_sigusr1_mark_reports_when_every_agent_is_served_again(loadgen, servers):
     """A pause in the origin after the mark: every agent is served again, the gap shows it."""
     paused = threading.Event()
+    lock, held = threading.Lock(), [0]  # requests that arrived during the pause
 
     def handler(server, conn):
         buf = bytearray()
         while server.read_request(conn, buf) is not None:
-            while paused.is_set():
-                time.sleep(0.01)
+            if paused.is_set():
+                with lock:
+                    held[0] += 1
+                while paused.is_set():
+                    time.sleep(0.01)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     origin = servers(handler)
@@ -244,6 +248,11 @@ def test_sigusr1_mark_reports_when_every_agent_is_served_again(loadgen, servers)
     try:
         wait_for(lambda: origin.count() >= 50, "first requests")
         paused.set()
+        # The mark only once every agent's next request is held: an answer the origin had sent
+        # before the pause could otherwise reach its agent after the mark (seen on a busy box:
+        # all five "served again" within 0.7 ms). An agent sends its next request only after its
+        # answer, so with five held there is none on the wire.
+        wait_for(lambda: held[0] >= 5, "every agent's request held by the paused origin")
         proc.send_signal(signal.SIGUSR1)
         wait_for(lambda: signal_taken(proc.pid, signal.SIGUSR1), "loadgen to take the mark")
         time.sleep(0.4)  # the gap to measure (not a synchronization)
