@@ -334,8 +334,11 @@ static off_t file_size(const char *path)
  * other container's Squid wrote into the shared state directory (sidecar). */
 static pid_t ctl_squid_pid(struct ctl *x)
 {
+	/* A Squid that exited while a blocking wait (the drain's confirm) keeps the loop from
+	 * reaping it is still SUP_RUNNING in the table, and a zombie kill(pid, 0) finds: it
+	 * got the SIGINT of a terminal's Ctrl-C with us, and the drain waited 60 s for it. */
 	if (x->opts->mode == CTL_MODE_SUPERVISE)
-		return x->squid.state == SUP_RUNNING ? x->squid.pid : 0;
+		return x->squid.state == SUP_RUNNING && proc_running(x->squid.pid) ? x->squid.pid : 0;
 	char path[PATH_MAX + 16], *text = NULL;
 	snprintf(path, sizeof(path), "%s/squid.pid", x->st.run_dir);
 	struct fps_err e;
@@ -343,7 +346,7 @@ static pid_t ctl_squid_pid(struct ctl *x)
 		return 0;
 	pid_t pid = (pid_t)strtol(text, NULL, 10);
 	free(text);
-	return pid > 0 && kill(pid, 0) == 0 ? pid : 0;
+	return pid > 0 && proc_running(pid) ? pid : 0;
 }
 
 /* A reload (SIGHUP) or log reopen (SIGUSR1) for Squid: through the supervision table when

@@ -122,12 +122,8 @@ int proc_run(char *const argv[], int timeout_ms, char **out, size_t cap)
 	return status;
 }
 
-/* Alive and not a zombie. A zombie that is our child is reaped here. */
-static bool proc_alive(pid_t pid)
+bool proc_running(pid_t pid)
 {
-	int status;
-	if (waitpid(pid, &status, WNOHANG) == pid)
-		return false;
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return false;
 	char path[64], buf[512];
@@ -142,6 +138,15 @@ static bool proc_alive(pid_t pid)
 	buf[n] = '\0';
 	const char *paren = strrchr(buf, ')');
 	return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
+}
+
+/* Alive and not a zombie. A zombie that is our child is reaped here. */
+static bool proc_alive(pid_t pid)
+{
+	int status;
+	if (waitpid(pid, &status, WNOHANG) == pid)
+		return false;
+	return proc_running(pid);
 }
 
 pid_t proc_pidfile_owner(const char *pidfile, const char *needle)

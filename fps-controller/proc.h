@@ -5,6 +5,7 @@
 #ifndef FPS_PROC_H
 #define FPS_PROC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -20,6 +21,9 @@ int proc_run(char *const argv[], int timeout_ms, char **out, size_t cap);
 /* The pid recorded in pidfile, if that process is alive (not a zombie) and its command
  * line contains needle (e.g. the config path only our own children are given); else 0. */
 pid_t proc_pidfile_owner(const char *pidfile, const char *needle);
+/* Whether pid exists and is not a zombie, without reaping it (a child that has exited but
+ * is not yet reaped, e.g. while the loop is busy, is not running). */
+bool proc_running(pid_t pid);
 /* Sends sig to pid and waits up to grace_ms for it to be gone (reaping it if it is our
  * child), then SIGKILL and up to 5 s more. Returns 0 once it is gone, -1 if it is not. */
 int proc_end(pid_t pid, int sig, int grace_ms);
