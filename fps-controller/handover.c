@@ -6,7 +6,6 @@
 #include "handover.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -20,53 +19,13 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "procsock.h"
 
 #define HO_MAX_SOCKS 4096 /* inodes on one port: listeners, or an instance's agents */
 #define HO_MAX_PIDS  256  /* an SMP Squid: master, workers, their helpers */
 #define HO_QUEUE_MS  3000 /* how long Squid gets to accept what its queue holds */
 
-enum { HO_ESTABLISHED = 0x01, HO_CLOSE_WAIT = 0x08, HO_LISTEN = 0x0A };
-
-struct ho_sock {
-	unsigned long ino;
-	unsigned state;
-	unsigned long rxq; /* LISTEN: connections waiting in the accept queue */
-};
-
-/* Sockets on local port in the given states (bit 1 << state). */
-static size_t ho_port_sockets(int port, unsigned states, struct ho_sock *out, size_t max)
-{
-	const char *tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
-	size_t n = 0;
-	for (size_t t = 0; t < 2; t++) {
-		FILE *f = fopen(tables[t], "r");
-		if (f == NULL)
-			continue;
-		char line[512];
-		if (fgets(line, sizeof(line), f) == NULL) { /* header */
-			fclose(f);
-			continue;
-		}
-		while (n < max && fgets(line, sizeof(line), f)) {
-			char local[128];
-			unsigned st, p;
-			unsigned long txq, rxq, ino;
-			/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
-			if (sscanf(line, " %*d: %127s %*s %x %lx:%lx %*s %*s %*u %*u %lu", local, &st, &txq, &rxq,
-			           &ino) != 5)
-				continue;
-			const char *colon = strrchr(local, ':');
-			if (colon == NULL || sscanf(colon + 1, "%x", &p) != 1 || (int)p != port || st > 31 ||
-			    !(states & (1u << st)))
-				continue;
-			out[n++] = (struct ho_sock){ino, st, rxq};
-		}
-		fclose(f);
-	}
-	return n;
-}
-
-static bool ho_has_ino(const struct ho_sock *s, size_t n, unsigned long ino)
+static bool ho_has_ino(const struct ps_sock *s, size_t n, unsigned long ino)
 {
 	for (size_t i = 0; i < n; i++)
 		if (s[i].ino == ino)
@@ -91,60 +50,60 @@ static pid_t ho_ppid(long pid)
 	return (pid_t)ppid;
 }
 
+struct ho_tree_walk {
+	pid_t *out;
+	size_t n, max;
+};
+
+static bool ho_tree_add(pid_t p, void *arg)
+{
+	struct ho_tree_walk *w = arg;
+	pid_t pp = ho_ppid(p);
+	bool known = false, parent = false;
+	for (size_t i = 0; i < w->n; i++) {
+		known |= w->out[i] == p;
+		parent |= w->out[i] == pp;
+	}
+	if (parent && !known && pp != 0)
+		w->out[w->n++] = p;
+	return w->n < w->max;
+}
+
 /* pid and its descendants (two levels: an SMP master's workers and their helpers). */
 static size_t ho_tree(pid_t pid, pid_t *out, size_t max)
 {
-	size_t n = 0;
-	out[n++] = pid;
-	for (int level = 0; level < 2; level++) {
-		size_t have = n;
-		DIR *d = opendir("/proc");
-		if (d == NULL)
-			break;
-		struct dirent *de;
-		while ((de = readdir(d)) != NULL && n < max) {
-			char *end;
-			long p = strtol(de->d_name, &end, 10);
-			if (*end != '\0' || p <= 0)
-				continue;
-			pid_t pp = ho_ppid(p);
-			bool known = false, parent = false;
-			for (size_t i = 0; i < n; i++) {
-				known |= out[i] == (pid_t)p;
-				parent |= out[i] == pp;
-			}
-			if (parent && !known && pp != 0)
-				out[n++] = (pid_t)p;
-		}
-		closedir(d);
-		if (n == have)
+	struct ho_tree_walk w = {out, 0, max};
+	out[w.n++] = pid;
+	for (int level = 0; level < 2 && w.n < max; level++) {
+		size_t have = w.n;
+		ps_each_pid(ho_tree_add, &w);
+		if (w.n == have)
 			break;
 	}
-	return n;
+	return w.n;
+}
+
+struct ho_fd_walk {
+	const struct ps_sock *socks;
+	size_t n;
+	void (*fn)(pid_t pid, int fd, unsigned long ino, void *arg);
+	void *arg;
+};
+
+static bool ho_fd_match(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	struct ho_fd_walk *w = arg;
+	if (ho_has_ino(w->socks, w->n, ino))
+		w->fn(pid, fd, ino, w->arg);
+	return true;
 }
 
 /* Calls fn(pid, fd, ino, arg) for every descriptor of pid that is one of the sockets. */
-static void ho_each_fd(pid_t pid, const struct ho_sock *socks, size_t n,
+static void ho_each_fd(pid_t pid, const struct ps_sock *socks, size_t n,
                        void (*fn)(pid_t pid, int fd, unsigned long ino, void *arg), void *arg)
 {
-	char dir[64];
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		char link[320], target[64];
-		snprintf(link, sizeof(link), "%s/%s", dir, de->d_name);
-		ssize_t k = readlink(link, target, sizeof(target) - 1);
-		if (k <= 0)
-			continue;
-		target[k] = '\0';
-		unsigned long ino;
-		if (sscanf(target, "socket:[%lu]", &ino) == 1 && ho_has_ino(socks, n, ino))
-			fn(pid, atoi(de->d_name), ino, arg);
-	}
-	closedir(d);
+	struct ho_fd_walk w = {socks, n, fn, arg};
+	ps_each_socket_fd(pid, ho_fd_match, &w);
 }
 
 static void ho_count(pid_t pid, int fd, unsigned long ino, void *arg)
@@ -155,9 +114,9 @@ static void ho_count(pid_t pid, int fd, unsigned long ino, void *arg)
 
 int ho_clients(pid_t pid, int port)
 {
-	static struct ho_sock socks[HO_MAX_SOCKS * 4];
+	static struct ps_sock socks[HO_MAX_SOCKS * 4];
 	size_t n =
-	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
+	    ps_port_sockets(port, 1u << PS_ESTABLISHED | 1u << PS_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
 	if (n == 0)
 		return 0;
 	/* The process tree is looked up once a second: the drain asks every 50 ms, and a walk
@@ -194,6 +153,8 @@ int ho_migrate_req(void)
 struct ho_holders {
 	pid_t pids[64];
 	size_t n;
+	const struct ps_sock *socks; /* the port's listeners */
+	size_t nsocks;
 };
 
 static void ho_note_holder(pid_t pid, int fd, unsigned long ino, void *arg)
@@ -205,6 +166,14 @@ static void ho_note_holder(pid_t pid, int fd, unsigned long ino, void *arg)
 			return;
 	if (h->n < sizeof(h->pids) / sizeof(h->pids[0]))
 		h->pids[h->n++] = pid;
+}
+
+static bool ho_note_holders(pid_t pid, void *arg)
+{
+	struct ho_holders *h = arg;
+	if (pid != getpid())
+		ho_each_fd(pid, h->socks, h->nsocks, ho_note_holder, h);
+	return true;
 }
 
 /* An FPS Squid running as uid: program "squid", a command line naming a file
@@ -286,22 +255,12 @@ static bool ho_reuseport_bind(const char *addr, int port)
 int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
 {
 	who[0] = '\0';
-	static struct ho_sock socks[HO_MAX_SOCKS];
-	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	static struct ps_sock socks[HO_MAX_SOCKS];
+	size_t n = ps_port_sockets(port, 1u << PS_LISTEN, socks, HO_MAX_SOCKS);
 	if (n == 0)
 		return 0;
-	struct ho_holders h = {.n = 0};
-	DIR *d = opendir("/proc");
-	if (d == NULL)
-		return 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		char *end;
-		long p = strtol(de->d_name, &end, 10);
-		if (*end == '\0' && p > 0 && (pid_t)p != getpid())
-			ho_each_fd((pid_t)p, socks, n, ho_note_holder, &h);
-	}
-	closedir(d);
+	struct ho_holders h = {.n = 0, .socks = socks, .nsocks = n};
+	ps_each_pid(ho_note_holders, &h);
 	if (h.n == 0)
 		return 0; /* a listener nobody we can see holds (another namespace): a stranger */
 	for (size_t i = 0; i < h.n; i++)
@@ -363,8 +322,8 @@ static long long ho_mono_ms(void)
 
 static unsigned long ho_queued(const struct ho_taken *t, int port)
 {
-	static struct ho_sock socks[HO_MAX_SOCKS];
-	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	static struct ps_sock socks[HO_MAX_SOCKS];
+	size_t n = ps_port_sockets(port, 1u << PS_LISTEN, socks, HO_MAX_SOCKS);
 	unsigned long q = 0;
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = 0; j < t->n; j++)
@@ -376,8 +335,8 @@ static unsigned long ho_queued(const struct ho_taken *t, int port)
 int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 {
 	why[0] = '\0';
-	static struct ho_sock socks[HO_MAX_SOCKS];
-	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	static struct ps_sock socks[HO_MAX_SOCKS];
+	size_t n = ps_port_sockets(port, 1u << PS_LISTEN, socks, HO_MAX_SOCKS);
 	pid_t tree[HO_MAX_PIDS];
 	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
 	struct ho_taken t = {.n = 0, .err = 0};
@@ -492,9 +451,9 @@ int ho_pause_input(pid_t pid, int port, struct ho_pause *p)
 {
 	p->fds = NULL;
 	p->n = 0;
-	static struct ho_sock socks[HO_MAX_SOCKS * 4];
+	static struct ps_sock socks[HO_MAX_SOCKS * 4];
 	size_t n =
-	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
+	    ps_port_sockets(port, 1u << PS_ESTABLISHED | 1u << PS_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
 	pid_t tree[HO_MAX_PIDS];
 	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
 	struct ho_grab g = {.p = p, .cap = 0};
