@@ -82,10 +82,9 @@ static void ctl_publish_reports(struct ctl *x, struct fps_status *s, double now)
 	reports_snapshot(x->reports, now, &s->reports);
 }
 
-void ctl_publish(struct ctl *x)
+/* The generation in force, the last reload, the keys (recounted: they expire with time). */
+static void ctl_publish_config(struct ctl *x, struct fps_status *s, double now)
 {
-	struct fps_status *s = &x->pub;
-	double now = ctl_wall_now();
 	s->generation = x->generation;
 	snprintf(s->config_hash, sizeof(s->config_hash), "%s", x->active_hash);
 	snprintf(s->apply_mode, sizeof(s->apply_mode), "%s",
@@ -111,8 +110,11 @@ void ctl_publish(struct ctl *x)
 	for (size_t i = 0; i < x->n_key_expiry; i++)
 		if ((double)x->key_expiry[i] > now)
 			s->keys_valid++;
+}
 
-	pid_t squid_pid = ctl_squid_pid(x);
+/* Squid and stunnel: state, pid, restarts, and why one is not running. */
+static void ctl_publish_children(struct ctl *x, struct fps_status *s, double now, pid_t squid_pid)
+{
 	if (x->opts->mode == CTL_MODE_SUPERVISE) {
 		child_status(&s->squid, "squid", &x->squid, now, 0);
 	} else {
@@ -132,9 +134,13 @@ void ctl_publish(struct ctl *x)
 		x->stunnel_problem[0] = '\0';
 	snprintf(s->squid.problem, sizeof(s->squid.problem), "%s", x->squid_problem);
 	snprintf(s->stunnel.problem, sizeof(s->stunnel.problem), "%s", x->stunnel_problem);
-	/* A full state volume: Squid drops log lines (on-error=drop) and new generations
-	 * cannot be written, while the active one keeps serving. Say so, and retry the
-	 * failed update as soon as space comes back. */
+}
+
+/* A full state volume: Squid drops log lines (on-error=drop) and new generations
+ * cannot be written, while the active one keeps serving. Say so, and retry the
+ * failed update as soon as space comes back. */
+static void ctl_publish_volume(struct ctl *x, struct fps_status *s)
+{
 	s->have_state_volume = state_volume(&x->st, &s->state_free_bytes, &s->state_total_bytes) == 0;
 	s->state_full = x->state_enospc || (s->have_state_volume && s->state_free_bytes < STATE_FULL_BYTES);
 	if (s->state_full != x->state_full_logged) {
@@ -152,6 +158,16 @@ void ctl_publish(struct ctl *x)
 		x->enospc_free = s->state_free_bytes;
 		x->retry_reload = true;
 	}
+}
+
+/* Ready means: Squid runs the active generation and answers HTTP (a TCP connect alone
+ * succeeds for a stopped Squid: the kernel completes it). The probe goes to the
+ * controller-only port: Squid accepts one connection per listening socket per loop
+ * pass, so while 1000 agents keep the agents' sockets' queues full a fresh connection
+ * there can wait seconds, and a saturated but working Squid would look hung (and be
+ * killed after the bound). Its own socket is accepted from at every pass. */
+static void ctl_publish_health(struct ctl *x, struct fps_status *s, pid_t squid_pid)
+{
 	if (x->have_active) {
 		snprintf(s->proxy_addr, sizeof(s->proxy_addr), "%s",
 		         strcmp(x->active.bind, "0.0.0.0") == 0 ? "127.0.0.1"
@@ -159,12 +175,6 @@ void ctl_publish(struct ctl *x)
 		                                                : x->active.bind);
 		s->proxy_port = x->active.port;
 	}
-	/* Ready means: Squid runs the active generation and answers HTTP (a TCP connect alone
-	 * succeeds for a stopped Squid: the kernel completes it). The probe goes to the
-	 * controller-only port: Squid accepts one connection per listening socket per loop
-	 * pass, so while 1000 agents keep the agents' sockets' queues full a fresh connection
-	 * there can wait seconds, and a saturated but working Squid would look hung (and be
-	 * killed after the bound). Its own socket is accepted from at every pass. */
 	struct health_state h;
 	if (x->st.mgr_port > 0)
 		health_target("127.0.0.1", x->st.mgr_port, squid_pid != x->health_pid);
@@ -178,6 +188,11 @@ void ctl_publish(struct ctl *x)
 	snprintf(s->squid.answer_error, sizeof(s->squid.answer_error), "%s", s->squid.answering ? "" : h.error);
 	s->squid.hung_kills = x->squid.hung_kills;
 	s->squid_runs_active = squid_pid != 0 && x->squid_gen == x->generation && x->generation > 0 && h.answering;
+}
+
+/* The inputs' directories, the update cache, the tunnel, the upstream and the clock. */
+static void ctl_publish_paths(struct ctl *x, struct fps_status *s)
+{
 	s->mgr_port = x->st.mgr_port;
 	ctl_abs_path(x->opts->config_dir, s->config_dir, sizeof(s->config_dir));
 	ctl_abs_path(x->opts->secrets_dir, s->secrets_dir, sizeof(s->secrets_dir));
@@ -205,15 +220,33 @@ void ctl_publish(struct ctl *x)
 		s->tunnel.up = false;
 		snprintf(s->tunnel.error, sizeof(s->tunnel.error), "stunnel is not running (%s)", s->stunnel.state);
 	}
-	if (x->have_denied) {
-		denied_collect(&x->denied);
-		const struct denied_table *v = &x->denied.view;
-		s->denied.since = v->since;
-		s->denied.total = v->total;
-		s->denied.distinct = v->n;
-		s->denied.truncated = v->evicted > 0;
-		s->denied.n_top = denied_top(v, s->denied.top, DENIED_TOP_MAX);
-	}
+}
+
+/* The helpers' denied-destination files, merged. */
+static void ctl_publish_denied(struct ctl *x, struct fps_status *s)
+{
+	if (!x->have_denied)
+		return;
+	denied_collect(&x->denied);
+	const struct denied_table *v = &x->denied.view;
+	s->denied.since = v->since;
+	s->denied.total = v->total;
+	s->denied.distinct = v->n;
+	s->denied.truncated = v->evicted > 0;
+	s->denied.n_top = denied_top(v, s->denied.top, DENIED_TOP_MAX);
+}
+
+void ctl_publish(struct ctl *x)
+{
+	struct fps_status *s = &x->pub;
+	double now = ctl_wall_now();
+	ctl_publish_config(x, s, now);
+	pid_t squid_pid = ctl_squid_pid(x);
+	ctl_publish_children(x, s, now, squid_pid);
+	ctl_publish_volume(x, s);
+	ctl_publish_health(x, s, squid_pid);
+	ctl_publish_paths(x, s);
+	ctl_publish_denied(x, s);
 	ctl_publish_reports(x, s, now);
 	status_publish(s);
 }
