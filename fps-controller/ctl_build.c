@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "cache.h"
 #include "fsio.h"
@@ -185,9 +186,24 @@ void ctl_gen_free(struct ctl_gen *g)
 	g->rendered = g->compiled = g->loaded = false;
 }
 
+/* What `run` judges the update cache's size against: the volume that holds dir (its size
+ * unknown, 0, when dir is NULL or not there: not judged) and the container's memory limit. */
+void ctl_room_of(const char *dir, struct ctl_room *r)
+{
+	struct statvfs v;
+	memset(r, 0, sizeof(*r));
+	if (dir && statvfs(dir, &v) == 0) {
+		r->volume_free = (unsigned long long)v.f_bavail * v.f_frsize;
+		r->volume_total = (unsigned long long)v.f_blocks * v.f_frsize;
+	}
+	r->reserve = CACHE_VOLUME_RESERVE(ctl_log_rotate_bytes());
+	r->mem_limit = cache_memory_limit();
+}
+
 /* `check` and `render`: the build `run` does, into out_dir instead of a generation directory. */
 int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_paths *paths, const char *out_dir,
-              struct fps_config *c, struct compiled *cp, struct render_out *out, struct fps_err *e)
+              const struct ctl_build_room *judge, struct fps_config *c, struct compiled *cp, struct render_out *out,
+              struct fps_err *e)
 {
 	struct ctl_gen g;
 	if (ctl_gen_load(&g, config_dir, secrets_dir, e) < 0 || ctl_gen_compile(&g, e) < 0) {
@@ -209,7 +225,10 @@ int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_
 	                        .mgr_port = state_pick_loopback_port(),
 	                        .no_denied_report = ctl_no_denied_report(),
 	                        .no_reports = reports_off()};
-	if (ctl_gen_render(&g, config_dir, NULL, &rc, e) < 0) {
+	struct ctl_room room = {0};
+	if (judge)
+		ctl_room_of(judge->state_dir, &room);
+	if (ctl_gen_render(&g, config_dir, judge ? &room : NULL, &rc, e) < 0) {
 		ctl_gen_free(&g);
 		return -1;
 	}

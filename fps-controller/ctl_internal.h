@@ -20,6 +20,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "clock.h"
 #include "compile.h"
 #include "config.h"
 #include "controller.h"
@@ -27,7 +28,6 @@
 #include "denied.h"
 #include "err.h"
 #include "genword.h"
-#include "clock.h"
 #include "render.h"
 #include "reports.h"
 #include "state.h"
@@ -162,6 +162,7 @@ struct ctl_room {
 	unsigned long long volume_total, volume_free, reserve, mem_limit;
 };
 
+void ctl_room_of(const char *dir, struct ctl_room *r);
 int ctl_gen_load(struct ctl_gen *g, const char *config_dir, const char *secrets_dir, struct fps_err *e);
 int ctl_gen_compile(struct ctl_gen *g, struct fps_err *e);
 /* room NULL: the cache's size is not judged (render). */

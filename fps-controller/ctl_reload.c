@@ -121,12 +121,8 @@ static int ctl_stage_build(struct ctl *x, struct ctl_cand *k, const char *config
 		g->eff.cache_disk_mb = 0;               /* what Squid is given: less the suspended disk store */
 	}
 	struct ctl_room room = {0};
-	if (g->eff.has_cache) {
-		if (state_volume(&x->st, &room.volume_free, &room.volume_total) < 0)
-			room.volume_free = room.volume_total = 0;
-		room.reserve = CACHE_VOLUME_RESERVE(ctl_log_rotate_bytes());
-		room.mem_limit = cache_memory_limit();
-	}
+	if (g->eff.has_cache)
+		ctl_room_of(x->st.dir, &room);
 	unsigned long long gen = state_max_gen(&x->st);
 	k->gen = (gen > x->generation ? gen : x->generation) + 1;
 	state_gen_dir(&x->st, k->gen, k->gen_dir, sizeof(k->gen_dir));
