@@ -16,9 +16,11 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "net.h"
 
-#define PROBE_MS      10000 /* full tunnel check (TLS handshake, certificate) while it is up */
-#define PROBE_FAST_MS 1000  /* TCP reachability while up; full check while down */
+#define PROBE_MS          10000 /* full tunnel check (TLS handshake, certificate) while it is up */
+#define PROBE_FAST_MS     1000  /* TCP reachability while up; full check while down */
+#define PROBE_UPSTREAM_MS 3000  /* the upstream proxy's TCP connect */
 
 static void probe_upstream(const struct fps_config *c, struct status_path *st)
 {
@@ -34,14 +36,13 @@ static void probe_upstream(const struct fps_config *c, struct status_path *st)
 		snprintf(st->error, sizeof(st->error), "cannot resolve %s: %s", c->upstream_host, gai_strerror(gai));
 		return;
 	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = {.tv_sec = 3};
-	if (fd >= 0)
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+	int fd, en;
+	enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, sup_now_ms() + PROBE_UPSTREAM_MS, &fd, &en);
+	if (nr == NET_OK)
 		st->up = true;
 	else
-		snprintf(st->error, sizeof(st->error), "cannot connect to %s: %s", st->target, strerror(errno));
+		snprintf(st->error, sizeof(st->error), "cannot connect to %s: %s", st->target,
+		         nr == NET_TIMEOUT ? "timed out" : strerror(en));
 	if (fd >= 0)
 		close(fd);
 	freeaddrinfo(ai);
@@ -57,11 +58,8 @@ static bool probe_tunnel_reachable(const struct fps_config *c)
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
 	if (getaddrinfo(c->tunnel_address[0] ? c->tunnel_address : c->tunnel_server, portstr, &hints, &ai) != 0)
 		return false;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct timeval tv = {.tv_sec = PROBE_FAST_MS / 1000, .tv_usec = (PROBE_FAST_MS % 1000) * 1000};
-	if (fd >= 0)
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	bool ok = fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+	int fd, en;
+	bool ok = net_connect(ai->ai_addr, ai->ai_addrlen, sup_now_ms() + PROBE_FAST_MS, &fd, &en) == NET_OK;
 	if (fd >= 0)
 		close(fd);
 	freeaddrinfo(ai);
