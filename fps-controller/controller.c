@@ -360,6 +360,55 @@ static void ctl_after_wait(struct ctl *x, struct ctl_timers *t, long long now)
 	}
 }
 
+/* The loop's epoll set: signals, edits, the probes' eventfd, Squid's stderr, and adopted
+ * children's pidfds (readable when they end). */
+static int ctl_epoll(struct ctl *x, int sfd, const struct watch *w)
+{
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = sfd};
+	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+	ev.data.fd = w->fd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, w->fd, &ev);
+	ev.data.fd = x->health_fd;
+	epoll_ctl(ep, EPOLL_CTL_ADD, x->health_fd, &ev);
+	if (x->squid_out[0] >= 0) {
+		ev.data.fd = x->squid_out[0];
+		epoll_ctl(ep, EPOLL_CTL_ADD, x->squid_out[0], &ev);
+	}
+	struct sup_child *adopted[2] = {&x->squid, &x->stunnel};
+	for (int i = 0; i < 2; i++) {
+		if (adopted[i]->adopted) {
+			ev.data.fd = adopted[i]->pidfd;
+			epoll_ctl(ep, EPOLL_CTL_ADD, adopted[i]->pidfd, &ev);
+		}
+	}
+	return ep;
+}
+
+/* After the loop (the admin endpoints already stopped): what ctl_open and the start opened. */
+static void ctl_close(struct ctl *x, int sfd, struct watch *w, int ep)
+{
+	health_stop();
+	close(x->health_fd);
+	probe_stop(&x->probe);
+	watch_close(w);
+	close(ep);
+	close(sfd);
+	if (x->squid_out[0] >= 0) {
+		ctl_squid_out(x);
+		close(x->squid_out[0]);
+		close(x->squid_out[1]);
+	}
+	sup_free(&x->squid);
+	sup_free(&x->stunnel);
+	if (x->have_active)
+		cfg_free(&x->active);
+	if (x->have_denied)
+		denied_collector_free(&x->denied);
+	genword_close(&x->acl_gen);
+	reports_free(x->reports);
+}
+
 int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 {
 	static struct ctl x; /* large (the status snapshot): not on the stack */
@@ -400,25 +449,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		log_error("%s", err_str(&e, buf, sizeof(buf)));
 		return 3;
 	}
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = {.events = EPOLLIN, .data.fd = sfd};
-	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-	ev.data.fd = w.fd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, w.fd, &ev);
-	ev.data.fd = x.health_fd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, x.health_fd, &ev);
-	if (x.squid_out[0] >= 0) {
-		ev.data.fd = x.squid_out[0];
-		epoll_ctl(ep, EPOLL_CTL_ADD, x.squid_out[0], &ev);
-	}
-	/* Adopted children: their pidfd becomes readable when they end. */
-	struct sup_child *adopted[2] = {&x.squid, &x.stunnel};
-	for (int i = 0; i < 2; i++) {
-		if (adopted[i]->adopted) {
-			ev.data.fd = adopted[i]->pidfd;
-			epoll_ctl(ep, EPOLL_CTL_ADD, adopted[i]->pidfd, &ev);
-		}
-	}
+	int ep = ctl_epoll(&x, sfd, &w);
 
 	log_info("running (%s mode): config %s, secrets %s, state %s, generation %llu, admin %s:%d",
 	         opts->mode == CTL_MODE_SUPERVISE ? "supervise" : "sidecar", opts->config_dir,
@@ -450,24 +481,6 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	}
 	log_info("stopped (generation %llu)", x.generation);
 	admin_stop();
-	health_stop();
-	close(x.health_fd);
-	probe_stop(&x.probe);
-	watch_close(&w);
-	close(ep);
-	close(sfd);
-	if (x.squid_out[0] >= 0) {
-		ctl_squid_out(&x);
-		close(x.squid_out[0]);
-		close(x.squid_out[1]);
-	}
-	sup_free(&x.squid);
-	sup_free(&x.stunnel);
-	if (x.have_active)
-		cfg_free(&x.active);
-	if (x.have_denied)
-		denied_collector_free(&x.denied);
-	genword_close(&x.acl_gen);
-	reports_free(x.reports);
+	ctl_close(&x, sfd, &w, ep);
 	return exit_code;
 }
