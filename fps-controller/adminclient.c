@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fsio.h"
+#include "net.h"
 
 #define ADMINCLIENT_MAX_BODY (8u << 20)
 
@@ -64,29 +65,20 @@ int adminclient_request(const char *admin, const char *method, const char *path,
 		return -1;
 	}
 	long long deadline = fsio_mono_ms() + timeout_ms;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int rc = -1;
+	int fd, en, rc = -1;
 	char *buf = NULL;
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		goto out;
-	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-		snprintf(err, errlen, "cannot connect to %s: %s", admin, strerror(errno));
-		goto out;
-	}
-	if (ac_wait(fd, POLLOUT, deadline) < 0) {
+	enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, deadline, &fd, &en);
+	if (nr == NET_SOCKET)
+		snprintf(err, errlen, "socket: %s", strerror(en));
+	else if (nr == NET_CONNECT)
+		snprintf(err, errlen, "cannot connect to %s: %s", admin, strerror(en));
+	else if (nr == NET_TIMEOUT)
 		snprintf(err, errlen, "cannot connect to %s: timed out", admin);
-		goto out;
-	}
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
-	getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-	if (soerr != 0) {
+	else if (nr == NET_FAILED)
 		snprintf(err, errlen, "cannot connect to %s: %s (is the controller running? --admin ADDR:PORT)", admin,
-		         strerror(soerr));
+		         strerror(en));
+	if (nr != NET_OK)
 		goto out;
-	}
 	char req[2048];
 	int rl =
 	    snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

@@ -148,7 +148,8 @@ static int write_generation(const char *out_dir, const struct render_out *out, b
 
 /* `check` judges what `run` judges, without side effects: the Secret as the reload pipeline
  * checks it (apikeys.json parses; the tunnel's CA, client certificate and key are PEM that
- * OpenSSL loads, both or neither, and matching), the generation built the same way, and
+ * OpenSSL loads, both or neither, and matching), the generation built the same way (the update
+ * cache's size against the memory limit and, with --state-dir, that volume), and
  * `squid -k parse` of it (in a temporary directory, removed afterwards). Without
  * --secrets-dir the Secret is not judged. */
 static int check_generation(const struct args *a, const struct ctl_paths *paths, struct fps_config *c,
@@ -163,7 +164,8 @@ static int check_generation(const struct args *a, const struct ctl_paths *paths,
 	}
 	struct render_out out;
 	int rc = 0;
-	if (ctl_build(a->config_dir, a->secrets_dir, paths, tmp, c, cp, &out, e) < 0) {
+	struct ctl_build_room judge = {.state_dir = a->state_dir};
+	if (ctl_build(a->config_dir, a->secrets_dir, paths, tmp, &judge, c, cp, &out, e) < 0) {
 		fsio_rmtree(tmp);
 		return EXIT_INVALID;
 	}
@@ -225,7 +227,7 @@ static int cmd_render(const struct args *a, const struct ctl_paths *paths)
 	struct fps_config c;
 	struct compiled cp;
 	struct render_out out;
-	if (ctl_build(a->config_dir, a->secrets_dir, paths, out_dir, &c, &cp, &out, &e) < 0) {
+	if (ctl_build(a->config_dir, a->secrets_dir, paths, out_dir, NULL, &c, &cp, &out, &e) < 0) {
 		fprintf(stderr, "%s\n", err_str(&e, buf, sizeof(buf)));
 		return EXIT_INVALID;
 	}

@@ -27,6 +27,7 @@
 
 #include "fsio.h"
 #include "log.h"
+#include "net.h"
 #include "render.h"
 
 #define TUNNEL_TMPL      "client.conf.tmpl"
@@ -297,35 +298,18 @@ static int tunnel_connect(const char *host, int port, bool numeric, long long de
 	int fd = -1;
 	snprintf(err, errlen, "no address for %s", host);
 	for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd < 0) {
-			snprintf(err, errlen, "socket: %s", strerror(errno));
-			continue;
-		}
 		int soerr = 0;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-			soerr = errno;
-			if (soerr == EINPROGRESS) {
-				struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-				int n;
-				do
-					n = poll(&pfd, 1, tunnel_left(deadline));
-				while (n < 0 && errno == EINTR);
-				socklen_t sl = sizeof(soerr);
-				if (n == 0)
-					soerr = ETIMEDOUT;
-				else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-					soerr = errno;
-			}
-		}
-		if (soerr != 0) {
+		enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, deadline, &fd, &soerr);
+		if (nr == NET_SOCKET) {
+			snprintf(err, errlen, "socket: %s", strerror(soerr));
+		} else if (nr != NET_OK) {
+			if (nr == NET_TIMEOUT)
+				soerr = ETIMEDOUT;
 			snprintf(err, errlen, "%s to %s port %d",
 			         soerr == ECONNREFUSED ? "connection refused"
 			         : soerr == ETIMEDOUT  ? "connect timed out"
 			                               : strerror(soerr),
 			         host, port);
-			close(fd);
-			fd = -1;
 		}
 	}
 	freeaddrinfo(res);
