@@ -31,6 +31,7 @@
 #include <pthread.h>
 
 #include "admin.h"
+#include "adminaddr.h"
 #include "cpus.h"
 #include "cache.h"
 #include "cred.h"
@@ -1247,7 +1248,7 @@ static int ctl_stunnel_gate(struct sup_child *c, void *arg)
 	struct ctl *x = arg;
 	char why[512] = "";
 	if (x->have_active && x->active.has_tunnel &&
-	    pf_port_free("127.0.0.1", x->active.tunnel_local_port, why, sizeof(why)) < 0) {
+	    (c->listen_fd = tunnel_listen(x->active.tunnel_local_port, why, sizeof(why))) < 0) {
 		char msg[sizeof(why) + 32];
 		snprintf(msg, sizeof(msg), "tunnel client port %s", why);
 		ctl_set_problem(x->stunnel_problem, sizeof(x->stunnel_problem), c->name, msg, true);
@@ -1910,7 +1911,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	char admin_addr[64];
 	int admin_port;
 	ctl_admin_addr(&x, admin_addr, sizeof(admin_addr), &admin_port);
-	if (admin_start(admin_addr, admin_port, &e) < 0) {
+	if (adminaddr_start(x.st.dir, admin_addr, sizeof(admin_addr), &admin_port, opts->admin_spare, &e) < 0) {
 		log_error("admin endpoints: %s", err_str(&e, buf, sizeof(buf)));
 		return 3;
 	}

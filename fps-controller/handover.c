@@ -31,6 +31,7 @@ struct ho_sock {
 	unsigned long ino;
 	unsigned state;
 	unsigned long rxq; /* LISTEN: connections waiting in the accept queue */
+	unsigned uid;      /* the socket's owner (/proc/net/tcp's uid column) */
 };
 
 /* Sockets on local port in the given states (bit 1 << state). */
@@ -49,17 +50,17 @@ static size_t ho_port_sockets(int port, unsigned states, struct ho_sock *out, si
 		}
 		while (n < max && fgets(line, sizeof(line), f)) {
 			char local[128];
-			unsigned st, p;
+			unsigned st, p, uid;
 			unsigned long txq, rxq, ino;
 			/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
-			if (sscanf(line, " %*d: %127s %*s %x %lx:%lx %*s %*s %*u %*u %lu", local, &st, &txq, &rxq,
-			           &ino) != 5)
+			if (sscanf(line, " %*d: %127s %*s %x %lx:%lx %*s %*s %u %*u %lu", local, &st, &txq, &rxq, &uid,
+			           &ino) != 6)
 				continue;
 			const char *colon = strrchr(local, ':');
 			if (colon == NULL || sscanf(colon + 1, "%x", &p) != 1 || (int)p != port || st > 31 ||
 			    !(states & (1u << st)))
 				continue;
-			out[n++] = (struct ho_sock){ino, st, rxq};
+			out[n++] = (struct ho_sock){ino, st, rxq, uid};
 		}
 		fclose(f);
 	}
@@ -283,7 +284,47 @@ static bool ho_reuseport_bind(const char *addr, int port)
 	return ok;
 }
 
-int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
+/* The comm of pid ("?" when /proc does not say). */
+static void ho_comm(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	snprintf(out, len, "?");
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return;
+	if (fgets(out, (int)len, f))
+		out[strcspn(out, "\n")] = '\0';
+	fclose(f);
+}
+
+/* The tunnel client's port is held by an fps-controller (which binds it and hands it to its
+ * stunnel, tunnel_listen) or that stunnel, running as uid. */
+static bool ho_is_fps_tunnel(pid_t pid, uid_t uid)
+{
+	char comm[64];
+	ho_comm(pid, comm, sizeof(comm));
+	if (strcmp(comm, "fps-controller") != 0 && strcmp(comm, "stunnel4") != 0 && strcmp(comm, "stunnel") != 0)
+		return false;
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	bool same = false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned r, eff;
+		if (sscanf(line, "Uid: %u %u", &r, &eff) == 2) {
+			same = eff == (unsigned)uid;
+			break;
+		}
+	}
+	fclose(f);
+	return same;
+}
+
+static int ho_joinable(const char *addr, int port, uid_t uid, bool (*ours)(pid_t pid, uid_t uid), const char *what,
+                       char *who, size_t len)
 {
 	who[0] = '\0';
 	static struct ho_sock socks[HO_MAX_SOCKS];
@@ -302,15 +343,39 @@ int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t le
 			ho_each_fd((pid_t)p, socks, n, ho_note_holder, &h);
 	}
 	closedir(d);
-	if (h.n == 0)
-		return 0; /* a listener nobody we can see holds (another namespace): a stranger */
+	if (h.n == 0) {
+		/* No process we can see holds the port: it lives in another pid namespace, as the
+		 * other pod of a DaemonSet's rolling update does (hostNetwork shares the node's
+		 * network, each pod keeps its own pid namespace). Its command line cannot be read;
+		 * what is left is what the kernel enforces: a SO_REUSEPORT bind joins only a group
+		 * whose sockets all set the option and belong to the same uid as ours. */
+		if (!ho_reuseport_bind(addr, port))
+			return 0;
+		snprintf(who, len,
+		         "a listener of uid %u in another pid namespace (another FPS instance's %s, as a second pod on "
+		         "this node)",
+		         socks[0].uid, what);
+		return 1;
+	}
 	for (size_t i = 0; i < h.n; i++)
-		if (!ho_is_fps_squid(h.pids[i], uid))
+		if (!ours(h.pids[i], uid))
 			return 0;
 	if (!ho_reuseport_bind(addr, port))
 		return 0;
-	snprintf(who, len, "pid %d (squid)", (int)h.pids[0]);
+	char comm[64];
+	ho_comm(h.pids[0], comm, sizeof(comm));
+	snprintf(who, len, "pid %d (%s)", (int)h.pids[0], comm);
 	return 1;
+}
+
+int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
+{
+	return ho_joinable(addr, port, uid, ho_is_fps_squid, "Squid", who, len);
+}
+
+int ho_tunnel_port_joinable(int port, char *who, size_t len)
+{
+	return ho_joinable("127.0.0.1", port, geteuid(), ho_is_fps_tunnel, "stunnel client", who, len);
 }
 
 /* ---- leaving: stop accepting ----------------------------------------------------------- */

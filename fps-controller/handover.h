@@ -26,6 +26,12 @@
  * uid) and can be joined with SO_REUSEPORT: 1, with who = "pid N (squid)"; 0 when a
  * stranger holds it (or nothing), and the port is then reported as taken. */
 int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len);
+/* The same for the stunnel client's port 127.0.0.1:port: held only by another FPS
+ * instance's controller or stunnel running as our uid (tunnel_listen binds it with
+ * SO_REUSEPORT). A listener in another pid namespace (a second pod on the node) cannot be
+ * looked at: it is taken for another instance when the kernel lets a SO_REUSEPORT bind
+ * join it (same uid, every socket with the option), for this port and the proxy port. */
+int ho_tunnel_port_joinable(int port, char *who, size_t len);
 
 /* Stops the Squid at pid (its SMP workers, its children, included) accepting on port:
  * new connections no longer reach it. Connections that completed their handshake but wait
