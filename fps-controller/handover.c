@@ -323,8 +323,8 @@ static bool ho_is_fps_tunnel(pid_t pid, uid_t uid)
 	return same;
 }
 
-static int ho_joinable(const char *addr, int port, uid_t uid, bool (*ours)(pid_t pid, uid_t uid), const char *what,
-                       char *who, size_t len)
+static int ho_joinable(const char *addr, int port, uid_t uid, bool (*ours)(pid_t, uid_t), const char *what, char *who,
+                       size_t len)
 {
 	who[0] = '\0';
 	static struct ho_sock socks[HO_MAX_SOCKS];

@@ -335,10 +335,10 @@ int main(int argc, char **argv)
 	log_init("fps-controller", lf, ll);
 	/* The commands that ask a running controller: its own address when the state
 	 * directory names one (a pod during a rolling update has two on one node). */
-	char own[160], why[600];
+	char own[160], own_why[600];
 	if (strcmp(cmd, "get") == 0) {
-		if (own_admin(&a, own, sizeof(own), why, sizeof(why)) < 0 && a.state_dir != NULL) {
-			fprintf(stderr, "fps-controller get: %s\n", why);
+		if (own_admin(&a, own, sizeof(own), own_why, sizeof(own_why)) < 0 && a.state_dir != NULL) {
+			fprintf(stderr, "fps-controller get: %s\n", own_why);
 			return EXIT_RUNTIME;
 		}
 		return cmd_get(a.admin ? a.admin : ADMINCLIENT_DEFAULT, a.target);
@@ -346,7 +346,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "denied") == 0 || strcmp(cmd, "failures") == 0 || strcmp(cmd, "traffic") == 0 ||
 	    strcmp(cmd, "purge") == 0 || (strcmp(cmd, "explain") == 0 && a.config_dir == NULL) ||
 	    (strcmp(cmd, "diagnose") == 0 && a.config_dir == NULL))
-		(void)own_admin(&a, own, sizeof(own), why, sizeof(why)); /* else the default address */
+		(void)own_admin(&a, own, sizeof(own), own_why, sizeof(own_why)); /* else the default address */
 	/* denied asks a running controller: no configuration needed */
 	if (strcmp(cmd, "denied") == 0)
 		return deniedcli_run(a.admin, a.json, stdout);
