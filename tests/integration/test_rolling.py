@@ -106,7 +106,7 @@ def test_second_instance_takes_the_spare_admin_address_and_probes_find_each_ones
 
 # ---- the tunnel's local port, shared ---------------------------------------------------------
 
-from test_routes import NAMES, SERVER, T, Cloud, Customer, Setup  # noqa: E402
+from test_routes import NAMES, T, Cloud, Customer, Setup  # noqa: E402
 
 
 def test_second_instance_tunnel_is_ready_while_the_first_holds_the_port_and_the_first_drains_cleanly(tmp_path):
