@@ -2032,8 +2032,10 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 		if (drain_at && now >= drain_at)
 			drain_at = ctl_hurry_squid(&x, now);
 		/* stunnel stops after Squid: requests still answered on the tunnel route need it */
-		if (stopping && x.squid.state == SUP_STOPPED && x.stunnel.state == SUP_RUNNING)
-			sup_event(&x.stunnel, SUP_EV_STOP, now);
+		if (stopping && x.squid.state == SUP_STOPPED && x.stunnel.state == SUP_RUNNING) {
+			tunnel_stop_accepting(x.have_active ? &x.active : NULL, x.stunnel.pid);
+			sup_event(&x.stunnel, SUP_EV_STOP, sup_now_ms());
+		}
 		long long next = min_deadline(min_deadline(debounce_at, recheck_at), sup_deadline(&x.squid));
 		next = min_deadline(min_deadline(next, drain_at), handoff_at);
 		next = min_deadline(min_deadline(next, sup_deadline(&x.stunnel)), publish_at);

@@ -438,7 +438,10 @@ static unsigned long ho_queued(const struct ho_taken *t, int port)
 	return q;
 }
 
-int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
+/* Step 1 of a drain for the process tree at pid on port; shut: shut the listening sockets
+ * down at the end (Squid), or leave them to the process's own exit (stunnel: it would
+ * spin on a listener shut down under it, and is stopped right after). */
+static int ho_quiesce(pid_t pid, int port, bool shut, const char *what, char *why, size_t len)
 {
 	why[0] = '\0';
 	static struct ho_sock socks[HO_MAX_SOCKS];
@@ -454,7 +457,7 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 		close(t.pidfd);
 	}
 	if (t.err) {
-		snprintf(why, len, "cannot take Squid's listening sockets (pidfd_getfd: %s)", strerror(t.err));
+		snprintf(why, len, "cannot take %s's listening sockets (pidfd_getfd: %s)", what, strerror(t.err));
 		for (size_t i = 0; i < t.n; i++)
 			close(t.fds[i]);
 		return -1;
@@ -470,18 +473,28 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 	if (!(others > 0 && ho_migrate_req() == 1) && t.n > 0) {
 		for (size_t i = 0; i < t.n; i++)
 			if (ho_drop_syns(t.fds[i]) < 0)
-				log_warn_errno("handover: socket filter on Squid's listening socket");
+				log_warn_errno("handover: socket filter on %s's listening socket", what);
 		/* By the clock: one look at /proc/net/tcp costs milliseconds with thousands of sockets. */
 		long long end = ho_mono_ms() + HO_QUEUE_MS;
 		while (ho_mono_ms() < end && ho_queued(&t, port) > 0)
 			nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
 	}
 	for (size_t i = 0; i < t.n; i++) {
-		if (shutdown(t.fds[i], SHUT_RDWR) < 0)
-			log_warn_errno("handover: shutdown of Squid's listening socket");
+		if (shut && shutdown(t.fds[i], SHUT_RDWR) < 0)
+			log_warn_errno("handover: shutdown of %s's listening socket", what);
 		close(t.fds[i]);
 	}
 	return (int)t.n;
+}
+
+int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
+{
+	return ho_quiesce(pid, port, true, "Squid", why, len);
+}
+
+int ho_stop_queueing(pid_t pid, int port, char *why, size_t len)
+{
+	return ho_quiesce(pid, port, false, "stunnel", why, len);
 }
 
 /* ---- leaving: the drain configuration ------------------------------------------------------ */

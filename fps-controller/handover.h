@@ -43,6 +43,14 @@ int ho_tunnel_port_joinable(int port, char *who, size_t len);
  * pidfd_getfd needs ptrace rights over Squid). */
 int ho_stop_accepting(pid_t pid, int port, char *why, size_t len);
 
+/* The same for the stunnel client at pid on its local port, before it is stopped at the
+ * end of a drain: new SYNs to its listening socket are dropped until it has accepted what
+ * waits in its queue (at most 3 s); the socket is not shut down (its exit closes it). A
+ * second instance's Squid, whose connections the kernel spreads over both stunnels, then
+ * opens no connection to this one that its exit would reset: a SYN dropped here is sent
+ * again after 1 s and meets the other stunnel. Returns the sockets found, or -1 with why. */
+int ho_stop_queueing(pid_t pid, int port, char *why, size_t len);
+
 /* Agents' connections on local port held by the Squid at pid (workers included). */
 int ho_clients(pid_t pid, int port);
 

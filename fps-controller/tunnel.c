@@ -277,6 +277,23 @@ int tunnel_listen(int port, char *why, size_t len)
 	return fd;
 }
 
+void tunnel_stop_accepting(const struct fps_config *c, pid_t pid)
+{
+	if (c == NULL || !c->has_tunnel || pid <= 0)
+		return;
+	char why[256];
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int n = ho_stop_queueing(pid, c->tunnel_local_port, why, sizeof(why));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long long ms = (t1.tv_sec - t0.tv_sec) * 1000LL + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	if (n < 0)
+		log_warn("stunnel: %s: stopping it as it is", why);
+	else if (n > 0)
+		log_info("stunnel: pid %d takes no new connection on 127.0.0.1:%d (its queue accepted in %lld ms)",
+		         (int)pid, c->tunnel_local_port, ms);
+}
+
 void tunnel_argv(const struct tunnel_paths *p, char *argv[4])
 {
 	/* Static: the supervisor keeps the pointers for restarts (like squid_argv). */

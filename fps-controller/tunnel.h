@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "config.h"
 #include "err.h"
@@ -37,6 +38,10 @@ int tunnel_check_secrets(const char *secrets_dir, struct fps_err *e);
  * The port may be free or held by another instance's (ho_tunnel_port_joinable); anything
  * else is refused. Returns the fd, or -1 with why naming the holder. */
 int tunnel_listen(int port, char *why, size_t len);
+/* Before the stunnel client at pid is stopped at the end of a drain: it takes no new
+ * connection, and what waits in its accept queue is accepted (handover.h,
+ * ho_stop_queueing), so its exit resets no connection of a second instance's Squid. */
+void tunnel_stop_accepting(const struct fps_config *c, pid_t pid);
 void tunnel_argv(const struct tunnel_paths *p, char *argv[4]);
 /* One TLS handshake to the tunnel server (address or server name, port), verified
  * against the CA with checkHost semantics; fills st. Blocking, bounded by timeout_ms. */

@@ -153,6 +153,12 @@ def test_second_instance_tunnel_is_ready_while_the_first_holds_the_port_and_the_
         results = fresh.finish()
         fresh = None
         print(f"TUNNEL HANDOVER: {results}")
+        bad = [ln for w in (a.w, b) for f in ("access.log", "cache.log")
+               for ln in ((w.state / "run" / f).read_text(errors="replace").splitlines()
+                          if (w.state / "run" / f).exists() else [])
+               if " 502 " in ln or "/502 " in ln or "ERROR" in ln or "WARNING" in ln]
+        if set(results) != {"200"}:
+            print("\n".join(bad[-30:]) + "\n--- A\n" + a.w.log()[-3000:] + "\n--- B\n" + b.log()[-3000:])
         assert set(results) == {"200"}, results
         status, body = b.get(T, port=a.http.port)
         assert status == 200, body
