@@ -10,7 +10,10 @@ machine is shared), and resource limits are not applied (cgroup limits need a cg
 this sandbox may lack).
 
 Agents get 200/407/403 through the container's Squid, a ConfigMap swap applies, /readyz goes 200
-and SIGTERM ends the controller with exit 0. Needs root and podman: `make test-image`.
+and SIGTERM ends the controller with exit 0. The rolling update runs two pods of the supervise
+layout on one node network (a network namespace) under load, with the manifest's own admin
+addresses and exec probes, and counts every failed agent request. Needs root and podman:
+`make test-image`.
 """
 import json
 import os
