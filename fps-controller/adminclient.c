@@ -8,17 +8,48 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "adminaddr.h"
 #include "fsio.h"
 #include "net.h"
 
 #define ADMINCLIENT_MAX_BODY (8u << 20)
+
+/* The instance whose answers count (adminclient_expect_instance); "" = any. */
+static char ac_expected[64];
+
+void adminclient_expect_instance(const char *id)
+{
+	snprintf(ac_expected, sizeof(ac_expected), "%s", id ? id : "");
+}
+
+/* Whether the header block head (status line and headers, NUL-terminated) carries
+ * X-FPS-Instance: ac_expected. */
+static bool ac_instance_ok(const char *head)
+{
+	if (ac_expected[0] == '\0')
+		return true;
+	const size_t hl = strlen(ADMINADDR_HEADER);
+	for (const char *p = strstr(head, "\r\n"); p != NULL; p = strstr(p + 2, "\r\n")) {
+		const char *h = p + 2;
+		if (strncasecmp(h, ADMINADDR_HEADER, hl) != 0 || h[hl] != ':')
+			continue;
+		h += hl + 1;
+		while (*h == ' ' || *h == '\t')
+			h++;
+		size_t n = strlen(ac_expected);
+		return strncmp(h, ac_expected, n) == 0 && (h[n] == '\r' || h[n] == ' ' || h[n] == '\0');
+	}
+	return false;
+}
 
 static int ac_split(const char *admin, char *host, size_t hlen, char *port, size_t plen)
 {
@@ -123,6 +154,14 @@ int adminclient_request(const char *admin, const char *method, const char *path,
 	char *sep = strstr(buf, "\r\n\r\n");
 	if (sscanf(buf, "HTTP/%*d.%*d %d", &status) != 1 || sep == NULL) {
 		snprintf(err, errlen, "%s did not answer HTTP", admin);
+		goto out;
+	}
+	sep[2] = '\0'; /* the headers end with the last one's CRLF */
+	if (!ac_instance_ok(buf)) {
+		snprintf(err, errlen,
+		         "%s is answered by another FPS instance than the one whose " ADMINADDR_FILE
+		         " names it (that one has stopped, or not started yet)",
+		         admin);
 		goto out;
 	}
 	sep += 4;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "adminaddr.h"
 #include "cache.h"
 #include "cpus.h"
 #include "ctl_internal.h"
@@ -329,8 +330,10 @@ static void ctl_before_wait(struct ctl *x, struct ctl_timers *t, struct watch *w
 	if (t->drain_at && now >= t->drain_at)
 		t->drain_at = ctl_hurry_squid(x, now);
 	/* stunnel stops after Squid: requests still answered on the tunnel route need it */
-	if (t->stopping && x->squid.state == SUP_STOPPED && x->stunnel.state == SUP_RUNNING)
-		sup_event(&x->stunnel, SUP_EV_STOP, now);
+	if (t->stopping && x->squid.state == SUP_STOPPED && x->stunnel.state == SUP_RUNNING) {
+		tunnel_stop_accepting(x->have_active ? &x->active : NULL, x->stunnel.pid);
+		sup_event(&x->stunnel, SUP_EV_STOP, sup_now_ms());
+	}
 }
 
 /* After the events: the supervisors' timers, the hung check, and a due reload or re-check. */
@@ -435,7 +438,7 @@ int ctl_run(const struct ctl_opts *opts, const struct ctl_paths *paths)
 	char admin_addr[64];
 	int admin_port;
 	ctl_admin_addr(&x, admin_addr, sizeof(admin_addr), &admin_port);
-	if (admin_start(admin_addr, admin_port, &e) < 0) {
+	if (adminaddr_start(x.st.dir, admin_addr, sizeof(admin_addr), &admin_port, opts->admin_spare, &e) < 0) {
 		log_error("admin endpoints: %s", err_str(&e, buf, sizeof(buf)));
 		return 3;
 	}

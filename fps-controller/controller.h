@@ -27,7 +27,8 @@ struct ctl_opts {
 	const char *config_dir;
 	const char *secrets_dir;
 	const char *state_dir;
-	const char *admin; /* ADDR:PORT override, may be NULL */
+	const char *admin;       /* ADDR:PORT override, may be NULL */
+	const char *admin_spare; /* ADDR:PORT taken while another instance holds admin; may be NULL */
 	enum ctl_mode mode;
 };
 

@@ -235,7 +235,7 @@ int ctl_stunnel_gate(struct sup_child *c, void *arg)
 	struct ctl *x = arg;
 	char why[512] = "";
 	if (x->have_active && x->active.has_tunnel &&
-	    pf_port_free("127.0.0.1", x->active.tunnel_local_port, why, sizeof(why)) < 0) {
+	    (c->listen_fd = tunnel_listen(x->active.tunnel_local_port, why, sizeof(why))) < 0) {
 		char msg[sizeof(why) + 32];
 		snprintf(msg, sizeof(msg), "tunnel client port %s", why);
 		ctl_set_problem(x->stunnel_problem, sizeof(x->stunnel_problem), c->name, msg, true);

@@ -252,7 +252,47 @@ static bool ho_reuseport_bind(const char *addr, int port)
 	return ok;
 }
 
-int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
+/* The comm of pid ("?" when /proc does not say). */
+static void ho_comm(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	snprintf(out, len, "?");
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return;
+	if (fgets(out, (int)len, f))
+		out[strcspn(out, "\n")] = '\0';
+	fclose(f);
+}
+
+/* The tunnel client's port is held by an fps-controller (which binds it and hands it to its
+ * stunnel, tunnel_listen) or that stunnel, running as uid. */
+static bool ho_is_fps_tunnel(pid_t pid, uid_t uid)
+{
+	char comm[64];
+	ho_comm(pid, comm, sizeof(comm));
+	if (strcmp(comm, "fps-controller") != 0 && strcmp(comm, "stunnel4") != 0 && strcmp(comm, "stunnel") != 0)
+		return false;
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	bool same = false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned r, eff;
+		if (sscanf(line, "Uid: %u %u", &r, &eff) == 2) {
+			same = eff == (unsigned)uid;
+			break;
+		}
+	}
+	fclose(f);
+	return same;
+}
+
+static int ho_joinable(const char *addr, int port, uid_t uid, bool (*ours)(pid_t, uid_t), const char *what, char *who,
+                       size_t len)
 {
 	who[0] = '\0';
 	static struct ps_sock socks[HO_MAX_SOCKS];
@@ -261,15 +301,39 @@ int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t le
 		return 0;
 	struct ho_holders h = {.n = 0, .socks = socks, .nsocks = n};
 	ps_each_pid(ho_note_holders, &h);
-	if (h.n == 0)
-		return 0; /* a listener nobody we can see holds (another namespace): a stranger */
+	if (h.n == 0) {
+		/* No process we can see holds the port: it lives in another pid namespace, as the
+		 * other pod of a DaemonSet's rolling update does (hostNetwork shares the node's
+		 * network, each pod keeps its own pid namespace). Its command line cannot be read;
+		 * what is left is what the kernel enforces: a SO_REUSEPORT bind joins only a group
+		 * whose sockets all set the option and belong to the same uid as ours. */
+		if (!ho_reuseport_bind(addr, port))
+			return 0;
+		snprintf(who, len,
+		         "a listener of uid %u in another pid namespace (another FPS instance's %s, as a second pod on "
+		         "this node)",
+		         socks[0].uid, what);
+		return 1;
+	}
 	for (size_t i = 0; i < h.n; i++)
-		if (!ho_is_fps_squid(h.pids[i], uid))
+		if (!ours(h.pids[i], uid))
 			return 0;
 	if (!ho_reuseport_bind(addr, port))
 		return 0;
-	snprintf(who, len, "pid %d (squid)", (int)h.pids[0]);
+	char comm[64];
+	ho_comm(h.pids[0], comm, sizeof(comm));
+	snprintf(who, len, "pid %d (%s)", (int)h.pids[0], comm);
 	return 1;
+}
+
+int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
+{
+	return ho_joinable(addr, port, uid, ho_is_fps_squid, "Squid", who, len);
+}
+
+int ho_tunnel_port_joinable(int port, char *who, size_t len)
+{
+	return ho_joinable("127.0.0.1", port, geteuid(), ho_is_fps_tunnel, "stunnel client", who, len);
 }
 
 /* ---- leaving: stop accepting ----------------------------------------------------------- */
@@ -332,7 +396,10 @@ static unsigned long ho_queued(const struct ho_taken *t, int port)
 	return q;
 }
 
-int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
+/* Step 1 of a drain for the process tree at pid on port; shut: shut the listening sockets
+ * down at the end (Squid), or leave them to the process's own exit (stunnel: it would
+ * spin on a listener shut down under it, and is stopped right after). */
+static int ho_quiesce(pid_t pid, int port, bool shut, const char *what, char *why, size_t len)
 {
 	why[0] = '\0';
 	static struct ps_sock socks[HO_MAX_SOCKS];
@@ -348,7 +415,7 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 		close(t.pidfd);
 	}
 	if (t.err) {
-		snprintf(why, len, "cannot take Squid's listening sockets (pidfd_getfd: %s)", strerror(t.err));
+		snprintf(why, len, "cannot take %s's listening sockets (pidfd_getfd: %s)", what, strerror(t.err));
 		for (size_t i = 0; i < t.n; i++)
 			close(t.fds[i]);
 		return -1;
@@ -364,18 +431,28 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 	if (!(others > 0 && ho_migrate_req() == 1) && t.n > 0) {
 		for (size_t i = 0; i < t.n; i++)
 			if (ho_drop_syns(t.fds[i]) < 0)
-				log_warn_errno("handover: socket filter on Squid's listening socket");
+				log_warn_errno("handover: socket filter on %s's listening socket", what);
 		/* By the clock: one look at /proc/net/tcp costs milliseconds with thousands of sockets. */
 		long long end = ho_mono_ms() + HO_QUEUE_MS;
 		while (ho_mono_ms() < end && ho_queued(&t, port) > 0)
 			nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
 	}
 	for (size_t i = 0; i < t.n; i++) {
-		if (shutdown(t.fds[i], SHUT_RDWR) < 0)
-			log_warn_errno("handover: shutdown of Squid's listening socket");
+		if (shut && shutdown(t.fds[i], SHUT_RDWR) < 0)
+			log_warn_errno("handover: shutdown of %s's listening socket", what);
 		close(t.fds[i]);
 	}
 	return (int)t.n;
+}
+
+int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
+{
+	return ho_quiesce(pid, port, true, "Squid", why, len);
+}
+
+int ho_stop_queueing(pid_t pid, int port, char *why, size_t len)
+{
+	return ho_quiesce(pid, port, false, "stunnel", why, len);
 }
 
 /* ---- leaving: the drain configuration ------------------------------------------------------ */

@@ -16,8 +16,8 @@ static bool ps_line(const char *line, int *lport, struct ps_sock *s)
 	unsigned p;
 	unsigned long txq;
 	/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
-	if (sscanf(line, " %*d: %127s %*s %x %lx:%lx %*s %*s %*u %*u %lu", local, &s->state, &txq, &s->rxq, &s->ino) !=
-	    5)
+	if (sscanf(line, " %*d: %127s %*s %x %lx:%lx %*s %*s %u %*u %lu", local, &s->state, &txq, &s->rxq, &s->uid,
+	           &s->ino) != 6)
 		return false;
 	const char *colon = strrchr(local, ':');
 	if (colon == NULL || sscanf(colon + 1, "%x", &p) != 1)

@@ -17,6 +17,7 @@ struct ps_sock {
 	unsigned long ino;
 	unsigned state;
 	unsigned long rxq; /* LISTEN: connections waiting in the accept queue */
+	unsigned uid;      /* the socket's owner (/proc/net/tcp's uid column) */
 };
 
 /* Calls fn for every TCP socket on local port (IPv4, then IPv6) until fn returns false. */
