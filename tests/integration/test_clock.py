@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fpsharness import BIN, World, free_port, wait_for
+from fpsharness import BIN, SERVE_POLL, World, free_port, wait_for
 from test_admin import metrics, request, status_json
 
 MONTH = 30 * 86400
@@ -40,7 +40,7 @@ class FakeProxy(http.server.ThreadingHTTPServer):
                 pass
         super().__init__(("127.0.0.1", 0), H)
         self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, args=(SERVE_POLL,), daemon=True).start()
 
 
 @pytest.fixture
