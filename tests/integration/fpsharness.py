@@ -55,6 +55,19 @@ def free_port():
 # ---- processes: every fixture starts its programs in a process group of their own and stops
 # the whole group on every path out; the session ends by checking that nothing is left.
 _STARTED_DIRS = []  # test-world directories created in this session (the leak check's needles)
+# Every process this session starts inherits this mark (the controller passes its environment
+# on to Squid, the helpers and stunnel): the leak check counts a process that runs this
+# checkout's binaries only if it carries the mark, so another pytest session of the same
+# checkout running at the same time is not taken for a leak (and killed).
+SESSION_MARK = f"{os.getpid()}-{random.getrandbits(64):016x}"
+os.environ["FPS_TEST_SESSION"] = SESSION_MARK
+
+
+def _ours(pid):
+    try:
+        return f"FPS_TEST_SESSION={SESSION_MARK}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def register_dir(d):
@@ -122,9 +135,9 @@ def _proc_refs(pid):
 
 
 def leaked_processes(needles=None):
-    """Processes (other than this one and its ancestors) whose command line refers to this
-    checkout's binaries or to a world directory this session created, or whose working
-    directory is in such a world directory (Squid's is its run directory)."""
+    """Processes (other than this one and its ancestors) whose command line refers to a world
+    directory this session created, or whose working directory is in one (Squid's is its run
+    directory), or that run this checkout's binaries and were started by this session."""
     dirs = list(_STARTED_DIRS if needles is None else needles)
     bins = [str(ROOT / "build"), str(BIN.resolve())] if needles is None else []
     mine = set()
@@ -148,7 +161,7 @@ def leaked_processes(needles=None):
         words = cmd.split()
         refers = lambda n: any(x == n or x.startswith(n + "/") or ("=" + n) in x for x in words)
         inside = lambda n: cwd == n or cwd.startswith(n + "/")
-        if any(refers(n) or inside(n) for n in dirs) or any(refers(n) for n in bins):
+        if any(refers(n) or inside(n) for n in dirs) or (any(refers(n) for n in bins) and _ours(entry)):
             found.append((int(entry), cmd.strip()))
     return found
 

@@ -48,6 +48,9 @@ def world():
     ref = FakeProxy()
     w = World("clock")
     w.ref = ref
+    # diagnose's proxy self-test asks for a.allowed.test: named in the hosts file, it is answered
+    # at once (no DNS server answers here: Squid would wait past the self-test's 15 s).
+    w.set_hosts({"a.allowed.test": "127.0.0.1"})
     w.origin()
     w.extra = f"upstream:\n  host: 127.0.0.1\n  port: {ref.port}\n"
     w.write_config(w.yaml(extra=w.extra), {"version": 1, "domains": ["a.allowed.test"]})
