@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -303,9 +304,10 @@ def test_full_state_volume_keeps_agents_served_and_an_edit_applies_after_space_r
         wait_for(lambda: status(w).get("state_volume", {}).get("full") is True, 30, what="/status volume full")
         assert metric(w, "fps_state_volume_full") == 1
         results = {}
-        for _ in range(600):  # enough access log lines to make Squid write (and fail) many times
-            r = fresh_request(w.port, "a.allowed.test", w.origins[0].port)
-            results[r] = results.get(r, 0) + 1
+        # Enough access log lines to make Squid write (and fail) many times; four agents at once.
+        with ThreadPoolExecutor(4) as pool:
+            for r in pool.map(lambda _: fresh_request(w.port, "a.allowed.test", w.origins[0].port), range(600)):
+                results[r] = results.get(r, 0) + 1
         print(f"\nagent requests with the state volume full: {results}")
         assert results == {"200": 600}
         assert w.squid_pid() == squid
