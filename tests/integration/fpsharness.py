@@ -512,6 +512,35 @@ class World:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def admin_get(w, path, timeout=5):
+    """(status, body) of an admin endpoint of world w; (0, error) when it does not answer."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def admin_status(w):
+    """w's /status as a dict; {} when it does not answer 200."""
+    import json
+    code, body = admin_get(w, "/status")
+    return json.loads(body) if code == 200 else {}
+
+
+def admin_metric(w, name):
+    """The value of w's first /metrics sample called name (any labels); None when absent."""
+    _, body = admin_get(w, "/metrics")
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def fresh_request(proxy_port, host, port, path="/", headers="", timeout=5.0):
     """One GET through the proxy on a new connection, read to the end. Returns the status
     ("200", "403", ...) or the error class: refused, reset, timeout, oserror:N, garbage."""

@@ -7,33 +7,9 @@ import json
 import signal
 
 import pytest
-import urllib.error
-import urllib.request
 
 from fpsharness import World, wait_for
-
-
-def admin(w, path, timeout=5):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}{path}", timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return 0, str(e)
-
-
-def status(w):
-    code, body = admin(w, "/status")
-    return json.loads(body) if code == 200 else {}
-
-
-def metric(w, name):
-    _, body = admin(w, "/metrics")
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+from fpsharness import admin_get as admin, admin_metric as metric, admin_status as status
 
 
 def with_workers(w, n, extra=""):
