@@ -201,12 +201,15 @@ image-deps:
 image: image-deps
 	IMAGE=$(IMAGE) deploy/image/build.sh
 
-# Runs the image as deploy/k8s's DaemonSet runs it, supervise and sidecar layouts (root only).
+# Runs the image as deploy/k8s's DaemonSet runs it, supervise and sidecar layouts, and the
+# rolling update of two pods on one node under the load generator's agents (root only).
 # Its own tag per checkout, so that two checkouts testing at once never test each other's image.
 TEST_IMAGE := localhost/fps-test:$(shell echo '$(CURDIR)' | cksum | cut -d' ' -f1)
 test-image: test-deps image-deps $(KUBECTL_DEB)
+	$(MAKE) -C bench asan
 	IMAGE=$(TEST_IMAGE) deploy/image/build.sh
-	FPS_IMAGE=$(TEST_IMAGE) KUBECTL=$(CURDIR)/$(KUBECTL_DEB) $(PYTHON) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
+	FPS_IMAGE=$(TEST_IMAGE) KUBECTL=$(CURDIR)/$(KUBECTL_DEB) LOADGEN=$(CURDIR)/build/bench/asan/loadgen \
+		$(PYTHON) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

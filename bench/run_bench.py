@@ -15,11 +15,14 @@ and against what users would run instead, in one run, all on loopback.
                                                      hand-written Squid with `workers 2`
                                                 (14) update storm: N agents fetch one package
                                                      at once (FPS cache, Squids, nginx)
+                                                (15) the reports' price: FPS as shipped vs
+                                                     FPS_REPORTS=off, GET 1 KiB in pairs
 
   bench/run_bench.py [--quick] [--agents N] [--duration S] [--reps N] [--workers N]
-                     [--groups get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency,storm] [--no-profile] [--keep]
+                     [--groups get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency,storm,reports] [--no-profile] [--keep]
   bench/run_bench.py --quick --groups tunnel   # FPS direct vs tunnel only (appliance-side CPU)
   bench/run_bench.py --quick --groups storm --storm-agents 100   # (14) alone
+  bench/run_bench.py --groups reports                            # (15) alone
 
 Writes bench/results/<timestamp>.{json,md,png} and latest.{json,md,png}; prints the tables.
 Everything it starts runs in its own process group and is stopped on exit, failure or Ctrl-C.
@@ -38,7 +41,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from lib import common, loadrun, report, services, storm, stormreport  # noqa: E402
+from lib import common, loadrun, report, reportsprice, services, storm, stormreport  # noqa: E402
 from lib.common import log  # noqa: E402
 import edit_latency  # noqa: E402
 
@@ -59,11 +62,13 @@ def parse_args():
     ap.add_argument("--edit-entries", type=int, default=10, help="whitelist size in (7) [10]")
     ap.add_argument("--lat-entries", default="10,100000")
     ap.add_argument("--lat-edits", type=int, default=None, help="edits per configuration in (8) [20; quick 4]")
-    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency,storm",
+    ap.add_argument("--groups", default="get1k,connect,get100k,ramp,restart,openloop,smp,edits,latency,storm,reports",
                     help="comma-separated; 'tunnel' (not in the default) runs only FPS direct and FPS tunnel, "
                          "GET 1 KiB (--reps) and CONNECT, for the appliance-side CPU target")
     ap.add_argument("--openloop-fractions", default="0.5,0.8",
                     help="(12) open-loop rates as fractions of the closed-loop capacity measured just before")
+    ap.add_argument("--reports-pairs", type=int, default=None,
+                    help="(15) pairs of GET 1 KiB runs, reports on and off [5; quick 1]")
     ap.add_argument("--storm-agents", type=int, default=None, help="(14) agents per storm [--agents; quick 200]")
     ap.add_argument("--storm-mb", type=float, default=None, help="(14) package size in MiB [16; quick 2]")
     ap.add_argument("--storm-targets", default=",".join(storm.names()), help="(14) targets, in this order")
@@ -102,6 +107,7 @@ def parse_args():
     a.settle = a.settle if a.settle is not None else 0.5
     a.rerun_budget = a.rerun_budget if a.rerun_budget is not None else (0 if q else 90)
     a.quiet_budget = a.quiet_budget if a.quiet_budget is not None else (0 if q else 90)
+    a.reports_pairs = a.reports_pairs if a.reports_pairs is not None else (1 if q else 5)
     a.groups = a.groups.split(",")
     a.storm_agents = a.storm_agents or (min(a.agents, 200) if q else a.agents)
     a.storm_mb = a.storm_mb or (2 if q else 16)
@@ -174,13 +180,15 @@ class Bench:
         self.env = None
         self.fps = None
         self.fps_reconf = None
+        self.origin_up = False  # the shared origin (nginx), started by setup() or by the first group needing it
 
     # ---- results -------------------------------------------------------------------------
     def save(self, final=False):
         r = self.res
         r["summary"] = report.aggregate(r["runs"])
         r["targets"] = report.target_checks(r["summary"], r["live_edits"], r["edit_latency"], r["runs"],
-                                            r.get("availability"), r.get("smp")) + stormreport.checks(r.get("storm"))
+                                            r.get("availability"), r.get("smp")) + stormreport.checks(r.get("storm")) + \
+            reportsprice.checks(r.get("reports_price"))
         r["meta"]["elapsed_s"] = round(time.monotonic() - self.t0, 1)
         r["meta"]["loadavg_end"] = common.loadavg()
         r["meta"]["partial"] = not final
@@ -203,6 +211,7 @@ class Bench:
         self.env = env = services.Env(keep=a.keep)
         log(f"run directory {env.dir}")
         env.start_nginx()
+        self.origin_up = True
         env.start_hand_squid(a.agents, workers=a.workers)
         self.hand_port = env.hand_port
         # (2b): the same hand-written config listening as FPS does (8 SO_REUSEPORT sockets).
@@ -622,6 +631,26 @@ class Bench:
                 self.res["edit_latency"].append(edit_latency.measure(self.env, n, apply, edits=a.lat_edits))
                 self.save()
 
+    def reports_price(self):
+        """(15) the price of the failures and traffic reports (lib/reportsprice.py): two FPS of
+        their own, reports on and off, in pairs of GET 1 KiB runs."""
+        a = self.a
+        fps = {}
+        try:
+            if not self.origin_up:  # --groups reports (and storm) alone: no shared world
+                self.env.start_nginx()
+                self.origin_up = True
+            fps = reportsprice.start(self.env)
+            self.res["reports_price"] = reportsprice.measure(self.env, fps, ["get1k"], a.reports_pairs, a.agents,
+                                                             a.duration, a.warmup, before_run=self.wait_quiet)
+        except Exception as e:  # one broken group must not cost the other results
+            log(f"reports: FAILED: {e}")
+            self.res["failures"].append({"group": "reports", "target": "fps", "rep": 0, "error": str(e)[-1000:]})
+        finally:
+            for f in fps.values():
+                f.close()
+        self.save()
+
     def storm(self):
         """(14) the update storm (lib/storm.py): one proxy at a time, each started for its storms."""
         if self.fps is not None:
@@ -632,13 +661,14 @@ class Bench:
                          wait_quiet=self.wait_quiet).run()
 
     def setup_storm_only(self):
-        """--groups storm alone: no shared world (the storm starts what it compares, one at a time)."""
+        """--groups storm and/or reports alone: no shared world (the storm starts what it compares, one at
+        a time; the reports group starts the origin and its two FPS)."""
         self.env = services.Env(keep=self.a.keep, cloud_netns=False)
         log(f"run directory {self.env.dir}")
 
     def run(self):
         try:
-            if set(self.a.groups) <= {"storm"}:
+            if set(self.a.groups) <= {"storm", "reports"}:
                 self.setup_storm_only()
             else:
                 self.setup()
@@ -654,6 +684,8 @@ class Bench:
                 self.live_edits()
             if "latency" in self.a.groups:
                 self.latency()
+            if "reports" in self.a.groups:
+                self.reports_price()
             if "storm" in self.a.groups:
                 self.storm()
             ok = True
@@ -682,7 +714,8 @@ def rereport(path):
     res = json.loads(path.read_text())
     res["summary"] = report.aggregate(res["runs"])
     res["targets"] = report.target_checks(res["summary"], res["live_edits"], res["edit_latency"], res["runs"],
-                                          res.get("availability"), res.get("smp")) + stormreport.checks(res.get("storm"))
+                                          res.get("availability"), res.get("smp")) + stormreport.checks(res.get("storm")) + \
+        reportsprice.checks(res.get("reports_price"))
     md = report.markdown(res)
     path.write_text(json.dumps(res, indent=1))
     path.with_suffix(".md").write_text(md)

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "adminaddr.h"
 #include "log.h"
 #include "preflight.h"
 #include "metrics.h"
@@ -106,6 +107,8 @@ static enum MHD_Result admin_reply(struct MHD_Connection *conn, unsigned int cod
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (adminaddr_instance()[0])
+		MHD_add_response_header(r, ADMINADDR_HEADER, adminaddr_instance());
 	if (code == MHD_HTTP_METHOD_NOT_ALLOWED)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
 	enum MHD_Result ret = MHD_queue_response(conn, code, r);
@@ -339,6 +342,8 @@ static enum MHD_Result admin_page(struct MHD_Connection *conn, struct fps_status
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	MHD_add_response_header(r, "Content-Security-Policy", STATUSPAGE_CSP);
 	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	if (adminaddr_instance()[0])
+		MHD_add_response_header(r, ADMINADDR_HEADER, adminaddr_instance());
 	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
 	MHD_destroy_response(r);
 	return ret;

@@ -8,16 +8,48 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "adminaddr.h"
 #include "fsio.h"
+#include "net.h"
 
 #define ADMINCLIENT_MAX_BODY (8u << 20)
+
+/* The instance whose answers count (adminclient_expect_instance); "" = any. */
+static char ac_expected[64];
+
+void adminclient_expect_instance(const char *id)
+{
+	snprintf(ac_expected, sizeof(ac_expected), "%s", id ? id : "");
+}
+
+/* Whether the header block head (status line and headers, NUL-terminated) carries
+ * X-FPS-Instance: ac_expected. */
+static bool ac_instance_ok(const char *head)
+{
+	if (ac_expected[0] == '\0')
+		return true;
+	const size_t hl = strlen(ADMINADDR_HEADER);
+	for (const char *p = strstr(head, "\r\n"); p != NULL; p = strstr(p + 2, "\r\n")) {
+		const char *h = p + 2;
+		if (strncasecmp(h, ADMINADDR_HEADER, hl) != 0 || h[hl] != ':')
+			continue;
+		h += hl + 1;
+		while (*h == ' ' || *h == '\t')
+			h++;
+		size_t n = strlen(ac_expected);
+		return strncmp(h, ac_expected, n) == 0 && (h[n] == '\r' || h[n] == ' ' || h[n] == '\0');
+	}
+	return false;
+}
 
 static int ac_split(const char *admin, char *host, size_t hlen, char *port, size_t plen)
 {
@@ -64,29 +96,20 @@ int adminclient_request(const char *admin, const char *method, const char *path,
 		return -1;
 	}
 	long long deadline = fsio_mono_ms() + timeout_ms;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int rc = -1;
+	int fd, en, rc = -1;
 	char *buf = NULL;
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		goto out;
-	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-		snprintf(err, errlen, "cannot connect to %s: %s", admin, strerror(errno));
-		goto out;
-	}
-	if (ac_wait(fd, POLLOUT, deadline) < 0) {
+	enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, deadline, &fd, &en);
+	if (nr == NET_SOCKET)
+		snprintf(err, errlen, "socket: %s", strerror(en));
+	else if (nr == NET_CONNECT)
+		snprintf(err, errlen, "cannot connect to %s: %s", admin, strerror(en));
+	else if (nr == NET_TIMEOUT)
 		snprintf(err, errlen, "cannot connect to %s: timed out", admin);
-		goto out;
-	}
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
-	getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-	if (soerr != 0) {
+	else if (nr == NET_FAILED)
 		snprintf(err, errlen, "cannot connect to %s: %s (is the controller running? --admin ADDR:PORT)", admin,
-		         strerror(soerr));
+		         strerror(en));
+	if (nr != NET_OK)
 		goto out;
-	}
 	char req[2048];
 	int rl =
 	    snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -131,6 +154,14 @@ int adminclient_request(const char *admin, const char *method, const char *path,
 	char *sep = strstr(buf, "\r\n\r\n");
 	if (sscanf(buf, "HTTP/%*d.%*d %d", &status) != 1 || sep == NULL) {
 		snprintf(err, errlen, "%s did not answer HTTP", admin);
+		goto out;
+	}
+	sep[2] = '\0'; /* the headers end with the last one's CRLF */
+	if (!ac_instance_ok(buf)) {
+		snprintf(err, errlen,
+		         "%s is answered by another FPS instance than the one whose " ADMINADDR_FILE
+		         " names it (that one has stopped, or not started yet)",
+		         admin);
 		goto out;
 	}
 	sep += 4;

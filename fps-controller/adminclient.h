@@ -21,6 +21,10 @@ int adminclient_get(const char *admin, const char *path, int timeout_ms, char **
 int adminclient_request(const char *admin, const char *method, const char *path, int timeout_ms, char **body, char *err,
                         size_t errlen);
 
+/* From now on only answers that carry X-FPS-Instance: id count (adminaddr.h): another
+ * instance's answer is an error. NULL or "" accepts any. */
+void adminclient_expect_instance(const char *id);
+
 /* The inputs of the controller answering at admin (its /status `inputs`): dirs[0] config,
  * [1] secrets, [2] state directory ("" when it has none). -1 with err when it cannot say. */
 int adminclient_inputs(const char *admin, char dirs[3][1024], char *err, size_t errlen);

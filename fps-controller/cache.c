@@ -22,7 +22,7 @@
 static int mkdir_for(const char *path, bool as_root, uid_t uid, gid_t gid, struct fps_err *e)
 {
 	if (mkdir(path, 0750) < 0 && errno != EEXIST)
-		return err_set(e, path, 0, 0, "cannot create the cache directory: %s", strerror(errno));
+		return err_sys(e, errno, path, "cannot create the cache directory: %s", strerror(errno));
 	struct stat sb;
 	if (lstat(path, &sb) < 0 || !S_ISDIR(sb.st_mode))
 		return err_set(e, path, 0, 0, "is not a directory");

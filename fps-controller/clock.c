@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fsio.h"
+#include "net.h"
 
 static double clk_wall(void)
 {
@@ -66,20 +67,14 @@ int clock_ask(const char *host, int port, int timeout_ms, double *skew, char *da
 		return -1;
 	}
 	long long deadline = fsio_mono_ms() + timeout_ms;
-	int rc = -1;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
+	int rc = -1, fd, en;
+	enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, deadline, &fd, &en);
+	if (nr == NET_SOCKET) {
+		snprintf(err, errlen, "socket: %s", strerror(en));
 		goto out;
 	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-		snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, strerror(errno));
-		goto out;
-	}
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
-	if (clk_wait(fd, POLLOUT, deadline) < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr) {
-		snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, soerr ? strerror(soerr) : "timed out");
+	if (nr != NET_OK) {
+		snprintf(err, errlen, "cannot connect to %s:%d: %s", host, port, en ? strerror(en) : "timed out");
 		goto out;
 	}
 	static const char req[] = "HEAD http://" CLOCK_CHECK_HOST "/ HTTP/1.0\r\nHost: " CLOCK_CHECK_HOST "\r\n\r\n";

@@ -27,16 +27,24 @@ struct ctl_opts {
 	const char *config_dir;
 	const char *secrets_dir;
 	const char *state_dir;
-	const char *admin; /* ADDR:PORT override, may be NULL */
+	const char *admin;       /* ADDR:PORT override, may be NULL */
+	const char *admin_spare; /* ADDR:PORT taken while another instance holds admin; may be NULL */
 	enum ctl_mode mode;
 };
 
 /* Where helpers, templates and squid are (FPS_TEMPLATES_DIR, FPS_SQUID_BIN override). */
 int ctl_find_paths(struct ctl_paths *p, struct fps_err *e);
 
-/* load + compile + render, for `check` and `render`: no side effects. */
+/* What ctl_build judges beside the inputs, as `run` does: the update cache's size against the
+ * container's memory limit and the volume of state_dir (when given and there). */
+struct ctl_build_room {
+	const char *state_dir; /* may be NULL */
+};
+/* load + compile + render, for `check` and `render` (ctl_build.c: the stages `run` builds a
+ * generation with): no side effects. judge NULL: the cache's size is not judged (render). */
 int ctl_build(const char *config_dir, const char *secrets_dir, const struct ctl_paths *paths, const char *out_dir,
-              struct fps_config *c, struct compiled *cp, struct render_out *out, struct fps_err *e);
+              const struct ctl_build_room *judge, struct fps_config *c, struct compiled *cp, struct render_out *out,
+              struct fps_err *e);
 /* Logs each rejected / reduced entry as a warning. */
 void ctl_report_entries(const struct compiled *cp, const char *config_dir);
 

@@ -31,6 +31,8 @@
 #include "state.h"
 #include "config.h"
 #include "cred.h"
+#include "fsio.h"
+#include "net.h"
 
 enum dg_status { DG_OK, DG_WARN, DG_SKIP, DG_FAIL };
 
@@ -130,35 +132,16 @@ static int dg_resolve(const char *host, int port, bool numeric, struct sockaddr_
 static int dg_connect(const struct sockaddr_storage *ss, socklen_t sl, int timeout_ms, int io_timeout_ms, char *err,
                       size_t err_len)
 {
-	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		snprintf(err, err_len, "socket: %s", strerror(errno));
+	int fd, en;
+	enum net_result nr = net_connect((const struct sockaddr *)ss, sl, fsio_mono_ms() + timeout_ms, &fd, &en);
+	if (nr == NET_SOCKET)
+		snprintf(err, err_len, "socket: %s", strerror(en));
+	else if (nr == NET_TIMEOUT)
+		snprintf(err, err_len, "no answer within %d ms (a firewall dropping packets?)", timeout_ms);
+	else if (nr != NET_OK)
+		snprintf(err, err_len, "%s", strerror(en));
+	if (nr != NET_OK)
 		return -1;
-	}
-	if (connect(fd, (const struct sockaddr *)ss, sl) < 0) {
-		if (errno != EINPROGRESS) {
-			snprintf(err, err_len, "%s", strerror(errno));
-			close(fd);
-			return -1;
-		}
-		struct pollfd p = {.fd = fd, .events = POLLOUT};
-		int n;
-		do
-			n = poll(&p, 1, timeout_ms);
-		while (n < 0 && errno == EINTR);
-		int soerr = 0;
-		socklen_t len = sizeof(soerr);
-		if (n == 0) {
-			snprintf(err, err_len, "no answer within %d ms (a firewall dropping packets?)", timeout_ms);
-			close(fd);
-			return -1;
-		}
-		if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr != 0) {
-			snprintf(err, err_len, "%s", strerror(soerr ? soerr : errno));
-			close(fd);
-			return -1;
-		}
-	}
 	int fl = fcntl(fd, F_GETFL);
 	fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 	struct timeval tv = {.tv_sec = io_timeout_ms / 1000, .tv_usec = (io_timeout_ms % 1000) * 1000};

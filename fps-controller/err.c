@@ -32,7 +32,7 @@ static size_t err_escape(const char *in, size_t max, char *out, size_t cap)
 	return i;
 }
 
-int err_set(struct fps_err *e, const char *file, int line, int col, const char *fmt, ...)
+static int err_vset(struct fps_err *e, int errnum, const char *file, int line, int col, const char *fmt, va_list ap)
 {
 	if (e == NULL)
 		return -1;
@@ -40,11 +40,27 @@ int err_set(struct fps_err *e, const char *file, int line, int col, const char *
 	err_escape(file ? file : "", sizeof(e->file), e->file, sizeof(e->file));
 	e->line = line;
 	e->col = col;
+	e->sys = errnum;
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	err_escape(tmp, sizeof(tmp), e->msg, sizeof(e->msg));
+	return -1;
+}
+
+int err_set(struct fps_err *e, const char *file, int line, int col, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	err_vset(e, 0, file, line, col, fmt, ap);
 	va_end(ap);
-	err_escape(tmp, sizeof(tmp), e->msg, sizeof(e->msg));
+	return -1;
+}
+
+int err_sys(struct fps_err *e, int errnum, const char *file, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	err_vset(e, errnum, file, 0, 0, fmt, ap);
+	va_end(ap);
 	return -1;
 }
 

@@ -12,6 +12,8 @@ struct fps_err {
 	int line;       /* 1-based; 0 = unknown */
 	int col;        /* 1-based; 0 = unknown */
 	char msg[1024];
+	int sys; /* the errno behind the failure (err_sys), 0 when none: lets a caller tell a full disk
+	          * from bad input without reading the message */
 };
 
 void err_clear(struct fps_err *e);
@@ -20,6 +22,9 @@ void err_clear(struct fps_err *e);
  * terminals, and must not carry a CR or an escape sequence from the input. */
 int err_set(struct fps_err *e, const char *file, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* err_set for a failed system call: also keeps errnum in e->sys (the message says it in words). */
+int err_sys(struct fps_err *e, int errnum, const char *file, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* A bounded excerpt of input text for a message: at most ERR_QUOTE_MAX bytes of s, with control
  * and non-ASCII bytes as \xNN and "..." when cut. Quote input only through this: an error
  * names the position; the excerpt only helps to spot it. Returns buf. */

@@ -22,12 +22,12 @@ int fsio_read(const char *path, size_t max, char **out, size_t *outlen, struct f
 	/* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. */
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
-		return err_set(e, path, 0, 0, "cannot open: %s", strerror(errno));
+		return err_sys(e, errno, path, "cannot open: %s", strerror(errno));
 	struct stat sb;
 	if (fstat(fd, &sb) < 0) {
 		int saved = errno;
 		close(fd);
-		return err_set(e, path, 0, 0, "cannot stat: %s", strerror(saved));
+		return err_sys(e, saved, path, "cannot stat: %s", strerror(saved));
 	}
 	if (!S_ISREG(sb.st_mode)) {
 		close(fd);
@@ -71,7 +71,7 @@ int fsio_read(const char *path, size_t max, char **out, size_t *outlen, struct f
 			int saved = errno;
 			free(buf);
 			close(fd);
-			return err_set(e, path, 0, 0, "read failed: %s", strerror(saved));
+			return err_sys(e, saved, path, "read failed: %s", strerror(saved));
 		}
 		if (n == 0)
 			break;
@@ -95,9 +95,9 @@ int fsio_read_within(const char *dir, const char *name, size_t max, char **out, 
 	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
 		return err_set(e, dir, 0, 0, "path too long");
 	if (realpath(dir, rdir) == NULL)
-		return err_set(e, dir, 0, 0, "cannot resolve: %s", strerror(errno));
+		return err_sys(e, errno, dir, "cannot resolve: %s", strerror(errno));
 	if (realpath(path, rfile) == NULL)
-		return err_set(e, path, 0, 0, "cannot open: %s", strerror(errno));
+		return err_sys(e, errno, path, "cannot open: %s", strerror(errno));
 	size_t dl = strlen(rdir);
 	if (strncmp(rfile, rdir, dl) != 0 || (rfile[dl] != '/' && strcmp(rdir, "/") != 0))
 		return err_set(e, path, 0, 0, "refused: it resolves to a file outside %s", dir);
@@ -115,7 +115,7 @@ int fsio_write_atomic(const char *path, const void *data, size_t len, mode_t mod
 		return err_set(e, path, 0, 0, "path too long");
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode & 0777);
 	if (fd < 0)
-		return err_set(e, tmp, 0, 0, "cannot create: %s", strerror(errno));
+		return err_sys(e, errno, tmp, "cannot create: %s", strerror(errno));
 	/* fchmod: the umask must not loosen or tighten what the caller asked for. */
 	if (fchmod(fd, mode & 0777) < 0 || (gid != (gid_t)-1 && fchown(fd, (uid_t)-1, gid) < 0))
 		goto fail;
@@ -145,7 +145,7 @@ fail:;
 	if (fd >= 0)
 		close(fd);
 	unlink(tmp);
-	return err_set(e, path, 0, 0, "cannot write: %s", strerror(saved));
+	return err_sys(e, saved, path, "cannot write: %s", strerror(saved));
 }
 
 int fsio_mkdirs(const char *path, mode_t mode, struct fps_err *e)
@@ -158,7 +158,7 @@ int fsio_mkdirs(const char *path, mode_t mode, struct fps_err *e)
 			char c = *p;
 			*p = '\0';
 			if (mkdir(buf, mode) < 0 && errno != EEXIST)
-				return err_set(e, buf, 0, 0, "cannot create directory: %s", strerror(errno));
+				return err_sys(e, errno, buf, "cannot create directory: %s", strerror(errno));
 			*p = c;
 			if (c == '\0')
 				break;
@@ -208,11 +208,11 @@ int fsio_symlink_atomic(const char *target, const char *link, struct fps_err *e)
 		return err_set(e, link, 0, 0, "path too long");
 	unlink(tmp);
 	if (symlink(target, tmp) < 0)
-		return err_set(e, tmp, 0, 0, "cannot create symlink: %s", strerror(errno));
+		return err_sys(e, errno, tmp, "cannot create symlink: %s", strerror(errno));
 	if (rename(tmp, link) < 0) {
 		int saved = errno;
 		unlink(tmp);
-		return err_set(e, link, 0, 0, "cannot replace symlink: %s", strerror(saved));
+		return err_sys(e, saved, link, "cannot replace symlink: %s", strerror(saved));
 	}
 	return 0;
 }

@@ -6,7 +6,6 @@
 #include "handover.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -20,53 +19,13 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "procsock.h"
 
 #define HO_MAX_SOCKS 4096 /* inodes on one port: listeners, or an instance's agents */
 #define HO_MAX_PIDS  256  /* an SMP Squid: master, workers, their helpers */
 #define HO_QUEUE_MS  3000 /* how long Squid gets to accept what its queue holds */
 
-enum { HO_ESTABLISHED = 0x01, HO_CLOSE_WAIT = 0x08, HO_LISTEN = 0x0A };
-
-struct ho_sock {
-	unsigned long ino;
-	unsigned state;
-	unsigned long rxq; /* LISTEN: connections waiting in the accept queue */
-};
-
-/* Sockets on local port in the given states (bit 1 << state). */
-static size_t ho_port_sockets(int port, unsigned states, struct ho_sock *out, size_t max)
-{
-	const char *tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
-	size_t n = 0;
-	for (size_t t = 0; t < 2; t++) {
-		FILE *f = fopen(tables[t], "r");
-		if (f == NULL)
-			continue;
-		char line[512];
-		if (fgets(line, sizeof(line), f) == NULL) { /* header */
-			fclose(f);
-			continue;
-		}
-		while (n < max && fgets(line, sizeof(line), f)) {
-			char local[128];
-			unsigned st, p;
-			unsigned long txq, rxq, ino;
-			/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
-			if (sscanf(line, " %*d: %127s %*s %x %lx:%lx %*s %*s %*u %*u %lu", local, &st, &txq, &rxq,
-			           &ino) != 5)
-				continue;
-			const char *colon = strrchr(local, ':');
-			if (colon == NULL || sscanf(colon + 1, "%x", &p) != 1 || (int)p != port || st > 31 ||
-			    !(states & (1u << st)))
-				continue;
-			out[n++] = (struct ho_sock){ino, st, rxq};
-		}
-		fclose(f);
-	}
-	return n;
-}
-
-static bool ho_has_ino(const struct ho_sock *s, size_t n, unsigned long ino)
+static bool ho_has_ino(const struct ps_sock *s, size_t n, unsigned long ino)
 {
 	for (size_t i = 0; i < n; i++)
 		if (s[i].ino == ino)
@@ -91,60 +50,60 @@ static pid_t ho_ppid(long pid)
 	return (pid_t)ppid;
 }
 
+struct ho_tree_walk {
+	pid_t *out;
+	size_t n, max;
+};
+
+static bool ho_tree_add(pid_t p, void *arg)
+{
+	struct ho_tree_walk *w = arg;
+	pid_t pp = ho_ppid(p);
+	bool known = false, parent = false;
+	for (size_t i = 0; i < w->n; i++) {
+		known |= w->out[i] == p;
+		parent |= w->out[i] == pp;
+	}
+	if (parent && !known && pp != 0)
+		w->out[w->n++] = p;
+	return w->n < w->max;
+}
+
 /* pid and its descendants (two levels: an SMP master's workers and their helpers). */
 static size_t ho_tree(pid_t pid, pid_t *out, size_t max)
 {
-	size_t n = 0;
-	out[n++] = pid;
-	for (int level = 0; level < 2; level++) {
-		size_t have = n;
-		DIR *d = opendir("/proc");
-		if (d == NULL)
-			break;
-		struct dirent *de;
-		while ((de = readdir(d)) != NULL && n < max) {
-			char *end;
-			long p = strtol(de->d_name, &end, 10);
-			if (*end != '\0' || p <= 0)
-				continue;
-			pid_t pp = ho_ppid(p);
-			bool known = false, parent = false;
-			for (size_t i = 0; i < n; i++) {
-				known |= out[i] == (pid_t)p;
-				parent |= out[i] == pp;
-			}
-			if (parent && !known && pp != 0)
-				out[n++] = (pid_t)p;
-		}
-		closedir(d);
-		if (n == have)
+	struct ho_tree_walk w = {out, 0, max};
+	out[w.n++] = pid;
+	for (int level = 0; level < 2 && w.n < max; level++) {
+		size_t have = w.n;
+		ps_each_pid(ho_tree_add, &w);
+		if (w.n == have)
 			break;
 	}
-	return n;
+	return w.n;
+}
+
+struct ho_fd_walk {
+	const struct ps_sock *socks;
+	size_t n;
+	void (*fn)(pid_t pid, int fd, unsigned long ino, void *arg);
+	void *arg;
+};
+
+static bool ho_fd_match(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	struct ho_fd_walk *w = arg;
+	if (ho_has_ino(w->socks, w->n, ino))
+		w->fn(pid, fd, ino, w->arg);
+	return true;
 }
 
 /* Calls fn(pid, fd, ino, arg) for every descriptor of pid that is one of the sockets. */
-static void ho_each_fd(pid_t pid, const struct ho_sock *socks, size_t n,
+static void ho_each_fd(pid_t pid, const struct ps_sock *socks, size_t n,
                        void (*fn)(pid_t pid, int fd, unsigned long ino, void *arg), void *arg)
 {
-	char dir[64];
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
-	DIR *d = opendir(dir);
-	if (d == NULL)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		char link[320], target[64];
-		snprintf(link, sizeof(link), "%s/%s", dir, de->d_name);
-		ssize_t k = readlink(link, target, sizeof(target) - 1);
-		if (k <= 0)
-			continue;
-		target[k] = '\0';
-		unsigned long ino;
-		if (sscanf(target, "socket:[%lu]", &ino) == 1 && ho_has_ino(socks, n, ino))
-			fn(pid, atoi(de->d_name), ino, arg);
-	}
-	closedir(d);
+	struct ho_fd_walk w = {socks, n, fn, arg};
+	ps_each_socket_fd(pid, ho_fd_match, &w);
 }
 
 static void ho_count(pid_t pid, int fd, unsigned long ino, void *arg)
@@ -155,9 +114,9 @@ static void ho_count(pid_t pid, int fd, unsigned long ino, void *arg)
 
 int ho_clients(pid_t pid, int port)
 {
-	static struct ho_sock socks[HO_MAX_SOCKS * 4];
+	static struct ps_sock socks[HO_MAX_SOCKS * 4];
 	size_t n =
-	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
+	    ps_port_sockets(port, 1u << PS_ESTABLISHED | 1u << PS_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
 	if (n == 0)
 		return 0;
 	/* The process tree is looked up once a second: the drain asks every 50 ms, and a walk
@@ -194,6 +153,8 @@ int ho_migrate_req(void)
 struct ho_holders {
 	pid_t pids[64];
 	size_t n;
+	const struct ps_sock *socks; /* the port's listeners */
+	size_t nsocks;
 };
 
 static void ho_note_holder(pid_t pid, int fd, unsigned long ino, void *arg)
@@ -205,6 +166,14 @@ static void ho_note_holder(pid_t pid, int fd, unsigned long ino, void *arg)
 			return;
 	if (h->n < sizeof(h->pids) / sizeof(h->pids[0]))
 		h->pids[h->n++] = pid;
+}
+
+static bool ho_note_holders(pid_t pid, void *arg)
+{
+	struct ho_holders *h = arg;
+	if (pid != getpid())
+		ho_each_fd(pid, h->socks, h->nsocks, ho_note_holder, h);
+	return true;
 }
 
 /* An FPS Squid running as uid: program "squid", a command line naming a file
@@ -283,34 +252,88 @@ static bool ho_reuseport_bind(const char *addr, int port)
 	return ok;
 }
 
-int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
+/* The comm of pid ("?" when /proc does not say). */
+static void ho_comm(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	snprintf(out, len, "?");
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return;
+	if (fgets(out, (int)len, f))
+		out[strcspn(out, "\n")] = '\0';
+	fclose(f);
+}
+
+/* The tunnel client's port is held by an fps-controller (which binds it and hands it to its
+ * stunnel, tunnel_listen) or that stunnel, running as uid. */
+static bool ho_is_fps_tunnel(pid_t pid, uid_t uid)
+{
+	char comm[64];
+	ho_comm(pid, comm, sizeof(comm));
+	if (strcmp(comm, "fps-controller") != 0 && strcmp(comm, "stunnel4") != 0 && strcmp(comm, "stunnel") != 0)
+		return false;
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	bool same = false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned r, eff;
+		if (sscanf(line, "Uid: %u %u", &r, &eff) == 2) {
+			same = eff == (unsigned)uid;
+			break;
+		}
+	}
+	fclose(f);
+	return same;
+}
+
+static int ho_joinable(const char *addr, int port, uid_t uid, bool (*ours)(pid_t, uid_t), const char *what, char *who,
+                       size_t len)
 {
 	who[0] = '\0';
-	static struct ho_sock socks[HO_MAX_SOCKS];
-	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	static struct ps_sock socks[HO_MAX_SOCKS];
+	size_t n = ps_port_sockets(port, 1u << PS_LISTEN, socks, HO_MAX_SOCKS);
 	if (n == 0)
 		return 0;
-	struct ho_holders h = {.n = 0};
-	DIR *d = opendir("/proc");
-	if (d == NULL)
-		return 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		char *end;
-		long p = strtol(de->d_name, &end, 10);
-		if (*end == '\0' && p > 0 && (pid_t)p != getpid())
-			ho_each_fd((pid_t)p, socks, n, ho_note_holder, &h);
+	struct ho_holders h = {.n = 0, .socks = socks, .nsocks = n};
+	ps_each_pid(ho_note_holders, &h);
+	if (h.n == 0) {
+		/* No process we can see holds the port: it lives in another pid namespace, as the
+		 * other pod of a DaemonSet's rolling update does (hostNetwork shares the node's
+		 * network, each pod keeps its own pid namespace). Its command line cannot be read;
+		 * what is left is what the kernel enforces: a SO_REUSEPORT bind joins only a group
+		 * whose sockets all set the option and belong to the same uid as ours. */
+		if (!ho_reuseport_bind(addr, port))
+			return 0;
+		snprintf(who, len,
+		         "a listener of uid %u in another pid namespace (another FPS instance's %s, as a second pod on "
+		         "this node)",
+		         socks[0].uid, what);
+		return 1;
 	}
-	closedir(d);
-	if (h.n == 0)
-		return 0; /* a listener nobody we can see holds (another namespace): a stranger */
 	for (size_t i = 0; i < h.n; i++)
-		if (!ho_is_fps_squid(h.pids[i], uid))
+		if (!ours(h.pids[i], uid))
 			return 0;
 	if (!ho_reuseport_bind(addr, port))
 		return 0;
-	snprintf(who, len, "pid %d (squid)", (int)h.pids[0]);
+	char comm[64];
+	ho_comm(h.pids[0], comm, sizeof(comm));
+	snprintf(who, len, "pid %d (%s)", (int)h.pids[0], comm);
 	return 1;
+}
+
+int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len)
+{
+	return ho_joinable(addr, port, uid, ho_is_fps_squid, "Squid", who, len);
+}
+
+int ho_tunnel_port_joinable(int port, char *who, size_t len)
+{
+	return ho_joinable("127.0.0.1", port, geteuid(), ho_is_fps_tunnel, "stunnel client", who, len);
 }
 
 /* ---- leaving: stop accepting ----------------------------------------------------------- */
@@ -363,8 +386,8 @@ static long long ho_mono_ms(void)
 
 static unsigned long ho_queued(const struct ho_taken *t, int port)
 {
-	static struct ho_sock socks[HO_MAX_SOCKS];
-	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	static struct ps_sock socks[HO_MAX_SOCKS];
+	size_t n = ps_port_sockets(port, 1u << PS_LISTEN, socks, HO_MAX_SOCKS);
 	unsigned long q = 0;
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = 0; j < t->n; j++)
@@ -373,11 +396,14 @@ static unsigned long ho_queued(const struct ho_taken *t, int port)
 	return q;
 }
 
-int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
+/* Step 1 of a drain for the process tree at pid on port; shut: shut the listening sockets
+ * down at the end (Squid), or leave them to the process's own exit (stunnel: it would
+ * spin on a listener shut down under it, and is stopped right after). */
+static int ho_quiesce(pid_t pid, int port, bool shut, const char *what, char *why, size_t len)
 {
 	why[0] = '\0';
-	static struct ho_sock socks[HO_MAX_SOCKS];
-	size_t n = ho_port_sockets(port, 1u << HO_LISTEN, socks, HO_MAX_SOCKS);
+	static struct ps_sock socks[HO_MAX_SOCKS];
+	size_t n = ps_port_sockets(port, 1u << PS_LISTEN, socks, HO_MAX_SOCKS);
 	pid_t tree[HO_MAX_PIDS];
 	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
 	struct ho_taken t = {.n = 0, .err = 0};
@@ -389,7 +415,7 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 		close(t.pidfd);
 	}
 	if (t.err) {
-		snprintf(why, len, "cannot take Squid's listening sockets (pidfd_getfd: %s)", strerror(t.err));
+		snprintf(why, len, "cannot take %s's listening sockets (pidfd_getfd: %s)", what, strerror(t.err));
 		for (size_t i = 0; i < t.n; i++)
 			close(t.fds[i]);
 		return -1;
@@ -405,18 +431,28 @@ int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
 	if (!(others > 0 && ho_migrate_req() == 1) && t.n > 0) {
 		for (size_t i = 0; i < t.n; i++)
 			if (ho_drop_syns(t.fds[i]) < 0)
-				log_warn_errno("handover: socket filter on Squid's listening socket");
+				log_warn_errno("handover: socket filter on %s's listening socket", what);
 		/* By the clock: one look at /proc/net/tcp costs milliseconds with thousands of sockets. */
 		long long end = ho_mono_ms() + HO_QUEUE_MS;
 		while (ho_mono_ms() < end && ho_queued(&t, port) > 0)
 			nanosleep(&(struct timespec){0, 20 * 1000000}, NULL);
 	}
 	for (size_t i = 0; i < t.n; i++) {
-		if (shutdown(t.fds[i], SHUT_RDWR) < 0)
-			log_warn_errno("handover: shutdown of Squid's listening socket");
+		if (shut && shutdown(t.fds[i], SHUT_RDWR) < 0)
+			log_warn_errno("handover: shutdown of %s's listening socket", what);
 		close(t.fds[i]);
 	}
 	return (int)t.n;
+}
+
+int ho_stop_accepting(pid_t pid, int port, char *why, size_t len)
+{
+	return ho_quiesce(pid, port, true, "Squid", why, len);
+}
+
+int ho_stop_queueing(pid_t pid, int port, char *why, size_t len)
+{
+	return ho_quiesce(pid, port, false, "stunnel", why, len);
 }
 
 /* ---- leaving: the drain configuration ------------------------------------------------------ */
@@ -492,9 +528,9 @@ int ho_pause_input(pid_t pid, int port, struct ho_pause *p)
 {
 	p->fds = NULL;
 	p->n = 0;
-	static struct ho_sock socks[HO_MAX_SOCKS * 4];
+	static struct ps_sock socks[HO_MAX_SOCKS * 4];
 	size_t n =
-	    ho_port_sockets(port, 1u << HO_ESTABLISHED | 1u << HO_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
+	    ps_port_sockets(port, 1u << PS_ESTABLISHED | 1u << PS_CLOSE_WAIT, socks, sizeof(socks) / sizeof(socks[0]));
 	pid_t tree[HO_MAX_PIDS];
 	size_t np = ho_tree(pid, tree, HO_MAX_PIDS);
 	struct ho_grab g = {.p = p, .cap = 0};

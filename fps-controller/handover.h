@@ -26,6 +26,12 @@
  * uid) and can be joined with SO_REUSEPORT: 1, with who = "pid N (squid)"; 0 when a
  * stranger holds it (or nothing), and the port is then reported as taken. */
 int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t len);
+/* The same for the stunnel client's port 127.0.0.1:port: held only by another FPS
+ * instance's controller or stunnel running as our uid (tunnel_listen binds it with
+ * SO_REUSEPORT). A listener in another pid namespace (a second pod on the node) cannot be
+ * looked at: it is taken for another instance when the kernel lets a SO_REUSEPORT bind
+ * join it (same uid, every socket with the option), for this port and the proxy port. */
+int ho_tunnel_port_joinable(int port, char *who, size_t len);
 
 /* Stops the Squid at pid (its SMP workers, its children, included) accepting on port:
  * new connections no longer reach it. Connections that completed their handshake but wait
@@ -36,6 +42,14 @@ int ho_port_joinable(const char *addr, int port, uid_t uid, char *who, size_t le
  * sockets shut down (0: none found), or -1 with why (no permission to take the sockets:
  * pidfd_getfd needs ptrace rights over Squid). */
 int ho_stop_accepting(pid_t pid, int port, char *why, size_t len);
+
+/* The same for the stunnel client at pid on its local port, before it is stopped at the
+ * end of a drain: new SYNs to its listening socket are dropped until it has accepted what
+ * waits in its queue (at most 3 s); the socket is not shut down (its exit closes it). A
+ * second instance's Squid, whose connections the kernel spreads over both stunnels, then
+ * opens no connection to this one that its exit would reset: a SYN dropped here is sent
+ * again after 1 s and meets the other stunnel. Returns the sockets found, or -1 with why. */
+int ho_stop_queueing(pid_t pid, int port, char *why, size_t len);
 
 /* Agents' connections on local port held by the Squid at pid (workers included). */
 int ho_clients(pid_t pid, int port);

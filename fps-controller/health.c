@@ -17,6 +17,7 @@
 
 #include "fsio.h"
 #include "log.h"
+#include "net.h"
 #include "sup.h"
 
 static struct {
@@ -42,21 +43,15 @@ static bool health_probe_once(const char *addr, int port, char *err, size_t errl
 	}
 	long long deadline = sup_now_ms() + HEALTH_TIMEOUT_MS;
 	bool ok = false;
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
+	int fd, en, r;
+	enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, deadline, &fd, &en);
+	if (nr == NET_SOCKET) {
+		snprintf(err, errlen, "socket: %s", strerror(en));
 		goto out;
 	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-		snprintf(err, errlen, "connect to %s:%d: %s", addr, port, strerror(errno));
-		goto out;
-	}
-	int r = fsio_wait_fd(fd, POLLOUT, deadline);
-	int soerr = 0;
-	socklen_t sl = sizeof(soerr);
-	if (r <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
+	if (nr != NET_OK) {
 		snprintf(err, errlen, "connect to %s:%d: %s", addr, port,
-		         r == 0 ? "timed out" : strerror(soerr ? soerr : errno));
+		         nr == NET_TIMEOUT ? "timed out" : strerror(en));
 		goto out;
 	}
 	static const char req[] = "GET http://" HEALTH_PROBE_HOST "/ HTTP/1.0\r\nHost: " HEALTH_PROBE_HOST "\r\n\r\n";

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adminaddr.h"
 #include "adminclient.h"
 #include "config.h"
 #include "controller.h"
@@ -34,7 +35,8 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage:\n"
 	        "  fps-controller run    --config-dir D --secrets-dir D --state-dir D [--mode supervise|sidecar]\n"
-	        "                        [--admin ADDR:PORT] [--log-format text|json] [--log-level LEVEL]\n"
+	        "                        [--admin ADDR:PORT] [--admin-spare ADDR:PORT]\n"
+	        "                        [--log-format text|json] [--log-level LEVEL]\n"
 	        "  fps-controller render --config-dir D [--secrets-dir D] --out D\n"
 	        "  fps-controller check  --config-dir D [--secrets-dir D] [--state-dir D]\n"
 	        "  fps-controller diagnose [--config-dir D --secrets-dir D --state-dir D | --admin ADDR:PORT]\n"
@@ -46,15 +48,19 @@ static void usage(FILE *f)
 	        "  fps-controller explain [--config-dir D --secrets-dir D | --admin ADDR:PORT] [--json] HOST[:PORT]\n"
 	        "  fps-controller explain [--admin ADDR:PORT] [--json] http://HOST[:PORT]/PATH\n"
 	        "  fps-controller purge  [--admin ADDR:PORT] URL   (removes URL from the update cache)\n"
+	        "  fps-controller get    [--state-dir D | --admin ADDR:PORT] PATH   (GET an admin endpoint:\n"
+	        "                        exit 0 on 2xx, 1 on another status; the probes of the pod)\n"
 	        "  fps-controller --version | version | --help | help\n"
 	        "LEVEL is debug, info, warn or error. FPS_CONFIG_DIR, FPS_SECRETS_DIR, FPS_STATE_DIR may\n"
 	        "stand in for the flags. Without them, diagnose asks the controller at --admin (default\n"
 	        "" ADMINCLIENT_DEFAULT ") where its inputs are, and explain asks that controller.\n"
+	        "The commands that ask a controller use, without --admin, the address the controller of\n"
+	        "--state-dir (FPS_STATE_DIR) wrote to <state>/" ADMINADDR_FILE ", when there is one.\n"
 	        "Exit codes: 0 ok, 1 invalid input, 2 usage, 3 runtime failure.\n");
 }
 
 struct args {
-	const char *config_dir, *secrets_dir, *state_dir, *out, *admin;
+	const char *config_dir, *secrets_dir, *state_dir, *out, *admin, *admin_spare;
 	const char *mode, *log_format, *log_level;
 	const char *target; /* explain's HOST[:PORT] */
 	bool json;
@@ -69,6 +75,7 @@ static int parse_args(int argc, char **argv, struct args *a)
 	    {"out", required_argument, NULL, 'o'},
 	    {"mode", required_argument, NULL, 'm'},
 	    {"admin", required_argument, NULL, 'a'},
+	    {"admin-spare", required_argument, NULL, 'A'},
 	    {"log-format", required_argument, NULL, 'f'},
 	    {"log-level", required_argument, NULL, 'l'},
 	    {"json", no_argument, NULL, 'j'},
@@ -101,6 +108,9 @@ static int parse_args(int argc, char **argv, struct args *a)
 		case 'a':
 			a->admin = optarg;
 			break;
+		case 'A':
+			a->admin_spare = optarg;
+			break;
 		case 'f':
 			a->log_format = optarg;
 			break;
@@ -117,7 +127,8 @@ static int parse_args(int argc, char **argv, struct args *a)
 			return -1;
 		}
 	}
-	if ((strcmp(argv[1], "explain") == 0 || strcmp(argv[1], "purge") == 0) && optind == argc - 1)
+	if ((strcmp(argv[1], "explain") == 0 || strcmp(argv[1], "purge") == 0 || strcmp(argv[1], "get") == 0) &&
+	    optind == argc - 1)
 		a->target = argv[optind++];
 	if (optind != argc) {
 		fprintf(stderr, "fps-controller: unexpected argument '%s'\n", argv[optind]);
@@ -148,7 +159,8 @@ static int write_generation(const char *out_dir, const struct render_out *out, b
 
 /* `check` judges what `run` judges, without side effects: the Secret as the reload pipeline
  * checks it (apikeys.json parses; the tunnel's CA, client certificate and key are PEM that
- * OpenSSL loads, both or neither, and matching), the generation built the same way, and
+ * OpenSSL loads, both or neither, and matching), the generation built the same way (the update
+ * cache's size against the memory limit and, with --state-dir, that volume), and
  * `squid -k parse` of it (in a temporary directory, removed afterwards). Without
  * --secrets-dir the Secret is not judged. */
 static int check_generation(const struct args *a, const struct ctl_paths *paths, struct fps_config *c,
@@ -163,7 +175,8 @@ static int check_generation(const struct args *a, const struct ctl_paths *paths,
 	}
 	struct render_out out;
 	int rc = 0;
-	if (ctl_build(a->config_dir, a->secrets_dir, paths, tmp, c, cp, &out, e) < 0) {
+	struct ctl_build_room judge = {.state_dir = a->state_dir};
+	if (ctl_build(a->config_dir, a->secrets_dir, paths, tmp, &judge, c, cp, &out, e) < 0) {
 		fsio_rmtree(tmp);
 		return EXIT_INVALID;
 	}
@@ -225,7 +238,7 @@ static int cmd_render(const struct args *a, const struct ctl_paths *paths)
 	struct fps_config c;
 	struct compiled cp;
 	struct render_out out;
-	if (ctl_build(a->config_dir, a->secrets_dir, paths, out_dir, &c, &cp, &out, &e) < 0) {
+	if (ctl_build(a->config_dir, a->secrets_dir, paths, out_dir, NULL, &c, &cp, &out, &e) < 0) {
 		fprintf(stderr, "%s\n", err_str(&e, buf, sizeof(buf)));
 		return EXIT_INVALID;
 	}
@@ -239,6 +252,52 @@ static int cmd_render(const struct args *a, const struct ctl_paths *paths)
 	compile_free(&cp);
 	cfg_free(&c);
 	return rc;
+}
+
+/* Without --admin: the address the controller of the state directory wrote (adminaddr.h),
+ * whose answers alone then count. Returns -1 with why when state_dir names none. */
+static int own_admin(struct args *a, char *buf, size_t len, char *why, size_t wlen)
+{
+	if (a->admin != NULL)
+		return 0;
+	if (a->state_dir == NULL || a->state_dir[0] == '\0') {
+		snprintf(why, wlen, "no --state-dir (or FPS_STATE_DIR) and no --admin");
+		return -1;
+	}
+	char id[64];
+	if (adminaddr_read(a->state_dir, buf, len, id, sizeof(id), why, wlen) < 0)
+		return -1;
+	a->admin = buf;
+	adminclient_expect_instance(id);
+	return 0;
+}
+
+/* `get PATH`: the body on stdout; 0 for a 2xx answer, 1 for another status, 3 when no
+ * controller (or another instance's) answers. What an exec probe needs. */
+static int cmd_get(const char *admin, const char *path)
+{
+	if (path == NULL || path[0] != '/' || strlen(path) > 1024 || strpbrk(path, " \t\r\n") != NULL) {
+		fprintf(stderr, "fps-controller get: PATH is an absolute path such as /readyz\n");
+		return EXIT_USAGE;
+	}
+	for (const char *p = path; *p; p++)
+		if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) {
+			fprintf(stderr, "fps-controller get: PATH is an absolute path such as /readyz\n");
+			return EXIT_USAGE;
+		}
+	char *body = NULL, err[600];
+	int code = adminclient_get(admin, path, 10000, &body, err, sizeof(err));
+	if (code < 0) {
+		fprintf(stderr, "fps-controller get: %s\n", err);
+		return EXIT_RUNTIME;
+	}
+	fputs(body, stdout);
+	free(body);
+	if (code < 200 || code > 299) {
+		fprintf(stderr, "fps-controller get: http://%s%s answered %d\n", admin, path, code);
+		return 1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -276,6 +335,20 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_init("fps-controller", lf, ll);
+	/* The commands that ask a running controller: its own address when the state
+	 * directory names one (a pod during a rolling update has two on one node). */
+	char own[160], own_why[600];
+	if (strcmp(cmd, "get") == 0) {
+		if (own_admin(&a, own, sizeof(own), own_why, sizeof(own_why)) < 0 && a.state_dir != NULL) {
+			fprintf(stderr, "fps-controller get: %s\n", own_why);
+			return EXIT_RUNTIME;
+		}
+		return cmd_get(a.admin ? a.admin : ADMINCLIENT_DEFAULT, a.target);
+	}
+	if (strcmp(cmd, "denied") == 0 || strcmp(cmd, "failures") == 0 || strcmp(cmd, "traffic") == 0 ||
+	    strcmp(cmd, "purge") == 0 || (strcmp(cmd, "explain") == 0 && a.config_dir == NULL) ||
+	    (strcmp(cmd, "diagnose") == 0 && a.config_dir == NULL))
+		(void)own_admin(&a, own, sizeof(own), own_why, sizeof(own_why)); /* else the default address */
 	/* denied asks a running controller: no configuration needed */
 	if (strcmp(cmd, "denied") == 0)
 		return deniedcli_run(a.admin, a.json, stdout);
@@ -345,6 +418,7 @@ int main(int argc, char **argv)
 		                     .secrets_dir = a.secrets_dir,
 		                     .state_dir = a.state_dir,
 		                     .admin = a.admin,
+		                     .admin_spare = a.admin_spare,
 		                     .mode = CTL_MODE_SUPERVISE};
 		if (a.mode && strcmp(a.mode, "sidecar") == 0) {
 			o.mode = CTL_MODE_SIDECAR;

@@ -21,6 +21,7 @@
 
 #include "cachestats.h"
 #include "fsio.h"
+#include "net.h"
 #include "purge.h"
 
 #ifndef FPS_VERSION
@@ -458,32 +459,19 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 		snprintf(err, errlen, "%s: %s", addr, gai_strerror(gai));
 		return NULL;
 	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		freeaddrinfo(ai);
+	int fd, en;
+	enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, deadline, &fd, &en);
+	freeaddrinfo(ai);
+	if (nr == NET_SOCKET) {
+		snprintf(err, errlen, "socket: %s", strerror(en));
 		return NULL;
 	}
 	char *resp = NULL;
 	size_t len = 0;
 	const char *why = NULL;
-	int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-	freeaddrinfo(ai);
-	if (rc < 0 && errno != EINPROGRESS) {
-		why = strerror(errno);
+	if (nr != NET_OK) {
+		why = nr == NET_TIMEOUT ? "connect timed out" : strerror(en);
 		goto out;
-	}
-	if (rc < 0) {
-		int w = fsio_wait_fd(fd, POLLOUT, deadline), soerr = 0;
-		socklen_t sl = sizeof(soerr);
-		if (w <= 0) {
-			why = w == 0 ? "connect timed out" : strerror(errno);
-			goto out;
-		}
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0 || soerr != 0) {
-			why = strerror(soerr ? soerr : errno);
-			goto out;
-		}
 	}
 	char req[256];
 	int rl = snprintf(req, sizeof(req),
@@ -572,7 +560,8 @@ char *metrics_squid_fetch(const char *addr, int port, const char *page, int time
 out:
 	snprintf(err, errlen, "%s:%d: %s", addr, port, why ? why : "failed");
 	free(resp);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return NULL;
 }
 

@@ -6,7 +6,6 @@
 #include "preflight.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <netinet/in.h>
@@ -19,6 +18,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "procsock.h"
 
 #define PF_MAX_GROUPS 64
 
@@ -170,52 +171,11 @@ bool pf_user_can_exec(uid_t uid, gid_t gid, const char *path)
 
 /* ---- ports ------------------------------------------------------------------------------ */
 
-/* One socket line of /proc/net/tcp or tcp6: its local port, TCP state and inode. */
-static bool pf_tcp_line(const char *line, int *lport, unsigned *st, unsigned long *ino)
+static bool pf_find_listener(const struct ps_sock *s, void *arg)
 {
-	char local[128], remote[128];
-	unsigned p;
-	/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
-	if (sscanf(line, " %*d: %127s %127s %x %*s %*s %*s %*u %*u %lu", local, remote, st, ino) != 4)
-		return false;
-	const char *colon = strrchr(local, ':');
-	if (colon == NULL || sscanf(colon + 1, "%x", &p) != 1)
-		return false;
-	*lport = (int)p;
-	return true;
-}
-
-enum { TCP_ESTABLISHED_ST = 0x01, TCP_CLOSE_WAIT_ST = 0x08, TCP_LISTEN_ST = 0x0A };
-
-/* Walks /proc/net/tcp and tcp6; for each socket on local port, calls fn until it returns
- * false. */
-static void pf_tcp_scan(int port, bool (*fn)(unsigned st, unsigned long ino, void *arg), void *arg)
-{
-	const char *tables[] = {"/proc/net/tcp", "/proc/net/tcp6"};
-	for (size_t t = 0; t < 2; t++) {
-		FILE *f = fopen(tables[t], "r");
-		if (f == NULL)
-			continue;
-		char line[512];
-		bool more = fgets(line, sizeof(line), f) != NULL; /* header */
-		while (more && fgets(line, sizeof(line), f)) {
-			int lport;
-			unsigned st;
-			unsigned long ino;
-			if (pf_tcp_line(line, &lport, &st, &ino) && lport == port)
-				more = fn(st, ino, arg);
-		}
-		fclose(f);
-		if (!more)
-			return;
-	}
-}
-
-static bool pf_find_listener(unsigned st, unsigned long ino, void *arg)
-{
-	if (st != TCP_LISTEN_ST)
+	if (s->state != PS_LISTEN)
 		return true;
-	*(unsigned long *)arg = ino;
+	*(unsigned long *)arg = s->ino;
 	return false;
 }
 
@@ -223,14 +183,13 @@ static bool pf_find_listener(unsigned st, unsigned long ino, void *arg)
 static unsigned long pf_listen_inode(int port)
 {
 	unsigned long inode = 0;
-	pf_tcp_scan(port, pf_find_listener, &inode);
+	ps_port_each(port, pf_find_listener, &inode);
 	return inode;
 }
 
-static bool pf_count_client(unsigned st, unsigned long ino, void *arg)
+static bool pf_count_client(const struct ps_sock *s, void *arg)
 {
-	(void)ino;
-	if (st == TCP_ESTABLISHED_ST || st == TCP_CLOSE_WAIT_ST)
+	if (s->state == PS_ESTABLISHED || s->state == PS_CLOSE_WAIT)
 		++*(int *)arg;
 	return true;
 }
@@ -238,54 +197,49 @@ static bool pf_count_client(unsigned st, unsigned long ino, void *arg)
 int pf_port_clients(int port)
 {
 	int n = 0;
-	pf_tcp_scan(port, pf_count_client, &n);
+	ps_port_each(port, pf_count_client, &n);
 	return n;
+}
+
+struct pf_owner {
+	unsigned long inode;
+	pid_t pid; /* 0 until found */
+};
+
+static bool pf_owner_fd(pid_t pid, int fd, unsigned long ino, void *arg)
+{
+	(void)fd;
+	struct pf_owner *o = arg;
+	if (ino != o->inode)
+		return true;
+	o->pid = pid;
+	return false;
+}
+
+static bool pf_owner_pid(pid_t pid, void *arg)
+{
+	struct pf_owner *o = arg;
+	ps_each_socket_fd(pid, pf_owner_fd, o);
+	return o->pid == 0;
 }
 
 /* The process holding socket inode, as "pid N (comm)"; "" if /proc does not say. */
 static void pf_socket_owner(unsigned long inode, char *out, size_t len)
 {
 	out[0] = '\0';
-	char want[64];
-	snprintf(want, sizeof(want), "socket:[%lu]", inode);
-	DIR *proc = opendir("/proc");
-	if (proc == NULL)
+	struct pf_owner o = {inode, 0};
+	ps_each_pid(pf_owner_pid, &o);
+	if (o.pid == 0)
 		return;
-	struct dirent *de;
-	while (out[0] == '\0' && (de = readdir(proc)) != NULL) {
-		char *end;
-		long pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0)
-			continue;
-		char fddir[64];
-		snprintf(fddir, sizeof(fddir), "/proc/%ld/fd", pid);
-		DIR *fds = opendir(fddir);
-		if (fds == NULL)
-			continue;
-		struct dirent *fe;
-		while ((fe = readdir(fds)) != NULL) {
-			char link[320], target[64];
-			snprintf(link, sizeof(link), "%s/%s", fddir, fe->d_name);
-			ssize_t k = readlink(link, target, sizeof(target) - 1);
-			if (k <= 0)
-				continue;
-			target[k] = '\0';
-			if (strcmp(target, want) != 0)
-				continue;
-			char comm_path[64], comm[64] = "?";
-			snprintf(comm_path, sizeof(comm_path), "/proc/%ld/comm", pid);
-			FILE *cf = fopen(comm_path, "r");
-			if (cf) {
-				if (fgets(comm, sizeof(comm), cf))
-					comm[strcspn(comm, "\n")] = '\0';
-				fclose(cf);
-			}
-			snprintf(out, len, "pid %ld (%s)", pid, comm);
-			break;
-		}
-		closedir(fds);
+	char comm_path[64], comm[64] = "?";
+	snprintf(comm_path, sizeof(comm_path), "/proc/%d/comm", (int)o.pid);
+	FILE *cf = fopen(comm_path, "r");
+	if (cf) {
+		if (fgets(comm, sizeof(comm), cf))
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(cf);
 	}
-	closedir(proc);
+	snprintf(out, len, "pid %d (%s)", (int)o.pid, comm);
 }
 
 int pf_port_free(const char *addr, int port, char *why, size_t len)

@@ -29,9 +29,54 @@ static void child_reset_signals(void)
 
 pid_t proc_spawn(char *const argv[], int out_fd)
 {
+	return proc_spawn_listen(argv, out_fd, -1);
+}
+
+/* "LISTEN_PID=" plus the child's pid, written after fork without allocating (only
+ * async-signal-safe work is allowed there: the admin server has threads). */
+static void put_pid(char *buf, size_t len, pid_t pid)
+{
+	static const char pre[] = "LISTEN_PID=";
+	char digits[24];
+	size_t n = 0;
+	unsigned long v = (unsigned long)pid;
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v && n < sizeof(digits));
+	size_t o = sizeof(pre) - 1;
+	memcpy(buf, pre, o);
+	while (n > 0 && o + 1 < len)
+		buf[o++] = digits[--n];
+	buf[o] = '\0';
+}
+
+pid_t proc_spawn_listen(char *const argv[], int out_fd, int listen_fd)
+{
+	char **envp = environ;
+	static char pidvar[48];
+	static char fdsvar[] = "LISTEN_FDS=1";
+	if (listen_fd >= 0) {
+		size_t n = 0;
+		while (environ[n])
+			n++;
+		envp = calloc(n + 3, sizeof(*envp));
+		if (envp == NULL)
+			return -1;
+		size_t k = 0;
+		for (size_t i = 0; i < n; i++)
+			if (strncmp(environ[i], "LISTEN_", 7) != 0)
+				envp[k++] = environ[i];
+		envp[k++] = fdsvar;
+		envp[k++] = pidvar;
+		envp[k] = NULL;
+	}
 	pid_t pid = fork();
-	if (pid != 0)
+	if (pid != 0) {
+		if (envp != environ)
+			free(envp);
 		return pid;
+	}
 	child_reset_signals();
 	int devnull = open("/dev/null", O_RDONLY);
 	if (devnull >= 0) {
@@ -42,7 +87,15 @@ pid_t proc_spawn(char *const argv[], int out_fd)
 		dup2(out_fd, STDOUT_FILENO);
 		dup2(out_fd, STDERR_FILENO);
 	}
-	execve(argv[0], argv, environ);
+	if (listen_fd >= 0) {
+		/* sd_listen_fds(3): the first passed socket is fd 3, kept across execve. */
+		if (listen_fd == 3)
+			fcntl(3, F_SETFD, 0);
+		else if (dup2(listen_fd, 3) < 0)
+			_exit(127);
+		put_pid(pidvar, sizeof(pidvar), getpid());
+	}
+	execve(argv[0], argv, envp);
 	_exit(127);
 }
 

@@ -13,6 +13,10 @@
  * stderr to out_fd, or inherited when it is -1 (so children's logs land in ours).
  * Returns the pid or -1. */
 pid_t proc_spawn(char *const argv[], int out_fd);
+/* The same, handing listen_fd (unless -1) to the program as a socket-activated listener,
+ * the way systemd does (sd_listen_fds(3)): as fd 3, with LISTEN_FDS=1 and LISTEN_PID set
+ * to the child's pid. stunnel takes it instead of binding its `accept` address. */
+pid_t proc_spawn_listen(char *const argv[], int out_fd, int listen_fd);
 
 /* Runs argv to completion, capturing stdout+stderr (up to cap bytes) into a
  * malloc'd *out. Kills it after timeout_ms. Returns the wait status or -1. */

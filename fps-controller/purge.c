@@ -16,6 +16,7 @@
 
 #include "adminclient.h"
 #include "fsio.h"
+#include "net.h"
 
 static atomic_ulong purge_counted[PURGE_RESULTS];
 
@@ -54,23 +55,23 @@ static int mgr_request(int mgr_port, const char *method, const char *url, const 
 		snprintf(msg, len, "Squid's cache-manager port is not known yet");
 		return -1;
 	}
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(msg, len, "socket: %s", strerror(errno));
-		return -1;
-	}
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mgr_port)};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	long long deadline = fsio_mono_ms() + timeout_ms;
-	int status = -1;
+	int fd, en, status = -1;
 	char buf[512];
 	size_t got = 0;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
-		snprintf(msg, len, "cannot reach Squid on 127.0.0.1:%d: %s", mgr_port, strerror(errno));
+	enum net_result nr = net_connect((struct sockaddr *)&sa, sizeof(sa), deadline, &fd, &en);
+	if (nr == NET_SOCKET) {
+		snprintf(msg, len, "socket: %s", strerror(en));
+		return -1;
+	}
+	if (nr == NET_TIMEOUT) {
+		snprintf(msg, len, "Squid did not accept on 127.0.0.1:%d", mgr_port);
 		goto out;
 	}
-	if (fsio_wait_fd(fd, POLLOUT, deadline) <= 0) {
-		snprintf(msg, len, "Squid did not accept on 127.0.0.1:%d", mgr_port);
+	if (nr != NET_OK) {
+		snprintf(msg, len, "cannot reach Squid on 127.0.0.1:%d: %s", mgr_port, strerror(en));
 		goto out;
 	}
 	char req[PURGE_URL_MAX + 256];
@@ -98,7 +99,8 @@ static int mgr_request(int mgr_port, const char *method, const char *url, const 
 		status = -1;
 	}
 out:
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return status;
 }
 

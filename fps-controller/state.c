@@ -32,18 +32,18 @@ static int mkdir_owned(const struct state *s, const char *path, mode_t mode, boo
 		return -1;
 	struct stat sb;
 	if (stat(path, &sb) < 0)
-		return err_set(e, path, 0, 0, "stat: %s", strerror(errno));
+		return err_sys(e, errno, path, "stat: %s", strerror(errno));
 	/* A directory someone else owns (a kubelet emptyDir is root's, mode 2777) is
 	 * used as it is: we only need to be able to write into it. */
 	if (sb.st_uid != geteuid() && !s->as_root) {
 		if (access(path, W_OK | X_OK) < 0)
-			return err_set(e, path, 0, 0, "not writable: %s", strerror(errno));
+			return err_sys(e, errno, path, "not writable: %s", strerror(errno));
 		return 0;
 	}
 	if (chmod(path, mode) < 0)
-		return err_set(e, path, 0, 0, "chmod: %s", strerror(errno));
+		return err_sys(e, errno, path, "chmod: %s", strerror(errno));
 	if (s->as_root && chown(path, owner_squid ? s->squid_uid : 0, s->squid_gid) < 0)
-		return err_set(e, path, 0, 0, "chown: %s", strerror(errno));
+		return err_sys(e, errno, path, "chown: %s", strerror(errno));
 	return 0;
 }
 
@@ -107,7 +107,7 @@ static int state_lock(struct state *s, struct fps_err *e)
 	snprintf(path, sizeof(path), "%s/controller.lock", s->dir);
 	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (s->lock_fd < 0)
-		return err_set(e, path, 0, 0, "cannot open the state directory's lock file: %s", strerror(errno));
+		return err_sys(e, errno, path, "cannot open the state directory's lock file: %s", strerror(errno));
 	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
 		int err = errno;
 		char pid[24] = "";
@@ -121,7 +121,7 @@ static int state_lock(struct state *s, struct fps_err *e)
 			               "state directory is in use by another fps-controller (pid %s); one controller "
 			               "per state directory",
 			               pid[0] ? pid : "unknown");
-		return err_set(e, path, 0, 0, "cannot lock the state directory: %s", strerror(err));
+		return err_sys(e, err, path, "cannot lock the state directory: %s", strerror(err));
 	}
 	char buf[24];
 	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
@@ -236,7 +236,7 @@ int state_link_error_templates(const char *errors_dir, struct fps_err *e)
 		if ((d = opendir(sysdirs[i])) != NULL)
 			sys = sysdirs[i];
 	if (d == NULL)
-		return err_set(e, sysdirs[0], 0, 0, "Squid's error templates are missing: %s", strerror(errno));
+		return err_sys(e, errno, sysdirs[0], "Squid's error templates are missing: %s", strerror(errno));
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		if (strncmp(de->d_name, "ERR_", 4) != 0)
@@ -246,7 +246,7 @@ int state_link_error_templates(const char *errors_dir, struct fps_err *e)
 		snprintf(target, sizeof(target), "%s/%s", sys, de->d_name);
 		if (!fsio_exists(link) && symlink(target, link) < 0) {
 			closedir(d);
-			return err_set(e, link, 0, 0, "symlink: %s", strerror(errno));
+			return err_sys(e, errno, link, "symlink: %s", strerror(errno));
 		}
 	}
 	closedir(d);

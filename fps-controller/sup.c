@@ -73,7 +73,13 @@ static void act_spawn(struct sup_child *c, long long now)
 	}
 	c->gated = false;
 	c->want_up = false;
-	pid_t pid = proc_spawn(c->argv, c->out_fd);
+	pid_t pid = proc_spawn_listen(c->argv, c->out_fd, c->listen_fd);
+	if (c->listen_fd >= 0) {
+		/* Handed over: the child holds the socket; ours would keep a listener that nobody
+		 * accepts from once the child is gone. */
+		close(c->listen_fd);
+		c->listen_fd = -1;
+	}
 	if (pid < 0) {
 		log_error_errno("%s: cannot start %s", c->name, c->argv[0]);
 		c->state = SUP_BACKOFF;
@@ -235,6 +241,7 @@ void sup_init(struct sup_child *c, const char *name, char *const argv[], int sto
 	c->backoff_ms = BACKOFF_MIN_MS;
 	c->stop_grace_ms = stop_grace_ms;
 	c->out_fd = -1;
+	c->listen_fd = -1;
 	c->pidfd = -1;
 	sup_set_argv(c, argv);
 }

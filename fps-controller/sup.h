@@ -51,8 +51,11 @@ struct sup_child {
 	 * another program holds is not a crash of ours). Optional. */
 	int (*gate)(struct sup_child *c, void *arg);
 	void *gate_arg;
-	bool gated;          /* the last start attempt was refused by the gate */
-	int out_fd;          /* the child's stdout and stderr; -1 (sup_init) = ours */
+	bool gated; /* the last start attempt was refused by the gate */
+	int out_fd; /* the child's stdout and stderr; -1 (sup_init) = ours */
+	/* A listening socket for the next start (set by the gate): handed to the child as fd 3
+	 * (LISTEN_FDS) and closed here once it is started. -1 = none. */
+	int listen_fd;
 	unsigned restarts;   /* unplanned exits that led to a restart */
 	unsigned hung_kills; /* SIGKILLs for not answering (SUP_EV_HUNG) */
 	int last_status;     /* wait status of the last exit */

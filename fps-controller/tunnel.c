@@ -7,10 +7,12 @@
  */
 #include "tunnel.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,7 +28,10 @@
 #include <openssl/x509v3.h>
 
 #include "fsio.h"
+#include "handover.h"
 #include "log.h"
+#include "net.h"
+#include "preflight.h"
 #include "render.h"
 
 #define TUNNEL_TMPL      "client.conf.tmpl"
@@ -244,6 +249,52 @@ static bool tunnel_env_safe(const char *s)
 	return strpbrk(s, "'\\\n") == NULL;
 }
 
+int tunnel_listen(int port, char *why, size_t len)
+{
+	why[0] = '\0';
+	if (pf_port_free("127.0.0.1", port, why, len) < 0) {
+		char who[256];
+		if (ho_tunnel_port_joinable(port, who, sizeof(who)) != 1)
+			return -1; /* why names the holder */
+		log_info("stunnel: tunnel client port 127.0.0.1:%d is held by %s: joining it (SO_REUSEPORT)", port,
+		         who);
+		why[0] = '\0';
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(why, len, "127.0.0.1:%d: socket: %s", port, strerror(errno));
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, SOMAXCONN) < 0) {
+		snprintf(why, len, "127.0.0.1:%d: cannot listen: %s", port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+void tunnel_stop_accepting(const struct fps_config *c, pid_t pid)
+{
+	if (c == NULL || !c->has_tunnel || pid <= 0)
+		return;
+	char why[256];
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int n = ho_stop_queueing(pid, c->tunnel_local_port, why, sizeof(why));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long long ms = (t1.tv_sec - t0.tv_sec) * 1000LL + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	if (n < 0)
+		log_warn("stunnel: %s: stopping it as it is", why);
+	else if (n > 0)
+		log_info("stunnel: pid %d takes no new connection on 127.0.0.1:%d (its queue accepted in %lld ms)",
+		         (int)pid, c->tunnel_local_port, ms);
+}
+
 void tunnel_argv(const struct tunnel_paths *p, char *argv[4])
 {
 	/* Static: the supervisor keeps the pointers for restarts (like squid_argv). */
@@ -297,35 +348,18 @@ static int tunnel_connect(const char *host, int port, bool numeric, long long de
 	int fd = -1;
 	snprintf(err, errlen, "no address for %s", host);
 	for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd < 0) {
-			snprintf(err, errlen, "socket: %s", strerror(errno));
-			continue;
-		}
 		int soerr = 0;
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-			soerr = errno;
-			if (soerr == EINPROGRESS) {
-				struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-				int n;
-				do
-					n = poll(&pfd, 1, tunnel_left(deadline));
-				while (n < 0 && errno == EINTR);
-				socklen_t sl = sizeof(soerr);
-				if (n == 0)
-					soerr = ETIMEDOUT;
-				else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
-					soerr = errno;
-			}
-		}
-		if (soerr != 0) {
+		enum net_result nr = net_connect(ai->ai_addr, ai->ai_addrlen, deadline, &fd, &soerr);
+		if (nr == NET_SOCKET) {
+			snprintf(err, errlen, "socket: %s", strerror(soerr));
+		} else if (nr != NET_OK) {
+			if (nr == NET_TIMEOUT)
+				soerr = ETIMEDOUT;
 			snprintf(err, errlen, "%s to %s port %d",
 			         soerr == ECONNREFUSED ? "connection refused"
 			         : soerr == ETIMEDOUT  ? "connect timed out"
 			                               : strerror(soerr),
 			         host, port);
-			close(fd);
-			fd = -1;
 		}
 	}
 	freeaddrinfo(res);

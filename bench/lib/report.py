@@ -4,7 +4,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from . import stormreport
+from . import reportsprice, stormreport
 
 TARGETS = [
     ("direct", "(1) direct to nginx (limit)"),
@@ -633,6 +633,7 @@ def markdown(res):
     lines += open_loop_table(res.get("open_loop"))
     lines += smp_table(res.get("smp"), m.get("nproc"))
     lines += stormreport.tables(res.get("storm"))
+    lines += reportsprice.table(res.get("reports_price"))
     lines += edits_table(res.get("live_edits"))
     lines += latency_table(res.get("edit_latency"))
     if res.get("failures"):

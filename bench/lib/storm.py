@@ -352,6 +352,29 @@ def wait_store_ready(cache_log, proc, timeout=120):
     return round(time.monotonic() - t0, 2)
 
 
+def squid_codes(access_log, url_part, want, timeout=5.0):
+    """Squid's answers to one storm, from its access.log (Squid's native format): {"TCP_HIT/200
+    HIER_NONE": n, ...} for the lines whose URL contains url_part. HIER_DIRECT marks a request Squid
+    sent to the origin, so a storm's extra origin copies are named here (a collapsed request is
+    logged TCP_MISS with HIER_NONE). Squid writes the log through stdio buffers: waits up to
+    timeout for want lines, then takes what is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = {}
+        try:
+            text = Path(access_log).read_text(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) >= 9 and url_part in f[6]:
+                key = f"{f[3]} {f[8].split('/')[0]}"
+                out[key] = out.get(key, 0) + 1
+        if sum(out.values()) >= want or time.monotonic() > deadline:
+            return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+        time.sleep(0.2)
+
+
 # ---- one storm -----------------------------------------------------------------------------------
 
 def run_storm(env, origin, label, target, phase, port, pkg_id, agents, *, direct=False, slow=0, slow_rate=262144,
@@ -406,6 +429,7 @@ class StormGroup:
     def __init__(self, env, a, out, save=lambda: None, wait_quiet=lambda: None):
         self.env, self.a, self.out, self.save, self.wait_quiet = env, a, out, save, wait_quiet
         self.ts = time.strftime("%H%M%S")
+        self.access_log = None  # the current target's, when it is a Squid
 
     def fail(self, target, phase, e):
         log(f"storm/{target}/{phase}: FAILED: {e}")
@@ -424,6 +448,8 @@ class StormGroup:
             return None
         if target in self.fps_cache:
             rec["fps_cache"] = self.fps_cache[target]
+        if self.access_log is not None:
+            rec["squid_codes"] = squid_codes(self.access_log, f"/pkg/{pkg_id}/", rec["agents"])
         self.out.append(rec)
         self.save()
         return rec
@@ -484,6 +510,7 @@ class StormGroup:
                     return
                 thing.start()
                 port, proc, cache_log = thing.port, thing.proc, thing.cache_log
+            self.access_log = cache_log.with_name("access.log") if cache_log is not None else None
             if cache_log is not None:
                 waited = wait_store_ready(cache_log, proc)
                 log(f"storm/{t}: store ready after {waited} s")

@@ -154,6 +154,15 @@ def tables(recs, meta=None):
         lines.append("FPS's `cache` section per target: " + "; ".join(
             f"{TITLE.get(t, t)}: `" + ", ".join(f"{k}: {v}" for k, v in c.items()) + "`" for t, c in used.items()) + ".")
     lines.append("")
+    coded = [r for r in ok if r.get("squid_codes")]
+    if coded:
+        lines += ["Squid's answers per storm (its access.log: result code and hierarchy; `HIER_DIRECT` is a "
+                  "request Squid sent to the origin, a request that joined another's fetch is `TCP_MISS` with "
+                  "`HIER_NONE`):", ""]
+        for r in coded:
+            lines.append(f"- {TITLE.get(r['target'], r['target'])}, {r['phase']}: " +
+                         ", ".join(f"`{k}` {v:,}" for k, v in r["squid_codes"].items()))
+        lines.append("")
     paced = [r for r in ok if r["phase"] == "paced"]
     if paced:
         rate = paced[0].get("origin_rate") or 0

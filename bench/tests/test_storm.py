@@ -399,3 +399,26 @@ def test_an_fps_build_that_refuses_the_cache_section_is_reported_not_run():
         f.close()
     finally:
         env.close()
+
+
+def test_squid_codes_name_each_storms_origin_fetches(tmp_path):
+    from lib import storm
+    log = tmp_path / "access.log"
+    url = "http://origin.bench.test:1/pkg/{}/package.bin"
+    lines = [f"1.0 5 127.0.0.1 TCP_MISS/200 100 GET {url.format('a-cold')} u HIER_DIRECT/127.0.0.1 -",
+             f"1.0 5 127.0.0.1 TCP_MISS/200 100 GET {url.format('a-cold')} u HIER_NONE/- -",
+             f"1.0 5 127.0.0.1 TCP_HIT/200 100 GET {url.format('a-cold')} u HIER_NONE/- -",
+             f"1.0 5 127.0.0.1 TCP_HIT/200 100 GET {url.format('a-cold')} u HIER_NONE/- -",
+             f"1.0 5 127.0.0.1 TCP_MISS/200 100 GET {url.format('b-cold')} u HIER_DIRECT/127.0.0.1 -",
+             "1.0 0 127.0.0.1 TCP_DENIED/407 3441 GET http://x/ - HIER_NONE/- text/html"]
+    log.write_text("\n".join(lines) + "\n")
+    got = storm.squid_codes(log, "/pkg/a-cold/", 4)
+    assert got == {"TCP_HIT/200 HIER_NONE": 2, "TCP_MISS/200 HIER_DIRECT": 1, "TCP_MISS/200 HIER_NONE": 1}
+    assert list(got)[0] == "TCP_HIT/200 HIER_NONE"  # most first
+    # Fewer lines than asked for (Squid's stdio buffer not flushed yet): what is there, after the wait.
+    assert storm.squid_codes(log, "/pkg/b-cold/", 3, timeout=0.3) == {"TCP_MISS/200 HIER_DIRECT": 1}
+    assert storm.squid_codes(tmp_path / "missing.log", "/pkg/a-cold/", 1) is None
+    r = rec("fps-cache", "cold", [1.0], 1)
+    r["squid_codes"] = got
+    md = "\n".join(stormreport.tables([r]))
+    assert "- FPS with `cache`, `workers: 1`, cold: `TCP_HIT/200 HIER_NONE` 2, `TCP_MISS/200 HIER_DIRECT` 1" in md

@@ -8,7 +8,7 @@ import pytest
 
 from deploy_helpers import OVERLAYS, built, container, find, pod_spec, seed_config, WORKLOAD
 
-LOG_ROTATE_MIB = 64            # controller.c LOG_ROTATE_BYTES
+LOG_ROTATE_MIB = 64            # ctl_internal.h LOG_ROTATE_BYTES
 RESERVE_MIB = 4 * LOG_ROTATE_MIB + 64   # cache.h CACHE_VOLUME_RESERVE
 MEMORY_BASE_MIB, PER_WORKER_MIB = 128, 96  # cache.h
 

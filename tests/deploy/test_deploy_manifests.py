@@ -35,29 +35,30 @@ def test_host_network_and_dns(overlay):
     assert spec.get("dnsPolicy") == "ClusterFirstWithHostNet"
 
 
-def test_proxy_port_matches_fps_yaml(overlay):
-    # Port 8080 is declared once, on the container that runs Squid: the controller in
-    # supervise mode, the squid container in sidecar mode.
+def test_no_host_ports_so_the_new_pod_of_a_rolling_update_is_placed(overlay):
+    """With hostNetwork the API server turns every containerPort into a hostPort, and the
+    scheduler's NodePorts filter keeps a pod off a node where another pod declares the same
+    host port: the surge pod of a rolling update would stay Pending beside the old one
+    (deploy/README.md, "Upgrade and roll back"). So no container declares ports; the proxy
+    port is fps.yaml's."""
     fps_yaml, _ = seed_config()
     spec = pod_spec(workload(overlay))
-    declared = [(c["name"], p["containerPort"]) for c in spec["containers"] for p in c.get("ports", [])
-                if p.get("name") != "admin"]
-    runs_squid = "squid" if overlay == "sidecar" else CONTROLLER
-    assert declared == [(runs_squid, 8080)]
+    for c in all_containers(spec):
+        assert not c.get("ports"), (c["name"], c.get("ports"))
     assert proxy_port_of(fps_yaml) == 8080
-    # The admin port is declared too (host port bookkeeping), and it is the probes' port.
-    admin = [p["containerPort"] for c in spec["containers"] for p in c.get("ports", []) if p.get("name") == "admin"]
-    assert admin == [admin_port_of(fps_yaml)]
 
 
-def test_update_strategy_never_surges_on_host_ports(overlay):
+def test_update_strategy_starts_the_new_pod_before_the_old_one_stops(overlay):
+    """maxSurge 1, maxUnavailable 0: the new pod runs beside the old one on the node, and the
+    old one is deleted (and drains) only once the new one is ready, which a readiness probe
+    decides."""
     w = workload(overlay)
-    if w["kind"] == "DaemonSet":
-        ru = w["spec"]["updateStrategy"].get("rollingUpdate", {})
-        assert w["spec"]["updateStrategy"]["type"] == "RollingUpdate"
-        assert ru.get("maxSurge", 0) in (0, "0", "0%"), "a surge pod would collide on host port 8080"
-    else:
-        assert w["spec"]["strategy"]["type"] == "Recreate"
+    assert w["kind"] == "DaemonSet"
+    assert w["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    ru = w["spec"]["updateStrategy"]["rollingUpdate"]
+    assert ru.get("maxSurge") in (1, "1"), ru
+    assert ru.get("maxUnavailable") in (0, "0", "0%"), ru
+    assert "readinessProbe" in container(pod_spec(w), CONTROLLER)
 
 
 def test_no_subpath_on_configmap_or_secret_mounts(overlay):
@@ -70,24 +71,37 @@ def test_no_subpath_on_configmap_or_secret_mounts(overlay):
                 assert "subPath" not in m and "subPathExpr" not in m, (c["name"], m)
 
 
-def test_probes_on_loopback_admin_port(overlay):
+def test_probes_find_this_pods_own_admin_address(overlay):
+    """Both pods of a rolling update share the node's 127.0.0.1: the controller binds --admin,
+    or --admin-spare while the other pod holds it, both on loopback and distinct, and every
+    probe is an exec of `fps-controller get --state-dir <the pod's state emptyDir> PATH`, which
+    reads the address this pod's controller wrote there. No probe names a fixed port the two
+    pods share (httpGet, tcpSocket, or a curl on the proxy port)."""
     fps_yaml, _ = seed_config()
-    c = container(pod_spec(workload(overlay)), CONTROLLER)
-    admin = arg_value(c["args"], "--admin")
-    port = admin_port_of(fps_yaml)
-    assert port == 8079
-    if admin is not None:
-        host, _, admin_port = admin.rpartition(":")
-        assert host == "127.0.0.1" and int(admin_port) == port, admin
+    spec = pod_spec(workload(overlay))
+    c = container(spec, CONTROLLER)
+    admin, spare = arg_value(c["args"], "--admin"), arg_value(c["args"], "--admin-spare")
+    assert admin and spare, c["args"]
+    host, _, admin_port = admin.rpartition(":")
+    spare_host, _, spare_port = spare.rpartition(":")
+    assert host == spare_host == "127.0.0.1", (admin, spare)
+    assert int(admin_port) == admin_port_of(fps_yaml) == 8079
+    assert int(spare_port) != int(admin_port)
+    assert int(spare_port) not in (proxy_port_of(fps_yaml), 9090)
     assert (fps_yaml.get("admin") or {}).get("bind", "127.0.0.1") == "127.0.0.1"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
-        if kind not in c:
-            continue
-        get = c[kind]["httpGet"]
-        assert get["host"] == "127.0.0.1", kind
-        assert int(get["port"]) == port, kind
+    state = arg_value(c["args"], "--state-dir")
+    want = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for kind, path in want.items():
+        assert kind in c, kind
+        assert c[kind]["exec"]["command"] == [c["command"][0], "get", "--state-dir", state, path], kind
+    for other in all_containers(spec):
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+            probe = other.get(kind)
+            if not probe:
+                continue
+            assert "httpGet" not in probe and "tcpSocket" not in probe, (other["name"], kind)
+            text = " ".join(probe["exec"]["command"])
+            assert f":{proxy_port_of(fps_yaml)}" not in text and ":8079" not in text, (other["name"], kind, text)
 
 
 def test_arg_paths_are_mounted(overlay):
@@ -196,10 +210,32 @@ def squid_shutdown_lifetime():
     return 30
 
 
-def test_termination_grace_covers_squid_shutdown(overlay):
-    # Below Squid's shutdown_lifetime plus a margin the kubelet SIGKILLs it mid-shutdown.
+def controller_bound_ms(name, pattern=None):
+    """A time bound of the drain as the controller's sources define it (any file: the
+    controller is being split into files), in ms."""
+    import glob
+    rx = re.compile(pattern or rf"#define\s+{name}\s+(\d+)")
+    for path in sorted(glob.glob(os.path.join(REPO, "fps-controller", "*.c"))):
+        with open(path, encoding="utf-8") as f:
+            m = rx.search(f.read())
+        if m:
+            return int(m.group(1))
+    raise AssertionError(f"{name} not found in fps-controller/*.c")
+
+
+def test_termination_grace_covers_the_drain(overlay):
+    """The old pod of a rolling update drains on SIGTERM (docs/operations.md, "Stopping"): its
+    accept queue (HO_QUEUE_MS), the helper lookups (DRAIN_QUIET_MS), the drain configuration's
+    reconfigure (2 s with 100,000 entries), the connections closing after their answers
+    (DRAIN_MAX_MS), then Squid's stop (SIGKILL after its stop grace, above shutdown_lifetime) and
+    stunnel's. The kubelet's SIGKILL must come after all of it."""
     grace = pod_spec(workload(overlay))["terminationGracePeriodSeconds"]
-    assert grace >= squid_shutdown_lifetime() + 15, grace
+    squid_stop = controller_bound_ms("squid", r'sup_init\(&\w+(?:\.|->)squid, "squid", \w+, (\d+)\)')
+    stunnel_stop = controller_bound_ms("stunnel", r'sup_init\(&\w+(?:\.|->)stunnel, "stunnel", \w+, (\d+)\)')
+    assert squid_stop >= squid_shutdown_lifetime() * 1000
+    worst_ms = (controller_bound_ms("HO_QUEUE_MS") + controller_bound_ms("DRAIN_QUIET_MS") + 2000 +
+                controller_bound_ms("DRAIN_MAX_MS") + squid_stop + stunnel_stop)
+    assert grace * 1000 >= worst_ms + 5000, (grace, worst_ms)
 
 
 def test_image_is_pinned(overlay):
@@ -255,6 +291,10 @@ def test_sidecar_shape():
     assert len(uids) == 1
     # The squid container cannot be killed by liveness while it waits for squid.conf.
     assert "startupProbe" in squid
+    # Its probes ask this pod's own Squid, on the controller-only port the state directory
+    # names: during a rolling update the two pods' Squids share the proxy port.
+    for kind in ("startupProbe", "livenessProbe"):
+        assert f"{state}/run/mgr.port" in " ".join(squid[kind]["exec"]["command"]), kind
 
 
 # ---- seed ConfigMap and Secret -----------------------------------------------------------------

@@ -10,11 +10,15 @@ machine is shared), and resource limits are not applied (cgroup limits need a cg
 this sandbox may lack).
 
 Agents get 200/407/403 through the container's Squid, a ConfigMap swap applies, /readyz goes 200
-and SIGTERM ends the controller with exit 0. Needs root and podman: `make test-image`.
+and SIGTERM ends the controller with exit 0. The rolling update runs two pods of the supervise
+layout on one node network (a network namespace) under load, with the manifest's own admin
+addresses and exec probes, and counts every failed agent request. Needs root and podman:
+`make test-image`.
 """
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -50,9 +54,10 @@ def pod_spec(overlay):
     return ds["spec"]["template"]["spec"]
 
 
-def run_args(spec, c, name, volumes, admin_port, pod=None):
+def run_args(spec, c, name, volumes, admin_port, pod=None, spare_port=None, netns=None):
     """The `podman run` arguments the kubelet's view of container c amounts to. pod: the podman
-    pod that holds the shared namespaces (network, pid) of a multi-container layout."""
+    pod that holds the shared namespaces (network, pid) of a multi-container layout. netns: a
+    network namespace (ip netns) that stands for the node's network instead of the host's."""
     psc, csc = spec.get("securityContext", {}), c.get("securityContext", {})
     uid = csc.get("runAsUser", psc.get("runAsUser"))
     gid = csc.get("runAsGroup", psc.get("runAsGroup"))
@@ -62,7 +67,7 @@ def run_args(spec, c, name, volumes, admin_port, pod=None):
     if pod:
         args += ["--pod", pod]
     elif spec.get("hostNetwork"):
-        args += ["--network", "host"]
+        args += ["--network", f"ns:/run/netns/{netns}" if netns else "host"]
     if csc.get("readOnlyRootFilesystem"):
         args += ["--read-only", "--read-only-tmpfs=false"]
     if "ALL" in csc.get("capabilities", {}).get("drop", []):
@@ -74,7 +79,8 @@ def run_args(spec, c, name, volumes, admin_port, pod=None):
     cmd = c.get("command")
     if cmd:
         args += ["--entrypoint", json.dumps(cmd[:1])]
-    rest = (cmd[1:] if cmd else []) + [a.replace("127.0.0.1:8079", f"127.0.0.1:{admin_port}") for a in c.get("args", [])]
+    moved = {"127.0.0.1:8079": f"127.0.0.1:{admin_port}", "127.0.0.1:8078": f"127.0.0.1:{spare_port or admin_port + 1}"}
+    rest = (cmd[1:] if cmd else []) + [moved.get(a, a) for a in c.get("args", [])]
     return args + [IMAGE] + rest
 
 
@@ -86,7 +92,9 @@ class Pod:
         self.w = World(f"image-{overlay}")
         self.names = []
         self.pod = None
+        self.netns = None  # a network namespace standing for the node's network (the rolling update)
         self.admin_port = free_port()
+        self.spare_port = free_port()
         self.volumes = {"config": self.w.config, "secrets": self.w.secrets, "state": self.w.dir / "state",
                         "tmp": self.w.dir / "tmp"}
         for v in ("state", "tmp"):  # emptyDirs: group 13 (fsGroup), setgid, group-writable
@@ -131,7 +139,7 @@ class Pod:
     def run(self, cname):
         c = next(c for c in self.spec["containers"] if c["name"] == cname)
         name = f"fps-test-{cname}-{uuid.uuid4().hex[:8]}"
-        podman(*run_args(self.spec, c, name, self.volumes, self.admin_port, self.pod))
+        podman(*run_args(self.spec, c, name, self.volumes, self.admin_port, self.pod, self.spare_port, self.netns))
         self.names.append(name)
         return name
 
@@ -225,3 +233,172 @@ def test_sidecar_layout():
             raise AssertionError(f"{e}\n{pod.logs()[-4000:]}\n--- cache.log\n{cache_log[-3000:]}")
     finally:
         pod.close()
+
+
+# ---- the rolling update: two pods of the DaemonSet on one node ---------------------------------
+
+LOADGEN = Path(os.environ.get("LOADGEN", ROOT / "build" / "bench" / "asan" / "loadgen"))
+HARNESS = ROOT / "tests" / "integration"
+
+# Run inside the node's network namespace (ip netns exec), with the test harness's origin and
+# fresh-connection prober: each prints what it has to say and stops when its stdin closes.
+ORIGIN_PY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from fpsharness import Origin
+class BacklogOrigin(Origin):
+    request_queue_size = 4096  # a real server's backlog: resumed agents open many connections at once
+o = BacklogOrigin()
+print(o.port, flush=True)
+sys.stdin.read()
+"""
+PROBER_PY = """
+import base64, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from fpsharness import Prober, agent_credentials, fresh_request
+user, password = agent_credentials(sys.argv[5], guid="00000000-0000-0000-0000-00000000f5e5")
+auth = "Proxy-Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() + "\\r\\n"
+class AuthProber(Prober):
+    def run(self):
+        while not self.stop_evt.is_set():
+            self.count(fresh_request(self.proxy_port, self.host, self.port, headers=auth))
+            time.sleep(self.interval)
+p = AuthProber(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), interval=0.01)
+p.start()
+sys.stdin.read()
+print(json.dumps(p.finish()), flush=True)
+"""
+
+
+class Node:
+    """A network namespace standing for one node's network: both pods are hostNetwork, so they
+    share it (and its 127.0.0.1), while each keeps its own pid namespace, as on a real node.
+    net.ipv4.tcp_migrate_req is per network namespace: set here, it is this node's setting."""
+
+    def __init__(self, migrate_req):
+        self.name = f"fps-node-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.procs = []
+        try:
+            self.run("ip", "link", "set", "lo", "up")
+            self.run("sysctl", "-q", "-w", f"net.ipv4.tcp_migrate_req={migrate_req}")
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, *argv):
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], check=True, capture_output=True, text=True)
+
+    def spawn(self, *argv):
+        p = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def probe(name, path):
+    """The pod's exec probe, as the kubelet runs it: `fps-controller get` in the container."""
+    c = next(c for c in pod_spec("supervise")["containers"] if c["name"] == "fps")
+    kind = "readinessProbe" if path == "/readyz" else "livenessProbe"
+    cmd = c[kind]["exec"]["command"]
+    assert cmd[-1] == path, cmd
+    return podman("exec", name, *cmd, check=False, timeout=30).returncode
+
+
+def container_log(name):
+    return podman("logs", name, check=False).stdout + podman("logs", name, check=False).stderr
+
+
+@pytest.mark.skipif(not LOADGEN.exists(), reason="needs the load generator: make -C bench all asan")
+@pytest.mark.parametrize("migrate_req", [0, 1])
+def test_rolling_update_two_pods_on_one_node_lose_no_request(migrate_req):
+    """The DaemonSet's rolling update (maxSurge 1, maxUnavailable 0) on one node, with the image
+    and the pod spec of the supervise overlay: pod A serves agents under load (keep-alive agents
+    with credentials, and a fresh connection every 10 ms); pod B starts beside it on the same
+    node network with its own pid namespace and emptyDirs: its Squid joins the proxy port, its
+    admin endpoints take the spare address, and its own exec readiness probe says ready; then A
+    is stopped as the kubelet deletes a pod (SIGTERM) and drains. 0 failed agent requests, with
+    net.ipv4.tcp_migrate_req 0 (the default) and 1."""
+    node = Node(migrate_req)
+    a = b = None
+    load = prober = None
+    try:
+        a, b = Pod("supervise"), Pod("supervise")
+        for pod in (a, b):
+            pod.netns = node.name
+            pod.admin_port, pod.spare_port = 8079, 8078  # the manifest's own: the node is ours
+        origin = node.spawn(sys.executable, "-c", ORIGIN_PY, str(HARNESS))
+        oport = int(origin.stdout.readline())
+        w = a.w
+        w.origins.append(type("NodeOrigin", (), {"port": oport, "stop": lambda self: None})())
+        w.set_hosts({"a.allowed.test": "127.0.0.1"})
+        text = w.yaml(auth=True).replace(f"hosts_file: {w.hosts}", "hosts_file: /etc/fps/config/hosts")
+        a.write_config(text, ["a.allowed.test"])
+        w.write_keys()
+        a.secret_perms()
+        # Both pods mount the same ConfigMap and Secret; each has its own state and /tmp.
+        b.volumes["config"], b.volumes["secrets"] = a.volumes["config"], a.volumes["secrets"]
+
+        ctl_a = a.run("fps")
+        wait_for(lambda: probe(ctl_a, "/readyz") == 0, 90, interval=0.5, what="pod A ready (its exec probe)")
+        load = node.spawn(str(LOADGEN), "--proxy", w.proxy, "--apikey", w.API_KEY, "--agents", "100",
+                          "--duration", "600", "--timeout", "10000", "--url", f"http://a.allowed.test:{oport}/",
+                          "--json", "-")
+        prober = node.spawn(sys.executable, "-c", PROBER_PY, str(HARNESS), str(w.port), "a.allowed.test", str(oport),
+                            w.API_KEY)
+        before = (a.volumes["state"] / "run" / "access.log")
+        wait_for(lambda: before.exists() and before.stat().st_size > 20000, 60, what="load on pod A")
+
+        ctl_b = b.run("fps")
+        wait_for(lambda: probe(ctl_b, "/readyz") == 0, 120, interval=0.5,
+                 what=f"pod B ready (its exec probe)\n{container_log(ctl_b)[-3000:]}")
+        blog = container_log(ctl_b)
+        assert "joining it (SO_REUSEPORT)" in blog and "another pid namespace" in blog, blog[-3000:]
+        assert "using the spare address 127.0.0.1:8078" in blog, blog[-3000:]
+        assert (b.volumes["state"] / "admin.address").read_text().startswith("127.0.0.1:8078 ")
+        assert (a.volumes["state"] / "admin.address").read_text().startswith("127.0.0.1:8079 ")
+        # Each pod's probes reach its own controller: A's still answers for A while B is up.
+        assert probe(ctl_a, "/healthz") == 0 and probe(ctl_b, "/healthz") == 0
+
+        # The DaemonSet controller deletes the old pod: the kubelet sends SIGTERM.
+        podman("stop", "-t", "45", ctl_a, timeout=120)
+        rc = podman("inspect", "--format", "{{.State.ExitCode}}", ctl_a).stdout.strip()
+        alog = container_log(ctl_a)
+        assert rc == "0", alog[-3000:]
+        assert "no longer accepts on port" in alog and "drained" in alog, alog[-3000:]
+        # B serves alone; its probes still find it on the spare address.
+        b_served = (b.volumes["state"] / "run" / "access.log")
+        size = b_served.stat().st_size if b_served.exists() else 0
+        wait_for(lambda: b_served.exists() and b_served.stat().st_size > size + 20000, 60, what="load on pod B alone")
+        assert probe(ctl_b, "/readyz") == 0
+
+        load.send_signal(signal.SIGINT)  # loadgen reports as at the end of its duration
+        out, err = load.communicate(timeout=60)
+        assert load.returncode == 0, err[-2000:]
+        result = json.loads(out)
+        pout, _ = prober.communicate("", timeout=60)
+        fresh = json.loads(pout.strip().splitlines()[-1])
+        bad = {f"status {k}": v for k, v in result["status"].items() if not k.startswith("2") and v}
+        bad.update({k: v for k, v in result["errors"].items() if v})
+        bad.update({f"fresh {k}": v for k, v in fresh.items() if k != "200" and v})
+        print(f"ROLLING UPDATE tcp_migrate_req={migrate_req}: {result['requests']} requests, "
+              f"{sum(fresh.values())} fresh connections, failed {bad or 0}, "
+              f"availability {json.dumps(result.get('availability', {}))}")
+        assert result["requests"] > 1000 and sum(fresh.values()) > 50, (result["requests"], fresh)
+        assert bad == {}, (result["status"], result["errors"], fresh)
+        stop_ok(ctl_b)
+    finally:
+        for p in (load, prober):
+            if p is not None and p.poll() is None:
+                p.kill()
+        node.close()
+        for pod in (a, b):
+            if pod is not None:
+                pod.close()

@@ -10,6 +10,8 @@ import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from fpsharness import SERVE_POLL
+
 
 def package(name, size):
     """The deterministic body of package `name` (size bytes) and its SHA-256."""
@@ -95,7 +97,7 @@ class CountingOrigin(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.sent_by_path = {}
         self.cookies = 0
         self.port = self.server_address[1]
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, args=(SERVE_POLL,), daemon=True)
         self.thread.start()
 
     def hits(self, path):

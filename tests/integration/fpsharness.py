@@ -55,6 +55,19 @@ def free_port():
 # ---- processes: every fixture starts its programs in a process group of their own and stops
 # the whole group on every path out; the session ends by checking that nothing is left.
 _STARTED_DIRS = []  # test-world directories created in this session (the leak check's needles)
+# Every process this session starts inherits this mark (the controller passes its environment
+# on to Squid, the helpers and stunnel): the leak check counts a process that runs this
+# checkout's binaries only if it carries the mark, so another pytest session of the same
+# checkout running at the same time is not taken for a leak (and killed).
+SESSION_MARK = f"{os.getpid()}-{random.getrandbits(64):016x}"
+os.environ["FPS_TEST_SESSION"] = SESSION_MARK
+
+
+def _ours(pid):
+    try:
+        return f"FPS_TEST_SESSION={SESSION_MARK}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def register_dir(d):
@@ -68,9 +81,27 @@ def spawn(args, **kw):
     return subprocess.Popen(args, start_new_session=True, **kw)
 
 
+def _group_members(pgid):
+    """The live (not zombie) processes of process group pgid, with their command lines."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            found.append((int(entry), _proc_refs(entry)[0]))
+    return found
+
+
 def stop_group(proc, sig=signal.SIGTERM, timeout=30):
     """Stops proc with sig (SIGKILL after timeout), then SIGKILLs whatever is left of its
-    process group. Returns proc's exit code. Safe to call twice and on a dead proc."""
+    process group and waits until it is gone: a SIGKILLed process takes a moment to exit
+    (an ASan binary unmaps gigabytes of shadow memory), and a caller that looks for leftovers
+    right after must not see one still exiting. Returns proc's exit code. Safe to call twice
+    and on a dead proc."""
     if proc is None:
         return None
     if proc.poll() is None:
@@ -83,7 +114,10 @@ def stop_group(proc, sig=signal.SIGTERM, timeout=30):
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        return proc.returncode
+    deadline = time.monotonic() + 30
+    while _group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return proc.returncode
 
 
@@ -101,9 +135,9 @@ def _proc_refs(pid):
 
 
 def leaked_processes(needles=None):
-    """Processes (other than this one and its ancestors) whose command line refers to this
-    checkout's binaries or to a world directory this session created, or whose working
-    directory is in such a world directory (Squid's is its run directory)."""
+    """Processes (other than this one and its ancestors) whose command line refers to a world
+    directory this session created, or whose working directory is in one (Squid's is its run
+    directory), or that run this checkout's binaries and were started by this session."""
     dirs = list(_STARTED_DIRS if needles is None else needles)
     bins = [str(ROOT / "build"), str(BIN.resolve())] if needles is None else []
     mine = set()
@@ -127,9 +161,27 @@ def leaked_processes(needles=None):
         words = cmd.split()
         refers = lambda n: any(x == n or x.startswith(n + "/") or ("=" + n) in x for x in words)
         inside = lambda n: cwd == n or cwd.startswith(n + "/")
-        if any(refers(n) or inside(n) for n in dirs) or any(refers(n) for n in bins):
+        if any(refers(n) or inside(n) for n in dirs) or (any(refers(n) for n in bins) and _ours(entry)):
             found.append((int(entry), cmd.strip()))
     return found
+
+
+def end_leftovers(dirs, grace=10.0):
+    """Waits until no process refers to dirs (leaked_processes), SIGKILLing what is left after
+    grace seconds. Under -N Squid starts each helper in a session of its own (src/ipc.cc calls
+    setsid()), so a process-group kill misses fps-acl and fps-auth: they leave by themselves
+    when the end of Squid closes their stdin, a moment later."""
+    deadline = time.monotonic() + grace
+    while (left := leaked_processes(dirs)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + 10
+    while left and (left := leaked_processes(dirs)) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def wait_for(pred, timeout=15.0, interval=0.02, what="condition"):
@@ -142,6 +194,11 @@ def wait_for(pred, timeout=15.0, interval=0.02, what="condition"):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+# socketserver's serve_forever() looks for shutdown() every poll_interval (0.5 s by default):
+# every origin's stop waited a quarter of a second on average.
+SERVE_POLL = 0.02
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -185,7 +242,7 @@ class Origin(socketserver.ThreadingMixIn, http.server.HTTPServer):
         if ssl_ctx:
             self.socket = ssl_ctx.wrap_socket(self.socket, server_side=True)
         self.port = self.server_address[1]
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.serve_forever, args=(SERVE_POLL,), daemon=True)
         self.thread.start()
 
     def stop(self):
@@ -435,15 +492,53 @@ class World:
                         what=f"{host} -> {status}")
 
     def close(self):
+        """Teardown: every controller this world started and everything they started are gone
+        when it returns. A controller still running is SIGKILLed with its process group (Squid,
+        stunnel) rather than stopped: the graceful stop drains Squid (2-4 s on a busy box) and
+        asserts nothing here; the tests of stopping call stop() themselves. An SMP Squid
+        (`--foreground`, workers > 1) is still stopped gracefully: only Squid itself removes
+        its shared memory segments and /run/squid sockets."""
         try:
+            if (self.proc is not None and self.proc.poll() is None
+                    and not any("--foreground" in cmd.split() for _, cmd in _group_members(self.proc.pid))):
+                stop_group(self.proc, signal.SIGKILL)
             self.stop()
         finally:
             for p in self.procs:
                 stop_group(p, signal.SIGKILL)
+            end_leftovers([str(self.dir.resolve())])
         for o in self.origins:
             o.stop()
-        # Squid's helpers may still be exiting; the directory is only a temp dir.
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def admin_get(w, path, timeout=5):
+    """(status, body) of an admin endpoint of world w; (0, error) when it does not answer."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def admin_status(w):
+    """w's /status as a dict; {} when it does not answer 200."""
+    import json
+    code, body = admin_get(w, "/status")
+    return json.loads(body) if code == 200 else {}
+
+
+def admin_metric(w, name):
+    """The value of w's first /metrics sample called name (any labels); None when absent."""
+    _, body = admin_get(w, "/metrics")
+    for line in body.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
 
 
 def fresh_request(proxy_port, host, port, path="/", headers="", timeout=5.0):

@@ -168,15 +168,18 @@ def test_squid_killed_counts_a_restart_and_readiness_flips(world):
     restarts0 = metrics(p)["fps_squid_restarts_total"]
     seen, stop = [], threading.Event()
 
-    bodies = {}
+    bodies, last = {}, [None]
 
     def watch():
         while not stop.is_set():
             try:
                 code, h, body = request(p, "/readyz", timeout=5)
-                bodies.setdefault(code, (h["content-type"], body))
+                bodies.setdefault(code, (h.get("content-type", ""), body))
+                last[0] = body
             except OSError:
                 code = None
+            except Exception as e:  # an answer http.client cannot read: say so, keep watching
+                code = repr(e)
             seen.append(code)
             time.sleep(0.01)
 
@@ -189,6 +192,9 @@ def test_squid_killed_counts_a_restart_and_readiness_flips(world):
         wait_for(lambda: 503 in seen, 30, what="/readyz 503 after the kill")
         wait_for(lambda: 503 in seen and seen[-1] == 200 and world.squid_pid() not in (None, pid), 60,
                  what="/readyz 200 again")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nlast answers {seen[-5:]} of {len(seen)}, last body {last[0]!r}, squid pid file "
+                             f"{world.squid_pid()} (killed {pid})\n--- controller log ---\n{world.log()[-4000:]}")
     finally:
         stop.set()
         t.join(5)

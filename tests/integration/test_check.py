@@ -1,6 +1,7 @@
 """`fps-controller check` judges what `run` judges (docs/operations.md, "check"): with
 `--secrets-dir`, the Secret as the reload pipeline checks it, and the generation proven with
-`squid -k parse`. Each refused case is one `run` refuses too."""
+`squid -k parse`, the update cache's size against the memory limit and the state volume. Each
+refused case is one `run` refuses too."""
 import os
 import subprocess
 
@@ -79,6 +80,27 @@ def test_check_proves_the_generation_with_squid_parse(tmp_path):
     r = check(tmp_path, {"apikeys.json": EXAMPLE_KEYS, "tunnel-ca.pem": docs_ca()}, env={"FPS_SQUID_BIN": str(fake)})
     assert r.returncode == 1, r.stdout + r.stderr
     assert "Bungled" in r.stderr
+
+
+def test_check_judges_the_cache_size_as_run_does(tmp_path):
+    """The update cache against the container's memory limit and, with --state-dir, the state
+    volume: what `run` refuses (test_cache_store.py), `check` refuses too (the same build)."""
+    secrets = {"apikeys.json": EXAMPLE_KEYS, "tunnel-ca.pem": docs_ca()}
+    r = check(tmp_path, secrets, env={"FPS_MEMORY_LIMIT_BYTES": str(200 << 20)})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cache.memory_mb 128 does not fit the container's memory limit of 200 MB" in r.stderr
+    assert check(tmp_path, secrets, env={"FPS_MEMORY_LIMIT_BYTES": str(8 << 30)}).returncode == 0
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0755", "tmpfs", str(state)], check=True)
+    try:
+        r = subprocess.run([str(BIN / "fps-controller"), "check", "--config-dir", str(ROOT / "examples" / "config"),
+                            "--state-dir", str(state)], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, FPS_MEMORY_LIMIT_BYTES=str(8 << 30)))
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cache.disk_mb 512 does not fit the state volume: 96 MB in all" in r.stderr
 
 
 @pytest.mark.parametrize("case", ["apikeys.json not json", "the seed Secret's placeholders"])

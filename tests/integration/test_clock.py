@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fpsharness import BIN, World, free_port, wait_for
+from fpsharness import BIN, SERVE_POLL, World, free_port, wait_for
 from test_admin import metrics, request, status_json
 
 MONTH = 30 * 86400
@@ -40,7 +40,7 @@ class FakeProxy(http.server.ThreadingHTTPServer):
                 pass
         super().__init__(("127.0.0.1", 0), H)
         self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, args=(SERVE_POLL,), daemon=True).start()
 
 
 @pytest.fixture
@@ -48,6 +48,9 @@ def world():
     ref = FakeProxy()
     w = World("clock")
     w.ref = ref
+    # diagnose's proxy self-test asks for a.allowed.test: named in the hosts file, it is answered
+    # at once (no DNS server answers here: Squid would wait past the self-test's 15 s).
+    w.set_hosts({"a.allowed.test": "127.0.0.1"})
     w.origin()
     w.extra = f"upstream:\n  host: 127.0.0.1\n  port: {ref.port}\n"
     w.write_config(w.yaml(extra=w.extra), {"version": 1, "domains": ["a.allowed.test"]})

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fpsharness import BIN, World, make_ca_and_cert
+from fpsharness import BIN, SERVE_POLL, World, make_ca_and_cert
 
 UP_USER, UP_PASS = "fps", "s3cret-upstream"
 
@@ -57,7 +57,7 @@ class UpstreamProxy(socketserver.ThreadingTCPServer):
         self.accept = accept
         self.requests = []
         self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, args=(SERVE_POLL,), daemon=True).start()
 
     def stop(self):
         self.shutdown()

@@ -6,6 +6,7 @@ import functools
 import re
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_doc_key_extraction_sees_a_missing_row():
 def check(tmp_path, yaml_text, json_text=None, secrets=None):
     cfg, sec = tmp_path / "config", tmp_path / "secrets"
     for d in (cfg, sec):
-        d.mkdir(exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
         for f in d.iterdir():
             f.unlink()
     (cfg / "fps.yaml").write_text(yaml_text)
@@ -107,37 +108,46 @@ def merge(a, b):
     return a
 
 
+def check_all(tmp_path, yaml_texts):
+    """check() on each text, four at a time (each in a directory of its own): every `check`
+    runs `squid -k parse`, and these tests make dozens of them."""
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda it: check(tmp_path / str(it[0]), it[1]), enumerate(yaml_texts)))
+
+
 def test_each_documented_example_value_is_accepted(tmp_path):
     rows = doc_keys(DOC.read_text())
-    tried = 0
+    cases = []
     for (file, key), cells in rows.items():
         example = cells[4].strip("`") if len(cells) > 4 else ""
         if file != "fps.yaml" or not example or "[]" in key:
             continue
         # upstream and tunnel need their required key; routes may name either.
         base = {"upstream": {"host": "proxy.example.test"}, "tunnel": {"server": "tunnel.example.test"}}
-        conf = merge(base, nest(key, yaml.safe_load(example)))
-        r = check(tmp_path, yaml.safe_dump(conf))
+        cases.append((key, example, yaml.safe_dump(merge(base, nest(key, yaml.safe_load(example))))))
+    for (key, example, _), r in zip(cases, check_all(tmp_path, [c[2] for c in cases])):
         assert r.returncode == 0, f"{key}: example `{example}` rejected: {r.stderr}"
-        tried += 1
-    assert tried >= 25
+    assert len(cases) >= 25
 
 
 def test_documented_integer_limits_are_the_parsers(tmp_path):
     """A row that says "A..B" for an integer: A and B are accepted, A-1 and B+1 rejected."""
     base = {"upstream": {"host": "proxy.example.test"}, "tunnel": {"server": "tunnel.example.test"}}
     tried = 0
+    cases = []
     for (file, key), cells in doc_keys(DOC.read_text()).items():
         m = re.match(r"(\d+)\.\.(\d+)", cells[3])
         if file != "fps.yaml" or not cells[1].startswith("integer") or not m:
             continue
         lo, hi = int(m.group(1)), int(m.group(2))
         for value, ok in ((lo, True), (hi, True), (lo - 1, False), (hi + 1, False)):
-            r = check(tmp_path, yaml.safe_dump(merge(yaml.safe_load(yaml.safe_dump(base)), nest(key, value))))
-            assert (r.returncode == 0) == ok, f"{key}: {value} {'rejected' if ok else 'accepted'}: {r.stderr}"
-            if not ok:
-                assert f"must be in {lo}..{hi}" in r.stderr
+            cases.append((key, lo, hi, value, ok,
+                          yaml.safe_dump(merge(yaml.safe_load(yaml.safe_dump(base)), nest(key, value)))))
         tried += 1
+    for (key, lo, hi, value, ok, _), r in zip(cases, check_all(tmp_path, [c[5] for c in cases])):
+        assert (r.returncode == 0) == ok, f"{key}: {value} {'rejected' if ok else 'accepted'}: {r.stderr}"
+        if not ok:
+            assert f"must be in {lo}..{hi}" in r.stderr
     assert tried >= 7
 
 

@@ -2,7 +2,6 @@
 orphaned Squid, a lost Secret mount, keys expiring with time, a tunnel outage, and tests
 that must not leave processes behind. Real Squid, real faults (a small tmpfs, SIGSTOP,
 SIGKILL, a removed directory)."""
-import json
 import errno
 import os
 import shutil
@@ -11,14 +10,15 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from fpsharness import Prober, World, free_port, leaked_processes, register_dir, stop_group, wait_for
+from fpsharness import admin_get as admin, admin_metric as metric, admin_status as status
 
 NAMES = {"a.allowed.test": "127.0.0.1", "b.other.test": "127.0.0.1"}
 # How long a test waits for the state it expects. The tests print what they measured; with
@@ -34,30 +34,6 @@ def make(name="faults", auth=False, extra=""):
     w.write_config(w.yaml(auth=auth, extra=extra + f"admin:\n  bind: 127.0.0.1\n  port: {w.admin_port}\n"),
                    {"version": 1, "domains": ["a.allowed.test"]})
     return w
-
-
-def admin(w, path, timeout=5):
-    """(status, body) of an admin endpoint; (0, error) when it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}{path}", timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return 0, str(e)
-
-
-def status(w):
-    code, body = admin(w, "/status")
-    return json.loads(body) if code == 200 else {}
-
-
-def metric(w, name):
-    code, body = admin(w, "/metrics")
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def iso(t):
@@ -303,9 +279,10 @@ def test_full_state_volume_keeps_agents_served_and_an_edit_applies_after_space_r
         wait_for(lambda: status(w).get("state_volume", {}).get("full") is True, 30, what="/status volume full")
         assert metric(w, "fps_state_volume_full") == 1
         results = {}
-        for _ in range(600):  # enough access log lines to make Squid write (and fail) many times
-            r = fresh_request(w.port, "a.allowed.test", w.origins[0].port)
-            results[r] = results.get(r, 0) + 1
+        # Enough access log lines to make Squid write (and fail) many times; four agents at once.
+        with ThreadPoolExecutor(4) as pool:
+            for r in pool.map(lambda _: fresh_request(w.port, "a.allowed.test", w.origins[0].port), range(600)):
+                results[r] = results.get(r, 0) + 1
         print(f"\nagent requests with the state volume full: {results}")
         assert results == {"200": 600}
         assert w.squid_pid() == squid

@@ -7,33 +7,9 @@ import json
 import signal
 
 import pytest
-import urllib.error
-import urllib.request
 
 from fpsharness import World, wait_for
-
-
-def admin(w, path, timeout=5):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{w.admin_port}{path}", timeout=timeout) as r:
-            return r.status, r.read().decode(errors="replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except OSError as e:
-        return 0, str(e)
-
-
-def status(w):
-    code, body = admin(w, "/status")
-    return json.loads(body) if code == 200 else {}
-
-
-def metric(w, name):
-    _, body = admin(w, "/metrics")
-    for line in body.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+from fpsharness import admin_get as admin, admin_metric as metric, admin_status as status
 
 
 def with_workers(w, n, extra=""):
@@ -125,8 +101,12 @@ class Load:
     def mark(self):
         self.proc.send_signal(signal.SIGUSR1)
 
-    def finish(self, timeout=120):
+    def finish(self, timeout=120, now=False):
+        """Stops the prober and collects loadgen's report: at the end of its --duration, or at
+        once with now=True (SIGINT: loadgen stops sending and reports as at the end)."""
         fresh = self.fresh.finish()
+        if now:
+            self.proc.send_signal(signal.SIGINT)
         try:
             out, err = self.proc.communicate(timeout=timeout)
         finally:
@@ -161,7 +141,7 @@ def test_second_instance_joins_the_port_and_the_first_drains_with_no_failed_requ
     load = None
     try:
         a.start()
-        load = Load(a, 14)
+        load = Load(a, 120)  # stopped once B serves alone (a bound for a slow box, not a wait)
         wait_for(lambda: a.squid_pid() and "squid: started" in a.log(), what="A serving")
         threading.Event().wait(2)  # load on A alone first (not a synchronization: the load runs on)
         b.start(wait=False)
@@ -172,7 +152,9 @@ def test_second_instance_joins_the_port_and_the_first_drains_with_no_failed_requ
         alog = a.log()
         assert "no longer accepts on port" in alog, alog
         assert "drained" in alog, alog
-        result, fresh = load.finish()
+        served = sum(load.fresh.results.values())
+        wait_for(lambda: sum(load.fresh.results.values()) >= served + 20, 30, what="B serving alone")
+        result, fresh = load.finish(now=True)
         load = None
         assert result["requests"] > 1000, result
         assert sum(fresh.values()) > 20, fresh
@@ -194,13 +176,13 @@ def test_sigterm_alone_answers_every_request_on_the_wire_and_refuses_only_new_co
     load = None
     try:
         a.start()
-        load = Load(a, 10)
+        load = Load(a, 120)  # stopped once A has exited
         wait_for(lambda: sum(load.fresh.results.values()) > 20, 30, what="load under way")
         load.mark()
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(timeout=30) == 0, a.log()
         assert "no longer accepts on port" in a.log(), a.log()
-        result, fresh = load.finish()
+        result, fresh = load.finish(now=True)
         load = None
         at_mark = result["availability"]["in_flight_at_mark"]
         assert at_mark["2xx"] > 0, result["availability"]

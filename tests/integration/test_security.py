@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fpsharness import BIN, TEMPLATES, World, _Handler, agent_credentials, curl, free_port, wait_for
+from fpsharness import BIN, SERVE_POLL, TEMPLATES, World, _Handler, agent_credentials, curl, free_port, wait_for
 
 
 def raw(port, data, timeout=10):
@@ -120,7 +120,7 @@ class _DualStackOrigin(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def __init__(self):
         super().__init__(("::", 0), _Handler)
         self.name, self.hits, self.port = "dual", [], self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, args=(SERVE_POLL,), daemon=True).start()
 
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

@@ -108,6 +108,7 @@ def test_status_page_in_a_real_browser(world):
     assert p.returncode == 0, p.stderr[-2000:]
     dom = Dom()
     dom.feed(p.stdout)
+    assert "generation" in dom.by_id, f"not the status page: {p.stdout[:1500]!r}\nstderr: {p.stderr[-1500:]}"
     assert dom.by_id["generation"].strip() == str(s["generation"])
     assert dom.by_id["whitelist-version"].strip() == "3"
     assert dom.by_id["mode"].strip() == "enforce"

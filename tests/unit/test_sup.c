@@ -11,8 +11,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/pidfd.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -205,6 +209,41 @@ static void test_adopted_process_is_watched_through_its_pidfd(void **state)
 	sup_free(&c);
 }
 
+/* A listening socket set by the gate is handed to the child as fd 3 with LISTEN_FDS=1 and
+ * LISTEN_PID=<its pid> (how stunnel takes tunnel.local_port), and closed in the parent. */
+static void test_listen_fd_is_handed_to_the_child_as_fd_3(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 8), 0);
+	char *argv[] = {"/bin/sh", "-c",
+	                "test \"$LISTEN_FDS\" = 1 && test \"$LISTEN_PID\" = \"$$\" && test -S /proc/$$/fd/3", NULL};
+	struct sup_child c;
+	sup_init(&c, "activated", argv, 2000);
+	c.listen_fd = lfd;
+	sup_event(&c, SUP_EV_START, 1000);
+	assert_int_equal(c.state, SUP_RUNNING);
+	assert_int_equal(c.listen_fd, -1);
+	assert_int_equal(fcntl(lfd, F_GETFD), -1); /* ours is closed: the child holds it */
+	int status = reap(&c, 1100);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	sup_event(&c, SUP_EV_STOP, 1200); /* it exited: not started again */
+	assert_int_equal(c.state, SUP_STOPPED);
+	sup_free(&c);
+	/* A child started without a socket gets none. */
+	char *argv2[] = {"/bin/sh", "-c", "test -z \"$LISTEN_FDS$LISTEN_PID\"", NULL};
+	sup_init(&c, "plain", argv2, 2000);
+	sup_event(&c, SUP_EV_START, 2000);
+	status = reap(&c, 2100);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	sup_event(&c, SUP_EV_STOP, 2200);
+	sup_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -214,6 +253,7 @@ int main(void)
 	    cmocka_unit_test(test_reload_reopen_hurry_are_signals_through_the_table),
 	    cmocka_unit_test(test_events_that_do_not_apply_are_ignored),
 	    cmocka_unit_test(test_adopted_process_is_watched_through_its_pidfd),
+	    cmocka_unit_test(test_listen_fd_is_handed_to_the_child_as_fd_3),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -536,6 +536,48 @@ static void test_probe_without_tunnel_is_not_configured(void **state)
 	cfg_free(&c);
 }
 
+static int listen_port(int fd)
+{
+	struct sockaddr_in a;
+	socklen_t al = sizeof(a);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	return ntohs(a.sin_port);
+}
+
+/* tunnel.local_port is bound with SO_REUSEPORT, so another instance's listener joins it (two
+ * stunnel clients serve one port); a listener without the option is a stranger, named. */
+static void test_listen_shares_the_port_and_refuses_a_stranger(void **state)
+{
+	(void)state;
+	char why[512];
+	int probe = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(bind(probe, (struct sockaddr *)&a, sizeof(a)), 0);
+	int port = listen_port(probe);
+	close(probe);
+	int first = tunnel_listen(port, why, sizeof(why));
+	assert_true(first >= 0);
+	int second = tunnel_listen(port, why, sizeof(why)); /* as the other instance does */
+	assert_true(second >= 0);
+	assert_int_equal(listen_port(second), port);
+	int one = 0;
+	socklen_t ol = sizeof(one);
+	assert_int_equal(getsockopt(second, SOL_SOCKET, SO_REUSEPORT, &one, &ol), 0);
+	assert_int_equal(one, 1);
+	close(first);
+	close(second);
+
+	int stranger = socket(AF_INET, SOCK_STREAM, 0);
+	int yes = 1;
+	setsockopt(stranger, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+	a.sin_port = htons((uint16_t)port);
+	assert_int_equal(bind(stranger, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(stranger, 8), 0);
+	assert_int_equal(tunnel_listen(port, why, sizeof(why)), -1);
+	assert_non_null(strstr(why, "already in use"));
+	close(stranger);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -546,6 +588,7 @@ int main(void)
 	    cmocka_unit_test(test_probe_table),
 	    cmocka_unit_test(test_probe_refused_port_says_refused),
 	    cmocka_unit_test(test_probe_without_tunnel_is_not_configured),
+	    cmocka_unit_test(test_listen_shares_the_port_and_refuses_a_stranger),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
