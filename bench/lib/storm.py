@@ -352,17 +352,20 @@ def wait_store_ready(cache_log, proc, timeout=120):
     return round(time.monotonic() - t0, 2)
 
 
-def squid_codes(access_log, url_part, want, timeout=5.0):
+def squid_codes(access_log, url_part, want, timeout=5.0, start=0):
     """Squid's answers to one storm, from its access.log (Squid's native format): {"TCP_HIT/200
     HIER_NONE": n, ...} for the lines whose URL contains url_part. HIER_DIRECT marks a request Squid
     sent to the origin, so a storm's extra origin copies are named here (a collapsed request is
-    logged TCP_MISS with HIER_NONE). Squid writes the log through stdio buffers: waits up to
-    timeout for want lines, then takes what is there."""
+    logged TCP_MISS with HIER_NONE). Only lines from byte offset start on count (a warm storm
+    asks for the cold storm's URL again). Squid writes the log through stdio buffers: waits up
+    to timeout for want lines, then takes what is there."""
     deadline = time.monotonic() + timeout
     while True:
         out = {}
         try:
-            text = Path(access_log).read_text(errors="replace")
+            with open(access_log, "rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
         except OSError:
             return None
         for line in text.splitlines():
@@ -441,6 +444,10 @@ class StormGroup:
         self.wait_quiet()
         pkg_id = kw.pop("pkg_id", None) or f"{self.ts}-{target}-{phase}"
         try:
+            log_at = self.access_log.stat().st_size if self.access_log is not None else 0
+        except OSError:
+            log_at = 0
+        try:
             rec = run_storm(self.env, self.origin, f"storm-{target}-{phase}", target, phase, port, pkg_id, agents,
                             timeout=a.storm_timeout, **kw)
         except Exception as e:
@@ -449,7 +456,7 @@ class StormGroup:
         if target in self.fps_cache:
             rec["fps_cache"] = self.fps_cache[target]
         if self.access_log is not None:
-            rec["squid_codes"] = squid_codes(self.access_log, f"/pkg/{pkg_id}/", rec["agents"])
+            rec["squid_codes"] = squid_codes(self.access_log, f"/pkg/{pkg_id}/", rec["agents"], start=log_at)
         self.out.append(rec)
         self.save()
         return rec

@@ -418,6 +418,11 @@ def test_squid_codes_name_each_storms_origin_fetches(tmp_path):
     # Fewer lines than asked for (Squid's stdio buffer not flushed yet): what is there, after the wait.
     assert storm.squid_codes(log, "/pkg/b-cold/", 3, timeout=0.3) == {"TCP_MISS/200 HIER_DIRECT": 1}
     assert storm.squid_codes(tmp_path / "missing.log", "/pkg/a-cold/", 1) is None
+    # A warm storm asks for the cold storm's URL again: only what came after its start counts.
+    cold_end = log.stat().st_size
+    with log.open("a") as f:
+        f.write(f"1.0 5 127.0.0.1 TCP_MEM_HIT/200 100 GET {url.format('a-cold')} u HIER_NONE/- -\n")
+    assert storm.squid_codes(log, "/pkg/a-cold/", 1, start=cold_end) == {"TCP_MEM_HIT/200 HIER_NONE": 1}
     r = rec("fps-cache", "cold", [1.0], 1)
     r["squid_codes"] = got
     md = "\n".join(stormreport.tables([r]))
