@@ -176,6 +176,26 @@ static bool ho_note_holders(pid_t pid, void *arg)
 	return true;
 }
 
+/* Whether pid's effective uid is uid (/proc/PID/status). */
+static bool ho_euid_is(pid_t pid, uid_t uid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	bool same = false;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned r, eff;
+		if (sscanf(line, "Uid: %u %u", &r, &eff) == 2) {
+			same = (uid_t)eff == uid;
+			break;
+		}
+	}
+	fclose(f);
+	return same;
+}
+
 /* An FPS Squid running as uid: program "squid", a command line naming a file
  * .../current/squid.conf (what fps-controller starts Squid with), effective uid. */
 static bool ho_is_fps_squid(pid_t pid, uid_t uid)
@@ -204,20 +224,7 @@ static bool ho_is_fps_squid(pid_t pid, uid_t uid)
 	}
 	if (!conf)
 		return false;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (f == NULL)
-		return false;
-	bool same = false;
-	while (fgets(buf, sizeof(buf), f)) {
-		unsigned r, e;
-		if (sscanf(buf, "Uid: %u %u", &r, &e) == 2) {
-			same = (uid_t)e == uid;
-			break;
-		}
-	}
-	fclose(f);
-	return same;
+	return ho_euid_is(pid, uid);
 }
 
 /* A test bind with SO_REUSEPORT, as Squid binds with worker-queues: the kernel says
@@ -274,21 +281,7 @@ static bool ho_is_fps_tunnel(pid_t pid, uid_t uid)
 	ho_comm(pid, comm, sizeof(comm));
 	if (strcmp(comm, "fps-controller") != 0 && strcmp(comm, "stunnel4") != 0 && strcmp(comm, "stunnel") != 0)
 		return false;
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return false;
-	bool same = false;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned r, eff;
-		if (sscanf(line, "Uid: %u %u", &r, &eff) == 2) {
-			same = eff == (unsigned)uid;
-			break;
-		}
-	}
-	fclose(f);
-	return same;
+	return ho_euid_is(pid, uid);
 }
 
 static int ho_joinable(const char *addr, int port, uid_t uid, bool (*ours)(pid_t, uid_t), const char *what, char *who,

@@ -13,15 +13,9 @@ BASE_IMAGE=${BASE_IMAGE:-localhost/debian:12-slim}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT/deploy/image/containers.conf}
 PODMAN=(podman --runtime runc)
 
-# The first Debian archive URI apt is configured with (deb822 or one-line format).
-debian_mirror() {
-	local uri
-	uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '
-		/^URIs:/ { u = $2 } /^Suites:/ && u && $0 ~ /bookworm( |$)/ { print u; exit }')
-	[ -n "$uri" ] || uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-		awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }')
-	echo "${uri:-http://deb.debian.org/debian}"
-}
+# debian_mirror: the Debian archive apt uses here.
+# shellcheck source=deploy/image/debian-mirror.sh
+. "$ROOT/deploy/image/debian-mirror.sh"
 
 if ! "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
 	MIRROR=${DEBIAN_MIRROR:-$(debian_mirror)}

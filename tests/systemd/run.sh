@@ -63,15 +63,9 @@ cleanup() {
 	echo "removed container $NAME; the machine's image stays: podman rmi $BASE"
 }
 
-# The first Debian archive URI apt is configured with (as deploy/image/build.sh finds it).
-debian_mirror() {
-	local uri
-	uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '
-		/^URIs:/ { u = $2 } /^Suites:/ && u && $0 ~ /bookworm( |$)/ { print u; exit }')
-	[ -n "$uri" ] || uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-		awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }')
-	echo "${uri:-http://deb.debian.org/debian}"
-}
+# debian_mirror: the Debian archive apt uses here.
+# shellcheck source=deploy/image/debian-mirror.sh
+. "$ROOT/deploy/image/debian-mirror.sh"
 
 if [ -n "${NEW_BASE:-}" ] || ! "${PODMAN[@]}" image exists "$BASE"; then
 	MIRROR=${DEBIAN_MIRROR:-$(debian_mirror)}
