@@ -3,6 +3,7 @@ cache, the stores survive a corrupt or half-written state, a small volume bounds
 a full one does not stop Squid, and a change of the stores is applied the way it must be
 (a new store needs a new Squid, a new size a reconfigure). Real Squid on loopback."""
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -154,9 +155,10 @@ def tmpfs_world():
         yield w
     finally:
         try:
-            w.close()
+            w.close()  # its rmtree cannot remove the mount point: the world's directory stays
         finally:
             subprocess.run(["umount", "-l", str(w.state)], check=False)
+            shutil.rmtree(w.dir, ignore_errors=True)
 
 
 def test_small_tmpfs_volume_bounds_the_store_and_a_full_one_does_not_stop_squid(tmpfs_world):

@@ -6,6 +6,7 @@ CRL (`FPS_CLOUD_CLIENT_CRL`, stunnel's CRLfile) a revoked certificate is refused
 with `openssl s_client` carrying a raw proxy request: a status line means the cloud Squid was
 reached."""
 import os
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -25,7 +26,8 @@ def base():
     hosts = d / "hosts"
     hosts.write_text("".join(f"{ip} {n}\n" for n, ip in NAMES.items()))
     os.chmod(hosts, 0o644)
-    return d, hosts
+    yield d, hosts
+    shutil.rmtree(d, ignore_errors=True)  # the tests stop what they start in it
 
 
 def s_client(cloud, cert=None):
