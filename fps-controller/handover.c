@@ -176,6 +176,20 @@ static bool ho_note_holders(pid_t pid, void *arg)
 	return true;
 }
 
+/* The comm of pid ("?" when /proc does not say). */
+static void ho_comm(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	snprintf(out, len, "?");
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return;
+	if (fgets(out, (int)len, f))
+		out[strcspn(out, "\n")] = '\0';
+	fclose(f);
+}
+
 /* Whether pid's effective uid is uid (/proc/PID/status). */
 static bool ho_euid_is(pid_t pid, uid_t uid)
 {
@@ -201,16 +215,11 @@ static bool ho_euid_is(pid_t pid, uid_t uid)
 static bool ho_is_fps_squid(pid_t pid, uid_t uid)
 {
 	char path[64], buf[8192];
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return false;
-	bool squid = fgets(buf, sizeof(buf), f) && strcmp(buf, "squid\n") == 0;
-	fclose(f);
-	if (!squid)
+	ho_comm(pid, buf, sizeof(buf));
+	if (strcmp(buf, "squid") != 0)
 		return false;
 	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-	f = fopen(path, "r");
+	FILE *f = fopen(path, "r");
 	if (f == NULL)
 		return false;
 	size_t k = fread(buf, 1, sizeof(buf) - 1, f);
@@ -257,20 +266,6 @@ static bool ho_reuseport_bind(const char *addr, int port)
 	bool ok = bind(fd, (struct sockaddr *)&ss, sl) == 0;
 	close(fd);
 	return ok;
-}
-
-/* The comm of pid ("?" when /proc does not say). */
-static void ho_comm(pid_t pid, char *out, size_t len)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
-	snprintf(out, len, "?");
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return;
-	if (fgets(out, (int)len, f))
-		out[strcspn(out, "\n")] = '\0';
-	fclose(f);
 }
 
 /* The tunnel client's port is held by an fps-controller (which binds it and hands it to its
