@@ -9,9 +9,10 @@ PYTHON   ?= /usr/bin/python3
 DEB_PKGS := build-essential clang squid stunnel4 curl openssl libssl-dev libcjson-dev libyaml-dev \
             libmicrohttpd-dev libcmocka-dev python3-pytest python3-yaml clang-format cppcheck
 # What only the tests need on top: the clients docs/agents.md documents (each snippet is run),
-# the browser the status page is tested in, and ss (iproute2), which a minimal Debian lacks.
+# the browser the status page is tested in, ss (iproute2), which a minimal Debian lacks, and
+# valgrind, whose callgrind counts Squid's instructions for the bench's (15) and its test.
 TEST_PKGS := wget python3-requests openjdk-17-jdk-headless nodejs node-undici \
-             chromium iproute2
+             chromium iproute2 valgrind
 # deploy/k8s is rendered by Debian 12's kubectl 1.20 (kustomize v2.0.3): unpacked from the
 # kubernetes-client package into build/ (any kubectl on PATH, e.g. a current one, is compared too).
 KUBECTL_DEB := build/kubernetes-client/usr/bin/kubectl
@@ -183,7 +184,7 @@ run: deps all
 	exec examples/run.sh
 
 # The benchmark also needs an origin, the alternatives it compares against, and a plotter.
-BENCH_PKGS := nginx-light tinyproxy gnuplot-nox
+BENCH_PKGS := nginx-light tinyproxy gnuplot-nox valgrind
 bench-deps: deps
 	$(call apt_install,$(BENCH_PKGS))
 

@@ -14,7 +14,10 @@ Two figures per run: answers per second, and the proxy's CPU per answer (its who
 tree: Squid, helpers, the controller reading the logs; from /proc), which other jobs on a shared
 box disturb far less than throughput.
 
-  bench/ab_reports.py [--agents N] [--duration S] [--runs N] [--kinds get1k,connect,denied]
+With --callgrind, also Squid's instructions per answer (GET 1 KiB) on and off, counted by
+callgrind (lib/reportsprice.instructions): a figure the box's drift does not move.
+
+  bench/ab_reports.py [--agents N] [--duration S] [--runs N] [--kinds get1k,connect,denied] [--callgrind]
 """
 import argparse
 import json
@@ -34,6 +37,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="pairs (on then off, or off then on) per kind")
     ap.add_argument("--tunnel-rate", type=float, default=200)
     ap.add_argument("--kinds", default="get1k,connect,denied")
+    ap.add_argument("--callgrind", action="store_true", help="also count Squid's instructions per answer")
     a = ap.parse_args()
     kinds = a.kinds.split(",")
     env = services.Env()
@@ -41,9 +45,14 @@ def main():
         env.start_nginx()
         fps = reportsprice.start(env)
         res = reportsprice.measure(env, fps, kinds, a.runs, a.agents, a.duration, a.warmup, a.tunnel_rate)
+        for f in fps.values():
+            f.close()
         for k in kinds:
             print(reportsprice.summary_line(k, res[k]), flush=True)
-        print(json.dumps({k: res[k] for k in kinds}))
+        if a.callgrind:
+            res["instructions"] = reportsprice.instructions(env)
+            print(reportsprice.instructions_line(res["instructions"]), flush=True)
+        print(json.dumps({k: res[k] for k in kinds + (["instructions"] if a.callgrind else [])}))
     finally:
         env.close()
 

@@ -68,7 +68,11 @@ def parse_args():
     ap.add_argument("--openloop-fractions", default="0.5,0.8",
                     help="(12) open-loop rates as fractions of the closed-loop capacity measured just before")
     ap.add_argument("--reports-pairs", type=int, default=None,
-                    help="(15) pairs of GET 1 KiB runs, reports on and off [5; quick 1]")
+                    help="(15) pairs of GET 1 KiB runs, reports on and off [16; quick 1]")
+    ap.add_argument("--reports-duration", type=float, default=None,
+                    help="(15) seconds per run of a pair [5; quick: --duration]")
+    ap.add_argument("--no-callgrind", action="store_true",
+                    help="(15) leave out Squid's instruction count under callgrind (about 3 minutes)")
     ap.add_argument("--storm-agents", type=int, default=None, help="(14) agents per storm [--agents; quick 200]")
     ap.add_argument("--storm-mb", type=float, default=None, help="(14) package size in MiB [16; quick 2]")
     ap.add_argument("--storm-targets", default=",".join(storm.names()), help="(14) targets, in this order")
@@ -107,7 +111,8 @@ def parse_args():
     a.settle = a.settle if a.settle is not None else 0.5
     a.rerun_budget = a.rerun_budget if a.rerun_budget is not None else (0 if q else 90)
     a.quiet_budget = a.quiet_budget if a.quiet_budget is not None else (0 if q else 90)
-    a.reports_pairs = a.reports_pairs if a.reports_pairs is not None else (1 if q else 5)
+    a.reports_pairs = a.reports_pairs if a.reports_pairs is not None else (1 if q else 16)
+    a.reports_duration = a.reports_duration if a.reports_duration is not None else (a.duration if q else 5)
     a.groups = a.groups.split(",")
     a.storm_agents = a.storm_agents or (min(a.agents, 200) if q else a.agents)
     a.storm_mb = a.storm_mb or (2 if q else 16)
@@ -642,7 +647,8 @@ class Bench:
                 self.origin_up = True
             fps = reportsprice.start(self.env)
             self.res["reports_price"] = reportsprice.measure(self.env, fps, ["get1k"], a.reports_pairs, a.agents,
-                                                             a.duration, a.warmup, before_run=self.wait_quiet)
+                                                             a.reports_duration, a.warmup,
+                                                             before_run=self.wait_quiet)
         except Exception as e:  # one broken group must not cost the other results
             log(f"reports: FAILED: {e}")
             self.res["failures"].append({"group": "reports", "target": "fps", "rep": 0, "error": str(e)[-1000:]})
@@ -650,6 +656,15 @@ class Bench:
             for f in fps.values():
                 f.close()
         self.save()
+        rec = self.res.get("reports_price")
+        if rec and not a.no_callgrind and not a.quick:
+            try:
+                self.wait_quiet()
+                rec["instructions"] = reportsprice.instructions(self.env)
+            except Exception as e:  # the throughput pairs stand without it
+                log(f"reports: callgrind: FAILED: {e}")
+                rec["instructions_error"] = str(e)[-300:]
+            self.save()
 
     def storm(self):
         """(14) the update storm (lib/storm.py): one proxy at a time, each started for its storms."""
