@@ -34,6 +34,10 @@
 #define RECHECK_MS        10000 /* re-read inputs even without events (missed or odd edits) */
 #define PUBLISH_MS        1000  /* the status snapshot is refreshed at least this often */
 #define SQUID_HANG_MS     30000 /* a Squid answering no HTTP this long is killed (FPS_SQUID_HANG_MS) */
+/* ...but one that has not answered since it started gets this long (FPS_SQUID_START_MS): Squid
+ * starts every helper before its first answer, one after another, and an ASan Squid on a box at
+ * load average 16 took 17 s to its first answer; a slow start must not be killed as a hang. */
+#define SQUID_START_MS 120000
 
 /* ---- the loop ------------------------------------------------------------------------- */
 
@@ -144,6 +148,10 @@ static int ctl_open(struct ctl *x, int *sfd)
 	/* After the signal mask: threads inherit it. */
 	const char *hang = getenv("FPS_SQUID_HANG_MS"); /* tests use a short bound */
 	x->hang_ms = hang && atoll(hang) > 0 ? atoll(hang) : SQUID_HANG_MS;
+	const char *start = getenv("FPS_SQUID_START_MS");
+	x->start_ms = start && atoll(start) > 0 ? atoll(start) : SQUID_START_MS;
+	if (x->start_ms < x->hang_ms)
+		x->start_ms = x->hang_ms;
 	x->health_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	x->probe.notify_fd = x->health_fd;
 	if (x->health_fd < 0 || health_start(x->health_fd) < 0) {

@@ -308,10 +308,13 @@ void ctl_check_hung(struct ctl *x, long long now)
 	long long from = h.last_ok_ms > h.since_ms ? h.last_ok_ms : h.since_ms;
 	if (x->squid.started_ms > from)
 		from = x->squid.started_ms;
-	if (now - from < x->hang_ms)
+	/* Not one answer since this Squid started (or was adopted): it may still be starting. */
+	bool starting = h.last_ok_ms < h.since_ms || h.last_ok_ms < x->squid.started_ms;
+	long long bound = starting ? x->start_ms : x->hang_ms;
+	if (now - from < bound)
 		return;
-	log_error("squid: pid %d answered no HTTP for %lld ms (bound %lld ms): %s", (int)x->squid.pid, now - from,
-	          x->hang_ms, h.error[0] ? h.error : "no answer");
+	log_error("squid: pid %d answered no HTTP for %lld ms (bound %lld ms%s): %s", (int)x->squid.pid, now - from,
+	          bound, starting ? ", none since it started" : "", h.error[0] ? h.error : "no answer");
 	x->hung_pid = x->squid.pid;
 	sup_event(&x->squid, SUP_EV_HUNG, now);
 }

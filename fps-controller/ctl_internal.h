@@ -113,7 +113,8 @@ struct ctl {
 	int health_fd;                  /* eventfd: Squid's answer or a path's state flipped (health.c, the prober) */
 	pid_t health_pid;               /* the Squid the probe's `since` refers to */
 	pid_t hung_pid;                 /* the Squid last killed for not answering (once per process) */
-	long long hang_ms;
+	long long hang_ms;              /* the bound on silence once Squid has answered */
+	long long start_ms;             /* the bound before its first answer (>= hang_ms) */
 	struct denied_collector denied; /* the helpers' denied-destination files, merged */
 	bool have_denied;
 	struct genword acl_gen;     /* the generation every fps-acl serves (genword.h) */

@@ -118,6 +118,46 @@ def test_squid_silent_past_the_bound_is_killed_and_restarted():
         w.close()
 
 
+def _squid_wrapper(w, body):
+    """An FPS_SQUID_BIN that runs `body` before Squid's serving run (`-k` calls stay plain)."""
+    p = w.dir / "squid-wrapper.sh"
+    p.write_text("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -k ] && exec /usr/sbin/squid \"$@\"; done\n" + body + "\n")
+    p.chmod(0o755)
+    return str(p)
+
+
+def test_a_slow_starting_squid_is_not_killed_as_hung():
+    # Squid answers nothing until it has started its helpers; on a loaded box that took 17 s. The
+    # silence bound (here 1 s) counts from the last answer; before the first one the start bound
+    # (FPS_SQUID_START_MS, 120 s by default) does. Before: the 4 s start was killed as a hang.
+    w = make("slowstart")
+    try:
+        w.start(env_extra={"FPS_SQUID_HANG_MS": "1000",
+                           "FPS_SQUID_BIN": _squid_wrapper(w, 'sleep 4\nexec /usr/sbin/squid "$@"')})
+        squid = w.squid_pid()
+        wait_for(lambda: readyz(w) == 200, 30, what="/readyz 200")
+        assert w.get("a.allowed.test")[0] == 200
+        assert "answered no HTTP" not in w.log()
+        assert metric(w, "fps_squid_hung_kills_total") == 0
+        assert metric(w, "fps_squid_restarts_total") == 0
+        assert w.squid_pid() == squid
+    finally:
+        w.close()
+
+
+def test_a_squid_that_never_answers_after_its_start_is_killed_at_the_start_bound():
+    w = make("neverstarts")
+    try:
+        w.start(wait=False, env_extra={"FPS_SQUID_HANG_MS": "1000", "FPS_SQUID_START_MS": "3000",
+                                       "FPS_SQUID_BIN": _squid_wrapper(w, "while :; do sleep 1; done")})
+        wait_for(lambda: "none since it started" in w.log(), 30, what="the start bound's kill in the log")
+        line = next(x for x in w.log().splitlines() if "none since it started" in x)
+        assert "(bound 3000 ms, none since it started)" in line, line
+        wait_for(lambda: metric(w, "fps_squid_hung_kills_total") >= 1, 10, what="hung_kills counted")
+    finally:
+        w.close()
+
+
 # ---- 6. route state follows a tunnel outage within seconds ---------------------------------------
 
 def test_tunnel_outage_and_recovery_reach_status_and_metrics_quickly():
