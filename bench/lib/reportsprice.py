@@ -35,6 +35,7 @@ from . import loadrun, services
 from .common import log
 
 VARIANTS = {"on": "fps:", "off": "fpsoff:"}  # variant -> role prefix of its processes
+OFF_ENV = {"FPS_REPORTS": "off"}  # the controller's environment for the "off" variant
 BOUND = 0.03  # the issue's bound on the throughput lost to the reports
 VALGRIND_SQUID = Path(__file__).resolve().parents[1] / "valgrind-squid.sh"
 
@@ -67,7 +68,7 @@ def start(env, name="reports"):
     """The two instances: reports on (as shipped) and off. Routes are left out: the price is
     the log lines and their reader, the same on every route."""
     on = env.start_fps(name=f"{name}-on", routes=False, role="fps:")
-    off = env.start_fps(name=f"{name}-off", routes=False, extra_env={"FPS_REPORTS": "off"}, role="fpsoff:")
+    off = env.start_fps(name=f"{name}-off", routes=False, extra_env=OFF_ENV, role="fpsoff:")
     if "detail.log" not in on.active_conf() or "detail.log" in off.active_conf():
         raise RuntimeError("reports on/off: the two squid.conf files do not differ in their detail log")
     return {"on": on, "off": off}
@@ -154,15 +155,14 @@ def instructions(env, agents=50, long_s=20, warm_s=5):
             got = {}
             for phase, extra in (("short", 0), ("long", long_s)):
                 tag = d / f"{v}-{phase}"
-                e = {"FPS_SQUID_BIN": str(VALGRIND_SQUID), "FPS_CALLGRIND_OUT": str(tag)}
-                if v == "off":
-                    e["FPS_REPORTS"] = "off"
+                e = {"FPS_SQUID_BIN": str(VALGRIND_SQUID), "FPS_CALLGRIND_OUT": str(tag),
+                     **(OFF_ENV if v == "off" else {})}
                 f = env.start_fps(name=f"callgrind-{v}", routes=False, extra_env=e, role=f"cg{v}:", wait=300)
                 try:
+                    if ("detail.log" in f.active_conf()) != (v == "on"):
+                        raise RuntimeError(f"callgrind: the reports-{v} Squid's detail log is not as it should be")
                     r = loadrun.run_load(env, f"callgrind-{v}-{phase}", f.port, services.ORIGIN, "get1k", agents,
                                          warm_s + extra, 0)
-                    if v == "on" and "detail.log" not in f.active_conf():
-                        raise RuntimeError("callgrind: the reports-on Squid has no detail log")
                 finally:
                     f.close()  # a clean stop: callgrind writes its file when Squid exits
                 # loadgen's answers: both runs are one loadgen run each, so the requests cut off at
